@@ -1,0 +1,46 @@
+"""Narrow exception types.
+
+The library raises these; only the CLI turns them into exit codes and one-line
+messages. Every message says what was expected, what was received, and the fix.
+"""
+
+from __future__ import annotations
+
+
+class GradcamError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ProfileError(GradcamError):
+    """A backbone profile (TOML) is missing, malformed or invalid."""
+
+
+class ModelError(GradcamError):
+    """A model or its target layer cannot be built, loaded or used."""
+
+
+class WeightsError(ModelError):
+    """Weights cannot be found, read or converted."""
+
+
+class TargetError(GradcamError):
+    """A requested class (by index or name) does not exist."""
+
+
+class ImageError(GradcamError):
+    """One input image cannot be used.
+
+    ``kind`` is a short machine-readable tag (``empty``, ``truncated``,
+    ``not_an_image``, ``unreadable``, ``missing``, ``too_large``, ...)
+    written into the error record of that image.
+    """
+
+    def __init__(self, path: str, kind: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.kind = kind
+        self.message = message
+
+
+class OutputError(GradcamError):
+    """The output directory or a file in it cannot be written."""

