@@ -1,0 +1,464 @@
+"""Turn command-line inputs into an ordered, de-duplicated stream of images.
+
+Nothing here reads image data: :func:`iter_inputs` only lists directories and
+stats files, and keeps a set of already seen files and output stems.
+
+Rules (see :func:`iter_inputs` for the details):
+
+* An argument is, in this order of precedence: ``-`` (read paths from stdin),
+  an existing directory (walked), an existing file or any other path without
+  glob magic (kept as is, even if missing), or a glob pattern (``*``, ``?``,
+  ``[...]``, ``**``).
+* Walks and glob expansion skip hidden names (starting with ``.``) and keep
+  only files whose extension is in ``extensions`` (case-insensitive).
+  Explicitly named files are always kept.
+* The same file is yielded once, the first time it is reached.
+* Every :class:`InputRef` has an ``out_stem`` that is unique in the run.
+
+Sharding (:func:`in_shard`) hashes ``out_stem``; see its docstring.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob as _glob
+import hashlib
+import os
+import re
+import stat
+import sys
+import unicodedata
+from dataclasses import dataclass
+from typing import IO, Iterable, Iterator, Sequence
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "InputRef",
+    "iter_inputs",
+    "parse_shard",
+    "in_shard",
+]
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One input image to process.
+
+    ``path`` is the path to open, exactly as given or as built while walking
+    (``os.path.join(directory_argument, *relative_parts)``); it is not
+    resolved. ``out_stem`` is the relative output stem (POSIX separators, no
+    extension, never absolute, never containing ``..``), unique within one
+    :func:`iter_inputs` call, e.g. ``"cats/chelsea"``.
+    """
+
+    path: str
+    out_stem: str
+
+
+# --------------------------------------------------------------------------- #
+# helpers
+
+
+def _normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
+    out = set()
+    for ext in extensions:
+        ext = ext.strip().lower()
+        if not ext:
+            continue
+        if not ext.startswith("."):
+            ext = "." + ext
+        out.add(ext)
+    return frozenset(out)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """``"a.b.png"`` -> ``("a.b", ".png")``; ``".x"`` -> ``(".x", "")``."""
+    return os.path.splitext(name)
+
+
+def _safe_component(part: str) -> str:
+    # Never emit empty, "." or ".." components (nor absolute stems).
+    if part in ("", ".", ".."):
+        return "_" + part.replace(".", "_") if part else "_"
+    return part
+
+
+def _stem_key(stem: str) -> str:
+    # Stems are compared case-insensitively and after Unicode normalisation so
+    # that the outputs do not collide on case-insensitive / normalising file
+    # systems (macOS, Windows) either.
+    return unicodedata.normalize("NFC", stem).casefold()
+
+
+class _Listing:
+    """State of one ``iter_inputs`` call: seen files, taken stems, walked dirs."""
+
+    def __init__(self, recursive: bool, extensions: frozenset[str]):
+        self.recursive = recursive
+        self.extensions = extensions
+        self.seen_files: set = set()
+        self.taken_stems: set[str] = set()
+        self.walked_dirs: set[tuple[int, int]] = set()
+
+    # -- identity ----------------------------------------------------------- #
+
+    def _file_key(self, path: str, st: os.stat_result | None):
+        if st is not None:
+            return ("ino", st.st_dev, st.st_ino)
+        return ("path", os.path.realpath(path))
+
+    def first_time(self, path: str, st: os.stat_result | None) -> bool:
+        key = self._file_key(path, st)
+        if key in self.seen_files:
+            return False
+        self.seen_files.add(key)
+        return True
+
+    # -- stems -------------------------------------------------------------- #
+
+    def claim_stem(self, parent_parts: Sequence[str], name: str) -> str:
+        """Unique stem for file ``name`` in relative folder ``parent_parts``.
+
+        1. ``parent/stem``; 2. ``parent/stem_ext`` (the extension with its dot
+        replaced by ``_``); 3. ``parent/stem_ext~2``, ``~3``, ...
+        """
+        prefix = "/".join(_safe_component(p) for p in parent_parts)
+        prefix = prefix + "/" if prefix else ""
+        base, ext = _split_name(name)
+        candidates = [_safe_component(base)]
+        if ext:
+            candidates.append(_safe_component(base + "_" + ext[1:]))
+        for cand in candidates:
+            stem = prefix + cand
+            if _stem_key(stem) not in self.taken_stems:
+                self.taken_stems.add(_stem_key(stem))
+                return stem
+        last = prefix + candidates[-1]
+        i = 2
+        while True:
+            stem = f"{last}~{i}"
+            if _stem_key(stem) not in self.taken_stems:
+                self.taken_stems.add(_stem_key(stem))
+                return stem
+            i += 1
+
+    # -- producers ---------------------------------------------------------- #
+
+    def explicit(self, path: str) -> Iterator[InputRef]:
+        """A path named by the user (argument or stdin line)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            yield from self.walk(path, st)
+            return
+        if not self.first_time(path, st):
+            return
+        name = os.path.basename(os.path.normpath(path)) or path
+        yield InputRef(path, self.claim_stem((), name))
+
+    def walk(self, root: str, root_st: os.stat_result) -> Iterator[InputRef]:
+        """Walk directory argument ``root``; stems are relative to it."""
+        # Iterative depth-first walk. Each stack entry is (path, rel_parts, st).
+        stack: list[tuple[str, tuple[str, ...], os.stat_result]] = [(root, (), root_st)]
+        while stack:
+            dpath, rel, dst = stack.pop()
+            dkey = (dst.st_dev, dst.st_ino)
+            if dkey in self.walked_dirs:  # symlink loop or overlapping argument
+                continue
+            self.walked_dirs.add(dkey)
+            try:
+                with os.scandir(dpath) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError:
+                # Cannot list it (permission denied, vanished...). Rather than
+                # dropping it silently, hand the directory itself on: decoding
+                # reports it as ``unreadable`` in the error records.
+                if not self.first_time(dpath, dst):
+                    continue
+                if rel:
+                    parent, name = rel[:-1], rel[-1]
+                else:
+                    parent, name = (), os.path.basename(os.path.normpath(dpath))
+                yield InputRef(dpath, self.claim_stem(parent, name))
+                continue
+            subdirs = []
+            for entry in entries:
+                if _is_hidden(entry.name):
+                    continue
+                try:
+                    is_dir = entry.is_dir()  # follows symlinks
+                    is_file = not is_dir and entry.is_file()
+                except OSError:
+                    continue
+                if is_dir:
+                    if self.recursive:
+                        subdirs.append(entry)
+                    continue
+                if not is_file:  # broken symlink, fifo, socket, device...
+                    continue
+                if _split_name(entry.name)[1].lower() not in self.extensions:
+                    continue
+                try:
+                    st = entry.stat()  # follows symlinks
+                except OSError:
+                    continue
+                if not self.first_time(entry.path, st):
+                    continue
+                yield InputRef(entry.path, self.claim_stem(rel, entry.name))
+            # push in reverse so the smallest name is processed first
+            for entry in reversed(subdirs):
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                stack.append((entry.path, rel + (entry.name,), st))
+
+    def glob(self, pattern: str) -> Iterator[InputRef]:
+        """Expand a glob pattern; see :func:`iter_inputs`."""
+        for match in _expand_glob(pattern):
+            try:
+                st = os.stat(match)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                yield from self.walk(match, st)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            name = os.path.basename(match)
+            if _split_name(name)[1].lower() not in self.extensions:
+                continue
+            if not self.first_time(match, st):
+                continue
+            yield InputRef(match, self.claim_stem((), name))
+
+
+def _expand_glob(pattern: str) -> Iterator[str]:
+    """Deterministic, loop-safe glob expansion.
+
+    Like :func:`glob.glob` with ``recursive=True``, except that results come
+    out in sorted order (component by component, depth-first), ``**`` never
+    follows a directory (symlink loop) twice, and wildcards never match hidden
+    names. A literal hidden component (``.cache/*.jpg``) is honoured.
+    """
+    drive, rest = os.path.splitdrive(pattern)
+    if os.path.isabs(rest):
+        root = drive + rest[: len(rest) - len(rest.lstrip("/\\"))]
+        rest = rest.lstrip("/\\")
+    else:
+        root = drive
+    parts = [p for p in re.split(r"[/\\]" if os.sep == "\\" else "/", rest) if p != ""]
+    if not parts:
+        return
+    yield from _glob_parts(root, parts, set())
+
+
+def _join(base: str, name: str) -> str:
+    return os.path.join(base, name) if base else name
+
+
+def _sorted_listing(dirpath: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(dirpath or ".") as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError:
+        return []
+
+
+def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
+    head, tail = parts[0], parts[1:]
+    if head == "**":
+        # Each real directory is expanded once per remaining pattern, so
+        # symlink loops terminate.
+        try:
+            st = os.stat(base or ".")
+        except OSError:
+            return
+        key = (st.st_dev, st.st_ino, tuple(tail))
+        if key in rec_seen:
+            return
+        rec_seen.add(key)
+        # zero directories ...
+        if tail:
+            yield from _glob_parts(base, tail, rec_seen)
+        elif base:
+            yield base if base.endswith(os.sep) else base + os.sep
+        # ... or one more (non-hidden) directory level
+        for entry in _sorted_listing(base):
+            if _is_hidden(entry.name):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                continue
+            if is_dir:
+                yield from _glob_parts(_join(base, entry.name), parts, rec_seen)
+            elif not tail:
+                yield _join(base, entry.name)
+        return
+    if not _glob.has_magic(head):
+        path = _join(base, head)
+        if not tail:
+            if os.path.lexists(path):
+                yield path
+        elif os.path.isdir(path):
+            yield from _glob_parts(path, tail, rec_seen)
+        return
+    for entry in _sorted_listing(base):
+        name = entry.name
+        if _is_hidden(name) and not head.startswith("."):
+            continue
+        if not fnmatch.fnmatchcase(name, head):
+            continue
+        path = _join(base, name)
+        if not tail:
+            yield path
+        else:
+            try:
+                if entry.is_dir():
+                    yield from _glob_parts(path, tail, rec_seen)
+            except OSError:
+                continue
+
+
+def _read_stdin_paths(stream: IO[str], null: bool) -> Iterator[str]:
+    if null:
+        buf = ""
+        while True:
+            chunk = stream.read(65536)
+            if not chunk:
+                break
+            buf += chunk
+            *items, buf = buf.split("\0")
+            for item in items:
+                if item.strip():
+                    yield item
+        if buf.strip():
+            yield buf
+        return
+    for line in stream:
+        line = line.rstrip("\n")
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line.strip():
+            yield line
+
+
+# --------------------------------------------------------------------------- #
+# public API
+
+
+def iter_inputs(
+    inputs: Sequence[str],
+    *,
+    recursive: bool = True,
+    extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+    stdin: IO[str] | None = None,
+    null: bool = False,
+) -> Iterator[InputRef]:
+    """Yield one :class:`InputRef` per input image, in a deterministic order.
+
+    Each element of ``inputs`` is handled in order:
+
+    * ``"-"``: read paths from ``stdin`` (``sys.stdin`` when ``None``), one per
+      line (blank lines ignored, a trailing ``\\r`` stripped) or, with
+      ``null=True``, NUL-separated (``find -print0``). Each path is then
+      treated like an argument, except that it is never glob-expanded (it is
+      a literal name). ``-`` is read only the first time it appears.
+    * An existing directory: walked (recursively unless ``recursive=False``).
+      Walk order: a directory's own files in sorted name order (Python string
+      order), then its subdirectories, each fully, depth-first, in sorted
+      order. Hidden files and directories are skipped, files are kept only if
+      their extension is in ``extensions`` (case-insensitive), symlinks are
+      followed but no directory is walked twice (``(st_dev, st_ino)``), so
+      symlink loops terminate. Stems are relative to the directory argument:
+      ``D/cats/chelsea.jpg`` -> ``cats/chelsea``. A directory that cannot be
+      listed is yielded itself, so that decoding reports it as
+      ``unreadable`` instead of it disappearing silently.
+    * An existing file, or a path without glob magic characters: yielded as
+      is, whatever its extension or hidden-ness, and even if it does not
+      exist (decoding then reports ``missing``). Stem: its file name without
+      extension. A path that exists is never treated as a glob, so a file
+      literally named ``a[1].jpg`` works.
+    * Otherwise a glob pattern (``*``, ``?``, ``[...]``, ``**`` for any depth).
+      Matches come in sorted order; wildcards never match hidden names;
+      matched files are filtered by ``extensions``; a matched directory is
+      walked as if it were a directory argument (as after shell expansion).
+      Stem of a matched file: its file name without extension. **A glob that
+      matches nothing yields nothing** (the caller may warn); it is not
+      reported as a missing file.
+
+    The same file reached twice (named twice, via overlapping directories, a
+    symlink, a glob and a directory...) is yielded only the first time; files
+    are compared by ``(st_dev, st_ino)`` when they can be stat'ed, else by
+    ``os.path.realpath``.
+
+    ``out_stem`` is unique within the call (compared case-insensitively after
+    NFC normalisation, so outputs cannot collide on case-insensitive file
+    systems either). When the natural stem is taken, the later file uses its
+    name with the extension's dot replaced by ``_`` (``a.png`` -> ``a_png``);
+    if that is taken too, ``~2``, ``~3``, ... is appended (``a_png~2``).
+    Since inputs are processed in a deterministic order, the same arguments
+    over the same file tree always give the same stems.
+    """
+    listing = _Listing(recursive, _normalise_extensions(extensions))
+    stdin_used = False
+    for arg in inputs:
+        if arg == "-":
+            if stdin_used:
+                continue
+            stdin_used = True
+            stream = stdin if stdin is not None else sys.stdin
+            for line in _read_stdin_paths(stream, null):
+                yield from listing.explicit(line)
+            continue
+        if os.path.lexists(arg) or not _glob.has_magic(arg):
+            yield from listing.explicit(arg)
+        else:
+            yield from listing.glob(arg)
+
+
+_SHARD_RE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"K/N"`` (1 <= K <= N) into ``(K, N)``; ``ValueError`` otherwise."""
+    m = _SHARD_RE.fullmatch(text or "")
+    if not m:
+        raise ValueError(
+            f"invalid shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/4"
+        )
+    k, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 1 <= k <= n:
+        raise ValueError(
+            f"invalid shard {text!r}: expected K/N with 1 <= K <= N, e.g. 2/4"
+        )
+    return k, n
+
+
+def in_shard(ref: InputRef, k: int, n: int) -> bool:
+    """Whether ``ref`` belongs to shard ``k`` of ``n`` (1-based).
+
+    The shard is ``blake2b(out_stem) mod n``. ``out_stem`` is used (rather than
+    the path) because it contains nothing machine-specific (no absolute
+    prefix), it is what names the outputs (so shards write disjoint output
+    files), and it does not depend on an input's position in the listing.
+    Every process that lists the same arguments over the same file tree gets
+    the same stems, so shards ``1/n .. n/n`` partition the inputs exactly.
+    """
+    if n < 1 or not 1 <= k <= n:
+        raise ValueError(f"invalid shard {k}/{n}: expected 1 <= K <= N")
+    if n == 1:
+        return True
+    digest = hashlib.blake2b(
+        ref.out_stem.encode("utf-8", "surrogateescape"), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") % n == k - 1
