@@ -1,0 +1,149 @@
+"""Grad-CAM, batched and compiled. The only module that holds a GradientTape.
+
+A CAM method is a small function from (activations, gradients) to channel
+weights; everything else (target selection, batching over B images x N
+classes, ReLU, normalisation) lives once in :class:`Explainer`.
+
+Contract: input float32 (B, H, W, 3) already preprocessed; output maps float32
+(B, N, h, w) in [0, 1] at the target layer's resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .backbones import Split
+
+#: channel-weight functions: (A, dY/dA), both (M, h, w, K) -> weights (M, K)
+METHODS: dict[str, Callable] = {}
+
+
+def _method(name: str):
+    def register(fn: Callable) -> Callable:
+        METHODS[name] = fn
+        return fn
+
+    return register
+
+
+@_method("gradcam")
+def gradcam_weights(activations, gradients):
+    """Selvaraju et al. 2017: the spatial mean of the gradient, per channel."""
+    import tensorflow as tf
+
+    return tf.reduce_mean(gradients, axis=(1, 2))
+
+
+@dataclass(frozen=True)
+class CamBatch:
+    """Results for one batch. ``scores`` are pre-activation, ``probs`` after it."""
+
+    scores: np.ndarray  # (B, C) float32
+    probs: np.ndarray  # (B, C) float32
+    classes: np.ndarray  # (B, N) int32, the explained class of each map
+    maps: np.ndarray  # (B, N, h, w) float32 in [0, 1]
+
+
+def squash(scores, activation: str):
+    import tensorflow as tf
+
+    if activation == "softmax":
+        return tf.nn.softmax(scores, axis=-1)
+    if activation == "sigmoid":
+        return tf.sigmoid(scores)
+    return scores
+
+
+def normalise_maps(cams):
+    """ReLU, then divide each map by its maximum; an all-zero map stays zero (no NaN)."""
+    import tensorflow as tf
+
+    cams = tf.nn.relu(cams)
+    peak = tf.reduce_max(cams, axis=(-2, -1), keepdims=True)
+    return tf.math.divide_no_nan(cams, peak)
+
+
+class Explainer:
+    """Computes N Grad-CAM maps for each image of a batch in one compiled call.
+
+    ``top``: explain each image's ``top`` highest-scoring classes; or ``classes``:
+    explain these class indices for every image. The trunk runs once per batch;
+    the head runs on the activations tiled N times, so one backward pass gives all
+    N gradients. Where the model cannot be cut at the target layer, the whole
+    model runs on the tiled input instead (correct, N times slower).
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        top: int | None = None,
+        classes: Sequence[int] | None = None,
+        method: str = "gradcam",
+        force_full: bool = False,
+    ):
+        import tensorflow as tf
+
+        if (top is None) == (classes is None):
+            raise ValueError("give exactly one of top= or classes=")
+        self.split = split
+        self.top = None if top is None else min(int(top), split.num_classes)
+        self.fixed = None if classes is None else tf.constant(list(classes), dtype=tf.int32)
+        self.n = self.top if self.top is not None else len(classes)
+        self.weights_fn = METHODS[method]
+        self.path = "full" if (force_full or not split.cut) else "cut"
+        height_width = split.model.inputs[0].shape[1:3]
+        spec = tf.TensorSpec((None, *height_width, 3), tf.float32)
+        self._compiled = tf.function(self._explain, input_signature=[spec], jit_compile=False)
+
+    def _select(self, scores):
+        import tensorflow as tf
+
+        if self.top is not None:
+            return tf.math.top_k(scores, k=self.top, sorted=True).indices
+        batch = tf.shape(scores)[0]
+        return tf.tile(self.fixed[None, :], [batch, 1])
+
+    def _explain(self, x):
+        import tensorflow as tf
+
+        n = self.n
+        if self.path == "cut":
+            acts = self.split.trunk(x)
+            scores = self.split.head(acts)
+        else:
+            acts, scores = self.split.full(x)
+        classes = self._select(scores)  # (B, N)
+        flat_classes = tf.reshape(classes, [-1])  # image-major: b * N + n
+        with tf.GradientTape() as tape:
+            if self.path == "cut":
+                tiled = tf.repeat(acts, n, axis=0)
+                tape.watch(tiled)
+                tiled_scores = self.split.head(tiled)
+            else:
+                tiled, tiled_scores = self.split.full(tf.repeat(x, n, axis=0))
+            picked = tf.gather(tiled_scores, flat_classes, axis=1, batch_dims=1)
+            total = tf.reduce_sum(picked)
+        grads = tape.gradient(total, tiled)
+        weights = self.weights_fn(tiled, grads)  # (B*N, K)
+        cams = tf.einsum("mhwk,mk->mhw", tiled, weights)
+        cams = normalise_maps(cams)
+        shape = tf.shape(cams)
+        cams = tf.reshape(cams, [-1, n, shape[1], shape[2]])
+        return scores, squash(scores, self.split.activation), classes, cams
+
+    def __call__(self, batch: np.ndarray) -> CamBatch:
+        scores, probs, classes, maps = self._compiled(np.asarray(batch, dtype=np.float32))
+        return CamBatch(
+            scores=scores.numpy(),
+            probs=probs.numpy(),
+            classes=classes.numpy().astype(np.int32),
+            maps=maps.numpy(),
+        )
+
+    def trace_count(self) -> int:
+        """How many times the compiled function was traced (1 after any number of batches)."""
+        return int(self._compiled.experimental_get_tracing_count())

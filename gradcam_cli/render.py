@@ -1,0 +1,65 @@
+"""Heatmap colouring and blending. Arrays in, arrays out; no file I/O.
+
+The only module that converts between RGB (everywhere else) and OpenCV's BGR:
+``overlays`` takes an RGB image and returns BGR arrays ready for ``cv2.imencode``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+
+@lru_cache(maxsize=1)
+def colormaps() -> dict[str, int]:
+    """Every OpenCV colormap, by lower-case name (``jet``, ``turbo``, ``viridis``, ...)."""
+    return {
+        name[len("COLORMAP_") :].lower(): getattr(cv2, name)
+        for name in dir(cv2)
+        if name.startswith("COLORMAP_")
+    }
+
+
+def colormap_id(name: str) -> int:
+    """The OpenCV constant for a colormap name; ValueError with close matches otherwise."""
+    table = colormaps()
+    key = name.strip().lower()
+    if key not in table:
+        close = difflib.get_close_matches(key, list(table), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown colormap '{name}'{hint}; choose one of: {', '.join(sorted(table))}")
+    return table[key]
+
+
+def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A (h, w) map in [0, 1] resized to (height, width), bilinear, still in [0, 1]."""
+    return cv2.resize(np.asarray(cam, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap: int) -> np.ndarray:
+    """The coloured heatmap (BGR uint8) of a map at the given size."""
+    levels = cv2.convertScaleAbs(upsample(cam, height, width), alpha=255.0)
+    return cv2.applyColorMap(levels, colormap)
+
+
+def overlays(image_rgb: np.ndarray, cams: np.ndarray, *, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET):
+    """Blend each of ``cams`` (N, h, w) over ``image_rgb`` at the image's own resolution.
+
+    Returns a list of N BGR uint8 arrays: ``(1 - alpha) * image + alpha * heatmap``.
+    """
+    height, width = image_rgb.shape[:2]
+    base = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    return [
+        cv2.addWeighted(base, 1.0 - alpha, heatmap_bgr(cam, height, width, colormap), alpha, 0.0)
+        for cam in cams
+    ]
+
+
+def encode_jpeg(image_bgr: np.ndarray, quality: int = 90) -> bytes:
+    ok, buffer = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - OpenCV only fails here on invalid arrays
+        raise ValueError("OpenCV could not encode the overlay as JPEG")
+    return buffer.tobytes()

@@ -1,0 +1,147 @@
+"""The only module that writes files. Every file appears whole or not at all.
+
+Each file is written to a temporary name in its own directory, then renamed
+into place (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import pathlib
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .errors import OutputError
+
+
+def _describe(exc: OSError, path: pathlib.Path) -> OutputError:
+    reason = {
+        errno.ENOSPC: "the disk is full",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.EDQUOT: "the disk quota is exceeded",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return OutputError(f"cannot write {path}: {reason}; choose another --out directory or free space")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, then rename)."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise _describe(exc, path) from None
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), sync=True)
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
+    write_bytes(path, buffer.getvalue())
+
+
+def check_writable(directory: str | os.PathLike) -> pathlib.Path:
+    """Create ``directory`` if needed and prove a file can be written there."""
+    directory = pathlib.Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".gradcam-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise _describe(exc, directory) from None
+    return directory
+
+
+class JsonLines:
+    """An append-only JSON Lines log, flushed after every record.
+
+    A killed run keeps every record written before the kill; a torn last line
+    (killed mid-write) is ignored by :func:`read_json_lines`.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, append: bool = False):
+        self.path = pathlib.Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if append and self.path.exists():
+                _truncate_torn_tail(self.path)
+            self._handle = open(self.path, "a" if append else "w", encoding="utf-8")
+        except OSError as exc:
+            raise _describe(exc, self.path) from None
+
+    def write(self, record: dict) -> None:
+        try:
+            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._handle.flush()
+        except OSError as exc:
+            raise _describe(exc, self.path) from None
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "JsonLines":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _truncate_torn_tail(path: pathlib.Path) -> None:
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def read_json_lines(path: str | os.PathLike) -> Iterator[dict]:
+    """Records of a JSON Lines file, skipping a torn (unterminated or unparsable) last line."""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                return
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def write_json_document(path: str | os.PathLike, header: dict, records: Iterable[dict], key: str = "images") -> None:
+    """Write ``{**header, key: [records...]}`` atomically, streaming the records."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            head = json.dumps(header, indent=2, ensure_ascii=False)
+            handle.write(head[:-1].rstrip() + (",\n" if header else "\n") + f'  "{key}": [')
+            for i, record in enumerate(records):
+                handle.write(("," if i else "") + "\n    " + json.dumps(record, ensure_ascii=False))
+            handle.write("\n  ]\n}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise _describe(exc, path) from None

@@ -1,0 +1,37 @@
+"""Shared fixtures. Tests never touch the user's caches: both live in a session temp dir."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+
+_SESSION_TMP = pathlib.Path(tempfile.mkdtemp(prefix="gradcam-tests-"))
+os.environ.setdefault("XDG_CACHE_HOME", str(_SESSION_TMP / "cache"))
+os.environ["KERAS_HOME"] = str(_SESSION_TMP / "keras")  # empty: Keras-download weights are absent
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_images"
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from gradcam_cli.profiles import load_registry
+
+    return load_registry()
+
+
+@pytest.fixture(scope="session")
+def lite0_cam():
+    """The real offline default: EfficientNet-Lite0 with converted ImageNet weights."""
+    from gradcam_cli.pipeline import GradCAM
+
+    return GradCAM("efficientnet_lite0")
+
+
+def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1.0, 1.0, (n, size, size, 3)).astype(np.float32)

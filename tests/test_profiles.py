@@ -1,0 +1,48 @@
+"""Every shipped profile builds, exposes a 4-D target layer, and its fast path equals the tape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from reference import gradcam_reference
+
+SHIPPED = sorted(p.stem for p in (REPO / "configs" / "backbones").glob("*.toml"))
+REQUIRED = {"vgg16", "vgg19", "xception", "resnet50", "resnet50v2", "inception_v3", "mobilenet_v2",
+            "densenet121", "efficientnet_b0", "efficientnet_lite0"}
+
+
+def test_required_backbones_are_shipped(registry):
+    assert REQUIRED <= set(registry)
+    assert registry["vgg16"].target_layer == "block5_conv3" and registry["vgg16"].input_size == (224, 224)
+    assert registry["xception"].target_layer == "block14_sepconv2_act"
+    assert registry["xception"].input_size == (299, 299)
+    assert registry["resnet50"].target_layer == "conv5_block3_out"
+    assert registry["efficientnet_lite0"].target_layer == "top_activation"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_profile_builds_and_fast_path_equals_reference(name, registry):
+    from gradcam_cli.backbones import build_model, split_model
+    from gradcam_cli.cams import Explainer
+    from gradcam_cli.preprocess import normalise
+
+    profile = registry[name]
+    model = build_model(profile, weights="none")
+    layer = model.get_layer(profile.target_layer)
+    assert len(layer.output.shape) == 4
+    split = split_model(model, profile.target_layer)
+    assert split.cut, f"{name}: the head should be separable at {profile.target_layer}"
+    assert split.activation == "softmax" and split.num_classes == 1000
+
+    h, w = profile.input_size
+    rng = np.random.default_rng(0)
+    x = normalise(rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8), profile)
+    result = Explainer(split, top=2)(x)
+    assert result.maps.shape == (2, 2, *split.feature_shape[:2])
+    for b in range(2):
+        for j in range(2):
+            ref = gradcam_reference(model, profile.target_layer, x[b], int(result.classes[b, j]))
+            assert ref.max() > 0, f"{name}: the reference map is empty; the comparison would be vacuous"
+            np.testing.assert_allclose(result.maps[b, j], ref, atol=1e-5, err_msg=name)
