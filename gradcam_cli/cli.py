@@ -1,0 +1,254 @@
+"""The ``gradcam`` command. Option parsing and output formatting only.
+
+TensorFlow is imported lazily, so ``gradcam --help`` and ``gradcam backbones``
+stay fast. Data goes to stdout; progress and diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import GradcamError, ImageError, ModelError, OutputError, ProfileError, TargetError
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+EXIT_OUTPUT = 3
+EXIT_MODEL = 4
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  every image was explained
+  1  some images failed (each has an error record; the rest are done)
+  2  usage error: a bad flag, or an unknown backbone, class or layer
+  3  the output directory cannot be written (read-only, full disk, ...)
+  4  the model or its weights cannot be loaded
+"""
+
+
+class CliError(click.ClickException):
+    """One line on stderr, ``Error: ...``, with a chosen exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _fail(exc: GradcamError) -> CliError:
+    if isinstance(exc, OutputError):
+        return CliError(str(exc), EXIT_OUTPUT)
+    if isinstance(exc, (ProfileError, TargetError)):
+        return CliError(str(exc), EXIT_USAGE)
+    if isinstance(exc, ModelError) and "layer" in str(exc) and "--layer" in str(exc):
+        return CliError(str(exc), EXIT_USAGE)
+    return CliError(str(exc), EXIT_MODEL)
+
+
+@contextlib.contextmanager
+def _errors():
+    try:
+        yield
+    except GradcamError as exc:
+        raise _fail(exc) from None
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up chatter kept off the terminal.
+
+    Set GRADCAM_DEBUG=1 to see it.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("GRADCAM_DEBUG"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved = os.dup(2)
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+
+            tensorflow.get_logger().setLevel("ERROR")
+            tensorflow.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _registry(config_dirs):
+    from .profiles import load_registry
+
+    with _errors():
+        return load_registry(config_dirs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gradcam")
+def main() -> None:
+    """Grad-CAM heatmaps for Keras image classifiers.
+
+    \b
+    gradcam explain sample_images/ --out out/   # overlays + predictions.json
+    gradcam backbones                           # the registered backbones
+    """
+
+
+config_dir_option = click.option(
+    "--config-dir",
+    "config_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Extra folder of backbone profiles (*.toml); repeatable. Also $GRADCAM_CONFIG_DIR.",
+)
+
+
+@main.command()
+@config_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def backbones(config_dirs, as_json) -> None:
+    """List the registered backbones (name, input size, target layer, weights)."""
+    registry = _registry(config_dirs)
+    rows = [
+        {
+            "name": p.name,
+            "input_size": list(p.input_size),
+            "target_layer": p.target_layer,
+            "preprocessing": p.preprocessing,
+            "weights_source": p.weights_source(),
+            "offline": p.weights_offline(),
+            "default": p.name == DEFAULT_BACKBONE,
+            "profile": p.source,
+        }
+        for p in registry.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    headers = ("name", "input", "target layer", "weights", "offline")
+    table = [
+        (
+            r["name"] + (" *" if r["default"] else ""),
+            "x".join(map(str, r["input_size"])),
+            r["target_layer"],
+            r["weights_source"],
+            "yes" if r["offline"] else "no",
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    for row in (headers, *table):
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    click.echo(f"\n* default. 'offline: no' means the weights must be downloaded once or passed with --weights PATH.")
+
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def _unit_interval(ctx, param, value):
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise click.BadParameter(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _colormap(ctx, param, value):
+    from .render import colormap_id
+
+    try:
+        colormap_id(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out", "out_dir", default="gradcam_out", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder: overlays mirror the input tree; predictions.json(l) at its top.")
+@click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True,
+              help="Backbone profile name (see `gradcam backbones`).")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="'imagenet' (the profile's pretrained weights), 'none' (random), or a local weights file.")
+@click.option("--layer", default=None, help="Target layer name (default: the profile's).")
+@click.option("-n", "--top", default=3, show_default=True, type=click.IntRange(1, 1000),
+              help="Explain each image's N most probable classes.")
+@click.option("-c", "--class", "classes", multiple=True,
+              help="Explain this class instead (index or ImageNet name, case-insensitive); repeatable.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 4096), help="Images per batch.")
+@click.option("--alpha", default=0.4, show_default=True, type=float, callback=_unit_interval,
+              help="Heatmap opacity in the overlay.")
+@click.option("--colormap", default="jet", show_default=True, callback=_colormap,
+              help="Any OpenCV colormap name: jet, turbo, viridis, inferno, magma, hot, ...")
+@click.option("--quality", default=90, show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
+@click.option("--save-raw", is_flag=True, help="Also write each map as float32 .npy at the target layer's resolution.")
+@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
+@click.option("--ext", "extensions", multiple=True,
+              help="File extension to take from folders (repeatable; default: common image types).")
+@click.option("--null", is_flag=True, help="With '-': paths on stdin are NUL-separated (find -print0).")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Refuse images with more pixels than this (decompression-bomb guard).")
+@click.option("--jsonl", is_flag=True, help="Stream one JSON object per image on stdout as it is done.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@config_dir_option
+def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size, alpha, colormap, quality,
+            save_raw, no_recursive, extensions, null, max_pixels, jsonl, quiet, config_dirs) -> None:
+    """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
+
+    INPUTS are image files, folders (searched recursively), glob patterns, or '-'
+    to read paths from stdin, one per line.
+    """
+    from .discover import DEFAULT_EXTENSIONS, iter_inputs
+
+    registry = _registry(config_dirs)
+    with _errors():
+        from .profiles import get_profile
+
+        profile = get_profile(registry, backbone)
+    exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions) or DEFAULT_EXTENSIONS
+    refs = list(iter_inputs(inputs, recursive=not no_recursive, extensions=exts,
+                            stdin=sys.stdin, null=null))
+    if not refs:
+        click.echo(f"gradcam: no images found in {' '.join(inputs)}", err=True)
+
+    _quiet_tensorflow()
+    from .pipeline import GradCAM, RunOptions, run_folder
+
+    with _errors():
+        from .writers import check_writable
+
+        check_writable(out_dir)
+        cam = GradCAM(profile=profile, weights=weights, layer=layer)
+        cam.resolve_classes(classes)
+    options = RunOptions(out_dir=out_dir, top=top, classes=classes, batch_size=batch_size, alpha=alpha,
+                         colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels)
+    header_options = {k: v for k, v in click.get_current_context().params.items()}
+    header_options["inputs"] = list(inputs)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(refs), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+    def on_record(record: dict) -> None:
+        bar.update(1)
+        if record["status"] != "ok":
+            bar.write(f"gradcam: skipped {record['path']}: {record['message']}", file=sys.stderr)
+        if jsonl:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+
+    try:
+        with _errors():
+            summary = run_folder(cam, refs, options, header_options=header_options, on_record=on_record)
+    finally:
+        bar.close()
+    if not quiet:
+        click.echo(
+            f"gradcam: {summary.done} explained, {summary.failed} failed; results in {summary.out_dir}",
+            err=True,
+        )
+    sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
