@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import GradcamError, ImageError, ModelError, OutputError, ProfileError, TargetError
+from .errors import GradcamError, ModelError, OutputError, ProfileError, ResumeError, TargetError
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -44,7 +44,7 @@ class CliError(click.ClickException):
 def _fail(exc: GradcamError) -> CliError:
     if isinstance(exc, OutputError):
         return CliError(str(exc), EXIT_OUTPUT)
-    if isinstance(exc, (ProfileError, TargetError)):
+    if isinstance(exc, (ProfileError, TargetError, ResumeError)):
         return CliError(str(exc), EXIT_USAGE)
     if isinstance(exc, ModelError) and "layer" in str(exc) and "--layer" in str(exc):
         return CliError(str(exc), EXIT_USAGE)
@@ -193,27 +193,48 @@ def _colormap(ctx, param, value):
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse images with more pixels than this (decompression-bomb guard).")
 @click.option("--jsonl", is_flag=True, help="Stream one JSON object per image on stdout as it is done.")
+@click.option("--resume", is_flag=True,
+              help="Skip images whose outputs in --out are complete; redo the rest (same options required).")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Take a deterministic 1/N of the inputs (K = 1..N), for N machines or a job array.")
+@click.option("--dry-run", is_flag=True,
+              help="List the inputs and the resolved backbone, layer and preprocessing; compute nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @config_dir_option
 def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size, alpha, colormap, quality,
-            save_raw, no_recursive, extensions, null, max_pixels, jsonl, quiet, config_dirs) -> None:
+            save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run, quiet,
+            config_dirs) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
 
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
     to read paths from stdin, one per line.
     """
-    from .discover import DEFAULT_EXTENSIONS, iter_inputs
+    from .discover import DEFAULT_EXTENSIONS, in_shard, iter_inputs, parse_shard
 
     registry = _registry(config_dirs)
     with _errors():
         from .profiles import get_profile
 
         profile = get_profile(registry, backbone)
+    if shard is not None:
+        try:
+            shard_k, shard_n = parse_shard(shard)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--shard'") from None
+    if null and "-" not in inputs:
+        raise click.UsageError("--null only applies when '-' (paths on stdin) is among the inputs")
     exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions) or DEFAULT_EXTENSIONS
-    refs = list(iter_inputs(inputs, recursive=not no_recursive, extensions=exts,
-                            stdin=sys.stdin, null=null))
+    refs = [
+        ref
+        for ref in iter_inputs(inputs, recursive=not no_recursive, extensions=exts, stdin=sys.stdin, null=null)
+        if shard is None or in_shard(ref, shard_k, shard_n)
+    ]
     if not refs:
         click.echo(f"gradcam: no images found in {' '.join(inputs)}", err=True)
+
+    if dry_run:
+        _dry_run(profile, weights, layer, refs, jsonl)
+        return
 
     _quiet_tensorflow()
     from .pipeline import GradCAM, RunOptions, run_folder
@@ -225,13 +246,14 @@ def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size,
         cam = GradCAM(profile=profile, weights=weights, layer=layer)
         cam.resolve_classes(classes)
     options = RunOptions(out_dir=out_dir, top=top, classes=classes, batch_size=batch_size, alpha=alpha,
-                         colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels)
+                         colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels,
+                         resume=resume, shard=(shard_k, shard_n) if shard else None)
     header_options = {k: v for k, v in click.get_current_context().params.items()}
     header_options["inputs"] = list(inputs)
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(refs), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=len(refs), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True, delay=0.5)
 
     def on_record(record: dict) -> None:
         bar.update(1)
@@ -247,8 +269,37 @@ def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size,
     finally:
         bar.close()
     if not quiet:
+        resumed = f" ({summary.resumed} kept from the previous run)" if summary.resumed else ""
         click.echo(
-            f"gradcam: {summary.done} explained, {summary.failed} failed; results in {summary.out_dir}",
+            f"gradcam: {summary.done} explained{resumed}, {summary.failed} failed; results in {summary.out_dir}",
             err=True,
         )
     sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
+
+
+def _dry_run(profile, weights, layer, refs, as_jsonl) -> None:
+    """Resolve everything a run would use without loading weights: the graph is built with
+    random initialisation only to check the target layer and pick the engine path."""
+    _quiet_tensorflow()
+    from .backbones import build_model, split_model
+
+    with _errors():
+        model = build_model(profile, "none")
+        split = split_model(model, layer or profile.target_layer)
+    settings = {
+        "backbone": profile.name,
+        "profile": profile.source,
+        "target_layer": split.layer_name,
+        "target_layer_shape": list(split.feature_shape),
+        "input_size": list(profile.input_size),
+        "preprocessing": profile.preprocessing,
+        "weights": weights if weights != "imagenet" else f"imagenet ({profile.weights_source()})",
+        "weights_offline": profile.weights_offline() if weights == "imagenet" else None,
+        "score": split.activation,
+        "engine": "cut" if split.cut else "full (a skip connection crosses the target layer)",
+        "images": len(refs),
+    }
+    for key, value in settings.items():
+        click.echo(f"{key}: {value}", err=True)
+    for ref in refs:
+        click.echo(json.dumps({"path": ref.path, "out_stem": ref.out_stem}, ensure_ascii=False) if as_jsonl else ref.path)

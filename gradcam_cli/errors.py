@@ -44,3 +44,7 @@ class ImageError(GradcamError):
 
 class OutputError(GradcamError):
     """The output directory or a file in it cannot be written."""
+
+
+class ResumeError(GradcamError):
+    """``--resume`` on an output folder that was made with different settings."""

@@ -11,6 +11,7 @@ No Click, no printing: progress and per-image results go to callbacks.
 from __future__ import annotations
 
 import itertools
+import json
 import pathlib
 import re
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from . import __version__, classes as class_names
-from .errors import GradcamError, ImageError
+from .errors import ImageError, ResumeError
 from .profiles import PREPROCESSING, Profile, get_profile, load_registry
 
 DEFAULT_TOP = 3
@@ -187,15 +188,25 @@ class RunOptions:
     quality: int = DEFAULT_QUALITY
     save_raw: bool = False
     max_pixels: int | None = None
+    resume: bool = False
+    shard: tuple[int, int] | None = None  # (K, N): names the predictions files so shards can share --out
+    workers: int = 2  # decode and write threads; they overlap with the model
 
 
 @dataclass
 class Summary:
     done: int = 0
     failed: int = 0
+    resumed: int = 0
     records: int = 0
     out_dir: str = ""
     failures: list[dict] = field(default_factory=list)
+
+
+RUN_FILE = ".gradcam-run.json"
+#: options that change what is written; --resume refuses a folder made with others
+RESULT_OPTIONS = ("backbone", "weights", "layer", "top", "classes", "alpha", "colormap", "quality", "save_raw",
+                  "max_pixels")
 
 
 def safe_label(label: str) -> str:
@@ -210,9 +221,44 @@ def overlay_name(stem: str, prediction: Prediction, slot: int, n: int, by_class:
     return f"{stem}.{kind}{number}-{safe_label(prediction.label)}"
 
 
+def _jpeg_complete(path: pathlib.Path) -> bool:
+    """A JPEG that starts with SOI and ends with EOI (written whole)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+            handle.seek(-2, 2)
+            return head == b"\xff\xd8" and handle.read(2) == b"\xff\xd9"
+    except OSError:
+        return False
+
+
+def _outputs_complete(record: dict, out_dir: pathlib.Path, save_raw: bool) -> bool:
+    if record.get("status") != "ok" or not record.get("predictions"):
+        return False
+    for p in record["predictions"]:
+        if not _jpeg_complete(out_dir / p["overlay"]):
+            return False
+        if save_raw and not ("raw" in p and (out_dir / p["raw"]).is_file()):
+            return False
+    return True
+
+
+def _previous_records(jsonl_path: pathlib.Path) -> dict[str, int]:
+    """path -> byte offset of its last record in an existing JSON Lines log."""
+    index: dict[str, int] = {}
+    if not jsonl_path.exists():
+        return index
+    from .writers import read_json_lines_with_offsets
+
+    for offset, record in read_json_lines_with_offsets(jsonl_path):
+        if isinstance(record, dict) and "path" in record:
+            index[record["path"]] = offset
+    return index
+
+
 def run_folder(
     cam: GradCAM,
-    refs: Iterable[Any],
+    refs: Sequence[Any],
     options: RunOptions,
     *,
     header_options: dict | None = None,
@@ -221,48 +267,167 @@ def run_folder(
     """Explain every input of ``refs`` (``InputRef``: ``.path``, ``.out_stem``) into ``options.out_dir``.
 
     Writes one JPEG per image and target, appends each image's record to
-    ``predictions.jsonl`` as soon as it is done, and writes ``predictions.json``
-    from it at the end. A bad image becomes an error record; the run goes on.
+    ``predictions.jsonl`` as soon as its files are written, and writes
+    ``predictions.json`` (records in input order) at the end. A bad image
+    becomes an error record; the run goes on. Decoding of the next batch and
+    writing of the previous one overlap with the model. With ``resume``,
+    images whose outputs are complete are not computed again.
     """
-    from . import images, render, writers
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import render, writers
 
     out_dir = writers.check_writable(options.out_dir)
     colormap = render.colormap_id(options.colormap)
     indices = cam.resolve_classes(options.classes) if options.classes else None
     n = len(indices) if indices else min(options.top, cam.split.num_classes)
-    decode_kwargs = {"max_pixels": options.max_pixels} if options.max_pixels else {}
     summary = Summary(out_dir=str(out_dir))
-    jsonl_path = out_dir / JSONL_NAME
+    names = _result_names(options.shard)
+    jsonl_path = out_dir / names[JSONL_NAME]
+    settings = {k: (header_options or {}).get(k) for k in RESULT_OPTIONS}
+    settings["backbone"] = cam.profile.name
+    settings = json.loads(json.dumps(settings))  # as it reads back from disk (tuples -> lists)
 
-    def emit(record: dict) -> None:
-        log.write(record)
+    previous: dict[str, int] = {}
+    if options.resume:
+        _check_same_settings(out_dir / names[RUN_FILE], settings)
+        previous = _previous_records(jsonl_path)
+        writers.remove_stale_temps(out_dir)
+    writers.write_json(out_dir / names[RUN_FILE], {"settings": settings})
+    offsets: dict[str, int] = {}
+
+    def emit(record: dict, offset: int | None = None) -> None:
+        if offset is None:
+            offset = log.write(record)
+        else:
+            summary.resumed += 1
+        offsets[record["path"]] = offset
         summary.records += 1
         if record["status"] == "ok":
             summary.done += 1
         else:
             summary.failed += 1
-            summary.failures.append(record)
+            summary.failures.append({k: record[k] for k in ("path", "kind", "message")})
         if on_record is not None:
             on_record(record)
 
-    with writers.JsonLines(jsonl_path) as log:
-        for chunk in _batched(refs, options.batch_size):
-            decoded = []
-            for ref in chunk:
-                try:
-                    decoded.append((ref, images.decode(ref.path, **decode_kwargs)))
-                except ImageError as exc:
-                    emit({"path": ref.path, "status": "error", "kind": exc.kind, "message": exc.message})
-            if not decoded:
-                continue
-            results = cam._explain_batch(cam.prepare([img for _, img in decoded]), options.top, indices)
-            for (ref, image), result in zip(decoded, results):
-                emit(_write_image(ref, image, result, options, out_dir, colormap, n, by_class=bool(indices)))
+    def decode(ref):
+        return _decode_and_resize(ref, cam.profile.input_size, options.max_pixels)
+
+    def finish(ref, image, result):
+        return _write_image(ref, image, result, options, out_dir, colormap, n, by_class=bool(indices))
+
+    with writers.JsonLines(jsonl_path, append=options.resume) as log, \
+            ThreadPoolExecutor(options.workers, thread_name_prefix="gradcam-io") as pool:
+        chunks = _batched(refs, options.batch_size)
+        pending: list = []  # per batch, in order: list of (ref, record | future)
+        ahead = None
+        for chunk in itertools.chain(chunks, [None]):
+            # prefetch: decode this chunk while the model works on the previous one
+            current, ahead = ahead, (None if chunk is None else _submit_chunk(pool, decode, chunk, previous,
+                                                                                 jsonl_path, out_dir, options))
+            if current is not None:
+                pending.append(_compute(cam, current, options.top, indices, pool, finish))
+            while len(pending) > (1 if chunk is not None else 0):
+                for ref, item in pending.pop(0):
+                    _emit_item(item, emit)
 
     header = cam.header(header_options)
     header["summary"] = {"images": summary.records, "done": summary.done, "failed": summary.failed}
-    writers.write_json_document(out_dir / JSON_NAME, header, writers.read_json_lines(jsonl_path))
+    ordered = (offsets[ref.path] for ref in refs if ref.path in offsets)
+    writers.write_json_document(out_dir / names[JSON_NAME], header, writers.read_records_at(jsonl_path, ordered))
     return summary
+
+
+def _result_names(shard: tuple[int, int] | None) -> dict[str, str]:
+    """``predictions.json`` etc., or ``predictions.2-of-4.json`` for shard 2/4."""
+    if shard is None:
+        return {name: name for name in (JSON_NAME, JSONL_NAME, RUN_FILE)}
+    tag = f"{shard[0]}-of-{shard[1]}"
+    return {name: name.replace(".json", f".{tag}.json") for name in (JSON_NAME, JSONL_NAME, RUN_FILE)}
+
+
+def _check_same_settings(run_file: pathlib.Path, settings: dict) -> None:
+    if not run_file.exists():
+        return
+    try:
+        before = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
+    except (OSError, ValueError):
+        return
+    changed = [k for k in settings if k in before and before[k] != settings[k]]
+    if changed:
+        what = ", ".join(f"{k} {before[k]!r} -> {settings[k]!r}" for k in changed)
+        raise ResumeError(
+            f"cannot --resume in {run_file.parent}: it was made with other settings ({what}); "
+            "use the same options, or another --out folder"
+        )
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    image: np.ndarray  # original resolution, RGB uint8
+    small: np.ndarray  # resized to the model's input size
+
+
+@dataclass(frozen=True)
+class _Resumed:
+    offset: int  # of its record in predictions.jsonl
+    record: dict
+
+
+def _decode_and_resize(ref, size, max_pixels) -> _Decoded | dict:
+    from . import images
+    from .preprocess import resize
+
+    try:
+        image = images.decode(ref.path, **({"max_pixels": max_pixels} if max_pixels else {}))
+    except ImageError as exc:
+        return {"path": ref.path, "status": "error", "kind": exc.kind, "message": exc.message}
+    return _Decoded(image, resize(image, size))
+
+
+def _submit_chunk(pool, decode, chunk, previous, jsonl_path, out_dir, options):
+    """Per input: a :class:`_Resumed` when its outputs are complete, else a decode future."""
+    from .writers import read_record_at
+
+    items = []
+    for ref in chunk:
+        offset = previous.get(ref.path)
+        if offset is not None:
+            record = read_record_at(jsonl_path, offset)
+            if _outputs_complete(record, out_dir, options.save_raw):
+                items.append((ref, _Resumed(offset, record)))
+                continue
+        items.append((ref, pool.submit(decode, ref)))
+    return items
+
+
+def _compute(cam, items, top, indices, pool, finish):
+    """Wait for the chunk's decodes, run the model on the good images, submit their writes."""
+    from concurrent.futures import Future
+
+    resolved = [(ref, item.result() if isinstance(item, Future) else item) for ref, item in items]
+    good = [(i, ref, value) for i, (ref, value) in enumerate(resolved) if isinstance(value, _Decoded)]
+    out = list(resolved)
+    if good:
+        from .preprocess import normalise
+
+        batch = normalise(np.stack([value.small for _, _, value in good]), cam.profile)
+        results = cam._explain_batch(batch, top, indices)
+        for (i, ref, value), result in zip(good, results):
+            out[i] = (ref, pool.submit(finish, ref, value.image, result))
+    return out
+
+
+def _emit_item(item, emit) -> None:
+    from concurrent.futures import Future
+
+    if isinstance(item, Future):
+        emit(item.result())  # an OutputError from a write surfaces here and stops the run
+    elif isinstance(item, _Resumed):
+        emit(item.record, offset=item.offset)
+    else:
+        emit(item)  # an error record
 
 
 def _write_image(ref, image, result: Explanation, options: RunOptions, out_dir, colormap, n, by_class) -> dict:

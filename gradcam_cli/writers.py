@@ -11,6 +11,8 @@ import io
 import json
 import os
 import pathlib
+import re
+import socket
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -29,10 +31,44 @@ def _describe(exc: OSError, path: pathlib.Path) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}; choose another --out directory or free space")
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_TEMP = re.compile(r"^\..+\.tmp-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)$")
+
+
+def _temp_name(path: pathlib.Path) -> pathlib.Path:
+    """``dir/.name.tmp-HOST-PID``: hidden, in the same directory (same file system), owner traceable."""
+    return path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> int:
+    """Delete temp files left by killed runs of this host (their process is gone). Returns the count."""
+    removed = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            match = _TEMP.match(name)
+            if match and match["host"] == _HOST and not _pid_alive(int(match["pid"])):
+                try:
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
 def write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = False) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same directory, then rename)."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
@@ -76,7 +112,8 @@ class JsonLines:
     """An append-only JSON Lines log, flushed after every record.
 
     A killed run keeps every record written before the kill; a torn last line
-    (killed mid-write) is ignored by :func:`read_json_lines`.
+    (killed mid-write) is cut off when the log is reopened for appending, and
+    skipped by :func:`read_json_lines_with_offsets`.
     """
 
     def __init__(self, path: str | os.PathLike, *, append: bool = False):
@@ -85,16 +122,19 @@ class JsonLines:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if append and self.path.exists():
                 _truncate_torn_tail(self.path)
-            self._handle = open(self.path, "a" if append else "w", encoding="utf-8")
+            self._handle = open(self.path, "ab" if append else "wb")
         except OSError as exc:
             raise _describe(exc, self.path) from None
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict) -> int:
+        """Append ``record`` and flush; returns its byte offset in the file."""
         try:
-            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            offset = self._handle.tell()
+            self._handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
             self._handle.flush()
         except OSError as exc:
             raise _describe(exc, self.path) from None
+        return offset
 
     def close(self) -> None:
         self._handle.close()
@@ -113,22 +153,38 @@ def _truncate_torn_tail(path: pathlib.Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
-def read_json_lines(path: str | os.PathLike) -> Iterator[dict]:
-    """Records of a JSON Lines file, skipping a torn (unterminated or unparsable) last line."""
-    with open(path, encoding="utf-8") as handle:
+def read_json_lines_with_offsets(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(byte offset, record) for each whole line of a JSON Lines file; a torn tail is skipped."""
+    offset = 0
+    with open(path, "rb") as handle:
         for line in handle:
-            if not line.endswith("\n"):
+            start, offset = offset, offset + len(line)
+            if not line.endswith(b"\n"):
                 return
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
+                yield start, json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
+
+
+def read_record_at(path: str | os.PathLike, offset: int) -> dict:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return json.loads(handle.readline())
+
+
+def read_records_at(path: str | os.PathLike, offsets: Iterable[int]) -> Iterator[dict]:
+    """The records starting at ``offsets``, in that order (one open file, nothing held)."""
+    with open(path, "rb") as handle:
+        for offset in offsets:
+            handle.seek(offset)
+            yield json.loads(handle.readline())
 
 
 def write_json_document(path: str | os.PathLike, header: dict, records: Iterable[dict], key: str = "images") -> None:
     """Write ``{**header, key: [records...]}`` atomically, streaming the records."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _temp_name(path)
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
             head = json.dumps(header, indent=2, ensure_ascii=False)

@@ -59,7 +59,7 @@ def test_exit_code_and_streams(run):
 def test_output_files_mirror_the_tree(run, tree):
     _, out = run
     doc = json.loads((out / "predictions.json").read_text())
-    expected = {"predictions.json", "predictions.jsonl"}
+    expected = {"predictions.json", "predictions.jsonl", ".gradcam-run.json"}
     for record in doc["images"]:
         stem = pathlib.Path(record["path"]).relative_to(tree).with_suffix("").as_posix()
         for p in record["predictions"]:
