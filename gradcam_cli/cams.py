@@ -128,6 +128,9 @@ class Explainer:
             picked = tf.gather(tiled_scores, flat_classes, axis=1, batch_dims=1)
             total = tf.reduce_sum(picked)
         grads = tape.gradient(total, tiled)
+        # mixed precision: the model may compute in float16; weights and maps are float32
+        tiled, grads = tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32)
+        scores = tf.cast(scores, tf.float32)
         weights = self.weights_fn(tiled, grads)  # (B*N, K)
         cams = tf.einsum("mhwk,mk->mhw", tiled, weights)
         cams = normalise_maps(cams)

@@ -156,6 +156,18 @@ def _unit_interval(ctx, param, value):
     return value
 
 
+def _batch_size(ctx, param, value):
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= 4096:
+        raise click.BadParameter(f"must be a whole number from 1 to 4096, or 'auto'; got {value!r}")
+    return size
+
+
 def _colormap(ctx, param, value):
     from .render import colormap_id
 
@@ -179,7 +191,11 @@ def _colormap(ctx, param, value):
               help="Explain each image's N most probable classes.")
 @click.option("-c", "--class", "classes", multiple=True,
               help="Explain this class instead (index or ImageNet name, case-insensitive); repeatable.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1, 4096), help="Images per batch.")
+@click.option("--batch-size", default="16", show_default=True, callback=_batch_size,
+              help="Images per batch, or 'auto': the largest that fits on the GPU (16 on the CPU). "
+                   "On out-of-memory the batch is halved and no image is lost.")
+@click.option("--precision", type=click.Choice(["float32", "mixed"]), default="float32", show_default=True,
+              help="'mixed': float16 compute (for GPUs with tensor cores); maps stay float32.")
 @click.option("--alpha", default=0.4, show_default=True, type=float, callback=_unit_interval,
               help="Heatmap opacity in the overlay.")
 @click.option("--colormap", default="jet", show_default=True, callback=_colormap,
@@ -201,7 +217,7 @@ def _colormap(ctx, param, value):
               help="List the inputs and the resolved backbone, layer and preprocessing; compute nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @config_dir_option
-def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size, alpha, colormap, quality,
+def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size, precision, alpha, colormap, quality,
             save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run, quiet,
             config_dirs) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
@@ -237,14 +253,16 @@ def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size,
         return
 
     _quiet_tensorflow()
-    from .pipeline import GradCAM, RunOptions, run_folder
+    from .pipeline import GradCAM, RunOptions, auto_batch_size, run_folder
 
     with _errors():
         from .writers import check_writable
 
         check_writable(out_dir)
-        cam = GradCAM(profile=profile, weights=weights, layer=layer)
+        cam = GradCAM(profile=profile, weights=weights, layer=layer, precision=precision)
         cam.resolve_classes(classes)
+    if batch_size == "auto":
+        batch_size = auto_batch_size()
     options = RunOptions(out_dir=out_dir, top=top, classes=classes, batch_size=batch_size, alpha=alpha,
                          colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels,
                          resume=resume, shard=(shard_k, shard_n) if shard else None)

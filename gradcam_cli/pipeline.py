@@ -10,6 +10,7 @@ No Click, no printing: progress and per-image results go to callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import pathlib
@@ -55,6 +56,32 @@ class Explanation:
     probabilities: np.ndarray  # (C,) after the final softmax / sigmoid
 
 
+PRECISIONS = ("float32", "mixed")
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str | None):
+    """Build under a Keras dtype policy (e.g. ``mixed_float16``), then restore the previous one."""
+    if name is None:
+        yield
+        return
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def auto_batch_size() -> int:
+    """``--batch-size auto``: 256 on a GPU (halved on out-of-memory until it fits), 16 on the CPU."""
+    import tensorflow as tf
+
+    return 256 if tf.config.list_physical_devices("GPU") else DEFAULT_BATCH
+
+
 def _batched(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(itertools.islice(iterator, size)):
@@ -78,6 +105,7 @@ class GradCAM:
         layer: str | None = None,
         config_dirs: Sequence[str] = (),
         profile: Profile | None = None,
+        precision: str = "float32",
     ):
         from .backbones import build_model, split_model
 
@@ -86,9 +114,15 @@ class GradCAM:
         self.layer = layer or self.profile.target_layer
         base = pathlib.Path(self.profile.source).parent if self.profile.source else None
         self.class_names = class_names.load(self.profile.classes, base)
-        self.model = build_model(self.profile, self.weights)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        with _dtype_policy("mixed_float16" if precision == "mixed" else None):
+            self.model = build_model(self.profile, self.weights)
         self.split = split_model(self.model, self.layer)
         self._explainers: dict[Any, Any] = {}
+        #: the largest batch the model ran without running out of memory (None: not limited yet)
+        self.max_batch: int | None = None
 
     # -- targets ---------------------------------------------------------------
     def resolve_classes(self, tokens: Sequence[str | int]) -> list[int]:
@@ -125,8 +159,34 @@ class GradCAM:
             results.extend(self._explain_batch(self.prepare(chunk), top, indices))
         return results
 
+    def _run_model(self, batch: np.ndarray, top: int, indices: Sequence[int] | None):
+        """Run the compiled explainer, halving the batch on out-of-memory without losing images."""
+        import tensorflow as tf
+
+        from .cams import CamBatch
+        from .errors import ModelError
+
+        explainer = self._explainer(top, indices)
+        parts, start = [], 0
+        while start < len(batch):
+            size = min(self.max_batch or len(batch), len(batch) - start)
+            try:
+                parts.append(explainer(batch[start : start + size]))
+            except tf.errors.ResourceExhaustedError:
+                if size == 1:
+                    raise ModelError(
+                        f"out of memory with a batch of 1 image on backbone '{self.profile.name}'; "
+                        "free accelerator memory or use a smaller input size"
+                    ) from None
+                self.max_batch = size // 2
+                continue
+            start += size
+        if len(parts) == 1:
+            return parts[0]
+        return CamBatch(*(np.concatenate([getattr(p, f) for p in parts]) for f in CamBatch.__dataclass_fields__))
+
     def _explain_batch(self, batch: np.ndarray, top: int, indices: Sequence[int] | None) -> list[Explanation]:
-        out = self._explainer(top, indices)(batch)
+        out = self._run_model(batch, top, indices)
         explanations = []
         for b in range(batch.shape[0]):
             probs, scores = out.probs[b], out.scores[b]
@@ -167,6 +227,7 @@ class GradCAM:
             "preprocessing": prep,
             "weights": weights,
             "method": "gradcam",
+            "precision": self.precision,
             "score": _SCORE[self.split.activation],
             "engine": "trunk once + head on tiled activations" if self.split.cut else "full model on tiled input",
             "options": options or {},
@@ -334,6 +395,8 @@ def run_folder(
 
     header = cam.header(header_options)
     header["summary"] = {"images": summary.records, "done": summary.done, "failed": summary.failed}
+    if cam.max_batch is not None:  # the model ran out of memory and the batch was halved
+        header["summary"]["batch_size_after_out_of_memory"] = cam.max_batch
     ordered = (offsets[ref.path] for ref in refs if ref.path in offsets)
     writers.write_json_document(out_dir / names[JSON_NAME], header, writers.read_records_at(jsonl_path, ordered))
     return summary

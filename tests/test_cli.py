@@ -15,7 +15,7 @@ from PIL import Image
 from gradcam_cli.cli import main
 
 HEADER_KEYS = {"tool", "version", "backbone", "model", "target_layer", "target_layer_shape", "input_size",
-               "preprocessing", "weights", "method", "score", "engine", "options", "summary", "images"}
+               "preprocessing", "weights", "method", "precision", "score", "engine", "options", "summary", "images"}
 PREDICTION_KEYS = {"rank", "class_index", "class_id", "label", "probability", "overlay"}
 SIZES = {"cats/a.png": (200, 120), "b.jpg": (64, 96), "dogs/deep/c.jpg": (301, 257)}
 
