@@ -95,8 +95,7 @@ class Explainer:
         self.n = self.top if self.top is not None else len(classes)
         self.weights_fn = METHODS[method]
         self.path = "full" if (force_full or not split.cut) else "cut"
-        height_width = split.model.inputs[0].shape[1:3]
-        spec = tf.TensorSpec((None, *height_width, 3), tf.float32)
+        spec = tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)
         self._compiled = tf.function(self._explain, input_signature=[spec], jit_compile=False)
 
     def _select(self, scores):
