@@ -656,7 +656,7 @@ def _resolve_target(graph: _Graph, name: str) -> tuple[str, tuple, Any]:
     else:
         path = None
     if path is None:
-        pool = list(targets) + sorted({p.rsplit("/", 1)[-1] for p in targets})
+        pool = list(dict.fromkeys([*targets, *sorted({p.rsplit("/", 1)[-1] for p in targets})]))
         close = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
         raise ModelError(

@@ -84,6 +84,7 @@ class Explainer:
         classes: Sequence[int] | None = None,
         method: str = "gradcam",
         force_full: bool = False,
+        extra: bool = False,
     ):
         import tensorflow as tf
 
@@ -92,21 +93,28 @@ class Explainer:
         self.split = split
         self.top = None if top is None else min(int(top), split.num_classes)
         self.fixed = None if classes is None else tf.constant(list(classes), dtype=tf.int32)
-        self.n = self.top if self.top is not None else len(classes)
+        #: extra=True: each call also takes one more class per image (e.g. its true label), explained last
+        self.extra = extra
+        self.n = (self.top if self.top is not None else len(classes)) + int(extra)
         self.weights_fn = METHODS[method]
         self.path = "full" if (force_full or not split.cut) else "cut"
-        spec = tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)
-        self._compiled = tf.function(self._explain, input_signature=[spec], jit_compile=False)
+        specs = [tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)]
+        if extra:
+            specs.append(tf.TensorSpec((None,), tf.int32))
+        self._compiled = tf.function(self._explain, input_signature=specs, jit_compile=False)
 
-    def _select(self, scores):
+    def _select(self, scores, extra=None):
         import tensorflow as tf
 
         if self.top is not None:
-            return tf.math.top_k(scores, k=self.top, sorted=True).indices
-        batch = tf.shape(scores)[0]
-        return tf.tile(self.fixed[None, :], [batch, 1])
+            classes = tf.math.top_k(scores, k=self.top, sorted=True).indices
+        else:
+            classes = tf.tile(self.fixed[None, :], [tf.shape(scores)[0], 1])
+        if extra is not None:
+            classes = tf.concat([classes, extra[:, None]], axis=1)
+        return classes
 
-    def _explain(self, x):
+    def _explain(self, x, extra=None):
         import tensorflow as tf
 
         n = self.n
@@ -115,7 +123,7 @@ class Explainer:
             scores = self.split.head(acts)
         else:
             acts, scores = self.split.full(x)
-        classes = self._select(scores)  # (B, N)
+        classes = self._select(scores, extra)  # (B, N)
         flat_classes = tf.reshape(classes, [-1])  # image-major: b * N + n
         with tf.GradientTape() as tape:
             if self.path == "cut":
@@ -137,8 +145,11 @@ class Explainer:
         cams = tf.reshape(cams, [-1, n, shape[1], shape[2]])
         return scores, squash(scores, self.split.activation), classes, cams
 
-    def __call__(self, batch: np.ndarray) -> CamBatch:
-        scores, probs, classes, maps = self._compiled(np.asarray(batch, dtype=np.float32))
+    def __call__(self, batch: np.ndarray, extra: np.ndarray | None = None) -> CamBatch:
+        args = [np.asarray(batch, dtype=np.float32)]
+        if self.extra:
+            args.append(np.asarray(extra, dtype=np.int32))
+        scores, probs, classes, maps = self._compiled(*args)
         return CamBatch(
             scores=scores.numpy(),
             probs=probs.numpy(),

@@ -106,3 +106,25 @@ def load(source: str, base_dir: str | pathlib.Path | None = None) -> ClassNames:
     if not path.is_absolute() and base_dir is not None:
         path = pathlib.Path(base_dir) / path
     return from_file(path)
+
+
+def generic(count: int) -> ClassNames:
+    """``class_0``, ``class_1``, ... for a model without a class names file."""
+    names = tuple(f"class_{i}" for i in range(count))
+    return ClassNames(labels=names, ids=tuple(None for _ in names), synonyms=tuple((n,) for n in names))
+
+
+def for_model(source: str | None, base_dir, num_classes: int, head_type: str = "softmax") -> ClassNames:
+    """Class names for a model with ``num_classes`` scores, checked to match.
+
+    A binary head (one sigmoid unit) has two classes: 0 (the negative) and 1.
+    """
+    names = generic(num_classes) if source is None else load(source, base_dir)
+    if len(names) != num_classes:
+        what = "ImageNet's class list" if source == "imagenet" else f"class names file {source}"
+        extra = " (a single sigmoid unit has 2 classes: the negative first, then the positive)" if head_type == "binary" else ""
+        raise ProfileError(
+            f"{what} has {len(names)} names but the model explains {num_classes} classes{extra}; "
+            "pass --labels FILE with one name per line"
+        )
+    return names

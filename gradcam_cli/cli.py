@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -46,8 +47,8 @@ def _fail(exc: GradcamError) -> CliError:
         return CliError(str(exc), EXIT_OUTPUT)
     if isinstance(exc, (ProfileError, TargetError, ResumeError)):
         return CliError(str(exc), EXIT_USAGE)
-    if isinstance(exc, ModelError) and "layer" in str(exc) and "--layer" in str(exc):
-        return CliError(str(exc), EXIT_USAGE)
+    if isinstance(exc, ModelError) and re.search(r"--(layer|output|input-size|custom-objects)\b", str(exc)):
+        return CliError(str(exc), EXIT_USAGE)  # the fix is a flag
     return CliError(str(exc), EXIT_MODEL)
 
 
@@ -117,7 +118,7 @@ def backbones(config_dirs, as_json) -> None:
     rows = [
         {
             "name": p.name,
-            "input_size": list(p.input_size),
+            "input_size": list(p.input_size) if p.input_size else None,
             "target_layer": p.target_layer,
             "preprocessing": p.preprocessing,
             "weights_source": p.weights_source(),
@@ -134,7 +135,7 @@ def backbones(config_dirs, as_json) -> None:
     table = [
         (
             r["name"] + (" *" if r["default"] else ""),
-            "x".join(map(str, r["input_size"])),
+            "x".join(map(str, r["input_size"])) if r["input_size"] else "model's",
             r["target_layer"],
             r["weights_source"],
             "yes" if r["offline"] else "no",
@@ -178,19 +179,79 @@ def _colormap(ctx, param, value):
     return value
 
 
+def model_options(command):
+    """The options that choose and adapt the model, shared by `explain` and `layers`."""
+    options = [
+        click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True,
+                     help="Backbone profile name (see `gradcam backbones`)."),
+        click.option("--weights", default="imagenet", show_default=True,
+                     help="'imagenet' (the profile's pretrained weights), 'none' (random), or a local weights file."),
+        click.option("-m", "--model", "model_path", default=None, type=click.Path(),
+                     help="Your own saved model (.keras or .h5) instead of a backbone."),
+        click.option("--custom-objects", default=None, type=click.Path(),
+                     help="A Python file defining the custom layers / functions your model needs."),
+        click.option("--layer", default=None,
+                     help="Target layer: a name, a nested path (resnet50/conv5_block3_out), or 'auto' "
+                          "(the last 4-D layer with spatial extent; the default for --model)."),
+        click.option("--output", default=None, help="Which output of a multi-output model to explain (name or index)."),
+        click.option("--input-size", default=None, type=click.IntRange(32, 4096),
+                     help="Resize images to this many pixels square (default: the profile's or the model's)."),
+        click.option("--preprocess", default=None,
+                     type=click.Choice(["caffe", "tf", "torch", "none", "scale", "mean_std"]),
+                     help="Input normalisation (default: the profile's; 'none' = raw 0..255 for --model)."),
+        click.option("--mean", default=None, type=float, help="With --preprocess mean_std: the mean (0..255)."),
+        click.option("--std", default=None, type=float, help="With --preprocess mean_std: the std (0..255)."),
+        click.option("--labels", default=None, type=click.Path(),
+                     help="Class names: a text file (one per line) or JSON list, in output order."),
+        config_dir_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _make_cam(params: dict, precision: str = "float32"):
+    """Build the GradCAM object the options describe (TensorFlow is imported here)."""
+    ctx = click.get_current_context()
+    model_path = params["model_path"]
+    if model_path and ctx.get_parameter_source("backbone") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("give either --backbone or --model, not both")
+    if model_path and ctx.get_parameter_source("weights") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--weights applies to --backbone; a saved --model carries its own weights")
+    registry = _registry(params["config_dirs"])
+    with _errors():
+        from .profiles import get_profile
+
+        profile = None if model_path else get_profile(registry, params["backbone"])
+    _quiet_tensorflow()
+    from .pipeline import GradCAM
+
+    labels = params["labels"]
+    with _errors():
+        return GradCAM(
+            profile=profile, model=model_path, weights=params["weights"], layer=params["layer"],
+            output=params["output"], input_size=params["input_size"], preprocessing=params["preprocess"],
+            mean=params["mean"], std=params["std"], labels=None if labels is None else os.path.abspath(labels),
+            custom_objects=params["custom_objects"], precision=precision,
+        )
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", "out_dir", default="gradcam_out", show_default=True, type=click.Path(file_okay=False),
               help="Output folder: overlays mirror the input tree; predictions.json(l) at its top.")
-@click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True,
-              help="Backbone profile name (see `gradcam backbones`).")
-@click.option("--weights", default="imagenet", show_default=True,
-              help="'imagenet' (the profile's pretrained weights), 'none' (random), or a local weights file.")
-@click.option("--layer", default=None, help="Target layer name (default: the profile's).")
+@model_options
 @click.option("-n", "--top", default=3, show_default=True, type=click.IntRange(1, 1000),
               help="Explain each image's N most probable classes.")
 @click.option("-c", "--class", "classes", multiple=True,
-              help="Explain this class instead (index or ImageNet name, case-insensitive); repeatable.")
+              help="Explain this class instead (index or name, case-insensitive); repeatable.")
+@click.option("--target-unit", default=None, type=click.IntRange(0),
+              help="Explain this output unit (regression or any scalar output); like --class INDEX.")
+@click.option("--threshold", default=None, type=float, callback=_unit_interval,
+              help="Multi-label: keep only the labels at least this probable (of the top N).")
+@click.option("--labels-csv", default=None, type=click.Path(),
+              help="Test-set mode: a CSV of path,label. Adds the true label and its map to each image, and "
+                   "top-1 / top-5 accuracy and the misclassified images to the summary.")
 @click.option("--batch-size", default="16", show_default=True, callback=_batch_size,
               help="Images per batch, or 'auto': the largest that fits on the GPU (16 on the CPU). "
                    "On out-of-memory the batch is halved and no image is lost.")
@@ -216,10 +277,9 @@ def _colormap(ctx, param, value):
 @click.option("--dry-run", is_flag=True,
               help="List the inputs and the resolved backbone, layer and preprocessing; compute nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-@config_dir_option
-def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size, precision, alpha, colormap, quality,
-            save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run, quiet,
-            config_dirs) -> None:
+def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
+            colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
+            quiet, **model_params) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
 
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
@@ -227,11 +287,10 @@ def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size,
     """
     from .discover import DEFAULT_EXTENSIONS, in_shard, iter_inputs, parse_shard
 
-    registry = _registry(config_dirs)
-    with _errors():
-        from .profiles import get_profile
-
-        profile = get_profile(registry, backbone)
+    if target_unit is not None:
+        if classes:
+            raise click.UsageError("give either --class or --target-unit, not both")
+        classes = (str(target_unit),)
     if shard is not None:
         try:
             shard_k, shard_n = parse_shard(shard)
@@ -249,23 +308,32 @@ def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size,
         click.echo(f"gradcam: no images found in {' '.join(inputs)}", err=True)
 
     if dry_run:
-        _dry_run(profile, weights, layer, refs, jsonl)
+        _dry_run(model_params, refs, jsonl)
         return
 
-    _quiet_tensorflow()
-    from .pipeline import GradCAM, RunOptions, auto_batch_size, run_folder
+    truth = None
+    if labels_csv is not None:
+        from .pipeline import load_labels_csv
 
+        with _errors():
+            truth = load_labels_csv(labels_csv)
     with _errors():
         from .writers import check_writable
 
         check_writable(out_dir)
-        cam = GradCAM(profile=profile, weights=weights, layer=layer, precision=precision)
+    cam = _make_cam(model_params, precision)
+    from .pipeline import RunOptions, auto_batch_size, run_folder
+
+    with _errors():
         cam.resolve_classes(classes)
+        for label in set((truth or {}).values()):
+            cam.class_names.resolve(label, cam.split.num_classes)
     if batch_size == "auto":
         batch_size = auto_batch_size()
     options = RunOptions(out_dir=out_dir, top=top, classes=classes, batch_size=batch_size, alpha=alpha,
                          colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels,
-                         resume=resume, shard=(shard_k, shard_n) if shard else None)
+                         resume=resume, shard=(shard_k, shard_n) if shard else None, threshold=threshold,
+                         truth=truth)
     header_options = {k: v for k, v in click.get_current_context().params.items()}
     header_options["inputs"] = list(inputs)
 
@@ -286,6 +354,14 @@ def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size,
             summary = run_folder(cam, refs, options, header_options=header_options, on_record=on_record)
     finally:
         bar.close()
+    accuracy = summary.accuracy()
+    if accuracy is not None:
+        click.echo(
+            f"gradcam: top-1 accuracy {accuracy['top1']:.3f}, top-5 {accuracy['top5']:.3f} over "
+            f"{accuracy['labelled']} labelled images; {len(accuracy['misclassified'])} misclassified "
+            "(summary.accuracy.misclassified in the predictions JSON)",
+            err=True,
+        )
     if not quiet:
         resumed = f" ({summary.resumed} kept from the previous run)" if summary.resumed else ""
         click.echo(
@@ -295,25 +371,26 @@ def explain(inputs, out_dir, backbone, weights, layer, top, classes, batch_size,
     sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
 
 
-def _dry_run(profile, weights, layer, refs, as_jsonl) -> None:
-    """Resolve everything a run would use without loading weights: the graph is built with
-    random initialisation only to check the target layer and pick the engine path."""
-    _quiet_tensorflow()
-    from .backbones import build_model, split_model
-
-    with _errors():
-        model = build_model(profile, "none")
-        split = split_model(model, layer or profile.target_layer)
+def _dry_run(model_params, refs, as_jsonl) -> None:
+    """Resolve everything a run would use without loading weights (a backbone's graph is built
+    with random initialisation only, to check the target layer and pick the engine path)."""
+    params = dict(model_params)
+    if not params["model_path"]:
+        params["weights"] = "none"
+    cam = _make_cam(params)
+    profile, split = cam.profile, cam.split
+    weights = model_params["weights"]
     settings = {
         "backbone": profile.name,
-        "profile": profile.source,
+        "profile": profile.source or profile.model,
         "target_layer": split.layer_name,
         "target_layer_shape": list(split.feature_shape),
         "input_size": list(profile.input_size),
         "preprocessing": profile.preprocessing,
-        "weights": weights if weights != "imagenet" else f"imagenet ({profile.weights_source()})",
+        "weights": profile.weights_source() if profile.model or weights == "imagenet" else weights,
         "weights_offline": profile.weights_offline() if weights == "imagenet" else None,
-        "score": split.activation,
+        "head": split.head_type,
+        "score": split.score_description,
         "engine": "cut" if split.cut else "full (a skip connection crosses the target layer)",
         "images": len(refs),
     }
@@ -321,3 +398,33 @@ def _dry_run(profile, weights, layer, refs, as_jsonl) -> None:
         click.echo(f"{key}: {value}", err=True)
     for ref in refs:
         click.echo(json.dumps({"path": ref.path, "out_stem": ref.out_stem}, ensure_ascii=False) if as_jsonl else ref.path)
+
+
+@main.command()
+@model_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def layers(as_json, **model_params) -> None:
+    """List the layers Grad-CAM can target (4-D outputs with spatial extent), marking the one
+    `auto` picks (*) and the one in use (>). Backbones are built without weights."""
+    params = dict(model_params)
+    if not params["model_path"]:
+        params["weights"] = "none"
+    cam = _make_cam(params)
+    from .backbones import auto_layer, candidate_layers
+
+    with _errors():
+        rows = candidate_layers(cam.model)
+        auto = auto_layer(cam.model, output=cam.profile.output)
+    table = [
+        {"layer": r.name, "shape": list(r.shape), "type": r.kind, "auto": r.name == auto, "target": r.name == cam.layer}
+        for r in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(table, indent=2))
+        return
+    width = max([len(r["layer"]) for r in table] + [5])
+    for r in table:
+        mark = (">" if r["target"] else " ") + ("*" if r["auto"] else " ")
+        shape = "x".join(map(str, r["shape"]))
+        click.echo(f"{mark} {r['layer'].ljust(width)}  {shape.ljust(14)}  {r['type']}")
+    click.echo(f"\n* picked by --layer auto   > in use ({cam.layer})")

