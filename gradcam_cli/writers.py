@@ -6,6 +6,7 @@ into place (``os.replace`` is atomic on POSIX and Windows).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -13,7 +14,7 @@ import os
 import pathlib
 import re
 import socket
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -65,24 +66,33 @@ def remove_stale_temps(directory: str | os.PathLike) -> int:
     return removed
 
 
-def write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory, then rename)."""
+@contextlib.contextmanager
+def _atomic(path: str | os.PathLike, mode: str = "wb", *, sync: bool = False) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on success rename it into place, on any error remove it."""
     path = pathlib.Path(path)
     tmp = _temp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
             if sync:
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
-        raise _describe(exc, path) from None
+        if isinstance(exc, OSError):
+            raise _describe(exc, path) from None
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, sync: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, then rename)."""
+    with _atomic(path, "wb", sync=sync) as handle:
+        handle.write(data)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -183,21 +193,9 @@ def read_records_at(path: str | os.PathLike, offsets: Iterable[int]) -> Iterator
 
 def write_json_document(path: str | os.PathLike, header: dict, records: Iterable[dict], key: str = "images") -> None:
     """Write ``{**header, key: [records...]}`` atomically, streaming the records."""
-    path = pathlib.Path(path)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            head = json.dumps(header, indent=2, ensure_ascii=False)
-            handle.write(head[:-1].rstrip() + (",\n" if header else "\n") + f'  "{key}": [')
-            for i, record in enumerate(records):
-                handle.write(("," if i else "") + "\n    " + json.dumps(record, ensure_ascii=False))
-            handle.write("\n  ]\n}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise _describe(exc, path) from None
+    with _atomic(path, "w", sync=True) as handle:
+        head = json.dumps(header, indent=2, ensure_ascii=False)
+        handle.write(head[:-1].rstrip() + (",\n" if header else "\n") + f'  "{key}": [')
+        for i, record in enumerate(records):
+            handle.write(("," if i else "") + "\n    " + json.dumps(record, ensure_ascii=False))
+        handle.write("\n  ]\n}\n")
