@@ -486,7 +486,69 @@ def _squashing_op(op: Any) -> str | None:
     return None
 
 
-def _pre_activation(node: Any, args: tuple, kwargs: dict) -> tuple[Any, str | None]:
+#: Dense kernels with at least this many weights get a pre-transposed copy for the backward pass
+BIG_KERNEL = 1 << 20
+#: a head with a Dense kernel this big (VGG's 25088 x 4096 and 4096 x 4096) is "heavy": Grad-CAM
+#: runs it once and back-propagates N times (batch Jacobian) rather than running it N times
+HEAVY_KERNEL = 1 << 23
+
+
+def _transposed_kernels(steps: list) -> dict[int, Any]:
+    """id(Dense layer) -> its kernel transposed, for the big plain Dense layers among ``steps``.
+
+    TensorFlow's gradient of ``x @ W`` computes ``dy @ W^T`` with a transposed-operand
+    matmul that is ~5x slower on the CPU than a plain one for VGG's 25088 x 4096
+    kernel; a transposed copy (taken once, when the model is cut) makes Grad-CAM's N
+    backward passes through the head cheap. Costs the kernel's memory once more.
+    """
+    import tensorflow as tf
+    from keras import layers
+
+    out = {}
+    for step in steps:
+        op = step.op
+        if (
+            type(op) is layers.Dense
+            and int(op.kernel.shape[0]) * int(op.kernel.shape[1]) >= BIG_KERNEL
+            and getattr(op, "quantization_mode", None) is None
+            and not getattr(op, "lora_enabled", False)
+        ):
+            out[id(op)] = tf.constant(tf.transpose(tf.convert_to_tensor(op.kernel)))
+    return out
+
+
+def _matmul(x: Any, kernel: Any, transposed: Any | None) -> Any:
+    """``x @ kernel``; with ``transposed`` (= kernel^T), its input gradient is a plain matmul."""
+    import tensorflow as tf
+
+    if transposed is None:
+        return tf.matmul(x, kernel)
+
+    @tf.custom_gradient
+    def matmul(x, k):
+        def grad(dy):
+            return tf.matmul(dy, tf.cast(transposed, dy.dtype)), None
+
+        return tf.matmul(x, k), grad
+
+    return matmul(x, kernel)
+
+
+def _dense(op: Any, x: Any, transposed: Any | None, activation: bool = True) -> Any:
+    """What ``Dense.call`` computes (2-D input), with the fast input gradient."""
+    import tensorflow as tf
+
+    dtype = op.compute_dtype  # mixed precision included
+    x = tf.cast(x, dtype)
+    y = _matmul(x, tf.cast(tf.convert_to_tensor(op.kernel), dtype), transposed)
+    if op.use_bias:
+        y = y + tf.cast(tf.convert_to_tensor(op.bias), dtype)
+    if activation and op.activation is not None:
+        y = op.activation(y)
+    return y
+
+
+def _pre_activation(node: Any, args: tuple, kwargs: dict, transposed: dict | None = None) -> tuple[Any, str | None]:
     """Call ``node``'s operation, but stop before a final softmax / sigmoid.
 
     Returns ``(output, removed_activation)``. Handles ``Dense(..., activation=...)``
@@ -498,9 +560,11 @@ def _pre_activation(node: Any, args: tuple, kwargs: dict) -> tuple[Any, str | No
     op = node.operation
     removed = _squashing_op(op)
     if removed is None:
-        return _call(op, args, kwargs), None
+        return _call(op, args, kwargs, transposed), None
     if isinstance(op, layers.Dense):
         dtype = op.compute_dtype  # what Keras' own call would compute in (mixed precision included)
+        if (transposed or {}).get(id(op)) is not None and len(args[0].shape) == 2:
+            return _dense(op, args[0], transposed[id(op)], activation=False), removed
         x = ops.cast(args[0], dtype)
         y = ops.matmul(x, ops.cast(op.kernel, dtype))
         if op.use_bias:
@@ -509,14 +573,16 @@ def _pre_activation(node: Any, args: tuple, kwargs: dict) -> tuple[Any, str | No
     return args[0], removed
 
 
-def _call(op: Any, args: tuple, kwargs: dict) -> Any:
+def _call(op: Any, args: tuple, kwargs: dict, transposed: dict | None = None) -> Any:
     """Call one operation in inference mode (like ``model(x, training=False)`` does)."""
+    if transposed and id(op) in transposed and len(args[0].shape) == 2 and not kwargs:
+        return _dense(op, args[0], transposed[id(op)])
     if "training" in getattr(op, "_call_context_args", ()):
         kwargs = {**kwargs, "training": False}
     return op(*args, **kwargs)
 
 
-def _execute(steps: list, values: dict, last: _Step | None = None) -> dict:
+def _execute(steps: list, values: dict, last: _Step | None = None, transposed: dict | None = None) -> dict:
     """Run ``steps`` on ``values`` (key -> tensor), in place; ``last`` is called without its squashing.
 
     A step whose output is already in ``values`` (fed from outside) is not
@@ -532,9 +598,9 @@ def _execute(steps: list, values: dict, last: _Step | None = None) -> dict:
         local = {id(t): values[k] for t, k in zip(step.node.input_tensors, step.inputs)}
         args, kwargs = step.node.arguments.fill_in(local)
         if step is last:
-            result, _ = _pre_activation(step.node, args, kwargs)
+            result, _ = _pre_activation(step.node, args, kwargs, transposed)
         else:
-            result = _call(step.op, args, kwargs)
+            result = _call(step.op, args, kwargs, transposed)
         for k, value in zip(step.outputs, keras.tree.flatten(result)):
             values[k] = value
     return values
@@ -693,38 +759,6 @@ def target_layer(model: Any, name: str) -> Any:
     return op
 
 
-def run_graph(model: Any, values: dict[int, Any]) -> Any | None:
-    """Execute a single-output ``model``'s own graph from ``values`` (id(KerasTensor) -> value).
-
-    Nested models are called as they are (not inlined). ``values`` is filled in
-    with every tensor computed on the way; the node that produces the output is
-    called without its final softmax / sigmoid. Returns the output value, or None
-    when it cannot be computed from the fed tensors alone.
-    """
-    import keras
-
-    (output,) = model.outputs
-    history = output._keras_history
-    out_node = history.operation._inbound_nodes[history.node_index]
-    graph = _graph_of(model)
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        for node in graph._nodes_by_depth[depth]:
-            if not node.operation or node.is_input:
-                continue
-            if any(id(t) in values for t in node.outputs):
-                continue
-            if any(id(t) not in values for t in node.input_tensors):
-                continue
-            args, kwargs = node.arguments.fill_in(values)
-            if node is out_node:
-                result, _ = _pre_activation(node, args, kwargs)
-            else:
-                result = _call(node.operation, args, kwargs)
-            for ref, value in zip(node.outputs, keras.tree.flatten(result)):
-                values[id(ref)] = value
-    return values.get(id(output))
-
-
 #: what the explained score is, per head type (for reports and JSON headers)
 SCORE_DESCRIPTIONS = {
     "softmax": "class logit, before softmax",
@@ -766,6 +800,7 @@ class Split:
     output_name: str | None = None
     output_index: int = 0
     num_outputs: int = 1  # how many units the model output itself has (1 for a binary head)
+    heavy_head: bool = False  # big Dense layers after the cut: one head forward + N backward is cheaper
 
     @property
     def cut(self) -> bool:
@@ -846,8 +881,10 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         values = _execute(full_steps, {inp: x}, last=last)
         return values[target], scores_of(values[out_key])
 
+    transposed = _transposed_kernels(head_steps)
+
     def head(a: Any) -> Any:
-        return scores_of(_execute(head_steps, {target: a}, last=last)[out_key])
+        return scores_of(_execute(head_steps, {target: a}, last=last, transposed=transposed)[out_key])
 
     head_ok = out_key in _computable(head_steps, {target})
 
@@ -864,4 +901,5 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         output_name=graph.output_names[index],
         output_index=index,
         num_outputs=units,
+        heavy_head=head_ok and any(int(k.shape[0]) * int(k.shape[1]) >= HEAVY_KERNEL for k in transposed.values()),
     )

@@ -378,6 +378,8 @@ def _dry_run(model_params, refs, as_jsonl) -> None:
     if not params["model_path"]:
         params["weights"] = "none"
     cam = _make_cam(params)
+    from .pipeline import engine_description
+
     profile, split = cam.profile, cam.split
     weights = model_params["weights"]
     settings = {
@@ -391,7 +393,7 @@ def _dry_run(model_params, refs, as_jsonl) -> None:
         "weights_offline": profile.weights_offline() if weights == "imagenet" else None,
         "head": split.head_type,
         "score": split.score_description,
-        "engine": "cut" if split.cut else "full (a skip connection crosses the target layer)",
+        "engine": engine_description(split),
         "images": len(refs),
     }
     for key, value in settings.items():

@@ -61,6 +61,15 @@ PRECISIONS = ("float32", "mixed")
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
+def engine_description(split: Any) -> str:
+    """How the maps are computed (see cams.Explainer)."""
+    if not split.cut:
+        return "full model on tiled input (a skip connection crosses the target layer)"
+    if split.heavy_head:
+        return "trunk once + head once, N backward passes (batch Jacobian)"
+    return "trunk once + head on tiled activations"
+
+
 def own_model_profile(path: str | os.PathLike | Any) -> Profile:
     """The profile of a saved model given without one: layer ``auto``, input size from the
     model, preprocessing ``none`` (raw 0..255: most Keras models rescale inside), generic labels."""
@@ -350,7 +359,7 @@ class GradCAM:
             "precision": self.precision,
             "head": self.split.head_type,
             "score": self.split.score_description,
-            "engine": "trunk once + head on tiled activations" if self.split.cut else "full model on tiled input",
+            "engine": engine_description(self.split),
             "options": options or {},
         }
         if len(self.model.outputs) > 1:

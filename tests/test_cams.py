@@ -115,3 +115,24 @@ def test_model_is_not_mutated():
     assert len(model.layers) == layer_count
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_big_dense_head_uses_the_jacobian_with_a_transposed_kernel():
+    """A head with a Dense kernel over 2**23 weights: batch Jacobian + pre-transposed kernel."""
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="target")(inp)
+    x = keras.layers.Flatten()(x)  # 8192 features
+    x = keras.layers.Dense(1100, activation="relu", name="fc")(x)  # 9M weights: "heavy"
+    out = keras.layers.Dense(10, activation="softmax", name="predictions")(x)
+    model = keras.Model(inp, out)
+    split = split_model(model, "target")
+    assert split.heavy_head
+    explainer = Explainer(split, top=3)
+    assert explainer.strategy == "jacobian"
+    x = random_images(3, 32, seed=4)
+    result = explainer(x)
+    np.testing.assert_allclose(result.probs, model.predict(x, verbose=0), atol=1e-6)
+    assert_matches_reference(model, "target", x, result)
+    tiled = Explainer(split, top=3, strategy="tile")(x)
+    np.testing.assert_allclose(tiled.maps, result.maps, atol=1e-6)

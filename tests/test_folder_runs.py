@@ -237,7 +237,7 @@ def test_dry_run_resolves_without_computing(tmp_path):
     assert result.exit_code == 0
     assert result.stdout.splitlines() == sorted(str(p) for p in pathlib.Path("sample_images").glob("*.jpg"))
     for line in ("backbone: efficientnet_lite0", "target_layer: top_activation", "preprocessing: mean_std",
-                 "engine: cut", "images: 4"):
+                 "engine: trunk once + head on tiled activations", "images: 4"):
         assert line in result.stderr
     assert not out.exists()
 

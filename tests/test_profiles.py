@@ -39,10 +39,15 @@ def test_profile_builds_and_fast_path_equals_reference(name, registry):
     h, w = profile.input_size
     rng = np.random.default_rng(0)
     x = normalise(rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8), profile)
-    result = Explainer(split, top=2)(x)
+    auto = Explainer(split, top=2)
+    assert auto.strategy == ("jacobian" if name in ("vgg16", "vgg19") else "tile")  # big Dense head or not
+    result = auto(x)
     assert result.maps.shape == (2, 2, *split.feature_shape[:2])
+    other = Explainer(split, top=2, strategy="tile" if auto.strategy == "jacobian" else "jacobian")(x)
+    np.testing.assert_array_equal(other.classes, result.classes)
     for b in range(2):
         for j in range(2):
             ref = gradcam_reference(model, profile.target_layer, x[b], int(result.classes[b, j]))
             assert ref.max() > 0, f"{name}: the reference map is empty; the comparison would be vacuous"
             np.testing.assert_allclose(result.maps[b, j], ref, atol=1e-5, err_msg=name)
+            np.testing.assert_allclose(other.maps[b, j], ref, atol=1e-5, err_msg=f"{name}, other strategy")
