@@ -38,6 +38,7 @@ import stat
 import threading
 from typing import Iterator
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -250,6 +251,22 @@ def _header_error(path: str, exc: BaseException, head: bytes, size: int) -> Imag
 # public API
 
 
+def _decode_plain_jpeg(fh, width: int, height: int) -> np.ndarray | None:
+    """The common case, a whole upright YCbCr JPEG, decoded by OpenCV (~2x faster than Pillow).
+
+    Returns None (use Pillow) unless the file ends with the JPEG end-of-image
+    marker, so a truncated file still gets Pillow's ``truncated`` verdict.
+    """
+    fh.seek(0)
+    data = fh.read()
+    if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None or bgr.shape != (height, width, 3):
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def decode(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode ``path`` into an upright, C-contiguous ``(H, W, 3)`` uint8 RGB array.
 
@@ -317,6 +334,10 @@ def decode(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
                     "raise it with --max-pixels if the file is trusted",
                 )
             fmt = im.format or "image"
+            if fmt == "JPEG" and im.mode == "RGB" and _orientation(im) == 1:
+                fast = _decode_plain_jpeg(fh, width, height)
+                if fast is not None:
+                    return fast
             try:
                 im.load()  # force the full decode of the first frame here
             except MemoryError:

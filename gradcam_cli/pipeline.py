@@ -396,7 +396,6 @@ class Summary:
     resumed: int = 0
     records: int = 0
     out_dir: str = ""
-    failures: list[dict] = field(default_factory=list)
     labelled: int = 0
     top1: int = 0
     top5: int = 0
@@ -414,9 +413,12 @@ class Summary:
 
 
 RUN_FILE = ".gradcam-run.json"
+#: batches whose overlays may still be being written while the model runs (bounds memory)
+WRITE_DEPTH = 2
 #: options that change what is written; --resume refuses a folder made with others
-RESULT_OPTIONS = ("backbone", "weights", "layer", "top", "classes", "alpha", "colormap", "quality", "save_raw",
-                  "max_pixels")
+RESULT_OPTIONS = ("backbone", "model_path", "weights", "layer", "output", "input_size", "preprocess", "mean", "std",
+                  "labels", "top", "classes", "target_unit", "threshold", "precision", "alpha", "colormap", "quality",
+                  "save_raw", "max_pixels")
 
 
 def safe_label(label: str) -> str:
@@ -524,12 +526,11 @@ def run_folder(
             summary.done += 1
         else:
             summary.failed += 1
-            summary.failures.append({k: record[k] for k in ("path", "kind", "message")})
         if on_record is not None:
             on_record(record)
 
     def decode(ref):
-        return _decode_and_resize(ref, cam.profile.input_size, options.max_pixels)
+        return _decode_and_prepare(ref, cam.profile, options.max_pixels)
 
     def true_class(ref) -> int | None:
         return truth.get(os.path.realpath(ref.path)) if truth else None
@@ -553,7 +554,7 @@ def run_folder(
                                                                                  jsonl_path, out_dir, options))
             if current is not None:
                 pending.append(compute(current))
-            while len(pending) > (1 if chunk is not None else 0):
+            while len(pending) > (WRITE_DEPTH if chunk is not None else 0):
                 for ref, item in pending.pop(0):
                     _emit_item(item, emit)
 
@@ -595,7 +596,7 @@ def _check_same_settings(run_file: pathlib.Path, settings: dict) -> None:
 @dataclass(frozen=True)
 class _Decoded:
     image: np.ndarray  # original resolution, RGB uint8
-    small: np.ndarray  # resized to the model's input size
+    small: np.ndarray  # resized to the model's input size and normalised: float32 model input
 
 
 @dataclass(frozen=True)
@@ -604,15 +605,16 @@ class _Resumed:
     record: dict
 
 
-def _decode_and_resize(ref, size, max_pixels) -> _Decoded | dict:
+def _decode_and_prepare(ref, profile: Profile, max_pixels) -> _Decoded | dict:
+    """In an I/O thread: decode, resize and normalise one image (off the model's thread)."""
     from . import images
-    from .preprocess import resize
+    from .preprocess import normalise, resize
 
     try:
         image = images.decode(ref.path, **({"max_pixels": max_pixels} if max_pixels else {}))
     except ImageError as exc:
         return {"path": ref.path, "status": "error", "kind": exc.kind, "message": exc.message}
-    return _Decoded(image, resize(image, size))
+    return _Decoded(image, normalise(resize(image, profile.input_size), profile))
 
 
 def _submit_chunk(pool, decode, chunk, previous, jsonl_path, out_dir, options):
@@ -639,9 +641,7 @@ def _compute(cam, items, options, indices, true_class, pool, finish):
     good = [(i, ref, value) for i, (ref, value) in enumerate(resolved) if isinstance(value, _Decoded)]
     out = list(resolved)
     if good:
-        from .preprocess import normalise
-
-        batch = normalise(np.stack([value.small for _, _, value in good]), cam.profile)
+        batch = np.stack([value.small for _, _, value in good])
         truth = None if true_class is None else [true_class(ref) for _, ref, _ in good]
         results = cam._explain_batch(batch, options.top, indices, truth, options.threshold)
         for (i, ref, value), result in zip(good, results):

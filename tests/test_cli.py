@@ -217,3 +217,34 @@ def test_exit_codes_are_documented_in_help():
     text = invoke("explain", "--help").stdout
     for line in ("0  every image was explained", "1  some images failed", "2  usage error", "3  the output directory"):
         assert line in text
+
+
+def test_weights_path_loads_a_local_file(tmp_path):
+    """--weights PATH: a Keras backbone built without weights, then this file loaded into it."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    source = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    # a distinctive bias: random initialisation (zero bias) would give other top classes
+    source.get_layer("predictions").bias.assign(np.random.default_rng(5).normal(0, 3, 1000).astype(np.float32))
+    source.save_weights(tmp_path / "mine.weights.h5")
+    out = tmp_path / "o"
+    result = invoke("explain", "sample_images/coffee.jpg", "--out", out, "-q", "-b", "mobilenet_v2",
+                    "--weights", tmp_path / "mine.weights.h5", "--top", 2)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads((out / "predictions.json").read_text())
+    assert doc["weights"] == str(tmp_path / "mine.weights.h5")
+    from gradcam_cli.preprocess import normalise, resize
+    from gradcam_cli.profiles import load_registry
+
+    image = np.asarray(Image.open("sample_images/coffee.jpg"))
+    x = normalise(resize(image, (224, 224))[None], load_registry()["mobilenet_v2"])
+    probs = source.predict(x, verbose=0)[0]
+    got = {p["class_index"]: p["probability"] for p in doc["images"][0]["predictions"]}
+    assert list(got) == np.argsort(-probs)[:2].tolist()
+    assert list(got.values()) == pytest.approx(probs[list(got)].tolist(), abs=1e-5)
+    # a file of another architecture: one line, exit 4
+    bad = invoke("explain", "sample_images/coffee.jpg", "--out", out, "-q", "-b", "resnet50",
+                 "--weights", tmp_path / "mine.weights.h5")
+    assert bad.exit_code == 4 and "cannot load weights" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
