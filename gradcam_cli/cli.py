@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import GradcamError, ModelError, OutputError, ProfileError, ResumeError, TargetError
+from .profiles import DEFAULT_BACKBONE
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -148,7 +149,6 @@ def backbones(config_dirs, as_json) -> None:
     click.echo(f"\n* default. 'offline: no' means the weights must be downloaded once or passed with --weights PATH.")
 
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 def _unit_interval(ctx, param, value):
@@ -371,13 +371,18 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
     sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
 
 
-def _dry_run(model_params, refs, as_jsonl) -> None:
-    """Resolve everything a run would use without loading weights (a backbone's graph is built
-    with random initialisation only, to check the target layer and pick the engine path)."""
+def _make_cam_without_weights(model_params: dict):
+    """The model the options describe, a backbone built with random weights (nothing to load)."""
     params = dict(model_params)
     if not params["model_path"]:
         params["weights"] = "none"
-    cam = _make_cam(params)
+    return _make_cam(params)
+
+
+def _dry_run(model_params, refs, as_jsonl) -> None:
+    """Resolve everything a run would use without loading weights (a backbone's graph is built
+    with random initialisation only, to check the target layer and pick the engine path)."""
+    cam = _make_cam_without_weights(model_params)
     from .pipeline import engine_description
 
     profile, split = cam.profile, cam.split
@@ -408,10 +413,7 @@ def _dry_run(model_params, refs, as_jsonl) -> None:
 def layers(as_json, **model_params) -> None:
     """List the layers Grad-CAM can target (4-D outputs with spatial extent), marking the one
     `auto` picks (*) and the one in use (>). Backbones are built without weights."""
-    params = dict(model_params)
-    if not params["model_path"]:
-        params["weights"] = "none"
-    cam = _make_cam(params)
+    cam = _make_cam_without_weights(model_params)
     from .backbones import auto_layer, candidate_layers
 
     with _errors():

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__, classes as class_names
 from .errors import ImageError, ResumeError
-from .profiles import PREPROCESSING, Profile, get_profile, load_registry
+from .profiles import DEFAULT_BACKBONE, PREPROCESSING, Profile, get_profile, load_registry
 
 DEFAULT_TOP = 3
 DEFAULT_BATCH = 16
@@ -31,12 +31,6 @@ DEFAULT_ALPHA = 0.4
 DEFAULT_QUALITY = 90
 JSONL_NAME = "predictions.jsonl"
 JSON_NAME = "predictions.json"
-
-_SCORE = {
-    "softmax": "class logit, before softmax",
-    "sigmoid": "class logit, before sigmoid",
-    "linear": "model output (no final softmax or sigmoid found)",
-}
 
 
 @dataclass(frozen=True)
@@ -58,7 +52,6 @@ class Explanation:
 
 
 PRECISIONS = ("float32", "mixed")
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 def engine_description(split: Any) -> str:

@@ -22,6 +22,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 from .errors import ProfileError
 
 ENV_CONFIG_DIR = "GRADCAM_CONFIG_DIR"
+DEFAULT_BACKBONE = "efficientnet_lite0"  # offline out of the box
 
 PREPROCESSING = {
     "caffe": "RGB->BGR, minus the ImageNet mean per channel (VGG, ResNet v1)",
