@@ -22,6 +22,26 @@ def test_matches_keras_preprocess_input(mode):
     np.testing.assert_allclose(normalise(batch, profile(mode)), expected, rtol=1e-6, atol=1e-5)
 
 
+MODES = [("caffe", None, None), ("tf", None, None), ("torch", None, None), ("scale", None, None),
+         ("none", None, None), ("mean_std", (127.0, 110.5, 90.0), (128.0, 64.0, 57.3))]
+
+
+@pytest.mark.parametrize("mode, mean, std", MODES)
+def test_uint8_table_path_equals_the_formula_exactly(mode, mean, std):
+    from gradcam_cli.preprocess import _affine
+
+    p = profile(mode, mean, std)
+    batch = np.random.default_rng(2).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)
+    batch[0, 0, :3] = [[0, 0, 0], [255, 255, 255], [1, 128, 254]]
+    expected = _affine(batch.astype(np.float32), mode, mean, std)
+    for given, want in ((batch, expected), (batch[1], expected[1]), (batch[:, ::2], expected[:, ::2])):
+        got = normalise(given, p)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    # float input takes the formula itself
+    np.testing.assert_array_equal(normalise(batch.astype(np.float32), p), expected)
+
+
 def test_other_modes():
     batch = np.full((1, 2, 2, 3), 255, np.uint8)
     assert (normalise(batch, profile("scale")) == 1.0).all()
@@ -30,12 +50,19 @@ def test_other_modes():
     np.testing.assert_allclose(out, 1.0)
 
 
-def test_resize_halving_matches_one_area_resize():
+@pytest.mark.parametrize("source, size", [((768, 1024), (224, 224)), ((768, 1024), (299, 299)),
+                                          ((480, 640), (299, 299)), ((300, 400), (224, 224)), ((300, 400), (299, 299))])
+def test_fast_resize_averages_like_one_area_resize(source, size):
     rng = np.random.default_rng(1)
-    image = cv2.GaussianBlur(rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8), (0, 0), 3)
-    ours = resize(image, (224, 224)).astype(np.int16)
-    direct = cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA).astype(np.int16)
-    assert ours.shape == (224, 224, 3)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (*source, 3), dtype=np.uint8), (0, 0), 3)
+    ours = resize(image, size).astype(np.int16)
+    direct = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA).astype(np.int16)
+    assert ours.shape == (*size, 3)
     assert np.abs(ours - direct).mean() < 1.0 and np.abs(ours - direct).max() <= 12
+
+
+def test_resize_enlarges_and_keeps_the_target_size():
+    image = np.random.default_rng(1).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
     assert resize(image[:100, :50], (224, 224)).shape == (224, 224, 3)  # enlarging
-    assert resize(image[:224, :224], (224, 224)) is not None
+    same = image[:224, :224]
+    assert resize(same, (224, 224)) is same

@@ -1,0 +1,59 @@
+"""Overlays equal the blend formula: (1 - alpha) * image + alpha * colormap(upsampled map)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from gradcam_cli import render
+
+
+def reference(image_rgb, cam, alpha, colormap):
+    """The formula in floats: bilinear upsampling, 0..255 levels, OpenCV's colormap, the blend; BGR."""
+    height, width = image_rgb.shape[:2]
+    up = cv2.resize(cam.astype(np.float64), (width, height), interpolation=cv2.INTER_LINEAR)
+    levels = np.clip(np.rint(up * 255.0), 0, 255).astype(np.uint8)
+    heat = cv2.applyColorMap(levels, colormap).astype(np.float64)
+    return (1.0 - alpha) * image_rgb[..., ::-1].astype(np.float64) + alpha * heat
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.4, 1.0])
+@pytest.mark.parametrize("colormap", ["jet", "turbo", "viridis"])
+def test_overlay_equals_the_blend_formula(alpha, colormap):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (96, 130, 3), dtype=np.uint8)
+    cams = rng.random((2, 7, 7)).astype(np.float32)
+    cams[1] = 0.0
+    cams[1, 3, 3] = 1.0
+    code = render.colormap_id(colormap)
+    out = render.overlays(image, cams, alpha=alpha, colormap=code)
+    assert len(out) == 2
+    for got, cam in zip(out, cams):
+        assert got.dtype == np.uint8 and got.shape == image.shape
+        want = reference(image, cam, alpha, code)
+        # bilinear on uint8 levels vs on floats: within a level or two of the map, times the
+        # colormap's slope (jet: up to 4 colour levels per map level) times alpha, plus rounding
+        assert np.abs(got - want).max() <= 8 * alpha + 1.0
+        assert np.abs(got - want).mean() < 0.5
+
+
+def test_overlay_channel_order_and_extremes():
+    image = np.zeros((20, 20, 3), np.uint8)
+    image[..., 0] = 200  # pure red, RGB
+    cam = np.ones((4, 4), np.float32)
+    (bgr,) = render.overlays(image, cam[None], alpha=0.0)
+    assert (bgr[..., 2] == 200).all() and (bgr[..., :2] == 0).all()  # still red, now in BGR order
+    (hot,) = render.overlays(image, cam[None], alpha=1.0, colormap=render.colormap_id("jet"))
+    np.testing.assert_array_equal(hot[0, 0], cv2.applyColorMap(np.full((1, 1), 255, np.uint8), cv2.COLORMAP_JET)[0, 0])
+
+
+def test_upsample_keeps_the_range():
+    cam = np.random.default_rng(0).random((7, 7)).astype(np.float32)
+    up = render.upsample(cam, 300, 200)
+    assert up.shape == (300, 200) and up.min() >= cam.min() - 1e-6 and up.max() <= cam.max() + 1e-6
+
+
+def test_unknown_colormap_names_close_matches():
+    with pytest.raises(ValueError, match="did you mean jet"):
+        render.colormap_id("jett")
