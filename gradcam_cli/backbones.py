@@ -30,7 +30,7 @@ import pathlib
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .errors import ModelError, WeightsError
 from .profiles import Profile, keras_cache_dir
@@ -493,8 +493,21 @@ BIG_KERNEL = 1 << 20
 HEAVY_KERNEL = 1 << 23
 
 
-def _transposed_kernels(steps: list) -> dict[int, Any]:
-    """id(Dense layer) -> its kernel transposed, for the big plain Dense layers among ``steps``.
+def _big_dense(op: Any) -> bool:
+    """A plain Dense layer (not quantised, no LoRA) with at least BIG_KERNEL weights."""
+    from keras import layers
+
+    return (
+        type(op) is layers.Dense
+        and int(op.kernel.shape[0]) * int(op.kernel.shape[1]) >= BIG_KERNEL
+        and getattr(op, "quantization_mode", None) is None
+        and not getattr(op, "lora_enabled", False)
+    )
+
+
+def _transposed_kernels(steps: list, skip: Iterable[int] = ()) -> dict[int, Any]:
+    """id(Dense layer) -> its kernel transposed, for the big plain Dense layers among ``steps``
+    (but those in ``skip``).
 
     TensorFlow's gradient of ``x @ W`` computes ``dy @ W^T`` with a transposed-operand
     matmul that is ~5x slower on the CPU than a plain one for VGG's 25088 x 4096
@@ -502,23 +515,63 @@ def _transposed_kernels(steps: list) -> dict[int, Any]:
     backward passes through the head cheap. Costs the kernel's memory once more.
     """
     import tensorflow as tf
-    from keras import layers
 
     out = {}
     for step in steps:
-        op = step.op
-        if (
-            type(op) is layers.Dense
-            and int(op.kernel.shape[0]) * int(op.kernel.shape[1]) >= BIG_KERNEL
-            and getattr(op, "quantization_mode", None) is None
-            and not getattr(op, "lora_enabled", False)
-        ):
-            out[id(op)] = tf.constant(tf.transpose(tf.convert_to_tensor(op.kernel)))
+        if _big_dense(step.op) and id(step.op) not in skip:
+            out[id(step.op)] = tf.constant(tf.transpose(tf.convert_to_tensor(step.op.kernel)))
     return out
 
 
+def _channel_mean_kernels(steps: list, target: str) -> dict[int, Any]:
+    """id(Dense) -> (K, units) kernel averaged over positions, where the head is
+    ``target -> MaxPooling2D* -> Flatten -> Dense`` (VGG: block5_conv3 -> pool -> flatten -> fc1).
+
+    Grad-CAM needs only the spatial sum of dY/dA per channel. Max pooling routes each
+    gradient to one input cell (sums kept) and Flatten is a reshape, so that sum is the
+    sum over positions of ``dy @ W^T``, which is ``positions * dy @ mean_kernel^T``: a
+    (K, units) product instead of the whole kernel (VGG16: 512 x 4096 instead of
+    25088 x 4096, the largest read of Grad-CAM's backward pass).
+    """
+    import tensorflow as tf
+    from keras import layers
+
+    consumers: dict[str, list] = {}
+    for step in steps:
+        for key in step.inputs:
+            consumers.setdefault(key, []).append(step)
+    key = target
+    while True:
+        users = consumers.get(key, [])
+        if len(users) != 1 or len(users[0].outputs) != 1 or users[0].inputs != (key,):
+            return {}
+        op = users[0].op
+        if type(op) is layers.MaxPooling2D and op.data_format == "channels_last":
+            key = users[0].outputs[0]
+            continue
+        if type(op) is not layers.Flatten or getattr(op, "data_format", "channels_last") != "channels_last":
+            return {}
+        shape = users[0].node.input_tensors[0].shape[1:]
+        dense = consumers.get(users[0].outputs[0], [])
+        break
+    if len(dense) != 1 or len(shape) != 3 or any(d is None for d in shape):
+        return {}
+    op = dense[0].op
+    h, w, k = (int(d) for d in shape)
+    if not _big_dense(op) or int(op.kernel.shape[0]) != h * w * k:
+        return {}
+    kernel = tf.reshape(tf.convert_to_tensor(op.kernel, tf.float32), [h * w, k, -1])
+    return {id(op): (tf.constant(tf.transpose(tf.reduce_mean(kernel, axis=0))), h * w)}
+
+
 def _matmul(x: Any, kernel: Any, transposed: Any | None) -> Any:
-    """``x @ kernel``; with ``transposed`` (= kernel^T), its input gradient is a plain matmul."""
+    """``x @ kernel``; with ``transposed`` (= kernel^T), its input gradient is a plain matmul.
+
+    ``transposed`` may instead be ``(mean_kernel^T, positions)`` (see
+    :func:`_channel_mean_kernels`): the input gradient is then ``dy @ mean_kernel^T``
+    repeated at every position, whose per-channel sums over positions are exact (all
+    Grad-CAM uses) while the values at single positions are not.
+    """
     import tensorflow as tf
 
     if transposed is None:
@@ -527,6 +580,9 @@ def _matmul(x: Any, kernel: Any, transposed: Any | None) -> Any:
     @tf.custom_gradient
     def matmul(x, k):
         def grad(dy):
+            if isinstance(transposed, tuple):
+                mean_t, positions = transposed
+                return tf.tile(tf.matmul(dy, tf.cast(mean_t, dy.dtype)), [1, positions]), None
             return tf.matmul(dy, tf.cast(transposed, dy.dtype)), None
 
         return tf.matmul(x, k), grad
@@ -801,6 +857,9 @@ class Split:
     output_index: int = 0
     num_outputs: int = 1  # how many units the model output itself has (1 for a binary head)
     heavy_head: bool = False  # big Dense layers after the cut: one head forward + N backward is cheaper
+    #: the head again, with an input gradient exact only in its per-channel sums over positions
+    #: (all Grad-CAM needs) and much cheaper; None where the head has no such shortcut
+    channel_head: Callable[[Any], Any] | None = None
 
     @property
     def cut(self) -> bool:
@@ -822,7 +881,6 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
     multi-output model to explain, by its name (the dict key, or the name of the
     layer producing it) or its index; required when there are several.
     """
-    import keras
     from keras import ops
 
     graph = _flatten(model)
@@ -881,10 +939,17 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         values = _execute(full_steps, {inp: x}, last=last)
         return values[target], scores_of(values[out_key])
 
-    transposed = _transposed_kernels(head_steps)
+    channel_means = _channel_mean_kernels(head_steps, target)
+    # no transposed copy of a kernel the channel head replaces (VGG16's fc1: 400 MB); the
+    # exact head keeps TensorFlow's own gradient there
+    transposed = _transposed_kernels(head_steps, skip=channel_means)
+    with_means = {**transposed, **channel_means}
 
     def head(a: Any) -> Any:
         return scores_of(_execute(head_steps, {target: a}, last=last, transposed=transposed)[out_key])
+
+    def channel_head(a: Any) -> Any:
+        return scores_of(_execute(head_steps, {target: a}, last=last, transposed=with_means)[out_key])
 
     head_ok = out_key in _computable(head_steps, {target})
 
@@ -901,5 +966,9 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         output_name=graph.output_names[index],
         output_index=index,
         num_outputs=units,
-        heavy_head=head_ok and any(int(k.shape[0]) * int(k.shape[1]) >= HEAVY_KERNEL for k in transposed.values()),
+        heavy_head=head_ok and any(
+            _big_dense(st.op) and int(st.op.kernel.shape[0]) * int(st.op.kernel.shape[1]) >= HEAVY_KERNEL
+            for st in head_steps
+        ),
+        channel_head=channel_head if head_ok and channel_means else None,
     )

@@ -19,17 +19,22 @@ from .backbones import Split
 
 #: channel-weight functions: (A, dY/dA), both (M, h, w, K) -> weights (M, K)
 METHODS: dict[str, Callable] = {}
+#: methods that use only the per-channel sums of dY/dA over positions: they may take the
+#: head's cheaper gradient that is exact in those sums alone (``Split.channel_head``)
+SUMS_ONLY: set[str] = set()
 
 
-def _method(name: str):
+def _method(name: str, *, sums_only: bool = False):
     def register(fn: Callable) -> Callable:
         METHODS[name] = fn
+        if sums_only:
+            SUMS_ONLY.add(name)
         return fn
 
     return register
 
 
-@_method("gradcam")
+@_method("gradcam", sums_only=True)
 def gradcam_weights(activations, gradients):
     """Selvaraju et al. 2017: the spatial mean of the gradient, per channel."""
     import tensorflow as tf
@@ -87,6 +92,11 @@ class Explainer:
     EfficientNet-Lite0 0.95x with ``tile`` and 0.86x with ``jacobian``. Where the
     model cannot be cut at the target layer, the whole model runs on the tiled
     input instead (correct, N times slower).
+
+    Grad-CAM uses only the per-channel sums of dY/dA over positions, so where the
+    split offers a head whose gradient is exact in those sums alone
+    (``Split.channel_head``: VGG's pool -> flatten -> fc1) the backward passes take it:
+    VGG16 top-5 at batch 1 goes from 0.85x to 0.95x the forward pass.
     """
 
     def __init__(
@@ -113,6 +123,7 @@ class Explainer:
         self.extra = extra
         self.n = (self.top if self.top is not None else len(classes)) + int(extra)
         self.weights_fn = METHODS[method]
+        self._head = split.channel_head if (method in SUMS_ONLY and split.channel_head is not None) else split.head
         self.path = "full" if (force_full or not split.cut) else "cut"
         if self.path == "full":
             strategy = "tile"
@@ -147,7 +158,7 @@ class Explainer:
         with tf.GradientTape() as tape:
             if self.path == "cut":
                 tape.watch(tiled)
-                tiled_scores = self.split.head(tiled)
+                tiled_scores = self._head(tiled)
             else:
                 tiled, tiled_scores = self.split.full(tf.repeat(x, n, axis=0))
             scores = tiled_scores[::n]  # every copy of an image scores the same
@@ -165,7 +176,7 @@ class Explainer:
         acts = self.split.trunk(x)
         with tf.GradientTape() as tape:
             tape.watch(acts)
-            scores = self.split.head(acts)
+            scores = self._head(acts)
             classes = self._select(scores, extra)
             picked = tf.gather(scores, classes, axis=1, batch_dims=1)  # (B, N)
         jac = tape.batch_jacobian(picked, acts)  # (B, N, h, w, K)

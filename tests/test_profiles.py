@@ -39,6 +39,8 @@ def test_profile_builds_and_fast_path_equals_reference(name, registry):
     h, w = profile.input_size
     rng = np.random.default_rng(0)
     x = normalise(rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8), profile)
+    # VGG's head (pool -> flatten -> fc1) has the cheaper gradient exact in its channel sums
+    assert (split.channel_head is not None) == (name in ("vgg16", "vgg19"))
     auto = Explainer(split, top=2)
     assert auto.strategy == ("jacobian" if name in ("vgg16", "vgg19") else "tile")  # big Dense head or not
     result = auto(x)
