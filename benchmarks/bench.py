@@ -64,6 +64,9 @@ DEFAULT_BACKBONES = ("vgg16", "xception", "resnet50", "efficientnet_lite0")
 QUICK_BACKBONES = ("resnet50", "efficientnet_lite0")
 TOPS = (1, 5)
 BATCHES = (1, 16)
+#: the CLI folder: each generated JPEG copied this many times (real copies), so that fast models
+#: get folder runs of several seconds
+CLI_COPIES = 6
 PROFILE_BACKBONES = ("vgg16", "efficientnet_lite0")
 
 # targets: (backbone or None for every backbone, top, batch or None for every batch, what, minimum ratio)
@@ -264,13 +267,12 @@ class StageProfiler:
 
 # stage name, (module, attribute)
 STAGES = (
-    ("decode (Pillow, full res)", "gradcam_cli.images", "decode"),
+    ("decode (full res; OpenCV for whole JPEGs)", "gradcam_cli.images", "decode"),
     ("resize to model input", "gradcam_cli.preprocess", "resize"),
     ("normalise", "gradcam_cli.preprocess", "normalise"),
     ("model (Explainer call)", "gradcam_cli.cams", "Explainer.__call__"),
     ("predictions -> Python records", "gradcam_cli.pipeline", "GradCAM._explain_batch"),
-    ("upsample maps to full res", "gradcam_cli.render", "upsample"),
-    ("colormap", "gradcam_cli.render", "heatmap_bgr"),
+    ("upsample (uint8) + colormap", "gradcam_cli.render", "heatmap_bgr"),
     ("blend (cvtColor + addWeighted)", "gradcam_cli.render", "overlays"),
     ("JPEG encode (cv2)", "gradcam_cli.render", "encode_jpeg"),
     ("write files (atomic)", "gradcam_cli.writers", "write_bytes"),
@@ -311,8 +313,6 @@ def worker(args) -> dict:
     from gradcam_cli.profiles import load_registry
 
     name = args.worker
-    quick = args.quick
-    reps = args.reps
     cli_reps = args.cli_reps
     sample_s = args.sample_seconds
     tmp_root = pathlib.Path(args.tmp)
@@ -413,10 +413,11 @@ def worker(args) -> dict:
     result["engine_traces"] = {n: explainers[n].trace_count() for n in TOPS}
 
     # -- (b) the whole CLI pipeline ---------------------------------------------
-    # images per timed run: about args.cli_seconds of work, a multiple of 16, at least 3 batches of 16
-    # (so that the first decode and the last writes are amortised), at most every generated image
+    # images per timed run: about args.cli_seconds of forward-pass work, a multiple of 16, at least
+    # 4 batches of 16 (so that the first decode and the last writes are amortised, as in a folder
+    # run of real size), at most every file of the folder
     est_ips = median(forward_samples[max(BATCHES)])
-    per_run = int(min(len(refs_all), max(48, 16 * round(est_ips * args.cli_seconds / 16))))
+    per_run = int(min(len(refs_all), max(64, 16 * round(est_ips * args.cli_seconds / 16))))
     refs = refs_all[:per_run]
     result["cli_images"] = per_run
     result["cli_image_size"] = list(decoded[0].shape[:2])
@@ -723,8 +724,11 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
                  "every image gets all N maps. Ratio: median over samples of engine / (mean of the forward "
                  "samples taken just before and just after it); forward and engine samples alternate.")
     lines.append("- *CLI*: `gradcam_cli.pipeline.run_folder` (in process, after one warm-up run) on synthetic "
-                 "1024x768 JPEGs (quality 90): decode, resize, model, N overlays blended at 1024x768, JPEG "
-                 "encode (quality 90), atomic writes, predictions.jsonl/.json. Ratio: median over runs of "
+                 f"1024x768 JPEGs (quality 90; {meta.get('cli_sources', '?')} generated, each copied "
+                 f"{meta.get('cli_copies', '?')} times): decode, resize, model, N "
+                 "overlays blended at 1024x768, JPEG encode (quality 90), atomic writes, predictions.jsonl/.json; "
+                 f"about {meta.get('cli_seconds', '?'):g} s of forward-pass work per run (at least 64 images; images per run in the table "
+                 "below). Ratio: median over runs of "
                  "CLI / (mean of the forward samples taken just before and just after the run).")
     lines.append("- *tutorial*: per image, per class, an eager `GradientTape` over "
                  "`keras.Model(inputs, [layer.output, model.output])` (Keras' Grad-CAM tutorial), one "
@@ -786,8 +790,8 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
                      "what each stage costs. *in the pipeline*: one more `run_folder` with the same functions "
                      "wrapped: wall time spent inside each stage, summed over the threads that ran it "
                      "(contention included; stages in different threads overlap, so the column can add up to "
-                     "more than the wall time). Times are exclusive: `blend` excludes `colormap`, which "
-                     "excludes `upsample`; `predictions -> Python records` excludes the model call.")
+                     "more than the wall time). Times are exclusive: `blend` excludes `upsample + colormap`; "
+                     "`predictions -> Python records` excludes the model call.")
         for name, res in profiled:
             for n, prof in res["profile"].items():
                 images = prof["images"]
@@ -916,8 +920,8 @@ def main(argv=None) -> int:
     try:
         cli_dir = tmp / "jpeg1024x768"
         count = 32 if args.quick else 64
-        log(f"generating {count} synthetic 1024x768 JPEGs in {cli_dir}")
-        make_jpegs(cli_dir, count, 1024, 768, seed=1)
+        log(f"generating {count} synthetic 1024x768 JPEGs, copied to {CLI_COPIES * count} files in {cli_dir}")
+        make_copies(make_jpegs(tmp / "jpeg-src", count, 1024, 768, seed=1), cli_dir, CLI_COPIES * count)
         common = ["--images", str(cli_dir), "--tmp", str(tmp), "--weights", args.weights,
                   "--reps", str(args.reps), "--cli-reps", str(args.cli_reps),
                   "--round-budget", str(args.round_budget), "--max-rounds", str(args.max_rounds),
@@ -960,6 +964,7 @@ def main(argv=None) -> int:
         "load_start": load_start, "load_end": loadavg(),
         "sample_seconds": args.sample_seconds, "tutorial_images": args.tutorial_images,
         "weights": args.weights, "memory_backbone": "efficientnet_lite0", "memory_size": "320x240",
+        "cli_sources": 32 if args.quick else 64, "cli_copies": CLI_COPIES, "cli_seconds": args.cli_seconds,
         "started": started, "wall_s": perf() - wall0,
         "command": " ".join(["python", "benchmarks/bench.py", *(argv if argv is not None else sys.argv[1:])]),
     }

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import sys
-from typing import Any
 
 import click
 
@@ -146,7 +145,7 @@ def backbones(config_dirs, as_json) -> None:
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
     for row in (headers, *table):
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-    click.echo(f"\n* default. 'offline: no' means the weights must be downloaded once or passed with --weights PATH.")
+    click.echo("\n* default. 'offline: no' means the weights must be downloaded once or passed with --weights PATH.")
 
 
 
