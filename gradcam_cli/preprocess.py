@@ -76,8 +76,9 @@ def normalise(batch: np.ndarray, profile: Profile) -> np.ndarray:
     mode, mean, std = profile.preprocessing, profile.mean, profile.std
     if batch.dtype != np.uint8 or batch.ndim < 3 or batch.shape[-1] != 3:
         return _affine(np.asarray(batch, np.float32), mode, mean, std)
-    source = batch[..., ::-1] if mode == "caffe" else batch
-    rows = np.ascontiguousarray(source).reshape(-1, batch.shape[-2], 3)
+    rows = np.ascontiguousarray(batch).reshape(-1, batch.shape[-2], 3)
+    if mode == "caffe":  # the table is per output channel; caffe's channels are BGR
+        rows = cv2.cvtColor(rows, cv2.COLOR_RGB2BGR)
     table = _table(mode, None if mean is None else tuple(mean), None if std is None else tuple(std))
     out = cv2.LUT(rows, table)
     return out.reshape(batch.shape)
