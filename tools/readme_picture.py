@@ -32,4 +32,6 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python tools/readme_picture.py OUT_DIR\n{__doc__}")
     main(sys.argv[1])
