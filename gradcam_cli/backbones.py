@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from .errors import ModelError, WeightsError
+from .errors import ModelError, OptionError, WeightsError
 from .profiles import Profile, keras_cache_dir
 
 #: final activations that are removed to get the score Grad-CAM differentiates
@@ -170,11 +170,11 @@ def load_custom_objects(path: str | os.PathLike) -> dict[str, Any]:
 
     file = pathlib.Path(path)
     if not file.is_file():
-        raise ModelError(f"custom objects file {file} does not exist; pass --custom-objects FILE.py (a Python file)")
+        raise OptionError(f"custom objects file {file} does not exist; pass --custom-objects FILE.py (a Python file)")
     module_name = "gradcam_custom_objects_" + re.sub(r"\W", "_", file.stem)
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
-        raise ModelError(f"custom objects file {file} cannot be imported as a Python module; pass a .py file")
+        raise OptionError(f"custom objects file {file} cannot be imported as a Python module; pass a .py file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses, pickling and relative lookups need it registered
     folder = str(file.resolve().parent)
@@ -183,7 +183,7 @@ def load_custom_objects(path: str | os.PathLike) -> dict[str, Any]:
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise ModelError(
+        raise OptionError(
             f"cannot import custom objects file {file}: {type(exc).__name__}: {_first_line(exc)}"
         ) from None
     finally:
@@ -193,7 +193,7 @@ def load_custom_objects(path: str | os.PathLike) -> dict[str, Any]:
     table = getattr(module, "CUSTOM_OBJECTS", None)
     if table is not None:
         if not isinstance(table, dict) or not all(isinstance(k, str) for k in table):
-            raise ModelError(f"custom objects file {file}: CUSTOM_OBJECTS must be a dict of name -> class or function")
+            raise OptionError(f"custom objects file {file}: CUSTOM_OBJECTS must be a dict of name -> class or function")
         return dict(table)
     objects: dict[str, Any] = {}
     for attr, obj in vars(module).items():
@@ -205,7 +205,7 @@ def load_custom_objects(path: str | os.PathLike) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 objects.setdefault(keras.saving.get_registered_name(obj), obj)
     if not objects:
-        raise ModelError(
+        raise OptionError(
             f"custom objects file {file} defines no Keras layer, model or function and no CUSTOM_OBJECTS dict"
         )
     return objects
@@ -261,7 +261,7 @@ def _load_error(file: pathlib.Path, exc: BaseException, custom_objects: str | No
                     if custom_objects
                     else "; pass --custom-objects FILE.py that defines it"
                 )
-                return ModelError(f"cannot load model {file}: it needs the custom {kind} '{name}'{where}")
+                return OptionError(f"cannot load model {file}: it needs the custom {kind} '{name}'{where}")
     joined = "\n".join(texts)
     if "No model config found" in joined:
         return ModelError(
@@ -269,7 +269,7 @@ def _load_error(file: pathlib.Path, exc: BaseException, custom_objects: str | No
             "model.save('model.keras') (or pass it as --weights with a matching backbone)"
         )
     if "safe_mode" in joined:
-        return ModelError(
+        return OptionError(
             f"cannot load model {file}: it contains a Lambda layer (arbitrary Python code), which Keras refuses "
             "to load in safe mode; replace the Lambda by a custom layer and pass --custom-objects FILE.py, "
             "or load it with safe_mode=False if you trust the file"
@@ -701,7 +701,7 @@ def _select_output(graph: _Graph, output: str | int | None) -> int:
     if output is None:
         if len(names) == 1:
             return 0
-        raise ModelError(
+        raise OptionError(
             f"model '{graph.model.name}' has {len(names)} outputs ({listing}); "
             "pass --output NAME or INDEX to choose the one to explain"
         )
@@ -715,7 +715,7 @@ def _select_output(graph: _Graph, output: str | int | None) -> int:
         index = output + len(names) if output < 0 else output
         if 0 <= index < len(names):
             return index
-    raise ModelError(
+    raise OptionError(
         f"model '{graph.model.name}' has no output {output!r}; its outputs are {listing}: "
         "pass --output with one of these names or indices"
     )
@@ -724,7 +724,7 @@ def _select_output(graph: _Graph, output: str | int | None) -> int:
 def _auto_step(graph: _Graph, output_keys: list) -> tuple:
     found = _candidates(graph, within=graph.ancestors(output_keys))
     if not found:
-        raise ModelError(
+        raise OptionError(
             f"model '{graph.model.name}' has no layer with a 4-D output larger than 1x1 on the way to its output; "
             "Grad-CAM needs a convolutional feature map: pass --layer with a 4-D layer"
         )
@@ -770,7 +770,7 @@ def _resolve_target(graph: _Graph, name: str) -> tuple[str, tuple, Any]:
     elif "/" not in wanted:
         nested = sorted({p for p in targets if p.rsplit("/", 1)[-1] == wanted})
         if len(nested) > 1:
-            raise ModelError(
+            raise OptionError(
                 f"layer name '{name}' is ambiguous in model '{model.name}': it matches "
                 f"{', '.join(repr(p) for p in nested)}; pass --layer with the full path"
             )
@@ -781,29 +781,29 @@ def _resolve_target(graph: _Graph, name: str) -> tuple[str, tuple, Any]:
         pool = list(dict.fromkeys([*targets, *sorted({p.rsplit("/", 1)[-1] for p in targets})]))
         close = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-        raise ModelError(
+        raise OptionError(
             f"model '{model.name}' has no layer '{name}'{hint}; pass --layer with one of its 4-D layers"
         )
     calls = targets[path]
     if len(calls) > 1:
-        raise ModelError(
+        raise OptionError(
             f"layer '{path}' of model '{model.name}' is called {len(calls)} times (a shared layer or model), "
             "so its activations are ambiguous; pass --layer with a layer that is used once"
         )
     keys, op = calls[0]
     if len(keys) != 1:
-        raise ModelError(
+        raise OptionError(
             f"layer '{path}' of model '{model.name}' has {len(keys)} outputs; Grad-CAM needs one 4-D output: "
             "pass --layer with a 4-D layer"
         )
     shape = tuple(graph.tensors[keys[0]].shape)
     if len(shape) != 4:
-        raise ModelError(
+        raise OptionError(
             f"layer '{path}' of model '{model.name}' has output shape {shape}, not 4-D (batch, height, width, "
             "channels); Grad-CAM needs a convolutional layer: pass --layer with a 4-D layer"
         )
     if keys[0] in graph.input_keys:
-        raise ModelError(
+        raise OptionError(
             f"layer '{path}' of model '{model.name}' is the model input; pass --layer with a convolutional layer"
         )
     return path, keys[0], op
@@ -893,7 +893,7 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
     out_tensor = graph.tensors[out_key]
     out_shape = tuple(out_tensor.shape)
     if len(out_shape) not in (1, 2) or (len(out_shape) == 2 and out_shape[-1] is None):
-        raise ModelError(
+        raise OptionError(
             f"output '{graph.output_names[index]}' of model '{model.name}' has shape {out_shape}; Grad-CAM needs "
             "one score per class, (batch, classes): pick another output with --output"
         )

@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 
 import click
 
 from . import __version__
-from .errors import GradcamError, ModelError, OutputError, ProfileError, ResumeError, TargetError
+from .errors import GradcamError, OptionError, OutputError, ProfileError, ResumeError, TargetError
 from .profiles import DEFAULT_BACKBONE
 
 EXIT_OK = 0
@@ -28,9 +27,10 @@ EXIT_CODES_HELP = """\b
 Exit codes:
   0  every image was explained
   1  some images failed (each has an error record; the rest are done)
-  2  usage error: a bad flag, or an unknown backbone, class or layer
+  2  usage error: a bad flag, an unknown backbone or class, or a model option
+     that does not fit the model (--layer, --output, --input-size, --custom-objects)
   3  the output directory cannot be written (read-only, full disk, ...)
-  4  the model or its weights cannot be loaded
+  4  the model or its weights cannot be loaded (missing, corrupt, not a Keras model)
 """
 
 
@@ -45,10 +45,8 @@ class CliError(click.ClickException):
 def _fail(exc: GradcamError) -> CliError:
     if isinstance(exc, OutputError):
         return CliError(str(exc), EXIT_OUTPUT)
-    if isinstance(exc, (ProfileError, TargetError, ResumeError)):
-        return CliError(str(exc), EXIT_USAGE)
-    if isinstance(exc, ModelError) and re.search(r"--(layer|output|input-size|custom-objects)\b", str(exc)):
-        return CliError(str(exc), EXIT_USAGE)  # the fix is a flag
+    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError)):
+        return CliError(str(exc), EXIT_USAGE)  # the fix is a flag or a profile
     return CliError(str(exc), EXIT_MODEL)
 
 

@@ -19,6 +19,15 @@ class ModelError(GradcamError):
     """A model or its target layer cannot be built, loaded or used."""
 
 
+class OptionError(ModelError):
+    """The model is readable, but an option does not fit it or it needs one: the fix is a flag.
+
+    ``--layer`` (unknown, ambiguous, not 4-D), ``--output``, ``--input-size``,
+    ``--custom-objects`` (missing, broken, or a class the model needs and the file
+    lacks), ``--precision mixed`` with ``--model``.
+    """
+
+
 class WeightsError(ModelError):
     """Weights cannot be found, read or converted."""
 

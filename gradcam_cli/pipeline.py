@@ -116,11 +116,11 @@ def _override(profile: Profile, input_size, preprocessing, mean, std, labels, ou
 
 
 def _model_input_size(model: Any) -> tuple[int, int]:
-    from .errors import ModelError
+    from .errors import OptionError
 
     shape = tuple(model.inputs[0].shape)
     if len(shape) != 4 or shape[1] is None or shape[2] is None:
-        raise ModelError(
+        raise OptionError(
             f"model '{model.name}' takes inputs of shape {shape}, without a fixed height and width; "
             "pass --input-size"
         )
@@ -198,6 +198,10 @@ class GradCAM:
                 profile = get_profile(load_registry(config_dirs), backbone or DEFAULT_BACKBONE)
         self.profile = _override(profile, input_size, preprocessing, mean, std, labels, output)
         self.weights = "none" if weights in (None, "none") else str(weights)
+        if precision == "mixed" and self.profile.model is not None:
+            from .errors import OptionError
+
+            raise OptionError("--precision mixed applies to registry backbones; a saved model keeps its own dtypes")
         self.precision = precision
         with _dtype_policy("mixed_float16" if precision == "mixed" else None):
             if model is not None and not isinstance(model, (str, pathlib.Path)):
@@ -206,10 +210,6 @@ class GradCAM:
                 self.model = load_user_model(self.profile.model, custom_objects)
             else:
                 self.model = build_model(self.profile, self.weights)
-        if precision == "mixed" and self.profile.model is not None:
-            from .errors import ModelError
-
-            raise ModelError("--precision mixed applies to registry backbones; a saved model keeps its own dtypes")
         self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output)
         self.layer = self.split.layer_name
         if self.profile.input_size is None:

@@ -237,6 +237,35 @@ def test_saved_model_dir_and_missing_custom_object_are_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("case, code, words", [
+    ("custom objects file with a syntax error", 2, "SyntaxError"),
+    ("custom objects file without the class", 2, "does not define it"),
+    ("mixed precision with a saved model", 2, "--precision mixed"),
+    ("corrupt model file", 4, "not a valid .keras file"),
+])
+def test_model_option_errors_exit_2_model_errors_exit_4(tmp_path, case, code, words):
+    from test_own_models import custom_model
+
+    model = tmp_path / "custom.keras"
+    custom_model().save(model)
+    extra = []
+    if case == "custom objects file with a syntax error":
+        (tmp_path / "objs.py").write_text("class ChannelScale(:\n")
+        extra = ["--custom-objects", tmp_path / "objs.py"]
+    elif case == "custom objects file without the class":
+        (tmp_path / "objs.py").write_text("import keras\n\nclass Other(keras.layers.Layer):\n    pass\n")
+        extra = ["--custom-objects", tmp_path / "objs.py"]
+    elif case == "mixed precision with a saved model":
+        extra = ["--precision", "mixed"]  # refused before the model is read
+    else:
+        model = tmp_path / "broken.keras"
+        model.write_bytes(b"not a zip archive")
+    result = invoke("explain", "sample_images/coffee.jpg", "--model", model, *extra, "-q", "--out", tmp_path / "o")
+    assert result.exit_code == code, result.stderr
+    assert words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
 def test_model_and_backbone_together_is_a_usage_error(tmp_path):
     result = invoke("explain", "sample_images/coffee.jpg", "--model", "x.keras", "-b", "vgg16", "--out", tmp_path / "o")
     assert result.exit_code == 2 and "either --backbone or --model" in result.stderr
