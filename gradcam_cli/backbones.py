@@ -269,7 +269,7 @@ def _load_error(file: pathlib.Path, exc: BaseException, custom_objects: str | No
             "model.save('model.keras') (or pass it as --weights with a matching backbone)"
         )
     if "safe_mode" in joined:
-        return OptionError(
+        return ModelError(
             f"cannot load model {file}: it contains a Lambda layer (arbitrary Python code), which Keras refuses "
             "to load in safe mode; replace the Lambda by a custom layer and pass --custom-objects FILE.py, "
             "or load it with safe_mode=False if you trust the file"
@@ -560,7 +560,9 @@ def _channel_mean_kernels(steps: list, target: str) -> dict[int, Any]:
     h, w, k = (int(d) for d in shape)
     if not _big_dense(op) or int(op.kernel.shape[0]) != h * w * k:
         return {}
-    kernel = tf.reshape(tf.convert_to_tensor(op.kernel, tf.float32), [h * w, k, -1])
+    if sum(step.op is op for step in steps) != 1:  # a shared layer: its other calls need the exact gradient
+        return {}
+    kernel = tf.reshape(tf.cast(tf.convert_to_tensor(op.kernel), tf.float32), [h * w, k, -1])
     return {id(op): (tf.constant(tf.transpose(tf.reduce_mean(kernel, axis=0))), h * w)}
 
 

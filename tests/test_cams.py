@@ -138,40 +138,48 @@ def test_big_dense_head_uses_the_jacobian_with_a_transposed_kernel():
     np.testing.assert_allclose(tiled.maps, result.maps, atol=1e-6)
 
 
-def vgg_like(between=None, pool: bool = True, twice: bool = False) -> keras.Model:
+def vgg_like(between=None, pool: bool = True, twice: bool = False, shared: bool = False,
+             dtype: str | None = None) -> keras.Model:
     """target (16x16x32) -> [MaxPool] -> Flatten -> Dense(>= 2^20 weights) -> Dense softmax, like VGG's head."""
     keras.utils.set_random_seed(2)
     inp = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="c1")(inp)
-    t = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="target")(x)
-    x = keras.layers.MaxPooling2D(name="pool")(t) if pool else t
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="c1", dtype=dtype)(inp)
+    t = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="target", dtype=dtype)(x)
+    x = keras.layers.MaxPooling2D(name="pool", dtype=dtype)(t) if pool else t
     if between is not None:
         x = between(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    units = (1 << 20) // int(x.shape[-1]) + 1
-    x = keras.layers.Dense(units, activation="relu", name="fc1")(x)
+    x = keras.layers.Flatten(name="flatten", dtype=dtype)(x)
+    units = int(x.shape[-1]) if shared else (1 << 20) // int(x.shape[-1]) + 1
+    fc1 = keras.layers.Dense(units, activation="relu", name="fc1", dtype=dtype)
+    x = fc1(x)
+    if shared:  # fc1 called a second time: that call needs the exact gradient
+        x = fc1(keras.layers.Dense(units, activation="relu", name="fc2", dtype=dtype)(x))
     if twice:  # the target also feeds another branch: the shortcut must not be taken
         x = keras.layers.Concatenate()([x, keras.layers.GlobalAveragePooling2D()(t)])
-    out = keras.layers.Dense(6, activation="softmax", name="predictions")(x)
+    out = keras.layers.Dense(6, activation="softmax", name="predictions", dtype=dtype)(x)
     return keras.Model(inp, out)
+
+
+def channel_sums(split, x, heads):
+    import tensorflow as tf
+
+    acts = split.trunk(x)
+    out = []
+    for head in heads:
+        with tf.GradientTape() as tape:
+            tape.watch(acts)
+            score = tf.reduce_sum(tf.cast(head(acts)[:, 2], tf.float32))
+        out.append(tf.cast(tape.gradient(score, acts), tf.float32).numpy())
+    return out
 
 
 @pytest.mark.parametrize("pool", [True, False])
 def test_channel_head_sums_are_exact_and_maps_match_reference(pool):
-    import tensorflow as tf
-
     model = vgg_like(pool=pool)
     split = split_model(model, "target")
     assert split.channel_head is not None
     x = random_images(3, 32, seed=5)
-    acts = split.trunk(x)
-    grads = []
-    for head in (split.head, split.channel_head):
-        with tf.GradientTape() as tape:
-            tape.watch(acts)
-            score = tf.reduce_sum(head(acts)[:, 2])
-        grads.append(tape.gradient(score, acts).numpy())
-    exact, cheap = grads
+    exact, cheap = channel_sums(split, x, (split.head, split.channel_head))
     # per-channel sums over positions are the exact gradient's; single positions are not
     np.testing.assert_allclose(cheap.sum(axis=(1, 2)), exact.sum(axis=(1, 2)), rtol=1e-4, atol=1e-6)
     assert np.abs(cheap - exact).max() > 10 * np.abs(exact).max() * 1e-4
@@ -180,10 +188,19 @@ def test_channel_head_sums_are_exact_and_maps_match_reference(pool):
         assert_matches_reference(model, "target", x, result)
 
 
-@pytest.mark.parametrize("case", ["relu between", "average pool", "target used twice"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_channel_head_on_a_half_precision_model(dtype):
+    split = split_model(vgg_like(dtype=dtype), "target")
+    assert split.channel_head is not None
+    exact, cheap = channel_sums(split, random_images(2, 32, seed=7), (split.head, split.channel_head))
+    scale = np.abs(exact.sum(axis=(1, 2))).max()
+    assert np.abs(cheap.sum(axis=(1, 2)) - exact.sum(axis=(1, 2))).max() < 0.02 * scale
+
+
+@pytest.mark.parametrize("case", ["relu between", "average pool", "target used twice", "dense called twice"])
 def test_channel_head_only_where_sums_survive(case):
     between = {"relu between": keras.layers.ReLU(), "average pool": keras.layers.AveragePooling2D(3, 1)}.get(case)
-    model = vgg_like(between=between, twice=case == "target used twice")
+    model = vgg_like(between=between, twice=case == "target used twice", shared=case == "dense called twice")
     split = split_model(model, "target")
     assert split.channel_head is None
     x = random_images(2, 32, seed=6)

@@ -51,7 +51,9 @@ def test_other_modes():
 
 
 @pytest.mark.parametrize("source, size", [((768, 1024), (224, 224)), ((768, 1024), (299, 299)),
-                                          ((480, 640), (299, 299)), ((300, 400), (224, 224)), ((300, 400), (299, 299))])
+                                          ((480, 640), (299, 299)), ((300, 400), (224, 224)), ((300, 400), (299, 299)),
+                                          ((300, 4000), (224, 224)), ((4000, 300), (224, 224)),
+                                          ((1000, 6000), (224, 224))])
 def test_fast_resize_averages_like_one_area_resize(source, size):
     rng = np.random.default_rng(1)
     image = cv2.GaussianBlur(rng.integers(0, 256, (*source, 3), dtype=np.uint8), (0, 0), 3)
@@ -59,6 +61,21 @@ def test_fast_resize_averages_like_one_area_resize(source, size):
     direct = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA).astype(np.int16)
     assert ours.shape == (*size, 3)
     assert np.abs(ours - direct).mean() < 1.0 and np.abs(ours - direct).max() <= 12
+
+
+@pytest.mark.parametrize("source", [(4000, 300), (300, 4000), (1000, 6000), (6000, 1000)])
+def test_resize_of_a_panorama_skips_no_lines(source):
+    """One-pixel lines every 7 pixels across the long side, shrunk 4.5x to 27x along it: every
+    output pixel averages several lines (a two-tap bilinear shrink would give 255s and 0s)."""
+    image = np.zeros((*source, 3), np.uint8)
+    if source[0] > source[1]:
+        image[::7] = 255
+    else:
+        image[:, ::7] = 255
+    small = resize(image, (224, 224)).astype(np.float64)
+    level = image.mean()  # 255 / 7
+    assert abs(small.mean() - level) < 2
+    assert np.abs(small - level).max() < 0.5 * level
 
 
 def test_resize_enlarges_and_keeps_the_target_size():
