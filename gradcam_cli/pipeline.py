@@ -198,7 +198,7 @@ class GradCAM:
                 profile = get_profile(load_registry(config_dirs), backbone or DEFAULT_BACKBONE)
         self.profile = _override(profile, input_size, preprocessing, mean, std, labels, output)
         self.weights = "none" if weights in (None, "none") else str(weights)
-        if precision == "mixed" and self.profile.model is not None:
+        if precision == "mixed" and (model is not None or self.profile.model is not None):
             from .errors import OptionError
 
             raise OptionError("--precision mixed applies to registry backbones; a saved model keeps its own dtypes")

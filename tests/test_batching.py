@@ -93,3 +93,15 @@ def test_mixed_precision_maps_agree_with_float32(lite0_cam):
     import keras
 
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+def test_mixed_precision_refuses_an_own_model_in_memory():
+    import keras
+
+    from gradcam_cli.errors import OptionError
+
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="target")(inp))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x))
+    with pytest.raises(OptionError, match="--precision mixed applies to registry backbones"):
+        GradCAM(model=model, precision="mixed")
