@@ -34,11 +34,6 @@ def colormap_id(name: str) -> int:
     return table[key]
 
 
-def upsample(cam: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A (h, w) map in [0, 1] resized to (height, width), bilinear, still in [0, 1]."""
-    return cv2.resize(np.asarray(cam, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-
-
 def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap: int) -> np.ndarray:
     """The coloured heatmap (BGR uint8) of a map at the given size.
 
