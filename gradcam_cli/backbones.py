@@ -493,13 +493,13 @@ BIG_KERNEL = 1 << 20
 HEAVY_KERNEL = 1 << 23
 
 
-def _big_dense(op: Any) -> bool:
-    """A plain Dense layer (not quantised, no LoRA) with at least BIG_KERNEL weights."""
+def _big_dense(op: Any, minimum: int = BIG_KERNEL) -> bool:
+    """A plain Dense layer (not quantised, no LoRA) with at least ``minimum`` weights."""
     from keras import layers
 
     return (
         type(op) is layers.Dense
-        and int(op.kernel.shape[0]) * int(op.kernel.shape[1]) >= BIG_KERNEL
+        and int(op.kernel.shape[0]) * int(op.kernel.shape[1]) >= minimum
         and getattr(op, "quantization_mode", None) is None
         and not getattr(op, "lora_enabled", False)
     )
@@ -541,19 +541,17 @@ def _channel_mean_kernels(steps: list, target: str) -> dict[int, Any]:
         for key in step.inputs:
             consumers.setdefault(key, []).append(step)
     key = target
-    while True:
+    while True:  # along the only consumer of each tensor: max pools, then a Flatten
         users = consumers.get(key, [])
         if len(users) != 1 or len(users[0].outputs) != 1 or users[0].inputs != (key,):
             return {}
-        op = users[0].op
-        if type(op) is layers.MaxPooling2D and op.data_format == "channels_last":
-            key = users[0].outputs[0]
-            continue
-        if type(op) is not layers.Flatten or getattr(op, "data_format", "channels_last") != "channels_last":
-            return {}
-        shape = users[0].node.input_tensors[0].shape[1:]
-        dense = consumers.get(users[0].outputs[0], [])
-        break
+        (step,), key = users, users[0].outputs[0]
+        if not (type(step.op) is layers.MaxPooling2D and step.op.data_format == "channels_last"):
+            break
+    if type(step.op) is not layers.Flatten or getattr(step.op, "data_format", "channels_last") != "channels_last":
+        return {}
+    shape = step.node.input_tensors[0].shape[1:]
+    dense = consumers.get(key, [])
     if len(dense) != 1 or len(shape) != 3 or any(d is None for d in shape):
         return {}
     op = dense[0].op
@@ -968,9 +966,6 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         output_name=graph.output_names[index],
         output_index=index,
         num_outputs=units,
-        heavy_head=head_ok and any(
-            _big_dense(st.op) and int(st.op.kernel.shape[0]) * int(st.op.kernel.shape[1]) >= HEAVY_KERNEL
-            for st in head_steps
-        ),
+        heavy_head=head_ok and any(_big_dense(step.op, HEAVY_KERNEL) for step in head_steps),
         channel_head=channel_head if head_ok and channel_means else None,
     )
