@@ -1,3 +1,3 @@
-from .cli import main
+from gradcam_cli.cli import main
 
 main(prog_name="gradcam")

@@ -57,3 +57,15 @@ class OutputError(GradcamError):
 
 class ResumeError(GradcamError):
     """``--resume`` on an output folder that was made with different settings."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name when it has none), at most ``limit`` chars."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class InputError(GradcamError):
+    """The inputs or a test-set file cannot be used as given (a missing path, a malformed labels CSV):
+    the fix is an argument or a flag."""

@@ -20,7 +20,7 @@ SAMPLES = REPO / "sample_images"
 
 @pytest.fixture(scope="session")
 def registry():
-    from gradcam_cli.profiles import load_registry
+    from gradcam_cli.config.profiles import load_registry
 
     return load_registry()
 
@@ -28,7 +28,7 @@ def registry():
 @pytest.fixture(scope="session")
 def lite0_cam():
     """The real offline default: EfficientNet-Lite0 with converted ImageNet weights."""
-    from gradcam_cli.pipeline import GradCAM
+    from gradcam_cli.engine.cam import GradCAM
 
     return GradCAM("efficientnet_lite0")
 

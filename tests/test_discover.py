@@ -1,4 +1,4 @@
-"""Tests for gradcam_cli.discover: every tree is generated in tmp_path."""
+"""Tests for gradcam_cli.io.discover: every tree is generated in tmp_path."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gradcam_cli import discover
-from gradcam_cli.discover import (
+from gradcam_cli.io import discover
+from gradcam_cli.io.discover import (
     DEFAULT_EXTENSIONS,
     InputRef,
     in_shard,

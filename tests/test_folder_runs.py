@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from gradcam_cli import images
+from gradcam_cli.io import images
 from gradcam_cli.cli import main
 from gradcam_cli.errors import ImageError
 

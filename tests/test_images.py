@@ -1,4 +1,4 @@
-"""Tests for gradcam_cli.images.decode: every input is generated in tmp_path."""
+"""Tests for gradcam_cli.io.images.decode: every input is generated in tmp_path."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from gradcam_cli.errors import GradcamError, ImageError
-from gradcam_cli.images import BACKGROUND, DEFAULT_MAX_PIXELS, decode
+from gradcam_cli.io.images import BACKGROUND, DEFAULT_MAX_PIXELS, decode
 
 RNG = np.random.default_rng(1234)
 
@@ -436,7 +436,7 @@ def test_missing_parent_is_a_file(tmp_path):
 
 
 def test_vanished_between_listing_and_reading(tmp_path):
-    from gradcam_cli.discover import iter_inputs
+    from gradcam_cli.io.discover import iter_inputs
 
     p = tmp_path / "gone.png"
     Image.new("RGB", (2, 2)).save(p)
@@ -449,7 +449,7 @@ def test_vanished_between_listing_and_reading(tmp_path):
 def test_vanished_between_stat_and_open(tmp_path, monkeypatch):
     import builtins
 
-    import gradcam_cli.images as images
+    import gradcam_cli.io.images as images
 
     p = tmp_path / "race.png"
     Image.new("RGB", (2, 2)).save(p)

@@ -1,4 +1,4 @@
-"""Tests for gradcam_cli.lite0: EfficientNet-Lite0 in Keras with converted ImageNet weights."""
+"""Tests for gradcam_cli.models.lite0: EfficientNet-Lite0 in Keras with converted ImageNet weights."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradcam_cli import lite0
+from gradcam_cli.models import lite0
 from gradcam_cli.errors import ModelError, WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,7 +304,7 @@ def test_missing_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 
 def test_import_and_availability_stay_light() -> None:
     code = (
-        "import sys; from gradcam_cli import lite0; assert lite0.weights_available(); "
+        "import sys; from gradcam_cli.models import lite0; assert lite0.weights_available(); "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow imported'"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from test_own_models import peak_on, scenes, trained
 
-from gradcam_cli.backbones import split_model
-from gradcam_cli.cams import Explainer
+from gradcam_cli.models.split import split_model
+from gradcam_cli.engine.explainer import Explainer
 
 
 def test_map_peak_falls_on_the_object():

@@ -17,15 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gradcam_cli.backbones import (
-    LayerInfo,
-    auto_layer,
-    candidate_layers,
-    load_user_model,
-    split_model,
-    target_layer,
-)
-from gradcam_cli.cams import Explainer
+from gradcam_cli.models.graph import LayerInfo
+from gradcam_cli.models.load import load_user_model
+from gradcam_cli.models.split import split_model
+from gradcam_cli.models.targets import auto_layer, candidate_layers, target_layer
+from gradcam_cli.engine.explainer import Explainer
 from gradcam_cli.errors import ModelError
 
 SIZE, OBJ = 48, 12

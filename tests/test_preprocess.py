@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from keras.applications import imagenet_utils
 
-from gradcam_cli.preprocess import normalise, resize
-from gradcam_cli.profiles import Profile
+from gradcam_cli.io.preprocess import normalise, resize
+from gradcam_cli.config.profiles import Profile
 
 
 def profile(mode, mean=None, std=None):
@@ -28,7 +28,7 @@ MODES = [("caffe", None, None), ("tf", None, None), ("torch", None, None), ("sca
 
 @pytest.mark.parametrize("mode, mean, std", MODES)
 def test_uint8_table_path_equals_the_formula_exactly(mode, mean, std):
-    from gradcam_cli.preprocess import _affine
+    from gradcam_cli.io.preprocess import _affine
 
     p = profile(mode, mean, std)
     batch = np.random.default_rng(2).integers(0, 256, (3, 5, 7, 3), dtype=np.uint8)

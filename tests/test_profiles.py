@@ -24,9 +24,10 @@ def test_required_backbones_are_shipped(registry):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_profile_builds_and_fast_path_equals_reference(name, registry):
-    from gradcam_cli.backbones import build_model, split_model
-    from gradcam_cli.cams import Explainer
-    from gradcam_cli.preprocess import normalise
+    from gradcam_cli.models.build import build_model
+    from gradcam_cli.models.split import split_model
+    from gradcam_cli.engine.explainer import Explainer
+    from gradcam_cli.io.preprocess import normalise
 
     profile = registry[name]
     model = build_model(profile, weights="none")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gradcam_cli.errors import ProfileError
-from gradcam_cli.profiles import get_profile, load_profile, load_registry
+from gradcam_cli.config.profiles import get_profile, load_profile, load_registry
 
 GOOD = """name = "mine"
 builder = "keras.applications.MobileNetV2"

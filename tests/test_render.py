@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gradcam_cli import render
+from gradcam_cli.render import overlay as render
 
 
 def reference(image_rgb, cam, alpha, colormap):

@@ -1,4 +1,4 @@
-"""Tests for gradcam_cli.torch_legacy: reading legacy PyTorch state_dicts safely."""
+"""Tests for gradcam_cli.models.torch_legacy: reading legacy PyTorch state_dicts safely."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from gradcam_cli.errors import GradcamError, ModelError, WeightsError
-from gradcam_cli.torch_legacy import LEGACY_MAGIC_NUMBER, load_state_dict
+from gradcam_cli.models.torch_legacy import LEGACY_MAGIC_NUMBER, load_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,7 +181,7 @@ def test_real_file_entries_and_shapes(real_state: dict[str, np.ndarray]) -> None
 
 def test_module_does_not_import_tensorflow() -> None:
     code = (
-        "import sys, gradcam_cli.torch_legacy as t; "
+        "import sys, gradcam_cli.models.torch_legacy as t; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules and 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})

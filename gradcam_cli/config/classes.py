@@ -8,9 +8,9 @@ import pathlib
 from dataclasses import dataclass
 from typing import Sequence
 
-from .errors import ProfileError, TargetError
+from gradcam_cli.errors import ProfileError, TargetError
 
-_IMAGENET = pathlib.Path(__file__).resolve().parent / "data" / "imagenet_classes.json"
+_IMAGENET = pathlib.Path(__file__).resolve().parent.parent / "data" / "imagenet_classes.json"
 
 
 def _norm(name: str) -> str:

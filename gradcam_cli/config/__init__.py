@@ -1,0 +1,1 @@
+"""Configuration: backbone profiles (TOML), class names, cache directories. No TensorFlow."""

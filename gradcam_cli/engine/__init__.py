@@ -1,0 +1,1 @@
+"""The compiled explainer and the library front end (:class:`GradCAM`)."""

@@ -1,0 +1,329 @@
+"""The library front end: a loaded model, cut at its target layer, that explains arrays.
+
+No Click, no printing, no files (the folder runner in :mod:`gradcam_cli.run` does those).
+
+    from gradcam_cli import GradCAM
+    cam = GradCAM("efficientnet_lite0")
+    [result] = cam.explain([rgb_uint8_array], top=3)
+    result.predictions[0].label, result.maps.shape     # 'tiger_cat', (3, 7, 7)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import pathlib
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from gradcam_cli.config import classes as class_names
+from gradcam_cli.config.profiles import (
+    DEFAULT_BACKBONE,
+    PREPROCESSING,
+    Profile,
+    get_profile,
+    load_registry,
+    override_profile,
+    own_model_profile,
+)
+from gradcam_cli.errors import ModelError, OptionError
+
+DEFAULT_TOP = 3
+DEFAULT_BATCH = 16
+DEFAULT_METHOD = "gradcam"
+PRECISIONS = ("float32", "mixed")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    rank: int  # 1 = most probable
+    class_index: int
+    class_id: str | None  # WordNet id for ImageNet
+    label: str
+    probability: float
+
+
+@dataclass
+class Explanation:
+    """One image: the explained targets (in map order) and their maps (N, h, w) in [0, 1]."""
+
+    predictions: list[Prediction]
+    maps: np.ndarray
+    probabilities: np.ndarray  # (C,) after the final softmax / sigmoid
+
+
+def engine_description(split: Any) -> str:
+    """How the maps are computed (see :class:`gradcam_cli.engine.explainer.Explainer`)."""
+    if not split.cut:
+        return "full model on tiled input (a skip connection crosses the target layer)"
+    if split.heavy_head:
+        return "trunk once + head once, N backward passes (batch Jacobian)"
+    return "trunk once + head on tiled activations"
+
+
+def weights_description(profile: Profile, weights: str) -> str:
+    """What the header and ``--dry-run`` say about the weights in use."""
+    if profile.model is not None:
+        return f"saved model {profile.model}"
+    if weights == "none":
+        return "none (random initialisation: maps and predictions are meaningless)"
+    if weights == "imagenet":
+        return f"imagenet ({profile.weights_source()})"
+    return str(weights)
+
+
+def preprocessing_description(profile: Profile) -> dict:
+    prep = {"mode": profile.preprocessing, "description": PREPROCESSING[profile.preprocessing]}
+    if profile.preprocessing == "mean_std":
+        prep.update(mean=list(profile.mean), std=list(profile.std))
+    return prep
+
+
+def _model_input_size(model: Any) -> tuple[int, int]:
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+        raise OptionError(
+            f"model '{model.name}' takes inputs of shape {shape}, without a fixed height and width; "
+            "pass --input-size"
+        )
+    return int(shape[1]), int(shape[2])
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str | None):
+    """Build under a Keras dtype policy (e.g. ``mixed_float16``), then restore the previous one."""
+    if name is None:
+        yield
+        return
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def auto_batch_size() -> int:
+    """``--batch-size auto``: 256 on a GPU (halved on out-of-memory until it fits), 16 on the CPU."""
+    import tensorflow as tf
+
+    return 256 if tf.config.list_physical_devices("GPU") else DEFAULT_BATCH
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class GradCAM:
+    """A loaded model, cut at its target layer, ready to explain images.
+
+    Either ``backbone``, a profile name (``gradcam backbones``), with ``weights``
+    ``"imagenet"``, ``"none"`` (random) or a path; or ``model``, a saved
+    ``.keras`` / ``.h5`` file (or a ``keras.Model``) of your own. The other
+    arguments override the profile for this run: ``layer`` (a name, a nested
+    path ``inner/layer``, or ``"auto"``), ``output`` (multi-output models),
+    ``input_size``, ``preprocessing`` (with ``mean`` / ``std``), ``labels`` (a
+    class names file). Build once, call :meth:`explain` many times: the compiled
+    gradient function is kept per target mode.
+    """
+
+    def __init__(
+        self,
+        backbone: str | None = None,
+        *,
+        model: Any = None,
+        weights: str | None = "imagenet",
+        layer: str | None = None,
+        output: str | int | None = None,
+        input_size: int | tuple[int, int] | None = None,
+        preprocessing: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        labels: str | None = None,
+        custom_objects: str | None = None,
+        config_dirs: Sequence[str] = (),
+        profile: Profile | None = None,
+        precision: str = "float32",
+    ):
+        from gradcam_cli.models.build import build_model
+        from gradcam_cli.models.load import load_user_model
+        from gradcam_cli.models.split import split_model
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if profile is None:
+            if model is not None and backbone is None:
+                profile = own_model_profile(model)
+            else:
+                profile = get_profile(load_registry(config_dirs), backbone or DEFAULT_BACKBONE)
+        self.profile = override_profile(profile, input_size=input_size, preprocessing=preprocessing, mean=mean, std=std,
+                                        labels=labels, output=output)
+        self.weights = "none" if weights in (None, "none") else str(weights)
+        if precision == "mixed" and (model is not None or self.profile.model is not None):
+            raise OptionError("--precision mixed applies to registry backbones; a saved model keeps its own dtypes")
+        self.precision = precision
+        with _dtype_policy("mixed_float16" if precision == "mixed" else None):
+            if model is not None and not isinstance(model, (str, pathlib.Path)):
+                self.model = model
+            elif self.profile.model is not None:
+                self.model = load_user_model(self.profile.model, custom_objects)
+            else:
+                self.model = build_model(self.profile, self.weights)
+        self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output)
+        self.layer = self.split.layer_name
+        if self.profile.input_size is None:
+            self.profile = replace(self.profile, input_size=_model_input_size(self.model))
+        base = pathlib.Path(self.profile.source).parent if self.profile.source else None
+        self.class_names = class_names.for_model(self.profile.classes, base, self.split.num_classes, self.split.head_type)
+        self._explainers: dict[Any, Any] = {}
+        #: the largest batch the model ran without running out of memory (None: not limited yet)
+        self.max_batch: int | None = None
+
+    # -- targets ---------------------------------------------------------------
+    def resolve_classes(self, tokens: Sequence[str | int]) -> list[int]:
+        """Class indices from indices or names (case-insensitive); TargetError otherwise."""
+        return [self.class_names.resolve(t, self.split.num_classes) for t in tokens]
+
+    @classmethod
+    def from_settings(cls, settings: Any, profile: Profile | None = None) -> "GradCAM":
+        """Build from a :class:`gradcam_cli.run.settings.ModelSettings` (what the CLI does)."""
+        s = settings
+        return cls(
+            s.backbone, profile=profile, model=s.model, weights=s.weights, layer=s.layer, output=s.output,
+            input_size=s.input_size, preprocessing=s.preprocessing, mean=s.mean, std=s.std, labels=s.labels,
+            custom_objects=s.custom_objects, config_dirs=s.config_dirs, precision=s.precision,
+        )
+
+    def explainer(self, top: int | None, classes: Sequence[int] | None, extra: bool = False,
+                  method: str = DEFAULT_METHOD):
+        """The compiled explainer for these targets and method, built once and kept."""
+        from gradcam_cli.engine.explainer import Explainer
+
+        key = (("top", top) if classes is None else ("classes", tuple(classes)), extra, method)
+        if key not in self._explainers:
+            self._explainers[key] = Explainer(
+                self.split, top=top if classes is None else None, classes=classes, extra=extra, method=method
+            )
+        return self._explainers[key]
+
+    # -- arrays in, arrays out -------------------------------------------------
+    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 images of any size -> the model's float32 input batch."""
+        from gradcam_cli.io.preprocess import normalise, resize
+
+        return normalise(np.stack([resize(img, self.profile.input_size) for img in images]), self.profile)
+
+    def explain(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        top: int = DEFAULT_TOP,
+        classes: Sequence[str | int] | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        method: str = DEFAULT_METHOD,
+    ) -> list[Explanation]:
+        """Explain RGB uint8 (H, W, 3) arrays: top-N classes, or the given ``classes``."""
+        indices = self.resolve_classes(classes) if classes else None
+        results: list[Explanation] = []
+        for chunk in batched(images, batch_size):
+            results.extend(self.explain_prepared(self.prepare(chunk), top=top, indices=indices, method=method))
+        return results
+
+    def _run_model(self, explainer: Any, batch: np.ndarray, extra: np.ndarray | None):
+        """Run the compiled explainer, halving the batch on out-of-memory without losing images."""
+        import tensorflow as tf
+
+        from gradcam_cli.engine.explainer import CamBatch
+
+        parts, start = [], 0
+        while start < len(batch):
+            size = min(self.max_batch or len(batch), len(batch) - start)
+            part = slice(start, start + size)
+            try:
+                parts.append(explainer(batch[part], None if extra is None else extra[part]))
+            except tf.errors.ResourceExhaustedError:
+                if size == 1:
+                    raise ModelError(
+                        f"out of memory with a batch of 1 image on backbone '{self.profile.name}'; "
+                        "free accelerator memory or use a smaller input size"
+                    ) from None
+                self.max_batch = size // 2
+                continue
+            start += size
+        if len(parts) == 1:
+            return parts[0]
+        return CamBatch(*(np.concatenate([getattr(p, f) for p in parts]) for f in CamBatch.__dataclass_fields__))
+
+    def explain_prepared(
+        self,
+        batch: np.ndarray,
+        *,
+        top: int = DEFAULT_TOP,
+        indices: Sequence[int] | None = None,
+        truth: Sequence[int | None] | None = None,
+        threshold: float | None = None,
+        method: str = DEFAULT_METHOD,
+    ) -> list[Explanation]:
+        """Explain a preprocessed batch (``prepare``'s output): the ``top`` classes, or ``indices``.
+
+        ``truth``: per image, a class that must also get a map (its true label; None for
+        none). ``threshold``: keep only targets at least this probable."""
+        extra = None if truth is None else np.array([-1 if t is None else t for t in truth], np.int32)
+        explainer = self.explainer(top, indices, extra is not None, method)
+        out = self._run_model(explainer, batch, None if extra is None else np.maximum(extra, 0))
+        return [
+            self._explanation(out, b, top, indices, None if extra is None else int(extra[b]), threshold)
+            for b in range(batch.shape[0])
+        ]
+
+    def _explanation(self, out: Any, b: int, top: int, indices, true: int | None, threshold) -> Explanation:
+        probs, scores = out.probs[b], out.scores[b]
+        targets = [int(c) for c in out.classes[b]]
+        maps = list(out.maps[b])
+        if true is not None:  # the true class's map comes last; drop it if absent or already there
+            if true < 0 or true in targets[:-1]:
+                targets, maps = targets[:-1], maps[:-1]
+        predictions = [
+            Prediction(
+                # top-N: the position in top_k's order; otherwise 1 + classes scored higher
+                rank=slot if indices is None and slot <= top else int(np.count_nonzero(scores > scores[c])) + 1,
+                class_index=c,
+                class_id=self.class_names.class_id(c),
+                label=self.class_names.label(c),
+                probability=float(probs[c]),
+            )
+            for slot, c in enumerate(targets, start=1)
+        ]
+        if threshold is not None:
+            keep = [i for i, p in enumerate(predictions) if p.probability >= threshold or p.class_index == true]
+            predictions, maps = [predictions[i] for i in keep], [maps[i] for i in keep]
+        stacked = np.stack(maps) if maps else np.zeros((0, *out.maps.shape[2:]), np.float32)
+        return Explanation(predictions=predictions, maps=stacked, probabilities=probs)
+
+    # -- provenance --------------------------------------------------------------
+    def describe(self) -> dict:
+        """What was explained and how: the model half of the run header (no run options)."""
+        p = self.profile
+        info = {
+            "backbone": p.name,
+            "model": self.model.name,
+            "target_layer": self.layer,
+            "target_layer_shape": list(self.split.feature_shape),
+            "input_size": list(p.input_size),
+            "preprocessing": preprocessing_description(p),
+            "weights": weights_description(p, self.weights),
+            "precision": self.precision,
+            "head": self.split.head_type,
+            "score": self.split.score_description,
+            "engine": engine_description(self.split),
+        }
+        if len(self.model.outputs) > 1:
+            info["output"] = self.split.output_name
+        return info

@@ -1,0 +1,66 @@
+"""The CAM method registry, filled by :func:`register` where each method is defined.
+
+A method says how maps come from the target layer's activations A and the
+gradients g = dy_c/dA, both (M, h, w, K) for M = images x classes:
+
+- ``kind="weights"``: ``fn(A, g) -> (M, K)`` channel weights; the map is sum_k w_k A_k;
+- ``kind="spatial"``: ``fn(A, g) -> (M, h, w)``, the map itself.
+
+``needs_gradients=False``: ``g`` is None and no backward pass runs (the map may not
+depend on the class). ``sums_only``: the method uses only the per-channel sums of g
+over positions, so a head whose input gradient is exact in those sums alone may be
+used (VGG's pool -> flatten -> fc1; see :mod:`gradcam_cli.models.kernels`).
+ReLU and per-map normalisation are applied once, after every method.
+
+No TensorFlow at import: a method's function imports it when called.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+KINDS = ("weights", "spatial")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str
+    fn: Callable
+    needs_gradients: bool = True
+    sums_only: bool = False
+    description: str = ""
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: bool = False) -> Callable:
+    """Decorator: register ``fn`` as the method ``name`` (a second registration of a name is an error)."""
+    if kind not in KINDS:
+        raise ValueError(f"method kind must be one of {', '.join(KINDS)}, got {kind!r}")
+
+    def add(fn: Callable) -> Callable:
+        if name in METHODS:
+            raise ValueError(f"CAM method {name!r} is registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        METHODS[name] = Method(name, kind, fn, needs_gradients, sums_only, doc[0] if doc else "")
+        return fn
+
+    return add
+
+
+def unregister(name: str) -> None:
+    """Remove a method (tests register temporary ones)."""
+    METHODS.pop(name, None)
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; ValueError with the list and a close match otherwise."""
+    if name in METHODS:
+        return METHODS[name]
+    close = difflib.get_close_matches(name, list(METHODS), n=1, cutoff=0.5)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ValueError(f"unknown CAM method '{name}'{hint}; choose one of: {', '.join(METHODS)}")

@@ -1,0 +1,1 @@
+"""Keras models: build registry backbones, load saved models, flatten and cut graphs, find target layers."""

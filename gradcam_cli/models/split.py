@@ -1,0 +1,172 @@
+"""Cut a model at its target layer into a trunk and a head, without mutating it.
+
+``split_model`` cuts a functional or Sequential model at its target layer (also
+inside nested models) into a *trunk* (input -> activations) and a *head*
+(activations -> class scores before the final softmax / sigmoid): the graph is
+re-threaded through the same layer objects, nested models inlined node by node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gradcam_cli.errors import ModelError, OptionError
+from gradcam_cli.models.graph import computable, execute, flatten, squashing_op
+from gradcam_cli.models.kernels import HEAVY_KERNEL, big_dense, channel_mean_kernels, transposed_kernels
+from gradcam_cli.models.targets import auto_step, resolve_target, select_output
+
+
+#: what the explained score is, per head type (for reports and JSON headers)
+SCORE_DESCRIPTIONS = {
+    "softmax": "class logit, before softmax",
+    "multilabel": "label logit, before sigmoid (each label independent)",
+    "binary": "single sigmoid unit: class 1 score = logit, class 0 score = -logit, before sigmoid",
+    "linear": "model output (no final softmax or sigmoid found)",
+}
+
+
+@dataclass
+class Split:
+    """A model cut at its target layer.
+
+    ``trunk(x) -> A``; ``head(A) -> scores`` (None when the cut is impossible);
+    ``full(x) -> (A, scores)`` always works. Scores are float32 (batch, num_classes).
+
+    ``activation`` turns scores into probabilities ("softmax", "sigmoid" or
+    "linear" = none); ``head_type`` says what a score is:
+
+    - ``"softmax"``: one logit per class (softmax removed);
+    - ``"multilabel"``: one logit per label (K > 1 sigmoid units removed);
+    - ``"binary"``: one sigmoid unit with logit z exposed as two classes,
+      scores ``[-z, z]``, so ``sigmoid(scores) == [1 - p, p]``;
+    - ``"linear"``: the output units as they are (regression, or no squashing found).
+
+    ``layer_name`` is the resolved target path (``outer/inner/layer`` inside
+    nested models); ``output_name`` / ``output_index`` say which model output is explained.
+    """
+
+    model: Any
+    layer_name: str
+    activation: str
+    trunk: Callable[[Any], Any]
+    head: Callable[[Any], Any] | None
+    full: Callable[[Any], Any]
+    num_classes: int
+    feature_shape: tuple  # (h, w, channels) of the target layer
+    head_type: str = "softmax"
+    output_name: str | None = None
+    output_index: int = 0
+    num_outputs: int = 1  # how many units the model output itself has (1 for a binary head)
+    heavy_head: bool = False  # big Dense layers after the cut: one head forward + N backward is cheaper
+    #: the head again, with an input gradient exact only in its per-channel sums over positions
+    #: (all Grad-CAM needs) and much cheaper; None where the head has no such shortcut
+    channel_head: Callable[[Any], Any] | None = None
+
+    @property
+    def cut(self) -> bool:
+        return self.head is not None
+
+    @property
+    def score_description(self) -> str:
+        return SCORE_DESCRIPTIONS[self.head_type]
+
+
+def split_model(model: Any, layer_name: str = "auto", output: str | int | None = None) -> Split:
+    """Cut ``model`` at ``layer_name`` (see :class:`Split`). Nothing is mutated.
+
+    ``layer_name``: a top-level layer name; a '/'-separated path through nested
+    models, using their names (``mobilenetv2_1.00_224/out_relu``); a bare name
+    found exactly once anywhere in the nesting (a top-level name wins); or
+    ``"auto"``: the last layer with a 4-D output larger than 1x1 on the way to
+    the output (see :func:`auto_layer`). ``output``: which output of a
+    multi-output model to explain, by its name (the dict key, or the name of the
+    layer producing it) or its index; required when there are several.
+    """
+    from keras import ops
+
+    graph = flatten(model)
+    if len(graph.input_keys) != 1:
+        raise ModelError(
+            f"model '{model.name}' has {len(graph.input_keys)} inputs; only single-input image models are supported"
+        )
+    index = select_output(graph, output)
+    out_key = graph.output_keys[index]
+    out_tensor = graph.tensors[out_key]
+    out_shape = tuple(out_tensor.shape)
+    if len(out_shape) not in (1, 2) or (len(out_shape) == 2 and out_shape[-1] is None):
+        raise OptionError(
+            f"output '{graph.output_names[index]}' of model '{model.name}' has shape {out_shape}; Grad-CAM needs "
+            "one score per class, (batch, classes): pick another output with --output"
+        )
+    units = 1 if len(out_shape) == 1 else int(out_shape[-1])
+
+    if layer_name == "auto" and not any(s.path == "auto" for s in graph.steps):
+        step, _ = auto_step(graph, [out_key])
+        path, target = step.path, step.outputs[0]
+    else:
+        path, target, _ = resolve_target(graph, layer_name)
+    target_tensor = graph.tensors[target]
+
+    last = graph.producer.get(out_key)
+    removed = squashing_op(last.op) if last is not None else None
+    if removed == "softmax":
+        head_type, activation = "softmax", "softmax"
+    elif removed == "sigmoid":
+        head_type, activation = ("binary" if units == 1 else "multilabel"), "sigmoid"
+    else:
+        head_type, activation = "linear", "linear"
+    num_classes = 2 if head_type == "binary" else units
+
+    (inp,) = graph.input_keys
+    order = {id(s): i for i, s in enumerate(graph.steps)}
+    trunk_ids = graph.ancestors([target])
+    out_ids = graph.ancestors([out_key])
+    trunk_steps = [s for s in graph.steps if id(s) in trunk_ids]
+    head_steps = [s for s in graph.steps if id(s) in out_ids and id(s) not in trunk_ids]
+    full_steps = sorted([s for s in graph.steps if id(s) in trunk_ids | out_ids], key=lambda s: order[id(s)])
+
+    def scores_of(z: Any) -> Any:
+        z = ops.cast(z, "float32")
+        if len(out_shape) == 1:
+            z = ops.expand_dims(z, -1)
+        if head_type == "binary":
+            z = ops.concatenate([-z, z], axis=-1)
+        return z
+
+    def trunk(x: Any) -> Any:
+        return execute(trunk_steps, {inp: x})[target]
+
+    def full(x: Any) -> tuple[Any, Any]:
+        values = execute(full_steps, {inp: x}, last=last)
+        return values[target], scores_of(values[out_key])
+
+    channel_means = channel_mean_kernels(head_steps, target)
+    # no transposed copy of a kernel the channel head replaces (VGG16's fc1: 400 MB); the
+    # exact head keeps TensorFlow's own gradient there
+    transposed = transposed_kernels(head_steps, skip=channel_means)
+    with_means = {**transposed, **channel_means}
+
+    def head(a: Any) -> Any:
+        return scores_of(execute(head_steps, {target: a}, last=last, transposed=transposed)[out_key])
+
+    def channel_head(a: Any) -> Any:
+        return scores_of(execute(head_steps, {target: a}, last=last, transposed=with_means)[out_key])
+
+    head_ok = out_key in computable(head_steps, {target})
+
+    return Split(
+        model=model,
+        layer_name=path,
+        activation=activation,
+        trunk=trunk,
+        head=head if head_ok else None,
+        full=full,
+        num_classes=num_classes,
+        feature_shape=tuple(int(d) if d is not None else None for d in target_tensor.shape[1:]),
+        head_type=head_type,
+        output_name=graph.output_names[index],
+        output_index=index,
+        num_outputs=units,
+        heavy_head=head_ok and any(big_dense(step.op, HEAVY_KERNEL) for step in head_steps),
+        channel_head=channel_head if head_ok and channel_means else None,
+    )

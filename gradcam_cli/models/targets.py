@@ -1,0 +1,164 @@
+"""Find the target layer: by name, by nested path, or ``auto``; list the candidates.
+
+Target layers are addressed by *path*:
+
+- ``conv5_block3_out``: a layer of the model itself (a top-level name always wins);
+- ``resnet50/conv5_block3_out``: a layer inside a nested functional / Sequential
+  model, '/'-separated model names, as deep as the nesting goes (the outer
+  model's own name may lead: ``my_model/resnet50/conv5_block3_out``);
+- ``conv5_block3_out`` when it is not top-level: the one layer of that name
+  anywhere in the nesting; several -> OptionError listing their full paths;
+- ``resnet50`` (a nested model): its output;
+- ``auto``: the last layer, in graph order, with a 4-D output larger than 1x1
+  among those the explained output depends on (:func:`auto_layer`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradcam_cli.errors import OptionError
+from gradcam_cli.models.graph import Graph, LayerInfo, flatten
+
+
+def _spatial(shape: tuple) -> bool:
+    """A (batch, h, w, c) shape whose spatial extent is more than 1 x 1 (unknown sizes count as more)."""
+    if len(shape) != 4:
+        return False
+    h, w = shape[1], shape[2]
+    return h is None or w is None or h * w > 1
+
+
+def _candidates(graph: Graph, within: set | None = None) -> list:
+    """(step, shape) of every step with one 4-D output of spatial extent > 1 x 1, in graph order."""
+    found = []
+    for step in graph.steps:
+        if within is not None and id(step) not in within:
+            continue
+        if len(step.outputs) != 1 or type(step.op).__name__ == "InputLayer":
+            continue
+        shape = tuple(graph.tensors[step.outputs[0]].shape)
+        if _spatial(shape):
+            found.append((step, shape))
+    return found
+
+
+def select_output(graph: Graph, output: str | int | None) -> int:
+    names = graph.output_names
+    listing = ", ".join(f"{i}: '{n}'" for i, n in enumerate(names))
+    if output is None:
+        if len(names) == 1:
+            return 0
+        raise OptionError(
+            f"model '{graph.model.name}' has {len(names)} outputs ({listing}); "
+            "pass --output NAME or INDEX to choose the one to explain"
+        )
+    if isinstance(output, str):
+        matches = [i for i, aliases in enumerate(graph.output_aliases) if output in aliases]
+        if matches:
+            return matches[0]
+        if output.strip().lstrip("-").isdigit():
+            output = int(output.strip())
+    if isinstance(output, int) and not isinstance(output, bool):
+        index = output + len(names) if output < 0 else output
+        if 0 <= index < len(names):
+            return index
+    raise OptionError(
+        f"model '{graph.model.name}' has no output {output!r}; its outputs are {listing}: "
+        "pass --output with one of these names or indices"
+    )
+
+
+def auto_step(graph: Graph, output_keys: list) -> tuple:
+    found = _candidates(graph, within=graph.ancestors(output_keys))
+    if not found:
+        raise OptionError(
+            f"model '{graph.model.name}' has no layer with a 4-D output larger than 1x1 on the way to its output; "
+            "Grad-CAM needs a convolutional feature map: pass --layer with a 4-D layer"
+        )
+    return found[-1]
+
+
+def candidate_layers(model: Any) -> list[LayerInfo]:
+    """Every layer (nested models searched) whose output is 4-D with spatial extent > 1x1, in graph order."""
+    graph = flatten(model)
+    return [
+        LayerInfo(step.path, tuple(shape[1:]), type(step.op).__name__) for step, shape in _candidates(graph)
+    ]
+
+
+def auto_layer(model: Any, output: str | int | None = None) -> str:
+    """The path of the last layer with a 4-D, larger-than-1x1 output on the way to the (chosen) output.
+
+    With several outputs and ``output=None``, every output counts.
+    """
+    graph = flatten(model)
+    keys = graph.output_keys if output is None else [graph.output_keys[select_output(graph, output)]]
+    step, _ = auto_step(graph, keys)
+    return step.path
+
+
+def resolve_target(graph: Graph, name: str) -> tuple[str, tuple, Any]:
+    """``(path, key, op)`` of the layer addressed by ``name`` (see :func:`split_model` for the rules)."""
+    import difflib
+
+    model = graph.model
+    by_path: dict[str, list] = {}
+    for step in graph.steps:
+        by_path.setdefault(step.path, []).append(step)
+    targets: dict[str, list] = {p: [(s.outputs, s.op) for s in ss] for p, ss in by_path.items()}
+    for path, calls in graph.containers.items():
+        targets.setdefault(path, []).extend(calls)
+
+    wanted = name.strip().strip("/")
+    if "/" in wanted and wanted not in targets and wanted.split("/", 1)[0] == model.name:
+        wanted = wanted.split("/", 1)[1]  # the model's own name as a leading component is allowed
+    if wanted in targets:
+        path = wanted
+    elif "/" not in wanted:
+        nested = sorted({p for p in targets if p.rsplit("/", 1)[-1] == wanted})
+        if len(nested) > 1:
+            raise OptionError(
+                f"layer name '{name}' is ambiguous in model '{model.name}': it matches "
+                f"{', '.join(repr(p) for p in nested)}; pass --layer with the full path"
+            )
+        path = nested[0] if nested else None
+    else:
+        path = None
+    if path is None:
+        pool = list(dict.fromkeys([*targets, *sorted({p.rsplit("/", 1)[-1] for p in targets})]))
+        close = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        raise OptionError(
+            f"model '{model.name}' has no layer '{name}'{hint}; pass --layer with one of its 4-D layers"
+        )
+    calls = targets[path]
+    if len(calls) > 1:
+        raise OptionError(
+            f"layer '{path}' of model '{model.name}' is called {len(calls)} times (a shared layer or model), "
+            "so its activations are ambiguous; pass --layer with a layer that is used once"
+        )
+    keys, op = calls[0]
+    if len(keys) != 1:
+        raise OptionError(
+            f"layer '{path}' of model '{model.name}' has {len(keys)} outputs; Grad-CAM needs one 4-D output: "
+            "pass --layer with a 4-D layer"
+        )
+    shape = tuple(graph.tensors[keys[0]].shape)
+    if len(shape) != 4:
+        raise OptionError(
+            f"layer '{path}' of model '{model.name}' has output shape {shape}, not 4-D (batch, height, width, "
+            "channels); Grad-CAM needs a convolutional layer: pass --layer with a 4-D layer"
+        )
+    if keys[0] in graph.input_keys:
+        raise OptionError(
+            f"layer '{path}' of model '{model.name}' is the model input; pass --layer with a convolutional layer"
+        )
+    return path, keys[0], op
+
+
+def target_layer(model: Any, name: str) -> Any:
+    """The layer addressed by ``name`` (a name or a nested path), checked to have a 4-D output."""
+    _, _, op = resolve_target(flatten(model), name)
+    return op
+
+

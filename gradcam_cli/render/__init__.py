@@ -1,0 +1,1 @@
+"""Pictures from maps: colormaps, overlays, JPEG encoding. Arrays in, arrays out."""

@@ -1,0 +1,65 @@
+"""``--resume``: same settings or a refusal; which images are already complete."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass
+from typing import Sequence
+
+from gradcam_cli.errors import ResumeError
+from gradcam_cli.io import writers
+from gradcam_cli.run.outputs import Output, record_complete
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """An image whose outputs a previous run completed: its record, where it is in the log."""
+
+    offset: int  # of its record in predictions.jsonl
+    record: dict
+
+
+def check_same_settings(run_file: pathlib.Path, settings: dict) -> None:
+    """Refuse a folder whose run file records other settings (keys both sides know)."""
+    if not run_file.exists():
+        return
+    try:
+        before = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
+    except (OSError, ValueError):
+        return
+    changed = [k for k in settings if k in before and before[k] != settings[k]]
+    if changed:
+        what = ", ".join(f"{k} {before[k]!r} -> {settings[k]!r}" for k in changed)
+        raise ResumeError(
+            f"cannot --resume in {run_file.parent}: it was made with other settings ({what}); "
+            "use the same options, or another --out folder"
+        )
+
+
+def previous_records(jsonl_path: pathlib.Path) -> dict[str, int]:
+    """path -> byte offset of its last record in an existing JSON Lines log."""
+    index: dict[str, int] = {}
+    if not jsonl_path.exists():
+        return index
+    for offset, record in writers.read_json_lines_with_offsets(jsonl_path):
+        if isinstance(record, dict) and "path" in record:
+            index[record["path"]] = offset
+    return index
+
+
+class ResumeIndex:
+    """The complete images of a previous run in ``out_dir`` (empty when not resuming)."""
+
+    def __init__(self, out_dir: pathlib.Path, jsonl_path: pathlib.Path, outputs: Sequence[Output], enabled: bool):
+        self.out_dir, self.jsonl_path, self.outputs = out_dir, jsonl_path, outputs
+        self.offsets = previous_records(jsonl_path) if enabled else {}
+        if enabled:
+            writers.remove_stale_temps(out_dir)
+
+    def lookup(self, path: str) -> Resumed | None:
+        offset = self.offsets.get(path)
+        if offset is None:
+            return None
+        record = writers.read_record_at(self.jsonl_path, offset)
+        return Resumed(offset, record) if record_complete(record, self.outputs, self.out_dir) else None
