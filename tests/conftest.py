@@ -11,7 +11,6 @@ os.environ.setdefault("XDG_CACHE_HOME", str(_SESSION_TMP / "cache"))
 os.environ["KERAS_HOME"] = str(_SESSION_TMP / "keras")  # empty: Keras-download weights are absent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -33,5 +32,3 @@ def lite0_cam():
     return GradCAM("efficientnet_lite0")
 
 
-def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(-1.0, 1.0, (n, size, size, 3)).astype(np.float32)

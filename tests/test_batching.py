@@ -7,18 +7,15 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from click.testing import CliRunner
 from PIL import Image
 
 from gradcam_cli.engine.explainer import Explainer
-from gradcam_cli.cli import main
+from helpers import invoke
+
 from gradcam_cli.engine.cam import GradCAM
 
 SAMPLES = ["chelsea", "coffee", "astronaut", "rocket"]
 
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(map(str, args)), catch_exceptions=False)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import random_images
+from helpers import random_images
 from reference import gradcam_reference
 
 from gradcam_cli.models.split import split_model

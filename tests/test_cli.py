@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from gradcam_cli.cli import main
+from helpers import invoke
+
 
 HEADER_KEYS = {"tool", "version", "backbone", "model", "target_layer", "target_layer_shape", "input_size",
                "preprocessing", "weights", "method", "precision", "head", "score", "engine", "options", "summary", "images"}
@@ -37,9 +37,6 @@ def tree(tmp_path_factory):
         Image.fromarray(_pattern(w, h, i)).save(path, quality=95)
     return root
 
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(main, list(map(str, args)), input=input, catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

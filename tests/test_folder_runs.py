@@ -14,16 +14,13 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from gradcam_cli.io import images
-from gradcam_cli.cli import main
+from helpers import invoke
+
 from gradcam_cli.errors import ImageError
 
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(main, list(map(str, args)), input=input, catch_exceptions=False)
 
 
 def photo(w: int, h: int, seed: int = 0) -> np.ndarray:

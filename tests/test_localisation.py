@@ -6,7 +6,7 @@ here the engine explains the trained model as it is, without saving or loading i
 
 from __future__ import annotations
 
-from test_own_models import peak_on, scenes, trained
+from builders import peak_on, scenes, trained
 
 from gradcam_cli.models.split import split_model
 from gradcam_cli.engine.explainer import Explainer

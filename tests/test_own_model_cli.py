@@ -9,22 +9,18 @@ import pathlib
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
-from test_own_models import (
+from builders import (
     EXPECTED, SIZE, dense_logits, last_dense, mobilenet_wrapped, peak_on, scenes, score_of, tape_map, trained,
     two_headed,
 )
+from helpers import invoke
 
-from gradcam_cli.cli import main
 
 LABELS = {"softmax": ["red", "green", "blue"], "multilabel": ["red", "green", "blue"],
           "binary": ["blue", "red"], "regression": ["brightness"]}
 
-
-def invoke(*args):
-    return CliRunner().invoke(main, list(map(str, args)), catch_exceptions=False)
 
 
 def write_scenes(kind: str, n: int, folder: pathlib.Path, seed: int = 2):

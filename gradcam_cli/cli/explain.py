@@ -40,6 +40,15 @@ def _batch_size(ctx, param, value):
     return size
 
 
+def _methods(ctx, param, value):
+    from gradcam_cli.methods import get_method
+
+    try:
+        return tuple(get_method(name).name for name in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _colormap(ctx, param, value):
     from gradcam_cli.render.overlay import colormap_id
 
@@ -90,8 +99,8 @@ def _colormap(ctx, param, value):
               help="Take a deterministic 1/N of the inputs (K = 1..N), for N machines or a job array.")
 @click.option("--dry-run", is_flag=True,
               help="List the inputs and the resolved backbone, layer and preprocessing; compute nothing.")
-@click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True,
-              type=click.Choice(method_names()), help="CAM method (see README: What it computes).")
+@click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True, callback=_methods,
+              metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
             colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
@@ -101,7 +110,7 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
     to read paths from stdin, one per line.
     """
-    from gradcam_cli.run.settings import RunOptions, RunSettings
+    from gradcam_cli.run.settings import RunSettings
 
     if target_unit is not None:
         if classes:
@@ -213,7 +222,7 @@ def _dry_run(settings, refs, as_jsonl) -> None:
     """Resolve everything a run would use without loading weights (a backbone's graph is built
     with random initialisation only, to check the target layer and pick the engine path)."""
     cam = make_cam_without_weights(settings.model)
-    from gradcam_cli.engine.cam import engine_description, weights_description
+    from gradcam_cli.engine.cam import engine_description
 
     profile, split = cam.profile, cam.split
     weights = settings.model.weights

@@ -11,7 +11,7 @@ Contract: input float32 (B, H, W, 3) already preprocessed; output maps float32
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 

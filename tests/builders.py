@@ -1,0 +1,227 @@
+"""Shared test builders: synthetic scenes with an object at a known place, small CNNs trained on
+them (cached per session), an independent per-image GradientTape reference, model snapshots."""
+
+from __future__ import annotations
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+SIZE, OBJ = 48, 12
+PALETTE = np.array([[0.9, 0.15, 0.15], [0.15, 0.8, 0.15], [0.15, 0.15, 0.9]], np.float32)  # red, green, blue
+
+
+# ---------------------------------------------------------------------------
+# synthetic scenes
+
+
+def _free_box(rng, taken):
+    for _ in range(1000):
+        y0, x0 = (int(v) for v in rng.integers(0, SIZE - OBJ + 1, 2))
+        if all(abs(y0 - y1) >= OBJ + 2 or abs(x0 - x1) >= OBJ + 2 for y1, x1 in taken):
+            return y0, x0
+    raise AssertionError("no room for another square")
+
+
+def scenes(kind: str, n: int, seed: int):
+    """Grey noise with coloured squares. Returns (x, y, boxes): boxes[i] maps a class to its square.
+
+    softmax: one square, label = its colour (3 classes). multilabel: each colour present
+    with probability 1/2 (at least one), label vector = which are. binary: one square,
+    red (1) or blue (0). regression: one red square of brightness b in [0.5, 1], y = b.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.45, 0.08, (n, SIZE, SIZE, 3)).clip(0, 1).astype(np.float32)
+    ys, boxes = [], []
+    for i in range(n):
+        if kind == "softmax":
+            label = int(rng.integers(0, 3))
+            colours, y = {label: PALETTE[label]}, label
+        elif kind == "multilabel":
+            present = rng.random(3) < 0.5
+            if not present.any():
+                present[rng.integers(0, 3)] = True
+            colours, y = {c: PALETTE[c] for c in np.flatnonzero(present)}, present.astype(np.float32)
+        elif kind == "binary":
+            label = int(rng.integers(0, 2))
+            colours, y = {label: PALETTE[0] if label == 1 else PALETTE[2]}, label
+        elif kind == "regression":
+            b = float(rng.uniform(0.5, 1.0))
+            colours, y = {0: b * np.array([1.0, 0.3, 0.3], np.float32)}, b
+        else:
+            raise ValueError(kind)
+        placed = {}
+        for c, colour in colours.items():
+            y0, x0 = _free_box(rng, list(placed.values()))
+            x[i, y0 : y0 + OBJ, x0 : x0 + OBJ] = (colour + rng.normal(0, 0.03, (OBJ, OBJ, 3))).clip(0, 1)
+            placed[int(c)] = (y0, x0)
+        ys.append(y)
+        boxes.append(placed)
+    return x, np.asarray(ys), boxes
+
+
+def peak_on(cam, box) -> bool:
+    up = cv2.resize(cam, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)  # bilinear, as the overlays
+    peak_y, peak_x = np.unravel_index(np.argmax(up), (SIZE, SIZE))
+    y0, x0 = box
+    return bool(y0 <= peak_y < y0 + OBJ and x0 <= peak_x < x0 + OBJ)
+
+
+# ---------------------------------------------------------------------------
+# the reference tape
+
+
+def tape_map(f, image: np.ndarray, score) -> np.ndarray:
+    """One image, one score: ``f(x) -> (activations, logits)``, ``score(logits) -> scalar``."""
+    with tf.GradientTape() as tape:
+        acts, logits = f(tf.constant(image[None]))
+        tape.watch(acts)
+        value = score(logits)
+    grads = tape.gradient(value, acts)[0].numpy()
+    acts = acts[0].numpy()
+    cam = np.maximum((acts * grads.mean(axis=(0, 1))).sum(axis=-1), 0.0)
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+def dense_logits(model: keras.Model, layer: str, dense: keras.layers.Dense):
+    """f(x) -> (activations of ``layer``, logits of ``dense``) for a flat model."""
+    sub = keras.Model(model.inputs[0], [model.get_layer(layer).output, dense.input])
+
+    def f(x):
+        acts, features = sub(x, training=False)
+        return acts, tf.matmul(features, dense.kernel) + dense.bias
+
+    return f
+
+
+def score_of(head_type: str, class_index: int):
+    if head_type == "binary":  # one logit z: class 1 = z, class 0 = -z
+        return lambda logits: logits[0, 0] if class_index == 1 else -logits[0, 0]
+    return lambda logits: logits[0, class_index]
+
+
+def assert_maps_match(f, head_type, x, result, atol=1e-5, nonzero=True):
+    seen_nonzero = False
+    for b in range(x.shape[0]):
+        for j, c in enumerate(result.classes[b]):
+            ref = tape_map(f, x[b], score_of(head_type, int(c)))
+            seen_nonzero |= bool(ref.max() > 0)
+            np.testing.assert_allclose(result.maps[b, j], ref, atol=atol, err_msg=f"image {b}, class {c}")
+    if nonzero:
+        assert seen_nonzero, "every reference map is empty: the comparison would be vacuous"
+
+
+class CamSlice:
+    """The first ``n`` images of a CamBatch (classes and maps), for the reference check."""
+
+    def __init__(self, result, n):
+        self.classes = result.classes[:n]
+        self.maps = result.maps[:n]
+
+
+def snapshot(model: keras.Model):
+    """Everything split_model / Explainer must leave alone, nested models included."""
+    layers = []
+
+    def walk(m):
+        for layer in m.layers:
+            layers.append(layer)
+            if isinstance(layer, keras.Model):
+                walk(layer)
+
+    walk(model)
+    return (
+        [w.copy() for w in model.get_weights()],
+        [(layer.name, len(layer._inbound_nodes), getattr(getattr(layer, "activation", None), "__name__", None))
+         for layer in layers],
+    )
+
+
+def assert_unchanged(model, before):
+    weights, layers = snapshot(model)
+    assert layers == before[1]
+    for a, b in zip(before[0], weights):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------
+# one small CNN per head type, trained here
+
+
+def small_cnn(kind: str) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="target")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    if kind == "softmax":
+        out = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+        loss = "sparse_categorical_crossentropy"
+    elif kind == "multilabel":  # the sigmoid as its own layer
+        x = keras.layers.Dense(3, name="logits")(x)
+        out = keras.layers.Activation("sigmoid", name="probs")(x)
+        loss = "binary_crossentropy"
+    elif kind == "binary":
+        out = keras.layers.Dense(1, activation="sigmoid", name="is_red")(x)
+        loss = "binary_crossentropy"
+    else:
+        out = keras.layers.Dense(1, name="brightness")(x)
+        loss = "mse"
+    model = keras.Model(inp, out, name=f"own_{kind}")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
+    return model
+
+
+_TRAINED: dict = {}
+
+
+def trained(kind: str) -> keras.Model:
+    if kind not in _TRAINED:
+        model = small_cnn(kind)
+        x, y, _ = scenes(kind, 1200, seed=1)
+        model.fit(x, y.astype(np.float32) if kind != "softmax" else y, epochs=5, batch_size=64, verbose=0)
+        _TRAINED[kind] = model
+    return _TRAINED[kind]
+
+
+def last_dense(model: keras.Model) -> keras.layers.Dense:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+
+
+EXPECTED = {  # head_type, activation, num_classes
+    "softmax": ("softmax", "softmax", 3),
+    "multilabel": ("multilabel", "sigmoid", 3),
+    "binary": ("binary", "sigmoid", 2),
+    "regression": ("linear", "linear", 1),
+}
+
+
+def mobilenet_wrapped(style: str):
+    keras.utils.set_random_seed(3)
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(96, 96, 3))
+    if style == "sequential":
+        model = keras.Sequential(
+            [keras.Input((96, 96, 3)), base, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, activation="softmax")],
+            name="wrapped_seq",
+        )
+    else:
+        inp = keras.Input((96, 96, 3))
+        x = base(inp, training=False)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(x), name="wrapped_fn")
+    return model, base
+
+
+def two_headed(as_dict: bool):
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="target")(inp)
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(pooled)
+    size = keras.layers.Dense(2, name="size")(pooled)
+    outputs = {"kind": kind, "size": size} if as_dict else [kind, size]
+    return keras.Model(inp, outputs, name="two_headed")

@@ -1,0 +1,145 @@
+"""The seams other work builds on: method hooks, the per-batch step, typed settings, and the
+layering rules of the package (checked on the source, so a wrong import fails here)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+from helpers import invoke, random_images
+
+from gradcam_cli.engine.explainer import Explainer
+from gradcam_cli.methods import get_method, method_names, register
+from gradcam_cli.methods.registry import unregister
+from gradcam_cli.models.split import split_model
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gradcam_cli"
+#: stage -> the stages it may import (besides itself); io, render, errors and the root are leaves for all
+ALLOWED = {
+    "cli": {"run", "engine", "methods", "models", "config", "io", "render"},
+    "run": {"engine", "methods", "models", "config", "io", "render"},
+    "engine": {"methods", "models", "config", "io", "render"},
+    "methods": {"config"},
+    "models": {"config", "io"},
+    "config": set(),
+    "io": {"config"},
+    "render": set(),
+}
+
+
+def imports_of(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_only_the_cli_imports_click_and_tqdm_and_stages_import_one_way():
+    problems = []
+    for path in PACKAGE.rglob("*.py"):
+        stage = path.relative_to(PACKAGE).parts[0] if len(path.relative_to(PACKAGE).parts) > 1 else None
+        for name in imports_of(path):
+            top = name.split(".")[0]
+            if top in ("click", "tqdm") and stage != "cli":
+                problems.append(f"{path.relative_to(PACKAGE)} imports {name}")
+            if name.startswith("gradcam_cli.") and stage in ALLOWED:
+                target = name.split(".")[1]
+                if target in ALLOWED and target != stage and target not in ALLOWED[stage]:
+                    problems.append(f"{path.relative_to(PACKAGE)} ({stage}) imports {name}")
+    assert problems == []
+    assert len(list(PACKAGE.rglob("*.py"))) > 20  # the walk saw the package
+
+
+def gap_model() -> keras.Model:
+    inp = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="target")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(a)
+    out = keras.layers.Dense(4, activation="softmax", name="predictions")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture
+def temporary_methods():
+    import tensorflow as tf
+
+    @register("test_spatial", kind="spatial")
+    def spatial(acts, grads):
+        """sum_k g * A, per position."""
+        return tf.reduce_sum(grads * acts, axis=-1)
+
+    @register("test_forward", kind="spatial", needs_gradients=False)
+    def forward(acts, grads):
+        """The channel mean of the activations; no gradients."""
+        assert grads is None
+        return tf.reduce_mean(acts, axis=-1)
+
+    yield
+    unregister("test_spatial")
+    unregister("test_forward")
+
+
+def test_spatial_and_gradient_free_methods_go_through_the_hooks(temporary_methods):
+    model = gap_model()
+    split = split_model(model, "target")
+    x = random_images(3, 8, seed=4)
+    acts = keras.Model(model.inputs, model.get_layer("target").output)(x).numpy()  # (3, 8, 8, 5)
+    kernel = model.get_layer("predictions").kernel.numpy()  # (5, 4)
+
+    out = Explainer(split, classes=[1, 3], method="test_spatial")(x)
+    for b in range(3):
+        for n, c in enumerate([1, 3]):
+            raw = (acts[b] * (kernel[:, c] / 64.0)).sum(-1)  # dy_c/dA = W[:, c] / (h w) through GAP
+            expected = np.maximum(raw, 0) / max(np.maximum(raw, 0).max(), 1e-30)
+            np.testing.assert_allclose(out.maps[b, n], expected, atol=1e-5)
+
+    forward = Explainer(split, top=2, method="test_forward")
+    assert forward.strategy == "forward"
+    result = forward(x)
+    for b in range(3):
+        mean = np.maximum(acts[b].mean(-1), 0)
+        for n in range(2):
+            np.testing.assert_allclose(result.maps[b, n], mean / mean.max(), atol=1e-5)
+    np.testing.assert_array_equal(result.classes, np.argsort(-result.scores, axis=1)[:, :2])
+
+
+def test_unknown_method_names_the_list_and_a_close_match():
+    assert "gradcam" in method_names()
+    with pytest.raises(ValueError, match=r"unknown CAM method 'gradcm' \(did you mean 'gradcam'\?\); choose one of: gradcam"):
+        get_method("gradcm")
+    result = invoke("explain", "sample_images/", "--method", "gradcm")
+    assert result.exit_code == 2
+    assert "Invalid value for '--method': unknown CAM method 'gradcm' (did you mean 'gradcam'?)" in result.stderr
+
+
+def test_the_per_batch_step_writes_what_the_folder_runner_writes(tmp_path, lite0_cam):
+    from gradcam_cli.io.discover import iter_inputs
+    from gradcam_cli.run.folder import run_folder
+    from gradcam_cli.run.settings import RunOptions, RunSettings
+    from gradcam_cli.run.step import BatchStep, decode_item
+
+    refs = list(iter_inputs(["sample_images"]))
+    settings = RunSettings(top=2, save_raw=True)
+    summary = run_folder(lite0_cam, refs, settings, RunOptions(out_dir=tmp_path / "folder", batch_size=3))
+    assert summary.done == 4
+    folder_records = json.loads((tmp_path / "folder" / "predictions.json").read_text())["images"]
+
+    step = BatchStep(lite0_cam, settings, tmp_path / "step")
+    records = step([decode_item(ref, lite0_cam.profile) for ref in refs])  # no executor: plain records
+    assert records == folder_records
+    for record in records:
+        for entry in record["predictions"]:
+            for key in ("overlay", "raw"):
+                assert (tmp_path / "step" / entry[key]).read_bytes() == (tmp_path / "folder" / entry[key]).read_bytes()
+
+    header = json.loads((tmp_path / "folder" / "predictions.json").read_text())
+    assert header["method"] == "gradcam"
+    assert header["options"]["top"] == 2 and header["options"]["model.backbone"] == "efficientnet_lite0"
+    run_file = json.loads((tmp_path / "folder" / ".gradcam-run.json").read_text())
+    assert run_file["settings"] == {k: v for k, v in header["options"].items() if k not in ("batch_size", "shard")}
