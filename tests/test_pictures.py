@@ -53,15 +53,15 @@ def test_grid_tiles_follow_the_records(chelsea, tmp_path):
     writers.write_bytes(tmp_path / "grid.png", cv2.imencode(".png", picture[..., ::-1])[1].tobytes())
     with Image.open(tmp_path / "grid.png") as back:
         size = back.size
-    # 5 tiles (original + 4 maps), 3 per row: 2 rows; each cell is a title strip over a tile x tile square
+    # 5 tiles (original + 4 maps), 3 per row: 2 rows; each cell is a title strip over the fitted 200x133 picture
     title_h = text_strip("x", tile).shape[0]
-    assert size == (grid.GAP + 3 * (tile + grid.GAP), grid.GAP + 2 * (title_h + tile + grid.GAP))
+    assert size == (grid.GAP + 3 * (tile + grid.GAP), grid.GAP + 2 * (title_h + 133 + grid.GAP))
 
     layout = grid.grid_layout([image.shape[:2]] * 5, columns=3, tile=tile)
     assert len(layout.pictures) == 5 and layout.columns == 3
-    # a 451x300 image fitted to 200 px on its long side: 200x133, centred in its square
+    # a 451x300 image fitted to 200 px on its long side: 200x133, right under its title
     x0, y0, x1, y1 = layout.pictures[0]
-    assert (x1 - x0, y1 - y0) == (200, 133)
+    assert (x1 - x0, y1 - y0) == (200, 133) and y0 == layout.titles[0][3]
     sources = [image] + [f[..., ::-1] for f in files]  # RGB
     wanted_titles = ["original"] + titles
     for k, (x0, y0, x1, y1) in enumerate(layout.pictures):
@@ -73,8 +73,22 @@ def test_grid_tiles_follow_the_records(chelsea, tmp_path):
         assert int(np.argmin(errors)) == k
         tx0, ty0, tx1, ty1 = layout.titles[k]
         np.testing.assert_array_equal(picture[ty0:ty1, tx0:tx1], text_strip(wanted_titles[k], tile))
-    # letterbox: the band above the first picture, inside its cell, is the neutral background
-    assert (picture[layout.titles[0][3]:layout.pictures[0][1], x0:x1] == grid.BACKGROUND_RGB).all()
+
+
+def test_grid_letterboxes_other_shapes(chelsea):
+    image, _, predictions, overlays = chelsea
+    portrait = np.ascontiguousarray(np.transpose(overlays[0], (1, 0, 2)))  # 300 wide, 451 high
+    picture = grid.grid_image(image, [portrait], [grid.tile_title(predictions[0])], tile=200)
+    layout = grid.grid_layout([image.shape[:2], portrait.shape[:2]], tile=200)
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = layout.pictures
+    assert (bx1 - bx0, by1 - by0) == (133, 200) and (ax1 - ax0, ay1 - ay0) == (200, 133)
+    # the landscape original sits centred in a 200 px high cell, the portrait map centred in its 200 px width
+    assert ay0 - layout.titles[0][3] == (200 - 133) // 2 and bx0 - layout.titles[1][0] == (200 - 133) // 2
+    assert (picture[layout.titles[0][3]:ay0, ax0:ax1] == grid.BACKGROUND_RGB).all()
+    assert (picture[by0:by1, layout.titles[1][0]:bx0] == grid.BACKGROUND_RGB).all()
+    cut = picture[by0:by1, bx0:bx1].astype(np.float64)
+    want = np.asarray(Image.fromarray(portrait[..., ::-1]).resize((133, 200), Image.Resampling.BOX), np.float64)
+    assert np.abs(cut - want).mean() < 1.5
 
 
 def test_grid_rgb_overlays_and_misuse(chelsea):

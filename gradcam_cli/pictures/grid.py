@@ -1,7 +1,7 @@
 """One picture per image: the original, then one titled tile per map, ``columns`` per row.
 
 Every tile is fitted to ``tile`` px on its long side (aspect kept), letterboxed on a
-neutral grey, under a title strip. :func:`grid_layout` gives the rectangles, so a
+neutral grey in a cell ``tile`` px wide, under a title strip. :func:`grid_layout` gives the rectangles, so a
 caller (or a test) can cut any tile back out of the grid.
 """
 
@@ -58,22 +58,27 @@ def fit_image(image: np.ndarray, tile: int) -> np.ndarray:
 
 
 def grid_layout(sizes: list[tuple[int, int]], *, columns: int = 3, tile: int = 384) -> GridLayout:
-    """The layout of a grid of pictures of ``sizes`` [(height, width), ...], in reading order."""
+    """The layout of a grid of pictures of ``sizes`` [(height, width), ...], in reading order.
+
+    Every cell is ``tile`` px wide (room for its title) and as tall as the tallest
+    fitted picture, so a grid of landscape pictures wastes no rows of background.
+    """
     if not sizes:
         raise ValueError("a grid needs at least one picture; got none")
     if columns < 1 or tile < 16:
         raise ValueError(f"expected columns >= 1 and tile >= 16 px; got columns={columns}, tile={tile}")
     columns = min(columns, len(sizes))
     rows = math.ceil(len(sizes) / columns)
+    fitted = [fit_size(height, width, tile) for height, width in sizes]
     title_h = strip_height(font_size_for(tile))
-    cell_h = title_h + tile
+    picture_h = max(fh for fh, _ in fitted)
+    cell_h = title_h + picture_h
     titles, pictures = [], []
-    for i, (height, width) in enumerate(sizes):
+    for i, (fh, fw) in enumerate(fitted):
         x = GAP + (i % columns) * (tile + GAP)
         y = GAP + (i // columns) * (cell_h + GAP)
         titles.append((x, y, x + tile, y + title_h))
-        fh, fw = fit_size(height, width, tile)
-        px, py = x + (tile - fw) // 2, y + title_h + (tile - fh) // 2
+        px, py = x + (tile - fw) // 2, y + title_h + (picture_h - fh) // 2
         pictures.append((px, py, px + fw, py + fh))
     return GridLayout(
         height=GAP + rows * (cell_h + GAP),
