@@ -57,3 +57,7 @@ class OutputError(GradcamError):
 
 class ResumeError(GradcamError):
     """``--resume`` on an output folder that was made with different settings."""
+
+
+class ReportError(GradcamError):
+    """The report of a run cannot be built: its ``predictions.json`` is missing or unreadable."""
