@@ -69,3 +69,7 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 class InputError(GradcamError):
     """The inputs or a test-set file cannot be used as given (a missing path, a malformed labels CSV):
     the fix is an argument or a flag."""
+
+
+class ReportError(GradcamError):
+    """The report of a run cannot be built: its ``predictions.json`` is missing or unreadable."""

@@ -1,0 +1,218 @@
+"""``OUT_DIR/report.html`` from ``OUT_DIR/predictions.json``: Jinja2 (autoescaping on), one file.
+
+The page is self-contained (inline CSS and JS, no network; its Content-Security-Policy
+allows only its own script, by hash, and images from ``file:``/``data:``) and opens
+from ``file://``. The run header, summary and per-class error table are rendered
+here; the cards are built by the page's script, a page of 100 at a time, from an
+embedded JSON block (``<``, ``>``, ``&`` escaped as ``\\u003c`` ...) with
+``textContent`` only. Images are referenced by relative URLs, never embedded.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import json
+import os
+import pathlib
+import urllib.parse
+from functools import lru_cache
+
+from gradcam_cli.io import writers
+from gradcam_cli.errors import ReportError
+
+REPORT_NAME = "report.html"
+PAGE_SIZE = 100
+
+
+def build_report(out_dir: str | os.PathLike, predictions_name: str = "predictions.json") -> pathlib.Path:
+    """Write ``out_dir/report.html`` atomically from ``out_dir/predictions_name``; returns its path.
+
+    Overlay paths in the records are relative to ``out_dir`` and stay so; an original
+    image is linked by its path relative to ``out_dir`` when it exists from the
+    current folder, else left out.
+    """
+    out_dir = pathlib.Path(out_dir)
+    run = load_run(out_dir / predictions_name)
+    html = render_report(run, out_dir)
+    path = out_dir / REPORT_NAME
+    writers.write_bytes(path, html.encode("utf-8"))
+    return path
+
+
+def load_run(path: pathlib.Path) -> dict:
+    """The parsed ``predictions.json``; ReportError if it is missing, unreadable or not a run."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"no {path.name} in {path.parent}: expected the --out folder of a finished "
+                          "`gradcam explain` run; run it first, or name the right folder") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}; expected the JSON that `gradcam explain` writes") from None
+    if not isinstance(run, dict) or not isinstance(run.get("images"), list):
+        raise ReportError(f"{path} is not a gradcam-cli predictions file: expected an object with an "
+                          "'images' list; point the report at a `gradcam explain` output folder")
+    return run
+
+
+def render_report(run: dict, out_dir: pathlib.Path) -> str:
+    """The HTML text of the report of ``run`` (a parsed ``predictions.json``) written in ``out_dir``."""
+    records = [card_data(i, r, out_dir) for i, r in enumerate(run["images"]) if isinstance(r, dict)]
+    test_mode = any(r["truth"] is not None for r in records)
+    header = {k: v for k, v in run.items() if k != "images"}
+    script = _static("report.js")
+    data = {"page_size": PAGE_SIZE, "test_mode": test_mode, "records": records}
+    return _template().render(
+        header=header,
+        methods=_methods(header, records),
+        options=[(k, _show(v)) for k, v in (header.get("options") or {}).items()],
+        summary=_summary(header, records, test_mode),
+        classes=_predicted_classes(records),
+        class_errors=class_errors(records) if test_mode else [],
+        test_mode=test_mode,
+        data_json=_markup(embed_json(data)),
+        script=_markup(script),
+        script_hash=_sha256(script),
+        style=_markup(_static("report.css")),
+    )
+
+
+def embed_json(obj) -> str:
+    """JSON safe inside ``<script type="application/json">``: ``<``, ``>``, ``&`` as unicode escapes."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def card_data(index: int, record: dict, out_dir: pathlib.Path) -> dict:
+    """What one card shows, from one record of ``predictions.json`` (URLs relative to ``out_dir``)."""
+    path = str(record.get("path", ""))
+    card = {
+        "i": index,
+        "path": path,
+        "name": os.path.basename(path) or path,
+        "status": str(record.get("status", "")),
+        "src": _original_url(path, out_dir),
+        "size": [record.get("width"), record.get("height")],
+        "preds": [],
+        "top": None,
+        "truth": None,
+        "wrong": False,
+    }
+    if card["status"] != "ok":
+        card["error"] = f"{record.get('kind', 'error')}: {record.get('message', '')}"
+        return card
+    for p in record.get("predictions") or []:
+        card["preds"].append({
+            "rank": p.get("rank"), "ci": p.get("class_index"), "label": str(p.get("label", "")),
+            "p": p.get("probability"), "src": _url(p["overlay"]) if p.get("overlay") else None,
+            "method": p.get("method"), "true": bool(p.get("true_class", False)),
+        })
+    if card["preds"]:
+        top = next((p for p in card["preds"] if p["rank"] == 1), card["preds"][0])
+        card["top"] = {"ci": top["ci"], "label": top["label"], "p": top["p"]}
+    truth = record.get("true_label")
+    if isinstance(truth, dict):
+        card["truth"] = {"ci": truth.get("class_index"), "label": str(truth.get("label", "")), "rank": truth.get("rank")}
+        card["wrong"] = truth.get("rank") != 1
+    return card
+
+
+def class_errors(cards: list[dict]) -> list[dict]:
+    """Per true class: images, top-1 errors, accuracy and the commonest wrong predictions; most errors first."""
+    table: dict = {}
+    for card in cards:
+        truth = card["truth"]
+        if truth is None:
+            continue
+        row = table.setdefault(truth["ci"], {"ci": truth["ci"], "label": truth["label"], "images": 0, "errors": 0,
+                                             "confused": collections.Counter()})
+        row["images"] += 1
+        if card["wrong"]:
+            row["errors"] += 1
+            if card["top"] is not None:
+                row["confused"][f"{card['top']['label']} ({card['top']['ci']})"] += 1
+    rows = sorted(table.values(), key=lambda r: (-r["errors"], -r["images"], str(r["label"])))
+    for row in rows:
+        row["accuracy"] = 1.0 - row["errors"] / row["images"]
+        row["confused"] = [f"{name} ×{n}" for name, n in row["confused"].most_common(3)]
+    return rows
+
+
+def _predicted_classes(cards: list[dict]) -> list[dict]:
+    """The top-1 predicted classes of the run, commonest first: the class filter's choices."""
+    counts = collections.Counter((c["top"]["ci"], c["top"]["label"]) for c in cards if c["top"] is not None)
+    return [{"ci": ci, "label": label, "count": n}
+            for (ci, label), n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0][1])))]
+
+
+def _summary(header: dict, cards: list[dict], test_mode: bool) -> dict:
+    given = header.get("summary") or {}
+    summary = {
+        "images": given.get("images", len(cards)),
+        "done": given.get("done", sum(c["status"] == "ok" for c in cards)),
+        "failed": given.get("failed", sum(c["status"] != "ok" for c in cards)),
+    }
+    accuracy = given.get("accuracy")
+    if test_mode:
+        labelled = [c for c in cards if c["truth"] is not None]
+        summary["labelled"] = len(labelled)
+        summary["misclassified"] = sum(c["wrong"] for c in labelled)
+        summary["top1"] = accuracy["top1"] if isinstance(accuracy, dict) else 1 - summary["misclassified"] / len(labelled)
+        if isinstance(accuracy, dict) and "top5" in accuracy:
+            summary["top5"] = accuracy["top5"]
+    return summary
+
+
+def _methods(header: dict, cards: list[dict]) -> list[str]:
+    methods = header.get("methods") or ([header["method"]] if header.get("method") else [])
+    seen = {p["method"] for c in cards for p in c["preds"] if p.get("method")}
+    return [str(m) for m in methods] + sorted(str(m) for m in seen - set(methods))
+
+
+def _original_url(path: str, out_dir: pathlib.Path) -> str | None:
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(out_dir))
+    except ValueError:  # another drive (Windows): no relative path exists
+        return None
+    return _url(rel)
+
+
+def _url(relative_path: str) -> str:
+    """A relative URL for a relative file path: every character that means something in a URL is escaped."""
+    return urllib.parse.quote(str(relative_path).replace(os.sep, "/"), safe="/")
+
+
+def _show(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+def _markup(text: str):
+    from markupsafe import Markup
+
+    return Markup(text)
+
+
+@lru_cache(maxsize=None)
+def _static(name: str) -> str:
+    return (pathlib.Path(__file__).parent / "templates" / name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _template():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("gradcam_cli.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html.j2")

@@ -1,0 +1,100 @@
+"""report.html without a browser: escaping, the embedded data, links, and refusals."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+
+import pytest
+
+from gradcam_cli.io import writers
+from gradcam_cli.errors import ReportError
+from gradcam_cli.report import build_report
+from gradcam_cli.report.html import embed_json
+
+HOSTILE = "<img src=x onerror=alert(1)>.jpg"
+
+
+def run(records, **header):
+    return {"backbone": "b", "model": "m", "target_layer": "top", "method": "gradcam", **header, "images": records}
+
+
+def data_block(html: str) -> dict:
+    match = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    return json.loads(match.group(1))
+
+
+def test_embedded_json_cannot_close_its_script():
+    value = {"name": "</script><script>alert(1)</script> & <!--", "n": [1, 2.5, None]}
+    text = embed_json(value)
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == value
+
+
+def test_report_escapes_the_header_and_embeds_the_records(tmp_path):
+    original = tmp_path / "photos" / HOSTILE
+    original.parent.mkdir()
+    original.write_bytes(b"not read")
+    records = [
+        {"path": str(original), "status": "ok", "width": 4, "height": 3,
+         "predictions": [{"rank": 1, "class_index": 7, "label": "a<b", "probability": 0.5,
+                          "overlay": f"{HOSTILE[:-4]}#1?.top1-a_b.jpg"}]},
+        {"path": "gone.jpg", "status": "error", "kind": "missing", "message": "<i>no such file</i>"},
+    ]
+    out = tmp_path / "out"
+    writers.write_json(out / "predictions.json", run(records, model="<script>alert(2)</script>"))
+    path = build_report(out)
+    assert path == out / "report.html" and sorted(p.name for p in out.iterdir()) == ["predictions.json", "report.html"]
+    html = path.read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html and "<script>alert(2)" not in html
+    assert html.count("<script") == 2 and "onerror" not in html.split("report-data")[0]
+    data = data_block(html)
+    first, second = data["records"]
+    assert first["name"] == HOSTILE and first["preds"][0]["label"] == "a<b"
+    # relative URLs with every meaningful character escaped; the original relative to out/
+    assert first["src"] == "../photos/%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E.jpg"
+    assert first["preds"][0]["src"] == "%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E%231%3F.top1-a_b.jpg"
+    assert second["src"] is None and second["error"] == "missing: <i>no such file</i>"
+    # the Content-Security-Policy allows exactly the page's own script, by its hash
+    script = re.search(r"<script>(.*?)</script>", html, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in html and "connect-src" not in html and "default-src 'none'" in html
+
+
+def test_original_left_out_when_it_is_not_there(tmp_path):
+    records = [{"path": "nowhere/x.jpg", "status": "ok", "width": 4, "height": 3, "predictions": []}]
+    writers.write_json(tmp_path / "predictions.json", run(records))
+    assert data_block(build_report(tmp_path).read_text())["records"][0]["src"] is None
+
+
+def test_test_set_summary_and_class_table(tmp_path):
+    def rec(name, predicted, true, rank):
+        return {"path": name, "status": "ok", "width": 4, "height": 3,
+                "predictions": [{"rank": 1, "class_index": predicted, "label": f"c{predicted}", "probability": 0.5,
+                                 "overlay": f"{name}.jpg"}],
+                "true_label": {"class_index": true, "label": f"c{true}", "rank": rank}}
+
+    records = [rec("a", 1, 1, 1), rec("b", 2, 1, 3), rec("c", 2, 2, 1), rec("d", 1, 2, 2)]
+    writers.write_json(tmp_path / "predictions.json", run(records))
+    html = build_report(tmp_path).read_text()
+    data = data_block(html)
+    assert data["test_mode"] is True and [r["wrong"] for r in data["records"]] == [False, True, False, True]
+    assert "top-1 accuracy <b>50.0%</b>" in html
+    rows = re.findall(r"<tr[^>]*><td>(.*?)</td><td>(\d+)</td><td>(\d+)</td><td>(.*?)</td><td>(.*?)</td></tr>", html)
+    assert rows == [("c1 (1)", "2", "1", "50.0%", "c2 (2) ×1"), ("c2 (2)", "2", "1", "50.0%", "c1 (1) ×1")]
+
+
+def test_refusals(tmp_path):
+    with pytest.raises(ReportError, match="no predictions.json in .*run it first"):
+        build_report(tmp_path)
+    (tmp_path / "predictions.json").write_text("{not json")
+    with pytest.raises(ReportError, match="cannot read"):
+        build_report(tmp_path)
+    (tmp_path / "predictions.json").write_text("[1, 2]")
+    with pytest.raises(ReportError, match="not a gradcam-cli predictions file"):
+        build_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+    assert os.listdir(tmp_path) == ["predictions.json"]
