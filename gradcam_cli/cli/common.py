@@ -15,6 +15,7 @@ from gradcam_cli.errors import (
     OptionError,
     OutputError,
     ProfileError,
+    ReportError,
     ResumeError,
     TargetError,
 )
@@ -47,7 +48,7 @@ class CliError(click.ClickException):
 def to_cli_error(exc: GradcamError) -> CliError:
     if isinstance(exc, OutputError):
         return CliError(str(exc), EXIT_OUTPUT)
-    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError)):
+    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError, ReportError)):
         return CliError(str(exc), EXIT_USAGE)  # the fix is a flag or a profile
     return CliError(str(exc), EXIT_MODEL)
 

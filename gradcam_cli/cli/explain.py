@@ -59,6 +59,28 @@ def _colormap(ctx, param, value):
     return value
 
 
+def picture_options(command):
+    """Grids, GIFs and boxes (the output plug-ins beyond overlays)."""
+    options = [
+        click.option("--grid", is_flag=True, help="Per image, one JPEG: the original and every overlay, titled."),
+        click.option("--grid-columns", default=3, show_default=True, type=click.IntRange(1, 32),
+                     help="Tiles per row of --grid."),
+        click.option("--grid-tile", default=384, show_default=True, type=click.IntRange(64, 4096),
+                     help="Long side of each --grid tile, in pixels."),
+        click.option("--gif", is_flag=True, help="Per image, an animated GIF: original, then each overlay, captioned."),
+        click.option("--gif-ms", default=800, show_default=True, type=click.IntRange(1, 60000),
+                     help="Milliseconds per --gif frame."),
+        click.option("--boxes", is_flag=True,
+                     help="The paper's localisation box per map: in the records ('box', original pixels) and drawn "
+                          "on the overlays."),
+        click.option("--box-threshold", default=0.15, show_default=True, type=float, callback=_unit_interval,
+                     help="--boxes: keep the map above this fraction of its maximum, then its largest segment."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", "out_dir", default="gradcam_out", show_default=True, type=click.Path(file_okay=False),
@@ -101,10 +123,13 @@ def _colormap(ctx, param, value):
               help="List the inputs and the resolved backbone, layer and preprocessing; compute nothing.")
 @click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True, callback=_methods,
               metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes).")
+@picture_options
+@click.option("--report", "make_report", is_flag=True, help="Also write OUT/report.html (see `gradcam report`).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
             colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
-            methods, quiet, **model_params) -> None:
+            methods, make_report, quiet, grid, grid_columns, grid_tile, gif, gif_ms, boxes, box_threshold,
+            **model_params) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
 
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
@@ -123,13 +148,22 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
     settings = RunSettings(
         model=model_settings(model_params, precision), methods=tuple(methods), top=top, classes=tuple(classes),
         threshold=threshold, labels_csv=None if labels_csv is None else os.path.abspath(labels_csv), alpha=alpha,
-        colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels,
+        colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels, grid=grid,
+        grid_columns=grid_columns, grid_tile=grid_tile, gif=gif, gif_ms=gif_ms, boxes=boxes, box_threshold=box_threshold,
     )
     if dry_run:
         _dry_run(settings, refs, jsonl)
         return
     summary = _run(settings, refs, out_dir, batch_size, resume, shard_kn, jsonl, quiet)
     _report(summary, quiet)
+    if make_report:
+        from gradcam_cli.report import build_report
+        from gradcam_cli.run.naming import JSON_NAME, result_names
+
+        with errors():
+            path = build_report(out_dir, result_names(shard_kn)[JSON_NAME])
+        if not quiet:
+            click.echo(f"gradcam: report in {path}", err=True)
     sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
 
 

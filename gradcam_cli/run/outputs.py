@@ -28,6 +28,8 @@ class ImageResult:
     names: list[str]  # per map: the base name of its files, relative to the output folder (no extension)
     entries: list[dict]  # per map: its entry in the record's "predictions" (outputs add file fields)
     record: dict  # the image's record (outputs may add image-level fields)
+    stem: str = ""  # the image's output stem (per-image files: ``stem.grid.jpg``)
+    pictures: list | None = None  # the overlays (BGR uint8), once the overlay output has made them
 
 
 class Output:
@@ -68,17 +70,27 @@ class OverlayOutput(Output):
 
     key = "overlay"
 
-    def __init__(self, alpha: float, colormap: str, quality: int):
+    def __init__(self, alpha: float, colormap: str, quality: int, boxes: bool = False):
         from gradcam_cli.render.overlay import colormap_id
 
-        self.alpha, self.colormap, self.quality = alpha, colormap_id(colormap), quality
+        self.alpha, self.colormap, self.quality, self.boxes = alpha, colormap_id(colormap), quality, boxes
+
+    def pictures(self, result: ImageResult) -> list:
+        """The overlays (BGR), made once per image and shared with the grid and GIF outputs."""
+        from gradcam_cli.render.boxes import draw_box
+        from gradcam_cli.render.overlay import overlays
+
+        if result.pictures is None:
+            result.pictures = overlays(result.image, result.explanation.maps, alpha=self.alpha, colormap=self.colormap)
+            if self.boxes:
+                result.pictures = [draw_box(p, e.get("box")) for p, e in zip(result.pictures, result.entries)]
+        return result.pictures
 
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
-        from gradcam_cli.render.overlay import encode_jpeg, overlays
+        from gradcam_cli.render.overlay import encode_jpeg
 
-        pictures = overlays(result.image, result.explanation.maps, alpha=self.alpha, colormap=self.colormap)
-        for name, entry, picture in zip(result.names, result.entries, pictures):
+        for name, entry, picture in zip(result.names, result.entries, self.pictures(result)):
             writers.write_bytes(out_dir / f"{name}.jpg", encode_jpeg(picture, self.quality))
             entry[self.key] = f"{name}.jpg"
 
@@ -99,11 +111,90 @@ class RawOutput(Output):
             entry[self.key] = f"{name}.npy"
 
 
+class BoxOutput(Output):
+    """The Grad-CAM paper's localisation box of each map, in original pixels (``box``; no file).
+    Runs before the overlays, which draw it."""
+
+    key = "box"
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
+        from gradcam_cli.render.boxes import map_box
+
+        size = result.image.shape[:2]
+        for entry, cam in zip(result.entries, result.explanation.maps):
+            entry[self.key] = map_box(cam, size, self.threshold)
+
+    def files(self, record: dict) -> list[str]:
+        return []
+
+    def complete(self, record: dict, out_dir: pathlib.Path) -> bool:
+        return all(self.key in entry for entry in record.get("predictions", []))
+
+
+class GridOutput(Output):
+    """One JPEG per image: the original, then every map's overlay, titled (``grid``)."""
+
+    key = "grid"
+    per_map = False
+
+    def __init__(self, overlay: OverlayOutput, columns: int, tile: int, quality: int, method: str | None = None):
+        self.overlay, self.columns, self.tile, self.quality, self.method = overlay, columns, tile, quality, method
+
+    def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
+        from gradcam_cli.io import writers
+        from gradcam_cli.render.grid import grid_image, tile_title
+        from gradcam_cli.render.overlay import encode_jpeg
+
+        titles = [tile_title(entry, self.method) for entry in result.entries]
+        picture = grid_image(result.image, self.overlay.pictures(result), titles, columns=self.columns, tile=self.tile)
+        name = f"{result.stem}.grid.jpg"
+        writers.write_bytes(out_dir / name, encode_jpeg(np.ascontiguousarray(picture[..., ::-1]), self.quality))
+        result.record[self.key] = name
+
+    def file_complete(self, path: pathlib.Path) -> bool:
+        return jpeg_complete(path)
+
+
+class GifOutput(Output):
+    """One animated GIF per image: original -> each map's overlay, captioned, looping (``gif``)."""
+
+    key = "gif"
+    per_map = False
+
+    def __init__(self, overlay: OverlayOutput, ms: int):
+        self.overlay, self.ms = overlay, ms
+
+    def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
+        from gradcam_cli.io import writers
+        from gradcam_cli.render.gif import gif_bytes
+
+        frames = [result.image] + [np.ascontiguousarray(p[..., ::-1]) for p in self.overlay.pictures(result)]
+        captions = ["original"] + [_caption(entry) for entry in result.entries]
+        name = f"{result.stem}.gif"
+        writers.write_bytes(out_dir / name, gif_bytes(frames, captions, ms=self.ms))
+        result.record[self.key] = name
+
+
+def _caption(entry: dict) -> str:
+    score = f"p {entry['probability']:.3f}" if "probability" in entry else f"value {entry.get('value', 0):.3g}"
+    return f"{entry['rank']}. {entry['label']} ({entry['class_index']}) {score}"
+
+
 def outputs_for(settings: Any) -> list[Output]:
-    """The outputs a run's settings ask for, in the order they write."""
-    outputs: list[Output] = [OverlayOutput(settings.alpha, settings.colormap, settings.quality)]
+    """The outputs a run's settings ask for, in the order they write (boxes before the overlays
+    that draw them; grid and GIF reuse the overlays)."""
+    overlay = OverlayOutput(settings.alpha, settings.colormap, settings.quality, boxes=settings.boxes)
+    outputs: list[Output] = [BoxOutput(settings.box_threshold)] if settings.boxes else []
+    outputs.append(overlay)
     if settings.save_raw:
         outputs.append(RawOutput())
+    if settings.grid:
+        outputs.append(GridOutput(overlay, settings.grid_columns, settings.grid_tile, settings.quality))
+    if settings.gif:
+        outputs.append(GifOutput(overlay, settings.gif_ms))
     return outputs
 
 

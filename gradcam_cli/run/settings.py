@@ -52,6 +52,13 @@ class RunSettings:
     quality: int = DEFAULT_QUALITY
     save_raw: bool = False
     max_pixels: int | None = None
+    boxes: bool = False  # the paper's localisation box per map: in the records, drawn on the overlays
+    box_threshold: float = 0.15
+    grid: bool = False  # per image: original + every overlay, titled, in one JPEG
+    grid_columns: int = 3
+    grid_tile: int = 384
+    gif: bool = False  # per image: an animated GIF cycling original -> each overlay
+    gif_ms: int = 800
 
     @property
     def method(self) -> str:

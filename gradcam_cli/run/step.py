@@ -97,11 +97,14 @@ class BatchStep:
                 "label": self.cam.class_names.label(true),
                 "rank": int(np.count_nonzero(probs > probs[true])) + 1,
             }
-        image_result = ImageResult(item.image, result, names, entries, record)
+        image_result = ImageResult(item.image, result, names, entries, record, stem=item.ref.out_stem)
         for output in self.outputs:
             output.write(image_result, self.out_dir)
         if true is not None:
             for entry in entries:
                 entry["true_class"] = entry["class_index"] == true
         record["predictions"] = entries
+        for key in ("grid", "gif"):  # per-image files after the predictions, as the JSON reads best
+            if key in record:
+                record[key] = record.pop(key)
         return record
