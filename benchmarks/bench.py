@@ -7,9 +7,9 @@ taken in the same warm process, interleaved, on a possibly noisy machine):
   (0) forward   the compiled bare forward pass,
                 ``tf.function(lambda x: model(x, training=False))`` with a ``None``
                 batch dimension: the floor, images/s;
-  (a) engine    ``gradcam_cli.cams.Explainer(split, top=N)`` on preprocessed
+  (a) engine    ``gradcam_cli.engine.explainer.Explainer(split, top=N)`` on preprocessed
                 float32 batches (all N maps of every image), images/s;
-  (b) CLI       the whole folder pipeline, ``gradcam_cli.pipeline.run_folder``, on
+  (b) CLI       the whole folder pipeline, ``gradcam_cli.run.folder.run_folder``, on
                 1024x768 JPEGs: decode, resize, model, overlays blended at the
                 original resolution, JPEG encoding and writing, predictions
                 files; timed after one warm-up run, images/s;
@@ -267,18 +267,18 @@ class StageProfiler:
 
 # stage name, (module, attribute)
 STAGES = (
-    ("decode (full res; OpenCV for whole JPEGs)", "gradcam_cli.images", "decode"),
-    ("resize to model input", "gradcam_cli.preprocess", "resize"),
-    ("normalise", "gradcam_cli.preprocess", "normalise"),
-    ("model (Explainer call)", "gradcam_cli.cams", "Explainer.__call__"),
-    ("predictions -> Python records", "gradcam_cli.pipeline", "GradCAM._explain_batch"),
-    ("upsample (uint8) + colormap", "gradcam_cli.render", "heatmap_bgr"),
-    ("blend (cvtColor + addWeighted)", "gradcam_cli.render", "overlays"),
-    ("JPEG encode (cv2)", "gradcam_cli.render", "encode_jpeg"),
-    ("write files (atomic)", "gradcam_cli.writers", "write_bytes"),
-    ("write_image other (names, dicts)", "gradcam_cli.pipeline", "_write_image"),
-    ("predictions.jsonl records", "gradcam_cli.writers", "JsonLines.write"),
-    ("predictions.json", "gradcam_cli.writers", "write_json_document"),
+    ("decode (full res; OpenCV for whole JPEGs)", "gradcam_cli.io.images", "decode"),
+    ("resize to model input", "gradcam_cli.io.preprocess", "resize"),
+    ("normalise", "gradcam_cli.io.preprocess", "normalise"),
+    ("model (Explainer call)", "gradcam_cli.engine.explainer", "Explainer.__call__"),
+    ("predictions -> Python records", "gradcam_cli.engine.cam", "GradCAM.explain_prepared"),
+    ("upsample (uint8) + colormap", "gradcam_cli.render.overlay", "heatmap_bgr"),
+    ("blend (cvtColor + addWeighted)", "gradcam_cli.render.overlay", "overlays"),
+    ("JPEG encode (cv2)", "gradcam_cli.render.overlay", "encode_jpeg"),
+    ("write files (atomic)", "gradcam_cli.io.writers", "write_bytes"),
+    ("write_image other (names, dicts)", "gradcam_cli.run.step", "BatchStep.write"),
+    ("predictions.jsonl records", "gradcam_cli.io.writers", "JsonLines.write"),
+    ("predictions.json", "gradcam_cli.io.writers", "write_json_document"),
 )
 
 
@@ -306,11 +306,13 @@ def worker(args) -> dict:
     import tensorflow as tf
     import keras
 
-    from gradcam_cli import images as gimages
-    from gradcam_cli.cams import Explainer
-    from gradcam_cli.discover import iter_inputs
-    from gradcam_cli.pipeline import GradCAM, RunOptions, run_folder
-    from gradcam_cli.profiles import load_registry
+    from gradcam_cli.config.profiles import load_registry
+    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.engine.explainer import Explainer
+    from gradcam_cli.io import images as gimages
+    from gradcam_cli.io.discover import iter_inputs
+    from gradcam_cli.run.folder import run_folder
+    from gradcam_cli.run.settings import RunOptions, RunSettings
 
     name = args.worker
     cli_reps = args.cli_reps
@@ -425,9 +427,9 @@ def worker(args) -> dict:
     def cli_run(n, b, chosen) -> tuple[float, object]:
         out = pathlib.Path(tempfile.mkdtemp(prefix="out-", dir=tmp_root))
         try:
-            options = RunOptions(out_dir=str(out), top=n, batch_size=b)
+            options = RunOptions(out_dir=str(out), batch_size=b)
             start = perf()
-            summary = run_folder(cam, chosen, options)
+            summary = run_folder(cam, chosen, RunSettings(top=n), options)
             elapsed = perf() - start
         finally:
             shutil.rmtree(out, ignore_errors=True)
@@ -511,7 +513,8 @@ def worker(args) -> dict:
     # (2) "in the pipeline": one extra run_folder with the same functions wrapped: where the
     #     pipeline's threads spend their (wall) time, contention included.
     def serial_stages(n, b, chosen):
-        from gradcam_cli import images as g_images, preprocess as g_pre, render as g_render, writers as g_writers
+        from gradcam_cli.io import images as g_images, preprocess as g_pre, writers as g_writers
+        from gradcam_cli.render import overlay as g_render
 
         colormap = g_render.colormap_id("jet")
         out = pathlib.Path(tempfile.mkdtemp(prefix="serial-", dir=tmp_root))
@@ -522,7 +525,7 @@ def worker(args) -> dict:
                 chunk = chosen[i:i + b]
                 originals = [g_images.decode(ref.path) for ref in chunk]
                 small = [g_pre.resize(img, profile.input_size) for img in originals]
-                explained = cam._explain_batch(g_pre.normalise(np.stack(small), profile), n, None)
+                explained = cam.explain_prepared(g_pre.normalise(np.stack(small), profile), top=n)
                 for j, (img, res) in enumerate(zip(originals, explained)):
                     pictures = g_render.overlays(img, res.maps, alpha=0.4, colormap=colormap)
                     for k, picture in enumerate(pictures):
@@ -582,8 +585,10 @@ def worker(args) -> dict:
 def memory_worker(args) -> dict:
     import tensorflow as tf  # noqa: F401  (so that the baseline includes TensorFlow)
 
-    from gradcam_cli.discover import iter_inputs
-    from gradcam_cli.pipeline import GradCAM, RunOptions, run_folder
+    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.io.discover import iter_inputs
+    from gradcam_cli.run.folder import run_folder
+    from gradcam_cli.run.settings import RunOptions, RunSettings
 
     cam = GradCAM(args.memory_backbone, weights=args.weights)
     built = maxrss_mib()
@@ -591,7 +596,7 @@ def memory_worker(args) -> dict:
     out = pathlib.Path(tempfile.mkdtemp(prefix="mem-out-", dir=args.tmp))
     try:
         start = perf()
-        summary = run_folder(cam, refs, RunOptions(out_dir=str(out), top=3, batch_size=16))
+        summary = run_folder(cam, refs, RunSettings(top=3), RunOptions(out_dir=str(out), batch_size=16))
         elapsed = perf() - start
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -720,10 +725,10 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
                  "of all forward samples of that batch size; the second, of those taken around the CLI runs "
                  "(minutes later: on a shared machine the load, hence the speed, changes in between, which is "
                  "why every ratio is taken against forward samples measured next to it).")
-    lines.append("- *engine*: `gradcam_cli.cams.Explainer(split, top=N)` on preprocessed float32 batches; "
+    lines.append("- *engine*: `gradcam_cli.engine.explainer.Explainer(split, top=N)` on preprocessed float32 batches; "
                  "every image gets all N maps. Ratio: median over samples of engine / (mean of the forward "
                  "samples taken just before and just after it); forward and engine samples alternate.")
-    lines.append("- *CLI*: `gradcam_cli.pipeline.run_folder` (in process, after one warm-up run) on synthetic "
+    lines.append("- *CLI*: `gradcam_cli.run.folder.run_folder` (in process, after one warm-up run) on synthetic "
                  f"1024x768 JPEGs (quality 90; {meta.get('cli_sources', '?')} generated, each copied "
                  f"{meta.get('cli_copies', '?')} times): decode, resize, model, N "
                  "overlays blended at 1024x768, JPEG encode (quality 90), atomic writes, predictions.jsonl/.json; "
@@ -785,7 +790,7 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
         lines.append("## Where the CLI's time goes (batch 16, 1024x768 JPEGs, ms per image)")
         lines.append("")
         lines.append("*alone*: the pipeline's own stage functions (`images.decode`, `preprocess.resize`, "
-                     "`preprocess.normalise`, `GradCAM._explain_batch`, `render.overlays`, `render.encode_jpeg`, "
+                     "`preprocess.normalise`, `GradCAM.explain_prepared`, `render.overlays`, `render.encode_jpeg`, "
                      "`writers.write_bytes`) called one after the other on the same images, nothing beside them: "
                      "what each stage costs. *in the pipeline*: one more `run_folder` with the same functions "
                      "wrapped: wall time spent inside each stage, summed over the threads that ran it "
@@ -904,7 +909,7 @@ def main(argv=None) -> int:
             pathlib.Path(args.out).write_text(report, encoding="utf-8")
         return 0
 
-    from gradcam_cli.profiles import load_registry
+    from gradcam_cli.config.profiles import load_registry
 
     registry = load_registry()
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else \
