@@ -57,3 +57,7 @@ class OutputError(GradcamError):
 
 class ResumeError(GradcamError):
     """``--resume`` on an output folder that was made with different settings."""
+
+
+class BoxesError(GradcamError):
+    """A ground-truth boxes CSV (``--boxes-csv``) cannot be read or has a malformed row."""
