@@ -73,3 +73,7 @@ class InputError(GradcamError):
 
 class ReportError(GradcamError):
     """The report of a run cannot be built: its ``predictions.json`` is missing or unreadable."""
+
+
+class BoxesError(GradcamError):
+    """A ground-truth boxes CSV (``--boxes-csv``) cannot be read or has a malformed row."""

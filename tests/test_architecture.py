@@ -28,6 +28,7 @@ ALLOWED = {
     "config": set(),
     "io": {"config"},
     "render": set(),
+    "metrics": {"io", "render", "config"},
     "report": {"io", "config"},
 }
 

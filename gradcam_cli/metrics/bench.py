@@ -1,0 +1,115 @@
+"""Throughput of the batched perturbation scorer, for benchmarks/bench.py. Plain Python, no asserts.
+
+Three figures on the same number of inputs (B images x (steps + 1) deletion steps):
+
+- forward: the bare compiled forward pass, ``tf.function(lambda x: model(x, training=False))``
+  with a ``None`` batch dimension, on inputs already preprocessed, in chunks of ``chunk``;
+- evaluate: :func:`gradcam_cli.metrics.perturbation.deletion` end to end (ranking, baseline,
+  building each perturbed input, preprocessing, the compiled scorer, AUC);
+- predict loop: what notebook libraries do, one ``model.predict`` per image and step
+  (timed on ``predict_images`` images, extrapolated).
+
+The ratio evaluate / forward is the median over ``rounds`` of back-to-back pairs (target >= 0.85).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .perturbation import deletion, make_baseline, pixel_ranks, step_counts
+from .scoring import make_score_fn
+
+
+def _default_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classifier_activation=None)
+
+
+def _tf_mode(pixels: np.ndarray) -> np.ndarray:
+    return np.asarray(pixels, np.float32) / 127.5 - 1.0
+
+
+def benchmark_evaluate(
+    model: Any = None,
+    *,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    activation: str = "softmax",
+    images: int = 8,
+    steps: int = 20,
+    chunk: int = 32,
+    rounds: int = 3,
+    predict_images: int = 1,
+    seed: int = 0,
+) -> dict:
+    """Inputs/s of the three paths above and their ratios. ``model=None``: MobileNetV2 (random
+    weights, 224 px, logits) with ``tf``-mode preprocessing; otherwise give ``preprocess``
+    (pixels 0..255 -> model input) and the ``activation`` for the model's outputs."""
+    import tensorflow as tf
+
+    if model is None:
+        model, preprocess = _default_model(), _tf_mode
+    preprocess = preprocess or (lambda p: np.asarray(p, np.float32))
+    h, w = (int(d) for d in model.inputs[0].shape[1:3])
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (images, h, w, 3), dtype=np.uint8)
+    maps = rng.random((images, h, w), dtype=np.float32)
+    classes = np.zeros(images, np.int32)
+    count = images * (steps + 1)
+    score_fn = make_score_fn(model, preprocess, activation=activation, chunk=chunk)
+    forward = tf.function(lambda x: model(x, training=False), input_signature=[
+        tf.TensorSpec((None, h, w, 3), tf.float32)])
+    prepared = np.repeat(preprocess(pixels.astype(np.float32)), steps + 1, axis=0)
+
+    def run_forward() -> float:
+        start = time.perf_counter()
+        for i in range(0, count, chunk):
+            forward(prepared[i : i + chunk]).numpy()
+        return time.perf_counter() - start
+
+    def run_evaluate() -> float:
+        start = time.perf_counter()
+        deletion(pixels, maps, classes, score_fn, steps=steps)
+        return time.perf_counter() - start
+
+    deletion(pixels[:1], maps[:1], classes[:1], score_fn, steps=1)  # trace and warm up both
+    forward(prepared[:chunk]).numpy()
+    pairs = []
+    for r in range(max(1, rounds)):
+        order = (run_forward, run_evaluate) if r % 2 == 0 else (run_evaluate, run_forward)
+        timed = {fn: fn() for fn in order}
+        pairs.append((timed[run_forward], timed[run_evaluate]))
+    forward_s = float(np.median([f for f, _ in pairs]))
+    evaluate_s = float(np.median([e for _, e in pairs]))
+    ratio = float(np.median([f / e for f, e in pairs]))
+
+    loop_images = max(1, min(predict_images, images))
+    ranks, counts = pixel_ranks(maps[:loop_images]), step_counts(h * w, steps)
+    base, x = make_baseline(pixels[:loop_images], "black"), pixels[:loop_images].astype(np.float32)
+    model.predict(preprocess(x[:1]), verbose=0)  # warm up predict's own function
+    start = time.perf_counter()
+    for b in range(loop_images):
+        for k in range(steps + 1):
+            taken = (ranks[b] < counts[k]).reshape(h, w, 1)
+            model.predict(preprocess(np.where(taken, base[b], x[b])[None]), verbose=0)
+    loop_per_input = (time.perf_counter() - start) / (loop_images * (steps + 1))
+
+    return {
+        "model": getattr(model, "name", type(model).__name__),
+        "input_size": [h, w],
+        "images": images,
+        "steps": steps,
+        "inputs": count,
+        "chunk": chunk,
+        "rounds": len(pairs),
+        "forward_inputs_per_s": count / forward_s,
+        "evaluate_inputs_per_s": count / evaluate_s,
+        "ratio_vs_forward": ratio,
+        "predict_loop_inputs_per_s": 1.0 / loop_per_input,
+        "speedup_vs_predict_loop": (count / evaluate_s) * loop_per_input,
+        "target_ratio": 0.85,
+    }

@@ -1,0 +1,67 @@
+"""Average drop and increase in confidence (Chattopadhay et al. 2018, "Grad-CAM++", WACV).
+
+torch-cam's definition (``torchcam.metrics.ClassificationMetric``): the explanation
+map keeps the image where it is high, x' = x * map (per pixel, all channels, in pixel
+space before preprocessing); with s the score of x and s' the score of x' for the
+explained class,
+
+    drop = relu(s - s') / (s + 1e-7)        increase = 1[s' > s]
+
+and the reported figures are the means over images times 100 (lower average drop and
+higher increase are better).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .perturbation import check_inputs
+from .scoring import score_inputs
+
+EPSILON = 1e-7
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """Per image: ``scores`` s, ``masked`` s', ``drop`` in [0, 1], ``increase`` 0/1; means x 100."""
+
+    scores: np.ndarray  # (B,)
+    masked: np.ndarray  # (B,)
+    drop: np.ndarray  # (B,) float64
+    increase: np.ndarray  # (B,) bool
+
+    @property
+    def average_drop(self) -> float:
+        """Mean drop over images, x 100 (percent)."""
+        return float(self.drop.mean() * 100.0) if len(self.drop) else float("nan")
+
+    @property
+    def increase_rate(self) -> float:
+        """Share of images whose score went up, x 100 (percent)."""
+        return float(self.increase.mean() * 100.0) if len(self.increase) else float("nan")
+
+
+def confidence(
+    images: np.ndarray,
+    maps: np.ndarray,
+    classes,
+    score_fn: Callable,
+    *,
+    chunk: int | None = None,
+) -> Confidence:
+    """Average drop / increase for images RGB uint8 (B, H, W, 3) and maps float32 (B, H, W) in [0, 1].
+
+    The B images and the B masked images go through ``score_fn`` together, in chunks.
+    Both are scored as float32 pixels, so an all-ones map gives x' == x exactly.
+    """
+    images, maps, classes = check_inputs(images, maps, classes)
+    n = len(images)
+    x = images.astype(np.float32)
+    both = np.concatenate([x, x * np.clip(maps, 0.0, 1.0)[..., None]])  # the images, then x'
+    scores = score_inputs(score_fn, lambda a, b: both[a:b], 2 * n, np.concatenate([classes, classes]), chunk)
+    s, s_masked = scores[:n], scores[n:]
+    drop = np.maximum(s - s_masked, 0.0) / (s + EPSILON)
+    return Confidence(scores=s, masked=s_masked, drop=drop, increase=s_masked > s)
