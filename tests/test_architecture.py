@@ -21,7 +21,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gradcam_cli"
 #: stage -> the stages it may import (besides itself); io, render, errors and the root are leaves for all
 ALLOWED = {
     "cli": {"run", "engine", "methods", "models", "config", "io", "render", "report"},
-    "run": {"engine", "methods", "models", "config", "io", "render"},
+    "run": {"engine", "methods", "models", "config", "io", "render", "metrics"},
     "engine": {"methods", "models", "config", "io", "render"},
     "methods": {"config"},
     "models": {"config", "io"},

@@ -1,0 +1,86 @@
+"""`gradcam evaluate` end to end: table, JSON and plots agree; resume; a trained CNN's Grad-CAM beats
+the random map; option errors. The metrics themselves are tested in test_metrics.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from builders import scenes, trained
+from helpers import invoke
+from PIL import Image
+
+ARGS = ("--metrics", "deletion,insertion,confidence", "--steps", 5, "-q")
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("two")
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        shutil.copy(f"sample_images/{name}", folder / name)
+    return folder
+
+
+def test_table_json_plots_agree_and_resume_completes(tmp_path, two_images, lite0_cam):
+    out = tmp_path / "ev"
+    result = invoke("evaluate", two_images, "--out", out, "--sanity", 1, *ARGS)
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "evaluation.json").read_text())
+    assert doc["summary"] == {"images": 2, "done": 2, "failed": 0}
+    assert list(doc["aggregate"]) == ["gradcam", "random", "centre"]
+    assert [r["label"] for r in doc["images"]] == ["Egyptian_cat", "espresso"]
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["method", "deletion", "(lower)"]
+    for line in lines[1:4]:  # every number of the table is the JSON's mean [low, high]
+        method = line.split()[0]
+        numbers = [float(x) for x in re.findall(r"-?\d+\.\d+", line)]
+        fields = [f for f in doc["better"] if f in doc["aggregate"][method]]
+        expected = [v for f in fields for v in (doc["aggregate"][method][f][k] for k in ("mean", "low", "high"))]
+        np.testing.assert_allclose(numbers, expected, atol=5e-4)
+    for record in doc["images"]:
+        assert len(record["metrics"]["gradcam"]["deletion_curve"]) == 6
+        mean = doc["aggregate"]["gradcam"]["deletion"]["mean"]
+    assert mean == pytest.approx(np.mean([r["metrics"]["gradcam"]["deletion"] for r in doc["images"]]))
+    assert set(doc["sanity"]["gradcam"]) == {"blocks", "spearman", "ssim", "failed"}
+    assert "sanity gradcam: Spearman" in result.stdout
+    for name in ("curves.png", "sanity.png"):
+        assert Image.open(out / name).format == "PNG"
+
+    # a killed run: the log keeps one whole record and a torn line; --resume completes it
+    log = (out / "evaluation.jsonl").read_bytes().splitlines(keepends=True)
+    (out / "evaluation.jsonl").write_bytes(log[0] + log[1][:40])
+    again = invoke("evaluate", two_images, "--out", out, "--sanity", 1, "--resume", *ARGS)
+    assert again.exit_code == 0, again.output
+    resumed = json.loads((out / "evaluation.json").read_text())
+    for a, b in zip(doc["images"], resumed["images"]):
+        assert a["path"] == b["path"] and a["class_index"] == b["class_index"]
+        for method in a["metrics"]:
+            for key, value in a["metrics"][method].items():
+                np.testing.assert_allclose(b["metrics"][method][key], value, atol=1e-5)
+
+
+def test_gradcam_beats_the_random_map_on_a_trained_cnn(tmp_path):
+    model = trained("softmax")
+    model.save(tmp_path / "m.keras")
+    x, _, _ = scenes("softmax", 24, seed=7)
+    (tmp_path / "img").mkdir()
+    for i, image in enumerate(np.round(x * 255).astype(np.uint8)):
+        Image.fromarray(image).save(tmp_path / "img" / f"s{i:02d}.png")
+    result = invoke("evaluate", tmp_path / "img", "--model", tmp_path / "m.keras", "--preprocess", "scale",
+                    "--out", tmp_path / "ev", "--metrics", "deletion,insertion,road", "--insertion-baseline", "black",
+                    "--steps", 10, "-q")
+    assert result.exit_code == 0, result.output
+    agg = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["aggregate"]
+    assert agg["gradcam"]["deletion"]["mean"] < agg["random"]["deletion"]["mean"]
+    assert agg["gradcam"]["insertion"]["mean"] > agg["random"]["insertion"]["mean"]
+    assert agg["gradcam"]["road_combined"]["mean"] > agg["random"]["road_combined"]["mean"]
+
+
+def test_option_errors_are_one_line_before_any_model_loads():
+    missing = invoke("evaluate", "sample_images/", "--metrics", "pointing")
+    assert missing.exit_code == 2 and "need --boxes-csv" in missing.stderr
+    unknown = invoke("evaluate", "sample_images/", "--metrics", "deletion,speed")
+    assert unknown.exit_code == 2 and "unknown metric speed" in unknown.stderr
