@@ -183,6 +183,7 @@ class GradCAM:
         base = pathlib.Path(self.profile.source).parent if self.profile.source else None
         self.class_names = class_names.for_model(self.profile.classes, base, self.split.num_classes, self.split.head_type)
         self._explainers: dict[Any, Any] = {}
+        self._geometry: Any = None
         #: the largest batch the model ran without running out of memory (None: not limited yet)
         self.max_batch: int | None = None
 
@@ -307,6 +308,25 @@ class GradCAM:
         stacked = np.stack(maps) if maps else np.zeros((0, *out.maps.shape[2:]), np.float32)
         return Explanation(predictions=predictions, maps=stacked, probabilities=probs)
 
+    @property
+    def geometry(self) -> Any:
+        """Where each target-layer cell lies in the model input (:mod:`gradcam_cli.models.geometry`),
+        found once: 'stretch' for 'same'-padded models, else receptive-field placement."""
+        if self._geometry is None:
+            from gradcam_cli.models.geometry import layer_geometry
+
+            self._geometry = layer_geometry(self.model, self.layer, input_size=tuple(self.profile.input_size))
+            h, w = self.split.feature_shape[:2]
+            if self._geometry.map_size is None or None in tuple(self._geometry.map_size):
+                self._geometry = self._geometry.for_map(h, w)
+        return self._geometry
+
+    def upsample(self, cam: np.ndarray, height: int, width: int) -> np.ndarray:
+        """A map (h, w), float or uint8, at an image of (height, width) whose resize fed the model."""
+        from gradcam_cli.models.geometry import upsample
+
+        return upsample(cam, self.geometry, (height, width))
+
     # -- provenance --------------------------------------------------------------
     def describe(self) -> dict:
         """What was explained and how: the model half of the run header (no run options)."""
@@ -323,6 +343,7 @@ class GradCAM:
             "head": self.split.head_type,
             "score": self.split.score_description,
             "engine": engine_description(self.split),
+            "geometry": self.geometry.to_json(),
         }
         if len(self.model.outputs) > 1:
             info["output"] = self.split.output_name

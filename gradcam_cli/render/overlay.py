@@ -34,7 +34,7 @@ def colormap_id(name: str) -> int:
     return table[key]
 
 
-def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap: int) -> np.ndarray:
+def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap: int, upsample=None) -> np.ndarray:
     """The coloured heatmap (BGR uint8) of a map at the given size.
 
     The map becomes 0..255 levels at its own resolution and is upsampled as uint8
@@ -42,19 +42,26 @@ def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap: int) -> np.n
     at half the cost for a 7x7 map over a 1024x768 photo.
     """
     levels = cv2.convertScaleAbs(np.asarray(cam, np.float32), alpha=255.0)
-    levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_LINEAR)
+    if upsample is None:  # stretched evenly over the image ('same'-padded models)
+        levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_LINEAR)
+    else:  # e.g. GradCAM.upsample: each cell at its receptive field's centre
+        levels = upsample(levels, height, width)
     return cv2.applyColorMap(levels, colormap)
 
 
-def overlays(image_rgb: np.ndarray, cams: np.ndarray, *, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET):
+def overlays(image_rgb: np.ndarray, cams: np.ndarray, *, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET,
+             upsample=None):
     """Blend each of ``cams`` (N, h, w) over ``image_rgb`` at the image's own resolution.
+
+    ``upsample(levels (h, w) uint8, height, width)``: how a map reaches the image (default: a
+    bilinear stretch); pass ``GradCAM.upsample`` for models whose maps are not centred so.
 
     Returns a list of N BGR uint8 arrays: ``(1 - alpha) * image + alpha * heatmap``.
     """
     height, width = image_rgb.shape[:2]
     base = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     return [
-        cv2.addWeighted(base, 1.0 - alpha, heatmap_bgr(cam, height, width, colormap), alpha, 0.0)
+        cv2.addWeighted(base, 1.0 - alpha, heatmap_bgr(cam, height, width, colormap, upsample), alpha, 0.0)
         for cam in cams
     ]
 

@@ -105,15 +105,13 @@ class Evaluator:
     def __call__(self, items: Sequence[Item], ids: Sequence[int]) -> list[dict]:
         """One record per item: its class and, per method, every metric (and the curves). ``ids``: each
         item's index in the run (it seeds the random map and ROAD's noise, whatever the batching)."""
-        import cv2
-
         batch = np.stack([item.model_input for item in items])
         pixels = np.stack([_resized(item.image, self.size) for item in items])
         classes, _, explained = self.maps(batch, self.settings.methods[0], ids)
         records = [self._record(item, e) for item, e in zip(items, explained)]
         for method in (*self.settings.methods, *self.settings.baselines):
             _, small, _ = self.maps(batch, method, ids)
-            maps = np.stack([cv2.resize(m, self.size[::-1], interpolation=cv2.INTER_LINEAR) for m in small])
+            maps = np.stack([self.cam.upsample(m, *self.size) for m in small])
             scores = self._metrics(pixels, maps, classes, small, items, ids)
             for record, values in zip(records, scores):
                 record["metrics"][method] = values
@@ -149,6 +147,9 @@ class Evaluator:
             self._localisation(out, small, classes, items)
         return out
 
+    def _upsample(self, cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        return self.cam.upsample(np.asarray(cam, np.float32), int(size[0]), int(size[1]))
+
     def _localisation(self, out: list[dict], small, classes, items) -> None:
         from gradcam_cli.metrics import pointing
 
@@ -158,13 +159,13 @@ class Evaluator:
         sizes = [items[i].image.shape[:2] for i in keep]
         boxes = [self.boxes[os.path.realpath(items[i].ref.path)] for i in keep]
         labels = [str(int(classes[i])) for i in keep]
-        kwargs = dict(tolerance=self.settings.tolerance)
+        kwargs = dict(tolerance=self.settings.tolerance, upsample=self._upsample)
         if "pointing" in self.settings.metrics:
             hits = pointing.pointing_game(small[keep], sizes, boxes, labels, **kwargs)
             for i, hit in zip(keep, hits):
                 out[i]["pointing"] = 100.0 * float(hit)
         if "localisation" in self.settings.metrics:
-            errors = pointing.localisation_error(small[keep], sizes, boxes, labels)
+            errors = pointing.localisation_error(small[keep], sizes, boxes, labels, upsample=self._upsample)
             for i, error in zip(keep, errors):
                 out[i]["localisation_error"] = 100.0 * float(error)
 
@@ -279,8 +280,6 @@ def _document(cam: Any, settings: EvalSettings, recorded: dict, records: list[di
 def sanity(cam: Any, refs: Sequence[Any], settings: EvalSettings) -> dict:
     """Cascading randomisation (Adebayo et al. 2018) of each method on the first images: rank correlation
     and SSIM of the randomised models' maps with the original maps, block by block from the top."""
-    import cv2
-
     from gradcam_cli.engine.explainer import Explainer
     from gradcam_cli.metrics.sanity import cascading_randomisation
     from gradcam_cli.models.split import split_model
@@ -294,7 +293,7 @@ def sanity(cam: Any, refs: Sequence[Any], settings: EvalSettings) -> dict:
         def maps_fn(model, method=method):
             split = split_model(model, cam.layer, output=cam.profile.output)
             result = Explainer(split, top=1, extra=True, method=method)(batch, classes)
-            return np.stack([cv2.resize(m, size[::-1], interpolation=cv2.INTER_LINEAR) for m in result.maps[:, -1]])
+            return np.stack([cam.upsample(m, *size) for m in result.maps[:, -1]])
 
         result = cascading_randomisation(cam.model, maps_fn, seed=settings.seed)
         out[method] = {"blocks": [list(b) for b in result.blocks], "spearman": result.mean_spearman.tolist(),

@@ -30,6 +30,7 @@ class ImageResult:
     record: dict  # the image's record (outputs may add image-level fields)
     stem: str = ""  # the image's output stem (per-image files: ``stem.grid.jpg``)
     pictures: list | None = None  # the overlays (BGR uint8), once the overlay output has made them
+    upsample: Any = None  # (map, height, width) -> map at the image (GradCAM.upsample); None: stretch
 
 
 class Output:
@@ -81,7 +82,8 @@ class OverlayOutput(Output):
         from gradcam_cli.render.overlay import overlays
 
         if result.pictures is None:
-            result.pictures = overlays(result.image, result.explanation.maps, alpha=self.alpha, colormap=self.colormap)
+            result.pictures = overlays(result.image, result.explanation.maps, alpha=self.alpha, colormap=self.colormap,
+                                       upsample=result.upsample)
             if self.boxes:
                 result.pictures = [draw_box(p, e.get("box")) for p, e in zip(result.pictures, result.entries)]
         return result.pictures
@@ -125,7 +127,7 @@ class BoxOutput(Output):
 
         size = result.image.shape[:2]
         for entry, cam in zip(result.entries, result.explanation.maps):
-            entry[self.key] = map_box(cam, size, self.threshold)
+            entry[self.key] = map_box(cam, size, self.threshold, upsample=result.upsample)
 
     def files(self, record: dict) -> list[str]:
         return []

@@ -61,6 +61,7 @@ class BatchStep:
         self.n = len(self.indices) if self.indices else min(settings.top, cam.split.num_classes)
         self.outputs = list(outputs) if outputs is not None else outputs_for(settings)
         self.truth = dict(truth or {})
+        self.upsample = None if cam.geometry.kind == "stretch" else cam.upsample
 
     def true_class(self, path: str) -> int | None:
         import os
@@ -97,7 +98,8 @@ class BatchStep:
                 "label": self.cam.class_names.label(true),
                 "rank": int(np.count_nonzero(probs > probs[true])) + 1,
             }
-        image_result = ImageResult(item.image, result, names, entries, record, stem=item.ref.out_stem)
+        image_result = ImageResult(item.image, result, names, entries, record, stem=item.ref.out_stem,
+                                   upsample=self.upsample)
         for output in self.outputs:
             output.write(image_result, self.out_dir)
         if true is not None:
