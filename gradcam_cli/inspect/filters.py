@@ -1,0 +1,321 @@
+"""Filter patterns: the input image each filter responds to most, by gradient ascent.
+
+Deep Learning with Python, 5.4.2, batched: every requested filter gets its own
+image in one batch, and one compiled step (``tf.function`` with a None batch
+dimension) moves all of them at once. The images live in 0..255 pixel space;
+the model's preprocessing runs inside the graph (:func:`preprocess_tensor`).
+:func:`book_loop` is the book's one-filter-at-a-time loop, kept as the reference.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ModelError, OptionError
+from .targets import flatten, input_shape, locate, output_target, runner
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+#: the book's noise: grey 128 plus 20 * U[0, 1)
+NOISE_BASE, NOISE_SPAN = 128.0, 20.0
+
+
+def preprocess_tensor(x: Any, profile: Any) -> Any:
+    """float32 RGB 0..255 tensor (..., 3) -> model input, inside the graph.
+
+    The same formula as ``gradcam_cli.preprocess`` for the profile's
+    ``preprocessing`` (caffe, tf, torch, scale, mean_std, none) with its
+    ``mean`` / ``std``; differentiable.
+    """
+    import tensorflow as tf
+
+    mode = profile.preprocessing
+    x = tf.cast(x, tf.float32)
+    if mode == "caffe":
+        return x[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR, tf.float32)
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        return (x / 255.0 - tf.constant(_TORCH_MEAN, tf.float32)) / tf.constant(_TORCH_STD, tf.float32)
+    if mode == "scale":
+        return x / 255.0
+    if mode == "mean_std":
+        return (x - tf.constant(profile.mean, tf.float32)) / tf.constant(profile.std, tf.float32)
+    if mode == "none":
+        return x
+    raise ValueError(f"unknown preprocessing '{mode}'; expected caffe, tf, torch, scale, mean_std or none")
+
+
+def deprocess(images: np.ndarray) -> np.ndarray:
+    """Float images (N, H, W, 3) -> RGB uint8, each on its own: centre, std 0.1, + 0.5, clip, x 255."""
+    x = np.asarray(images, np.float64)
+    x = x - x.mean(axis=(1, 2, 3), keepdims=True)
+    x = x / (x.std(axis=(1, 2, 3), keepdims=True) + 1e-5) * 0.1 + 0.5
+    return (np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def noise(filters: Sequence[int], shape: tuple, seed: int) -> np.ndarray:
+    """Start images (F, H, W, 3) float32: 128 + 20 * U[0, 1), one generator per (seed, filter),
+    so a filter starts from the same image whatever else is requested or how it is chunked."""
+    return np.stack(
+        [NOISE_BASE + NOISE_SPAN * np.random.default_rng([seed, int(f)]).random(shape) for f in filters]
+    ).astype(np.float32)
+
+
+def _pick(activation: Any, filters: Any) -> Any:
+    """Per image b: the mean of channel ``filters[b]`` of its activation (or unit ``filters[b]``)."""
+    import tensorflow as tf
+
+    picked = tf.gather(activation, filters, axis=-1, batch_dims=1)
+    return picked if picked.shape.rank == 1 else tf.reduce_mean(picked, axis=list(range(1, picked.shape.rank)))
+
+
+class FilterAscent:
+    """Gradient ascent for many filters of one layer at once; build once, :meth:`run` many times.
+
+    ``layer_path``: a name or nested path with a 4-D output; ``None`` = the model's
+    output units, before a final softmax / sigmoid (class visualisation: a
+    "filter" is then a unit). ``preprocess``: float32 0..255 RGB batch tensor ->
+    model input, traceable (e.g. ``lambda x: preprocess_tensor(x, profile)``);
+    None = identity. Images are square ``size`` px unless the model input has a
+    fixed size, which wins. Each step moves every image by ``step_size`` along
+    its gradient divided by the gradient's RMS + 1e-5.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        layer_path: str | None,
+        preprocess: Callable[[Any], Any] | None = None,
+        *,
+        size: int = 64,
+        steps: int = 40,
+        step_size: float = 1.0,
+    ):
+        import tensorflow as tf
+
+        if size < 1 or steps < 0:
+            raise ValueError(f"size must be >= 1 and steps >= 0, got size={size}, steps={steps}")
+        graph = flatten(model)
+        self.model = model
+        self.target = output_target(graph) if layer_path is None else locate(graph, layer_path)
+        if layer_path is None and len(self.target.shape) != 1:
+            raise OptionError(
+                f"the output of model '{model.name}' has shape (batch, {', '.join(map(str, self.target.shape))}); "
+                "unit mode needs (batch, units): pass a layer instead"
+            )
+        self.units = layer_path is None
+        self.channels = int(self.target.shape[-1])
+        h, w, c = input_shape(graph)
+        if c != 3:
+            raise ModelError(f"model '{model.name}' takes {c}-channel inputs; filter patterns need RGB (3) inputs")
+        self.size = (h or size, w or size)
+        self.steps, self.step_size = int(steps), float(step_size)
+        activation = runner(graph, [self.target.key], logits=self.units)
+        prep = preprocess or (lambda x: x)
+        self.activation = lambda images: activation(prep(images))[0]
+        self.traces = {"step": 0, "loss": 0}
+        specs = [tf.TensorSpec((None, *self.size, 3), tf.float32), tf.TensorSpec((None,), tf.int32)]
+
+        def step(images: Any, filters: Any) -> tuple[Any, Any]:
+            self.traces["step"] += 1  # runs only while tracing
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                loss = _pick(self.activation(images), filters)
+            grads = tape.gradient(loss, images)  # images are independent: d(sum)/d(image b) = d(loss b)/d(image b)
+            rms = tf.sqrt(tf.reduce_mean(tf.square(grads), axis=[1, 2, 3], keepdims=True))
+            return images + self.step_size * grads / (rms + 1e-5), loss
+
+        def loss(images: Any, filters: Any) -> Any:
+            self.traces["loss"] += 1
+            return _pick(self.activation(images), filters)
+
+        self.step = tf.function(step, input_signature=specs, autograph=False)
+        self.loss = tf.function(loss, input_signature=specs, autograph=False)
+
+    @property
+    def layer(self) -> str:
+        return self.target.path
+
+    def check_filters(self, filters: Sequence[int]) -> np.ndarray:
+        """The filters as int32, each in 0..channels-1 (OptionError naming the channel count)."""
+        values = np.asarray(list(filters))
+        if values.size == 0:
+            raise ValueError("filters must name at least one filter")
+        if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"filters must be a list of integers, got {list(filters)!r}")
+        bad = values[(values < 0) | (values >= self.channels)]
+        if bad.size:
+            what = "units" if self.units else "channels"
+            raise OptionError(
+                f"filter {int(bad[0])} is out of range: layer '{self.layer}' has {self.channels} {what} "
+                f"(0-{self.channels - 1}); pass filters between 0 and {self.channels - 1}"
+            )
+        return values.astype(np.int32)
+
+    def ascend(self, images: np.ndarray, filters: Sequence[int], progress: Callable[[int], None] | None = None):
+        """``steps`` ascent steps on one batch: (images after float32, mean activations before, after)."""
+        import tensorflow as tf
+
+        x = tf.constant(images, tf.float32)
+        idx = tf.constant(self.check_filters(filters))
+        initial = None
+        for _ in range(self.steps):
+            x, loss = self.step(x, idx)
+            initial = loss if initial is None else initial
+            if progress is not None:
+                progress(len(filters))
+        final = self.loss(x, idx)
+        return x.numpy(), (final if initial is None else initial).numpy(), final.numpy()
+
+    def run(
+        self,
+        filters: Sequence[int],
+        *,
+        batch_size: int = 64,
+        seed: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Patterns for ``filters``: (patterns RGB uint8 (F, s, s, 3), final mean activations (F,),
+        initial mean activations (F,)). Chunks of ``batch_size`` filters share one trace;
+        ``progress(n)`` advances by n filter-steps (total ``len(filters) * steps``)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        filters = self.check_filters(filters)
+        images = noise(filters, (*self.size, 3), seed)
+        finals, initials = [], []
+        for start in range(0, len(filters), batch_size):
+            part = slice(start, start + batch_size)
+            images[part], initial, final = self.ascend(images[part], filters[part], progress)
+            initials.append(initial)
+            finals.append(final)
+        return deprocess(images), np.concatenate(finals), np.concatenate(initials)
+
+
+def pattern_grid(patterns: np.ndarray, per_row: int = 8, margin: int = 5) -> np.ndarray:
+    """Patterns (F, s, s, 3) uint8 -> one RGB uint8 grid, ``per_row`` across, black ``margin`` px between."""
+    patterns = np.asarray(patterns)
+    if patterns.ndim != 4 or len(patterns) == 0 or per_row < 1 or margin < 0:
+        raise ValueError(f"pattern_grid needs (F, h, w, 3) patterns, per_row >= 1, margin >= 0; got {patterns.shape}")
+    count, h, w, c = patterns.shape
+    cols = min(per_row, count)
+    rows = -(-count // cols)
+    grid = np.zeros((rows * h + (rows - 1) * margin, cols * w + (cols - 1) * margin, c), np.uint8)
+    for i, pattern in enumerate(patterns):
+        row, col = divmod(i, cols)
+        grid[row * (h + margin) : row * (h + margin) + h, col * (w + margin) : col * (w + margin) + w] = pattern
+    return grid
+
+
+# ---------------------------------------------------------------------------
+# the book's loop, the reference and the benchmark's baseline
+
+
+def feature_extractor(model: Any, layer: str, preprocess: Callable[[Any], Any] | None = None) -> Callable:
+    """As the book: ``keras.Model(model.inputs, layer.output)`` for a top-level layer (the graph
+    executor for a nested path), after ``preprocess``; image 0..255 -> layer output."""
+    import keras
+
+    prep = preprocess or (lambda x: x)
+    try:
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        sub = keras.Model(inputs, model.get_layer(layer).output)
+        return lambda image: sub(prep(image), training=False)
+    except ValueError:
+        graph = flatten(model)
+        run = runner(graph, [locate(graph, layer).key])
+        return lambda image: run(prep(image))[0]
+
+
+def book_step(extractor: Callable, image: Any, filter_index: Any, step_size: float) -> tuple[Any, Any]:
+    """One of the book's steps for one image (1, H, W, 3) and one filter: (new image, loss)."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(image)
+        loss = tf.reduce_mean(tf.gather(extractor(image), filter_index, axis=-1))
+    grads = tape.gradient(loss, image)
+    grads /= tf.sqrt(tf.reduce_mean(tf.square(grads))) + 1e-5
+    return image + step_size * grads, loss
+
+
+def book_loop(
+    model: Any,
+    layer: str,
+    filters: Sequence[int],
+    size: int | tuple[int, int],
+    steps: int,
+    step_size: float,
+    preprocess: Callable[[Any], Any] | None = None,
+    seed: int = 0,
+    *,
+    compiled: bool = False,
+) -> np.ndarray:
+    """The book's loop in TensorFlow 2: one filter at a time, a GradientTape per filter per step,
+    from the same noise as :meth:`FilterAscent.run`. ``compiled``: the step in a ``tf.function``
+    (the filter index a tensor, so one trace serves every filter) instead of eager.
+    Returns patterns RGB uint8 (F, H, W, 3)."""
+    import tensorflow as tf
+
+    extractor = feature_extractor(model, layer, preprocess)
+
+    def step(image: Any, f: Any) -> tuple[Any, Any]:
+        return book_step(extractor, image, f, step_size)
+
+    if compiled:
+        step = tf.function(step, autograph=False)
+    shape = (size, size) if isinstance(size, int) else tuple(size)
+    start = noise(filters, (*shape, 3), seed)
+    out = []
+    for f, image in zip(filters, start):
+        x = tf.constant(image[None])
+        for _ in range(steps):
+            x, _ = step(x, tf.constant(int(f)))
+        out.append(x.numpy()[0])
+    return deprocess(np.stack(out))
+
+
+def write_filter_outputs(
+    ascent: FilterAscent,
+    filters: Sequence[int],
+    out_dir: str | pathlib.Path,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    per_row: int = 8,
+    margin: int = 5,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Run ``ascent`` and write ``out_dir/grid.png``, ``out_dir/filter_NNNN.png`` per filter and
+    ``out_dir/filters.json`` (each filter's mean activation before and after); returns that index."""
+    from .. import writers
+    from .activations import encode_png
+
+    filters = [int(f) for f in ascent.check_filters(filters)]
+    patterns, final, initial = ascent.run(filters, batch_size=batch_size, seed=seed, progress=progress)
+    out = pathlib.Path(out_dir)
+    records = []
+    for f, pattern, after, before in zip(filters, patterns, final, initial):
+        name = f"{'unit' if ascent.units else 'filter'}_{f:04d}.png"
+        writers.write_bytes(out / name, encode_png(pattern))
+        records.append({"filter": f, "file": name, "initial_mean_activation": float(before),
+                        "final_mean_activation": float(after)})
+    writers.write_bytes(out / "grid.png", encode_png(pattern_grid(patterns, per_row, margin)))
+    index = {
+        "model": ascent.model.name,
+        "layer": ascent.layer,
+        "units": ascent.units,
+        "channels": ascent.channels,
+        "size": list(ascent.size),
+        "steps": ascent.steps,
+        "step_size": ascent.step_size,
+        "seed": seed,
+        "grid": "grid.png",
+        "filters": records,
+    }
+    writers.write_json(out / "filters.json", index)
+    return index
