@@ -20,7 +20,7 @@ from gradcam_cli.models.split import split_model
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gradcam_cli"
 #: stage -> the stages it may import (besides itself); io, render, errors and the root are leaves for all
 ALLOWED = {
-    "cli": {"run", "engine", "methods", "models", "config", "io", "render", "report"},
+    "cli": {"run", "engine", "methods", "models", "config", "io", "render", "report", "inspect"},
     "run": {"engine", "methods", "models", "config", "io", "render", "metrics"},
     "engine": {"methods", "models", "config", "io", "render"},
     "methods": {"config"},
@@ -28,6 +28,7 @@ ALLOWED = {
     "config": set(),
     "io": {"config"},
     "render": set(),
+    "inspect": {"models", "config", "io", "render", "engine"},
     "metrics": {"io", "render", "config"},
     "report": {"io", "config"},
 }

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gradcam_cli.backbones import load_user_model
+from gradcam_cli.models.load import load_user_model
 from gradcam_cli.errors import OptionError
 from gradcam_cli.inspect.activations import (
     BACKGROUND,
@@ -41,7 +41,7 @@ from gradcam_cli.inspect.filters import (
     preprocess_tensor,
     write_filter_outputs,
 )
-from gradcam_cli.preprocess import _affine
+from gradcam_cli.io.preprocess import _affine
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[1] / "sample_images"
 

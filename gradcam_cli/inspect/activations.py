@@ -4,7 +4,7 @@
 layer's output; ``channel_grid`` draws one layer's channels as coloured tiles
 (Deep Learning with Python, 5.4.1: each channel standardised, 16 per row).
 Arrays in, arrays out; :func:`write_activation_grids` writes PNGs and a JSON
-index through :mod:`gradcam_cli.writers`.
+index through :mod:`gradcam_cli.io.writers`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from .targets import Target, conv_pool_layers, flatten, input_shape, locate, runner
+from gradcam_cli.inspect.targets import Target, conv_pool_layers, flatten, input_shape, locate, runner
 
 #: background of the grid (gaps and title band), RGB
 BACKGROUND = (255, 255, 255)
@@ -166,7 +166,7 @@ def channel_grid(
     is at least ``min_tile`` px. ``title`` (default ``"h x w x C"``) is drawn above
     with Pillow's default font; ``""`` draws none. Gaps and title band are white.
     """
-    from ..render import colormap_id
+    from gradcam_cli.render.overlay import colormap_id
 
     activation = np.asarray(activation)
     if activation.ndim != 3:
@@ -232,7 +232,7 @@ def write_activation_grids(
     batch (e.g. ``GradCAM.prepare``). ``progress(n)`` is called after each batch
     with the number of images done in it.
     """
-    from .. import writers
+    from gradcam_cli.io import writers
 
     stems = [stem for stem, _ in images]
     if len(set(stems)) != len(stems):

@@ -36,8 +36,8 @@ def benchmark_filters(
     """
     import keras
 
-    from ..profiles import get_profile, load_registry
-    from .filters import FilterAscent, book_loop, preprocess_tensor
+    from gradcam_cli.config.profiles import get_profile, load_registry
+    from gradcam_cli.inspect.filters import FilterAscent, book_loop, preprocess_tensor
 
     profile = get_profile(load_registry(), "vgg16")
     model = keras.applications.VGG16(weights=None, include_top=False)
@@ -87,8 +87,8 @@ def benchmark_activations(image_path: str | pathlib.Path = SAMPLE, *, first: int
     call (tracing), steady per-call time (median of ``repeats``), and drawing every grid."""
     import cv2
 
-    from ..pipeline import GradCAM
-    from .activations import ActivationProbe, channel_grid, default_layers, encode_png
+    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.inspect.activations import ActivationProbe, channel_grid, default_layers, encode_png
 
     image = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     load_s, cam = _seconds(lambda: GradCAM("efficientnet_lite0"))

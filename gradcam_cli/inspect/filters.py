@@ -14,8 +14,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ModelError, OptionError
-from .targets import flatten, input_shape, locate, output_target, runner
+from gradcam_cli.errors import ModelError, OptionError
+from gradcam_cli.inspect.targets import flatten, input_shape, locate, output_target, runner
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -27,7 +27,7 @@ NOISE_BASE, NOISE_SPAN = 128.0, 20.0
 def preprocess_tensor(x: Any, profile: Any) -> Any:
     """float32 RGB 0..255 tensor (..., 3) -> model input, inside the graph.
 
-    The same formula as ``gradcam_cli.preprocess`` for the profile's
+    The same formula as ``gradcam_cli.io.preprocess`` for the profile's
     ``preprocessing`` (caffe, tf, torch, scale, mean_std, none) with its
     ``mean`` / ``std``; differentiable.
     """
@@ -292,8 +292,8 @@ def write_filter_outputs(
 ) -> dict:
     """Run ``ascent`` and write ``out_dir/grid.png``, ``out_dir/filter_NNNN.png`` per filter and
     ``out_dir/filters.json`` (each filter's mean activation before and after); returns that index."""
-    from .. import writers
-    from .activations import encode_png
+    from gradcam_cli.io import writers
+    from gradcam_cli.inspect.activations import encode_png
 
     filters = [int(f) for f in ascent.check_filters(filters)]
     patterns, final, initial = ascent.run(filters, batch_size=batch_size, seed=seed, progress=progress)

@@ -1,7 +1,7 @@
 """Find layers in a model's graph and run the part of the graph that computes them.
 
 The one place in ``inspect/`` that reaches into the graph internals of
-:mod:`gradcam_cli.backbones` (see :func:`_graph`): a model is flattened into
+:mod:`gradcam_cli.models.graph` (see :func:`_graph`): a model is flattened into
 steps in topological order, nested models inlined, each step with a
 '/'-separated ``path`` (``outer/inner/layer``) as ``gradcam layers`` shows it.
 """
@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import ModelError, OptionError
+from gradcam_cli.errors import ModelError, OptionError
 
 #: the layer types whose outputs the book shows as activations ("the first 8 conv/pool layers")
 CONV_POOL = (
@@ -28,7 +28,8 @@ _LIST_HINT = "`gradcam layers` lists them"
 
 def _graph() -> tuple[Callable, Callable, Callable]:
     """``(flatten, resolve_target, execute)`` from the module that owns Keras graph surgery."""
-    from ..backbones import _execute, _flatten, _resolve_target
+    from gradcam_cli.models.graph import execute as _execute, flatten as _flatten
+    from gradcam_cli.models.targets import resolve_target as _resolve_target
 
     return _flatten, _resolve_target, _execute
 
