@@ -10,6 +10,7 @@ import click
 
 from gradcam_cli.config.profiles import DEFAULT_BACKBONE
 from gradcam_cli.errors import (
+    BusyError,
     GradcamError,
     InputError,
     OptionError,
@@ -30,7 +31,8 @@ Exit codes:
   0  every image was explained
   1  some images failed (each has an error record; the rest are done)
   2  usage error: a bad flag, an unknown backbone or class, or a model option
-     that does not fit the model (--layer, --output, --input-size, --custom-objects)
+     that does not fit the model (--layer, --output, --input-size, --custom-objects);
+     or --out is in use by another run (the message names its pid)
   3  the output directory cannot be written (read-only, full disk, ...)
   4  the model or its weights cannot be loaded (missing, corrupt, not a Keras model)
 """
@@ -47,7 +49,7 @@ class CliError(click.ClickException):
 def to_cli_error(exc: GradcamError) -> CliError:
     if isinstance(exc, OutputError):
         return CliError(str(exc), EXIT_OUTPUT)
-    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError)):
+    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError, BusyError)):
         return CliError(str(exc), EXIT_USAGE)  # the fix is a flag or a profile
     return CliError(str(exc), EXIT_MODEL)
 

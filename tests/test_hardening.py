@@ -1,0 +1,142 @@
+"""Hardening: a locked output folder, interrupts, broken pipes, early checks, resume semantics.
+
+Runs use a small untrained CNN saved as .keras (fast to load) on tiny generated images."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from builders import small_cnn
+from helpers import invoke
+
+from gradcam_cli.io import writers
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model options, folder of 6 images) for a fast own-model run."""
+    root = tmp_path_factory.mktemp("tiny")
+    small_cnn("softmax").save(root / "model.keras")
+    (root / "labels.txt").write_text("red\ngreen\nblue\n")
+    images = make_images(root / "images", 6)
+    return ["--model", root / "model.keras", "--labels", root / "labels.txt", "--preprocess", "scale", "--top", 1,
+            "-q"], images
+
+
+def make_images(folder: pathlib.Path, n: int, size: int = 40) -> pathlib.Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(folder / f"im{i:03d}.png")
+    return folder
+
+
+def cli(*args, **popen) -> subprocess.Popen:
+    """``python -m gradcam_cli explain ARGS`` in a child process (this checkout's code)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+    return subprocess.Popen([sys.executable, "-m", "gradcam_cli", "explain", *map(str, args)], env=env, **popen)
+
+
+def wait_for_records(jsonl: pathlib.Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if jsonl.exists() and jsonl.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no {n} records in {jsonl} (exit {proc.poll()})")
+
+
+def log_records(out: pathlib.Path, name: str = "predictions.jsonl") -> list[dict]:
+    lines = (out / name).read_bytes().splitlines()
+    return [json.loads(line) for line in lines]  # every line is JSON
+
+
+def document(out: pathlib.Path, name: str = "predictions.json") -> dict:
+    return json.loads((out / name).read_text())
+
+
+def temp_files(out: pathlib.Path) -> list[str]:
+    return [p.name for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+# ---------------------------------------------------------------------------
+# 1. one run per output folder
+
+
+def test_a_second_run_into_a_busy_folder_refuses_and_the_first_completes(tmp_path, tiny):
+    options, _ = tiny
+    src = make_images(tmp_path / "many", 300)
+    out = tmp_path / "o"
+    first = cli(src, "--out", out, "--batch-size", 1, *options, stderr=subprocess.PIPE, text=True)
+    wait_for_records(out / "predictions.jsonl", 1, first)
+    second = invoke("explain", src, "--out", out, *options)
+    still_running = first.poll() is None
+    _, err = first.communicate()
+    assert still_running, "the first run ended before the second one tried"
+    assert second.exit_code == 2
+    assert second.stderr == (f"Error: {out} is in use by another gradcam run (pid {first.pid}); "
+                             "wait for it to end, or choose another --out folder\n")
+    assert first.returncode == 0, err
+    records = log_records(out)
+    assert [r["path"] for r in document(out)["images"]] == [str(p) for p in sorted(src.glob("*.png"))]
+    assert sorted(r["path"] for r in records) == sorted(str(p) for p in src.glob("*.png"))
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path, tiny):
+    options, _ = tiny
+    src = make_images(tmp_path / "many", 200)
+    out = tmp_path / "o"
+    holder = cli(src, "--out", out, "--batch-size", 1, *options)
+    wait_for_records(out / "predictions.jsonl", 1, holder)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (out / writers.LOCK_NAME).read_text().strip() == str(holder.pid)  # the pid stays, the lock does not
+    resumed = invoke("explain", src, "--out", out, "--resume", *options)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [r["path"] for r in document(out)["images"]] == [str(p) for p in sorted(src.glob("*.png"))]
+    assert temp_files(out) == []
+
+
+def test_shards_share_a_folder_but_not_with_a_whole_run_or_the_same_shard(tmp_path, tiny):
+    options, images = tiny
+    out = tmp_path / "o"
+    out.mkdir()
+    with writers.FolderLock(out, "1-of-2"):  # shard 1/2 is running (here: this process)
+        other = invoke("explain", images, "--out", out, "--shard", "2/2", *options)
+        same = invoke("explain", images, "--out", out, "--shard", "1/2", *options)
+        whole = invoke("explain", images, "--out", out, *options)
+    assert other.exit_code == 0, other.stderr
+    assert (out / "predictions.2-of-2.json").is_file()
+    busy = (f"Error: {out} is in use by another gradcam run (pid {os.getpid()}); "
+            "wait for it to end, or choose another --out folder\n")
+    assert (same.exit_code, same.stderr) == (2, busy)
+    assert (whole.exit_code, whole.stderr) == (2, busy)
+    assert invoke("explain", images, "--out", out, *options).exit_code == 0  # released
+
+
+def test_resume_drops_a_torn_line_anywhere_in_the_log(tmp_path, tiny):
+    options, images = tiny
+    out = tmp_path / "o"
+    assert invoke("explain", images, "--out", out, *options).exit_code == 0
+    lines = (out / "predictions.jsonl").read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2][: len(lines[2]) // 2] + lines[3]  # torn by a concurrent writer: two records in one line
+    del lines[3]
+    (out / "predictions.jsonl").write_bytes(b"".join(lines))
+    result = invoke("explain", images, "--out", out, "--resume", *options)
+    assert result.exit_code == 0, result.stderr
+    records = log_records(out)
+    doc = document(out)
+    assert len(records) == 6  # the 4 whole lines kept; images 2 and 3, lost with the torn line, redone
+    assert doc["images"] == [next(r for r in records if r["path"] == p["path"]) for p in doc["images"]]
+    assert [r["path"] for r in doc["images"]] == [str(p) for p in sorted(images.glob("*.png"))]
+    assert doc["summary"] == {"images": 6, "done": 6, "failed": 0}
