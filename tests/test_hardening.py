@@ -140,3 +140,98 @@ def test_resume_drops_a_torn_line_anywhere_in_the_log(tmp_path, tiny):
     assert doc["images"] == [next(r for r in records if r["path"] == p["path"]) for p in doc["images"]]
     assert [r["path"] for r in doc["images"]] == [str(p) for p in sorted(images.glob("*.png"))]
     assert doc["summary"] == {"images": 6, "done": 6, "failed": 0}
+
+
+# ---------------------------------------------------------------------------
+# 2. SIGINT / SIGTERM, 3. a closed stdout
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory, tiny):
+    """300 images and their uninterrupted run: (options, folder, output folder)."""
+    options, _ = tiny
+    root = tmp_path_factory.mktemp("long")
+    src = make_images(root / "in", 300)
+    result = invoke("explain", src, "--out", root / "full", "--batch-size", 4, *options)
+    assert result.exit_code == 0, result.stderr
+    return options, src, root / "full"
+
+
+def same_results(out: pathlib.Path, reference: pathlib.Path) -> None:
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert files == {p.relative_to(reference).as_posix() for p in reference.rglob("*") if p.is_file()}
+    doc, ref = document(out), document(reference)
+    assert doc["summary"] == ref["summary"]
+    strip = lambda records: [{**r, "predictions": [{k: v for k, v in p.items() if k != "probability"}  # noqa: E731
+                                                   for p in r["predictions"]]} for r in records]
+    assert strip(doc["images"]) == strip(ref["images"])
+    for a, b in zip(doc["images"], ref["images"]):
+        np.testing.assert_allclose([p["probability"] for p in a["predictions"]],
+                                   [p["probability"] for p in b["predictions"]], atol=1e-5)
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_between_batches_and_resume_completes(tmp_path, long_run, signum, code):
+    options, src, full = long_run
+    out = tmp_path / "o"
+    proc = cli(src, "--out", out, "--batch-size", 1, *options, stderr=subprocess.PIPE, text=True)
+    wait_for_records(out / "predictions.jsonl", 1, proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    done = log_records(out)
+    assert 1 <= len(done) < 300
+    assert err == f"gradcam: interrupted after {len(done)} of 300 images; rerun with --resume\n"
+    doc = document(out)
+    assert doc["images"] == done and doc["summary"] == {"images": len(done), "done": len(done), "failed": 0}
+    assert [r["path"] for r in done] == [str(p) for p in sorted(src.glob("*.png"))][: len(done)]
+    for record in done:
+        assert (out / record["predictions"][0]["overlay"]).is_file()
+    assert temp_files(out) == []
+    resumed = invoke("explain", src, "--out", out, "--batch-size", 4, "--resume", *options)
+    assert resumed.exit_code == 0, resumed.stderr
+    same_results(out, full)
+
+
+def test_a_closed_stdout_stops_quietly_and_keeps_the_finished_work(tmp_path, long_run):
+    options, src, _ = long_run
+    out = tmp_path / "o"
+    proc = cli(src, "--out", out, "--batch-size", 1, "--jsonl", *options, stdout=subprocess.PIPE,
+               stderr=subprocess.PIPE)
+    first = json.loads(proc.stdout.readline())
+    proc.stdout.close()  # `| head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""
+    done = log_records(out)
+    assert 1 <= len(done) < 300 and done[0] == first
+    assert document(out)["images"] == done
+    assert temp_files(out) == []
+
+
+# ---------------------------------------------------------------------------
+# 14. progress in a log file
+
+
+def test_progress_in_a_file_is_a_plain_line_every_ten_seconds():
+    import io
+
+    from gradcam_cli.cli.progress import Progress
+
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(100, quiet=False, stream=stream, clock=lambda: now[0])
+    for _ in range(30):  # 30 images, one every 0.5 s: a line at 10 s (20 done)
+        now[0] += 0.5
+        progress.update()
+    progress.write("gradcam: skipped x.jpg: empty file")
+    progress.close()
+    assert stream.getvalue() == ("gradcam: 20 of 100 images (20%), 2.0 img/s, 0m40s left\n"
+                                 "gradcam: skipped x.jpg: empty file\n")
+    assert "\r" not in stream.getvalue()
+    quiet = io.StringIO()
+    silent = Progress(100, quiet=True, stream=quiet, clock=lambda: now[0])
+    for _ in range(30):
+        now[0] += 1.0
+        silent.update()
+    assert quiet.getvalue() == ""

@@ -25,6 +25,8 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_OUTPUT = 3
 EXIT_MODEL = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a process killed by it
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -35,6 +37,9 @@ Exit codes:
      or --out is in use by another run (the message names its pid)
   3  the output directory cannot be written (read-only, full disk, ...)
   4  the model or its weights cannot be loaded (missing, corrupt, not a Keras model)
+  130  interrupted by Ctrl-C (SIGINT); 143: by SIGTERM. Finished images are kept
+       and predictions.json lists them; rerun with --resume
+  141  stdout was closed (--jsonl | head): finished images and predictions.json are kept
 """
 
 

@@ -9,6 +9,7 @@ import sys
 import click
 
 from gradcam_cli.cli.common import (
+    EXIT_BROKEN_PIPE,
     EXIT_CODES_HELP,
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -101,7 +102,8 @@ def _colormap(ctx, param, value):
               help="List the inputs and the resolved backbone, layer and preprocessing; compute nothing.")
 @click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True, callback=_methods,
               metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
 def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
             colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
             methods, quiet, **model_params) -> None:
@@ -109,7 +111,28 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
 
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
     to read paths from stdin, one per line.
+
+    Ctrl-C (or SIGTERM) finishes the batches in flight, writes predictions.json for what
+    is done and exits 130 (143); rerun with --resume to go on.
     """
+    from gradcam_cli.cli.interrupt import Interrupted, StopRequest
+
+    stop = StopRequest()
+    with stop.installed():
+        try:
+            code = _explain(stop, inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size,
+                            precision, alpha, colormap, quality, save_raw, no_recursive, extensions, null, max_pixels,
+                            jsonl, resume, shard, dry_run, methods, quiet, model_params)
+        except Interrupted as exc:  # before the run started, or a second signal
+            click.echo("gradcam: interrupted; rerun with --resume", err=True)
+            code = 128 + exc.signum
+    sys.exit(code)
+
+
+def _explain(stop, inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
+             colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
+             methods, quiet, model_params) -> int:
+    """The command's work; returns the exit code."""
     from gradcam_cli.run.settings import RunSettings
 
     if target_unit is not None:
@@ -126,11 +149,16 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
         colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels,
     )
     if dry_run:
-        _dry_run(settings, refs, jsonl)
-        return
-    summary = _run(settings, refs, out_dir, batch_size, resume, shard_kn, jsonl, quiet)
+        return _dry_run(stop, settings, refs, jsonl)
+    summary = _run(stop, settings, refs, out_dir, batch_size, resume, shard_kn, jsonl, quiet)
+    if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
+        return EXIT_BROKEN_PIPE
+    if stop.signum is not None:
+        click.echo(f"gradcam: interrupted after {summary.records} of {summary.total} images; rerun with --resume",
+                   err=True)
+        return 128 + stop.signum
     _report(summary, quiet)
-    sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
 def _parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -160,8 +188,9 @@ def _inputs(inputs, no_recursive, extensions, null, shard):
     return refs
 
 
-def _run(settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet):
+def _run(stop, settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet):
     """Check what can be checked, load the model, run the folder; return the summary."""
+    from gradcam_cli.cli.progress import Progress
     from gradcam_cli.io.writers import check_writable
     from gradcam_cli.run.settings import RunOptions
 
@@ -182,23 +211,26 @@ def _run(settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet):
         truth = {path: cam.class_names.resolve(label, cam.split.num_classes) for path, label in (labels or {}).items()}
     options = RunOptions(out_dir=out_dir, batch_size=auto_batch_size() if batch_size == "auto" else batch_size,
                          resume=resume, shard=shard)
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(refs), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True, delay=0.5)
+    progress = Progress(len(refs), quiet)
 
     def on_record(record: dict) -> None:
-        bar.update(1)
+        progress.update(1)
         if record["status"] != "ok":
-            bar.write(f"gradcam: skipped {record['path']}: {record['message']}", file=sys.stderr)
-        if jsonl:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            progress.write(f"gradcam: skipped {record['path']}: {record['message']}")
+        if jsonl and not stop.pipe_closed:
+            try:
+                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                stop.close_stdout()
 
+    stop.running = True
     try:
         with errors():
-            return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record)
+            return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
     finally:
-        bar.close()
+        stop.running = False
+        progress.close()
 
 
 def _report(summary, quiet: bool) -> None:
@@ -218,7 +250,7 @@ def _report(summary, quiet: bool) -> None:
         )
 
 
-def _dry_run(settings, refs, as_jsonl) -> None:
+def _dry_run(stop, settings, refs, as_jsonl) -> int:
     """Resolve everything a run would use without loading weights (a backbone's graph is built
     with random initialisation only, to check the target layer and pick the engine path)."""
     cam = make_cam_without_weights(settings.model)
@@ -242,5 +274,11 @@ def _dry_run(settings, refs, as_jsonl) -> None:
     }
     for key, value in described.items():
         click.echo(f"{key}: {value}", err=True)
-    for ref in refs:
-        click.echo(json.dumps({"path": ref.path, "out_stem": ref.out_stem}, ensure_ascii=False) if as_jsonl else ref.path)
+    try:
+        for ref in refs:
+            click.echo(json.dumps({"path": ref.path, "out_stem": ref.out_stem}, ensure_ascii=False) if as_jsonl
+                       else ref.path)
+    except BrokenPipeError:
+        stop.close_stdout()
+        return EXIT_BROKEN_PIPE
+    return EXIT_OK
