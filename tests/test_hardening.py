@@ -235,3 +235,86 @@ def test_progress_in_a_file_is_a_plain_line_every_ten_seconds():
         now[0] += 1.0
         silent.update()
     assert quiet.getvalue() == ""
+
+
+# ---------------------------------------------------------------------------
+# 4-6. arguments checked before anything is loaded
+
+EARLY = """
+import json, sys
+from gradcam_cli.cli import main
+try:
+    main(sys.argv[1:], prog_name="gradcam")
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.write(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
+def early(*args, cwd=None, stdin: str = "") -> tuple[int, bool, str]:
+    """(exit code, whether TensorFlow was imported, stderr) of ``gradcam ARGS`` in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", EARLY, *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=cwd, input=stdin, timeout=120)
+    status = json.loads(done.stdout.splitlines()[-1])
+    return status["code"], status["tensorflow"], done.stderr
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    (root / "empty").mkdir()
+    (root / "texts").mkdir()
+    (root / "texts" / "notes.txt").write_text("not an image")
+    make_images(root / "ok", 2)
+    (root / "truth.csv").write_text(f"path,label\n{root / 'ok' / 'im000.png'},tabby\n{root / 'ok' / 'im001.png'},tabyy\n")
+    (root / "afile.txt").write_text("a file")
+    return root
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["{root}/nosuch.jpg"], 2, "Error: input {root}/nosuch.jpg does not exist; check the path"),
+    (["{root}/ok", "{root}/nosuch.jpg", "{root}/gone"], 2,
+     "Error: input {root}/nosuch.jpg does not exist (and 1 more); check the path"),
+    (["{root}/empty"], 5, "Error: no images found in {root}/empty (looked for {exts}; --ext adds others)"),
+    (["{root}/texts"], 5, "Error: no images found in {root}/texts (looked for {exts}; --ext adds others)"),
+    (["{root}/ok/*.jpg"], 5, "Error: no images found in {root}/ok/*.jpg (looked for {exts}; --ext adds others)"),
+    (["-"], 5, "Error: no images found in stdin (looked for {exts}; --ext adds others)"),
+    (["{root}/ok", "--class", "tabyy"], 2,
+     "Error: unknown class 'tabyy'; close matches: 'tabby', 'tray', 'abaya'; pass a class name or an index 0..999"),
+    (["{root}/ok", "--class", "1000"], 2, "Error: class index 1000 is out of range: the model has classes 0..999"),
+    (["{root}/ok", "--labels-csv", "{root}/truth.csv"], 2,
+     "Error: unknown class 'tabyy'; close matches: 'tabby', 'tray', 'abaya'; pass a class name or an index 0..999"),
+    (["{root}/ok", "--labels", "{root}/nosuch.txt", "--class", "x"], 2, None),
+    (["{root}/ok", "--backbone", "resnet51"], 2, None),
+    (["{root}/ok", "--out", "{root}/afile.txt"], 3,
+     "Error: cannot write {root}/afile.txt: it is a file, not a folder; pass a folder path to --out "
+     "(it is created if missing)"),
+    (["{root}/ok", "--out", "{root}/afile.txt/sub"], 3,
+     "Error: cannot write {root}/afile.txt/sub: {root}/afile.txt is a file, not a folder; pass a folder path to "
+     "--out (it is created if missing)"),
+])
+def test_bad_arguments_fail_at_once_without_tensorflow_and_create_nothing(bad_inputs, args, code, message):
+    from gradcam_cli.io.discover import DEFAULT_EXTENSIONS
+
+    root = bad_inputs
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    args = [a.format(root=root) for a in args]
+    out = [] if "--out" in args else ["--out", root / "out"]
+    exit_code, tensorflow, err = early("explain", *args, *out)
+    assert exit_code == code, err
+    assert not tensorflow
+    assert len(err.splitlines()) == 1 and err.startswith("Error: ")
+    if message is not None:
+        assert err == message.format(root=root, exts=" ".join(DEFAULT_EXTENSIONS)) + "\n"
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing created
+
+
+def test_a_busy_folder_is_refused_before_the_model_loads(tmp_path, bad_inputs):
+    out = tmp_path / "o"
+    out.mkdir()
+    with writers.FolderLock(out):
+        exit_code, tensorflow, err = early("explain", bad_inputs / "ok", "--out", out)
+    assert (exit_code, tensorflow) == (2, False)
+    assert err == (f"Error: {out} is in use by another gradcam run (pid {os.getpid()}); "
+                   "wait for it to end, or choose another --out folder\n")

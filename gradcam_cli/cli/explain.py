@@ -11,8 +11,12 @@ import click
 from gradcam_cli.cli.common import (
     EXIT_BROKEN_PIPE,
     EXIT_CODES_HELP,
+    EXIT_NO_IMAGES,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    CliError,
+    class_names_before_loading,
     errors,
     make_cam,
     make_cam_without_weights,
@@ -62,7 +66,7 @@ def _colormap(ctx, param, value):
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--out", "out_dir", default="gradcam_out", show_default=True, type=click.Path(file_okay=False),
+@click.option("-o", "--out", "out_dir", default="gradcam_out", show_default=True, type=click.Path(),
               help="Output folder: overlays mirror the input tree; predictions.json(l) at its top.")
 @model_options
 @click.option("-n", "--top", default=3, show_default=True, type=click.IntRange(1, 1000),
@@ -148,9 +152,10 @@ def _explain(stop, inputs, out_dir, top, classes, target_unit, threshold, labels
         threshold=threshold, labels_csv=None if labels_csv is None else os.path.abspath(labels_csv), alpha=alpha,
         colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels,
     )
+    labels = _precheck(settings, None if dry_run else out_dir, shard_kn)
     if dry_run:
         return _dry_run(stop, settings, refs, jsonl)
-    summary = _run(stop, settings, refs, out_dir, batch_size, resume, shard_kn, jsonl, quiet)
+    summary = _run(stop, settings, refs, labels, out_dir, batch_size, resume, shard_kn, jsonl, quiet)
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
     if stop.signum is not None:
@@ -173,35 +178,55 @@ def _parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 
 def _inputs(inputs, no_recursive, extensions, null, shard):
-    from gradcam_cli.io.discover import DEFAULT_EXTENSIONS, in_shard, iter_inputs
+    """The run's inputs, checked before anything is loaded: a path that does not exist is a usage
+    error; no image at all (before --shard) ends the command with EXIT_NO_IMAGES."""
+    from gradcam_cli.io.discover import DEFAULT_EXTENSIONS, in_shard, iter_inputs, missing_arguments
 
     if null and "-" not in inputs:
         raise click.UsageError("--null only applies when '-' (paths on stdin) is among the inputs")
+    missing = missing_arguments(inputs)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CliError(f"input {missing[0]} does not exist{more}; check the path", EXIT_USAGE)
     exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions) or DEFAULT_EXTENSIONS
-    refs = [
-        ref
-        for ref in iter_inputs(inputs, recursive=not no_recursive, extensions=exts, stdin=sys.stdin, null=null)
-        if shard is None or in_shard(ref, *shard)
-    ]
+    refs = list(iter_inputs(inputs, recursive=not no_recursive, extensions=exts, stdin=sys.stdin, null=null))
     if not refs:
-        click.echo(f"gradcam: no images found in {' '.join(inputs)}", err=True)
-    return refs
+        where = "stdin" if list(inputs) == ["-"] else " ".join(inputs)
+        raise CliError(f"no images found in {where} (looked for {' '.join(exts)}; --ext adds others)",
+                       EXIT_NO_IMAGES)
+    return [ref for ref in refs if shard is None or in_shard(ref, *shard)]
 
 
-def _run(stop, settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet):
-    """Check what can be checked, load the model, run the folder; return the summary."""
-    from gradcam_cli.cli.progress import Progress
-    from gradcam_cli.io.writers import check_writable
-    from gradcam_cli.run.settings import RunOptions
+def _precheck(settings, out_dir, shard) -> dict | None:
+    """Everything that can be checked before the model loads: the output folder (nothing is created),
+    the class names (--class, --labels, the labels CSV's labels) when they are known without
+    the model. Returns the labels CSV (real path -> label), or None."""
+    from gradcam_cli.io import writers
 
     labels = None
-    if settings.labels_csv is not None:
-        from gradcam_cli.io.labels_csv import load_labels_csv
-
-        with errors():
-            labels = load_labels_csv(settings.labels_csv)
     with errors():
-        check_writable(out_dir)
+        if out_dir is not None:
+            writers.check_creatable(out_dir)
+            if os.path.isdir(out_dir):
+                writers.FolderLock(out_dir, None if shard is None else f"{shard[0]}-of-{shard[1]}").check_free()
+        if settings.labels_csv is not None:
+            from gradcam_cli.io.labels_csv import load_labels_csv
+
+            labels = load_labels_csv(settings.labels_csv)
+        names = class_names_before_loading(settings.model)
+        if names is not None:
+            for token in settings.classes:
+                names.resolve(token)
+            for label in sorted(set((labels or {}).values())):
+                names.resolve(label)
+    return labels
+
+
+def _run(stop, settings, refs, labels, out_dir, batch_size, resume, shard, jsonl, quiet):
+    """Load the model and run the folder (created now); return the summary."""
+    from gradcam_cli.cli.progress import Progress
+    from gradcam_cli.run.settings import RunOptions
+
     cam = make_cam(settings.model)
     from gradcam_cli.engine.cam import auto_batch_size
     from gradcam_cli.run.folder import run_folder

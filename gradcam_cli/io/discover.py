@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "InputRef",
     "iter_inputs",
+    "missing_arguments",
     "parse_shard",
     "in_shard",
 ]
@@ -424,6 +425,12 @@ def iter_inputs(
             yield from listing.explicit(arg)
         else:
             yield from listing.glob(arg)
+
+
+def missing_arguments(inputs: Sequence[str]) -> list[str]:
+    """The arguments that name nothing: not ``-``, not an existing path, not a glob pattern.
+    (A glob that matches nothing is not missing; it yields no image.)"""
+    return [arg for arg in inputs if arg != "-" and not os.path.lexists(arg) and not _glob.has_magic(arg)]
 
 
 _SHARD_RE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")

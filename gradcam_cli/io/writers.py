@@ -124,6 +124,21 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+def check_creatable(directory: str | os.PathLike) -> None:
+    """Raise :class:`OutputError` when ``directory`` could not be created or written into,
+    creating nothing (the run creates it when it starts)."""
+    directory = pathlib.Path(directory)
+    probe = directory
+    while not os.path.lexists(probe) and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "it is" if probe == directory else f"{probe} is"
+        raise OutputError(f"cannot write {directory}: {where} a file, not a folder; "
+                          "pass a folder path to --out (it is created if missing)")
+    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {directory}: permission denied on {probe}; choose another --out directory")
+
+
 def check_writable(directory: str | os.PathLike) -> pathlib.Path:
     """Create ``directory`` if needed and prove a file can be written there."""
     directory = pathlib.Path(directory)
@@ -267,21 +282,32 @@ class FolderLock:
         self._handles: list = []
 
     def __enter__(self) -> "FolderLock":
+        self._acquire(create=True)
+        return self
+
+    def check_free(self) -> None:
+        """Raise :class:`BusyError` now if another run holds what this lock would take; creates
+        nothing and keeps nothing (the run still takes the lock when it starts)."""
+        try:
+            self._acquire(create=False)
+        finally:
+            self.release()
+
+    def _acquire(self, create: bool) -> None:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
-            return self
+            return
         main = self.directory / LOCK_NAME
         try:
             if self.part is None:
-                self._take(main, fcntl.LOCK_EX, write_pid=True)
+                self._take(main, fcntl.LOCK_EX, create, write_pid=True)
             else:
-                self._take(main, fcntl.LOCK_SH, write_pid=False)
-                self._take(self.directory / f".gradcam.{self.part}.lock", fcntl.LOCK_EX, write_pid=True)
+                self._take(main, fcntl.LOCK_SH, create, write_pid=False)
+                self._take(self.directory / f".gradcam.{self.part}.lock", fcntl.LOCK_EX, create, write_pid=True)
         except BaseException:
             self.release()
             raise
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
@@ -291,11 +317,13 @@ class FolderLock:
             handle.close()  # closing drops the flock
         self._handles.clear()
 
-    def _take(self, path: pathlib.Path, mode: int, write_pid: bool) -> None:
+    def _take(self, path: pathlib.Path, mode: int, create: bool, write_pid: bool) -> None:
         import fcntl
 
+        if not create and not path.is_file():
+            return  # no run ever locked it
         try:
-            handle = open(path, "a+b")
+            handle = open(path, "a+b" if create else "rb")
         except OSError as exc:
             raise _describe(exc, path) from None
         try:
@@ -307,7 +335,7 @@ class FolderLock:
                 f"{self.directory} is in use by another gradcam run (pid {pid if pid else 'unknown'}); "
                 "wait for it to end, or choose another --out folder", pid) from None
         self._handles.append(handle)
-        if write_pid:
+        if write_pid and create:
             os.ftruncate(handle.fileno(), 0)
             os.pwrite(handle.fileno(), f"{os.getpid()}\n".encode(), 0)
 
