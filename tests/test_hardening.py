@@ -318,3 +318,33 @@ def test_a_busy_folder_is_refused_before_the_model_loads(tmp_path, bad_inputs):
     assert (exit_code, tensorflow) == (2, False)
     assert err == (f"Error: {out} is in use by another gradcam run (pid {os.getpid()}); "
                    "wait for it to end, or choose another --out folder\n")
+
+
+# ---------------------------------------------------------------------------
+# 7. --resume with other inputs keeps the union
+
+
+def test_resume_with_other_inputs_lists_the_union_and_agrees_with_the_log(tmp_path, tiny):
+    options, _ = tiny
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, names in ((a, ["x0", "x1", "x2"]), (b, ["y0", "x1"])):
+        folder.mkdir()
+        for i, name in enumerate(names):
+            Image.fromarray(np.full((30, 40, 3), 60 * i + 20, np.uint8)).save(folder / f"{name}.png")
+    out = tmp_path / "o"
+    assert invoke("explain", a, "--out", out, "--class", "red", *options).exit_code == 0
+    result = invoke("explain", b, "--out", out, "--class", "red", "--resume", *options)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ("gradcam: --resume: predictions.json also lists 2 images of earlier runs that are not "
+                             "among these inputs, after this run's; 1 earlier images whose output files this run "
+                             "overwrote are left out\n")
+    doc = document(out)
+    assert [r["path"] for r in doc["images"]] == [str(b / "x1.png"), str(b / "y0.png"), str(a / "x0.png"),
+                                                  str(a / "x2.png")]
+    records = log_records(out)
+    assert [r["path"] for r in records] == [str(a / f"x{i}.png") for i in range(3)] + [str(b / "x1.png"),
+                                                                                       str(b / "y0.png")]
+    assert doc["images"] == [records[i] for i in (3, 4, 0, 2)]
+    assert doc["summary"] == {"images": 4, "done": 4, "failed": 0}
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["x0.class1-red.jpg", "x1.class1-red.jpg",
+                                                        "x2.class1-red.jpg", "y0.class1-red.jpg"]

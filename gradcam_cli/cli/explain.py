@@ -162,6 +162,11 @@ def _explain(stop, inputs, out_dir, top, classes, target_unit, threshold, labels
         click.echo(f"gradcam: interrupted after {summary.records} of {summary.total} images; rerun with --resume",
                    err=True)
         return 128 + stop.signum
+    if summary.earlier or summary.replaced:
+        replaced = (f"; {summary.replaced} earlier images whose output files this run overwrote are left out"
+                    if summary.replaced else "")
+        click.echo(f"gradcam: --resume: predictions.json also lists {summary.earlier} images of earlier runs "
+                   f"that are not among these inputs, after this run's{replaced}", err=True)
     _report(summary, quiet)
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 

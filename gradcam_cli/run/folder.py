@@ -38,6 +38,7 @@ class Summary:
     total: int = 0  # inputs of this run
     interrupted: bool = False  # stopped before every input had a record
     earlier: int = 0  # --resume: records of earlier runs' images that are not among these inputs
+    replaced: int = 0  # --resume: earlier images left out because this run wrote files of the same names
 
     def add(self, record: dict, resumed: bool) -> None:
         self.records += 1
@@ -127,6 +128,11 @@ class _FolderRun:
         writers.write_json(out_dir / self.names[RUN_FILE], {"settings": recorded})
         self.summary = Summary(out_dir=str(out_dir), total=len(refs))
         self.offsets: dict[str, int] = {}
+        self.claimed: set[str] = set()  # the files this run's records name
+
+    def _files(self, record: dict) -> list[str]:
+        return [name for output in self.step.outputs for name in output.files(record) if name] \
+            if record.get("status") == "ok" else []
 
     def run(self) -> Summary:
         with writers.JsonLines(self.jsonl_path, append=self.options.resume) as self.log, \
@@ -142,6 +148,7 @@ class _FolderRun:
             record = item.result() if isinstance(item, Future) else item  # a write's OutputError stops the run
             offset = self.log.write(record)
         self.offsets[record["path"]] = offset
+        self.claimed.update(self._files(record))
         self.summary.add(record, isinstance(item, Resumed))
         if self.on_record is not None:
             self.on_record(record)
@@ -178,11 +185,14 @@ class _FolderRun:
 
     def _document_offsets(self) -> tuple[list[int], list[int]]:
         """The log offsets predictions.json lists: these inputs in input order, then (resuming) the
-        log's other records in log order."""
+        log's other images in log order, except those whose output files this run replaced."""
         known = {**self.resume.offsets, **self.offsets}
         ours = [known[ref.path] for ref in self.refs if ref.path in known]
         inputs = {ref.path for ref in self.refs}
-        earlier = sorted(offset for path, offset in known.items() if path not in inputs)
+        others = sorted(offset for path, offset in known.items() if path not in inputs)
+        earlier = [offset for offset, record in zip(others, writers.read_records_at(self.jsonl_path, others))
+                   if not self.claimed.intersection(self._files(record))]
+        self.summary.replaced = len(others) - len(earlier)
         return ours, earlier
 
     def _write_document(self) -> None:
