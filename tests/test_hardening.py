@@ -348,3 +348,44 @@ def test_resume_with_other_inputs_lists_the_union_and_agrees_with_the_log(tmp_pa
     assert doc["summary"] == {"images": 4, "done": 4, "failed": 0}
     assert sorted(p.name for p in out.glob("*.jpg")) == ["x0.class1-red.jpg", "x1.class1-red.jpg",
                                                         "x2.class1-red.jpg", "y0.class1-red.jpg"]
+
+
+# ---------------------------------------------------------------------------
+# 11. --threshold that keeps no label, 12. a regression output's value
+
+
+def test_resume_keeps_images_whose_threshold_kept_no_label(tmp_path, tiny):
+    options, images = tiny
+    out = tmp_path / "o"
+    assert invoke("explain", images, "--out", out, "--threshold", 0.99, *options).exit_code == 0
+    before = (out / "predictions.jsonl").read_bytes()
+    records = log_records(out)
+    assert len(records) == 6 and all(r["status"] == "ok" and r["predictions"] == [] for r in records)
+    result = invoke("explain", images, "--out", out, "--threshold", 0.99, "--resume", *options[:-1])
+    assert result.exit_code == 0, result.stderr
+    assert "(6 kept from the previous run)" in result.stderr
+    assert (out / "predictions.jsonl").read_bytes() == before  # nothing redone, the log did not grow
+    assert document(out)["images"] == records
+
+
+def test_a_regression_output_reports_a_value_not_a_probability(tmp_path):
+    from builders import SIZE
+
+    model = small_cnn("regression")
+    model.save(tmp_path / "reg.keras")
+    pixels = np.random.default_rng(3).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / f"r{i}.png")
+    out = tmp_path / "o"
+    result = invoke("explain", folder, "--model", tmp_path / "reg.keras", "--preprocess", "scale",
+                    "--target-unit", 0, "--out", out, "-q")
+    assert result.exit_code == 0, result.stderr
+    doc = document(out)
+    assert doc["head"] == "linear"
+    expected = model.predict(pixels.astype(np.float32) / 255.0, verbose=0)[:, 0]
+    for record, value in zip(doc["images"], expected):
+        [entry] = record["predictions"]
+        assert set(entry) == {"rank", "class_index", "class_id", "label", "value", "overlay"}
+        assert entry["value"] == pytest.approx(float(value), abs=1e-5)
