@@ -389,3 +389,20 @@ def test_a_regression_output_reports_a_value_not_a_probability(tmp_path):
         [entry] = record["predictions"]
         assert set(entry) == {"rank", "class_index", "class_id", "label", "value", "overlay"}
         assert entry["value"] == pytest.approx(float(value), abs=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# 8. several inputs mirror the tree below their common folder
+
+
+def test_dry_run_shows_the_mirrored_output_names(tmp_path, tiny):
+    options, _ = tiny
+    for folder in ("x", "y/z"):
+        (tmp_path / folder).mkdir(parents=True)
+        Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / folder / "a.png")
+    for args, stdin in (([tmp_path / "x/a.png", tmp_path / "y/z/a.png"], None), ([f"{tmp_path}/**/a.png"], None),
+                        (["-"], f"{tmp_path}/x/a.png\n{tmp_path}/y/z/a.png\n")):
+        result = invoke("explain", *args, "--dry-run", "--jsonl", *options, input=stdin)
+        assert result.exit_code == 0, result.stderr
+        assert [json.loads(line) for line in result.stdout.splitlines()] == [
+            {"path": f"{tmp_path}/x/a.png", "out_stem": "x/a"}, {"path": f"{tmp_path}/y/z/a.png", "out_stem": "y/z/a"}]
