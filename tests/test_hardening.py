@@ -472,3 +472,52 @@ def test_explain_refuses_one_image_given_without_a_list(tiny_cam):
         tiny_cam.explain(np.zeros((8, 8, 3), np.uint8))
     assert str(info.value) == ("images must be a list of images or an (N, H, W, C) batch; got one array of shape "
                                "(8, 8, 3) and dtype uint8: pass [image] for one image")
+
+
+# ---------------------------------------------------------------------------
+# 15. small frictions
+
+
+def test_ambiguous_class_names_show_what_tells_them_apart():
+    from gradcam_cli.config import classes
+    from gradcam_cli.errors import TargetError
+
+    names = classes.imagenet()
+    with pytest.raises(TargetError) as info:
+        names.resolve("crane")
+    assert str(info.value) == ("class name 'crane' is ambiguous: 134 (crane, n02012849), 517 (crane, n03126707); "
+                               "pass the index or the WordNet id instead")
+    with pytest.raises(TargetError) as info:
+        names.resolve("maillot")
+    assert str(info.value) == ("class name 'maillot' is ambiguous: 638 (maillot, n03710637), "
+                               "639 (maillot, tank suit, n03710721); pass the index or the WordNet id instead")
+    assert names.resolve("n03126707") == 517 and names.resolve("n02012849") == 134
+    own = classes.ClassNames(labels=("a", "a"), ids=(None, None), synonyms=(("a",), ("a",)))
+    with pytest.raises(TargetError) as info:
+        own.resolve("a")
+    assert str(info.value) == "class name 'a' is ambiguous: 0 (a), 1 (a); pass the index instead"
+
+
+def test_ambiguous_class_exits_2_before_loading():
+    exit_code, tensorflow, err = early("explain", "sample_images/chelsea.jpg", "--class", "crane",
+                                       cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert (exit_code, tensorflow) == (2, False)
+    assert err == ("Error: class name 'crane' is ambiguous: 134 (crane, n02012849), 517 (crane, n03126707); "
+                   "pass the index or the WordNet id instead\n")
+
+
+def test_null_separated_paths_lose_the_trailing_newline(tmp_path, tiny):
+    options, images = tiny
+    a, b = images / "im000.png", images / "im001.png"
+    result = invoke("explain", "-", "--null", "--dry-run", *options, input=f"{a}\0{b}\n")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [str(a), str(b)]
+
+
+def test_unknown_layer_points_to_gradcam_layers(tmp_path, tiny):
+    options, images = tiny
+    result = invoke("explain", images, "--layer", "nosuch", "--out", tmp_path / "o", *options)
+    assert result.exit_code == 2
+    assert result.stderr == ("Error: model 'own_softmax' has no layer 'nosuch'; pass --layer with one of its 4-D "
+                             "layers (`gradcam layers` lists them)\n")
+    assert not (tmp_path / "o").exists()

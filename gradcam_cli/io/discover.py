@@ -363,6 +363,8 @@ def _read_stdin_paths(stream: IO[str], null: bool) -> Iterator[str]:
             for item in items:
                 if item.strip():
                     yield item
+        if buf.endswith("\n"):  # the newline that echo or a here-doc adds after the last path
+            buf = buf[:-1]
         if buf.strip():
             yield buf
         return
