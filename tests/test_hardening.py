@@ -521,3 +521,25 @@ def test_unknown_layer_points_to_gradcam_layers(tmp_path, tiny):
     assert result.stderr == ("Error: model 'own_softmax' has no layer 'nosuch'; pass --layer with one of its 4-D "
                              "layers (`gradcam layers` lists them)\n")
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------
+# 13. documented defaults and exit codes
+
+
+def test_help_and_readme_show_the_max_pixels_default_and_every_exit_code():
+    import re
+
+    from gradcam_cli.cli import common
+
+    text = " ".join(invoke("explain", "--help").stdout.split())
+    assert "Default: 178,956,970 (Pillow's)" in text
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "178,956,970" in readme
+    codes = {value for name, value in vars(common).items() if name.startswith("EXIT_") and isinstance(value, int)}
+    assert codes == {0, 1, 2, 3, 4, 5, 130, 141}
+    table = set(int(c) for c in re.findall(r"^\| (\d+) \|", readme, flags=re.M))
+    assert table == codes
+    assert "143 for SIGTERM" in readme
+    for code in codes:
+        assert f" {code} " in text, code
