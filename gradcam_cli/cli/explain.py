@@ -110,9 +110,7 @@ def _colormap(ctx, param, value):
               metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes).")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
-def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
-            colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
-            methods, quiet, **model_params) -> None:
+def explain(**params) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
 
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
@@ -126,38 +124,38 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
     stop = StopRequest()
     with stop.installed():
         try:
-            code = _explain(stop, inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size,
-                            precision, alpha, colormap, quality, save_raw, no_recursive, extensions, null, max_pixels,
-                            jsonl, resume, shard, dry_run, methods, quiet, model_params)
+            code = _explain(stop, params)
         except Interrupted as exc:  # before the run started, or a second signal
             click.echo("gradcam: interrupted; rerun with --resume", err=True)
             code = 128 + exc.signum
     sys.exit(code)
 
 
-def _explain(stop, inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
-             colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
-             methods, quiet, model_params) -> int:
-    """The command's work; returns the exit code."""
+def _explain(stop, p: dict) -> int:
+    """The command's work (``p``: the command's parameters); returns the exit code."""
     from gradcam_cli.run.settings import RunSettings
 
-    if target_unit is not None:
+    classes = p["classes"]
+    if p["target_unit"] is not None:
         if classes:
             raise click.UsageError("give either --class or --target-unit, not both")
-        classes = (str(target_unit),)
-    shard_kn = _parse_shard(shard)
-    if len(methods) > 1:
+        classes = (str(p["target_unit"]),)
+    shard = _parse_shard(p["shard"])
+    if len(p["methods"]) > 1:
         raise click.UsageError("one --method per run for now")
-    refs = _inputs(inputs, no_recursive, extensions, null, shard_kn)
+    refs = _inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], shard)
+    labels_csv = p["labels_csv"]
     settings = RunSettings(
-        model=model_settings(model_params, precision), methods=tuple(methods), top=top, classes=tuple(classes),
-        threshold=threshold, labels_csv=None if labels_csv is None else os.path.abspath(labels_csv), alpha=alpha,
-        colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels,
+        model=model_settings(p, p["precision"]), methods=tuple(p["methods"]), top=p["top"], classes=tuple(classes),
+        threshold=p["threshold"], labels_csv=None if labels_csv is None else os.path.abspath(labels_csv),
+        alpha=p["alpha"], colormap=p["colormap"], quality=p["quality"], save_raw=p["save_raw"],
+        max_pixels=p["max_pixels"],
     )
-    labels = _precheck(settings, None if dry_run else out_dir, shard_kn)
-    if dry_run:
-        return _dry_run(stop, settings, refs, jsonl)
-    summary = _run(stop, settings, refs, labels, out_dir, batch_size, resume, shard_kn, jsonl, quiet)
+    labels = _precheck(settings, None if p["dry_run"] else p["out_dir"], shard)
+    if p["dry_run"]:
+        return _dry_run(stop, settings, refs, p["jsonl"])
+    summary = _run(stop, settings, refs, labels, p["out_dir"], p["batch_size"], p["resume"], shard, p["jsonl"],
+                   p["quiet"])
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
     if stop.signum is not None:
@@ -169,7 +167,7 @@ def _explain(stop, inputs, out_dir, top, classes, target_unit, threshold, labels
                     if summary.replaced else "")
         click.echo(f"gradcam: --resume: predictions.json also lists {summary.earlier} images of earlier runs "
                    f"that are not among these inputs, after this run's{replaced}", err=True)
-    _report(summary, quiet)
+    _report(summary, p["quiet"])
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
