@@ -55,6 +55,14 @@ class OutputError(GradcamError):
     """The output directory or a file in it cannot be written."""
 
 
+class BusyError(GradcamError):
+    """Another run holds the output folder's lock (``pid``: its process id, None when unknown)."""
+
+    def __init__(self, message: str, pid: int | None = None):
+        super().__init__(message)
+        self.pid = pid
+
+
 class ResumeError(GradcamError):
     """``--resume`` on an output folder that was made with different settings."""
 

@@ -56,7 +56,7 @@ def test_exit_code_and_streams(run):
 def test_output_files_mirror_the_tree(run, tree):
     _, out = run
     doc = json.loads((out / "predictions.json").read_text())
-    expected = {"predictions.json", "predictions.jsonl", ".gradcam-run.json"}
+    expected = {"predictions.json", "predictions.jsonl", ".gradcam-run.json", ".gradcam.lock"}
     for record in doc["images"]:
         stem = pathlib.Path(record["path"]).relative_to(tree).with_suffix("").as_posix()
         for p in record["predictions"]:
@@ -138,7 +138,8 @@ def test_jsonl_streams_records_on_stdout(tree, tmp_path, lite0_cam):
     [
         (["--class", "tabbby"], 2, "Error: unknown class 'tabbby'; close matches: 'tabby'"),
         (["--class", "1000"], 2, "Error: class index 1000 is out of range: the model has classes 0..999"),
-        (["--class", "crane"], 2, "Error: class name 'crane' is ambiguous: 134 (crane"),
+        (["--class", "crane"], 2, "Error: class name 'crane' is ambiguous: 134 (crane, n02012849), "
+                                  "517 (crane, n03126707); pass the index or the WordNet id instead"),
         (["--layer", "top_activaton"], 2, "Error: model 'efficientnet_lite0' has no layer 'top_activaton' (did you mean 'top_activation'"),
         (["--layer", "avg_pool"], 2, "Error: layer 'avg_pool' of model 'efficientnet_lite0' has output shape (None, 1280), not 4-D"),
         (["--backbone", "vgg61"], 2, "Error: unknown backbone 'vgg61' (did you mean"),

@@ -109,12 +109,12 @@ def test_default_extensions():
 
 def test_explicit_files_always_kept(tree):
     got = _pairs(iter_inputs(["tree/.hidden.jpg", "tree/notes.txt", "tree/.secret/x.jpg"]))
-    assert got == [("tree/.hidden.jpg", ".hidden"), ("tree/notes.txt", "notes"), ("tree/.secret/x.jpg", "x")]
+    assert got == [("tree/.hidden.jpg", ".hidden"), ("tree/notes.txt", "notes"), ("tree/.secret/x.jpg", ".secret/x")]
 
 
 def test_explicit_missing_is_yielded(tree):
     assert _pairs(iter_inputs(["tree/nope.jpg", "gone/also missing.png"])) == [
-        ("tree/nope.jpg", "nope"), ("gone/also missing.png", "also missing"),
+        ("tree/nope.jpg", "tree/nope"), ("gone/also missing.png", "gone/also missing"),
     ]
 
 
@@ -164,20 +164,21 @@ def test_glob_recursive_double_star(tree):
     assert _pairs(iter_inputs(["**/*.webp"])) == [("tree/sub/z.webp", "z")]
     assert _pairs(iter_inputs(["tree/**/*.*"])) == [
         ("tree/C.JPG", "C"), ("tree/a.jpg", "a"), ("tree/a.png", "a_png"), ("tree/b.jpg", "b"),
-        (f"tree/{UNI}.png", UNI), ("tree/sub/z.webp", "z"), ("tree/sub/deep/y.tif", "y"),
-        ("tree/zz/k.jpeg", "k"),
+        (f"tree/{UNI}.png", UNI), ("tree/sub/z.webp", "sub/z"), ("tree/sub/deep/y.tif", "sub/deep/y"),
+        ("tree/zz/k.jpeg", "zz/k"),
     ]
 
 
 def test_glob_matched_directories_are_walked(tree):
     # Matches in sorted order; "sub" and "zz" are walked like directory
     # arguments. Walking "sub" follows its "loop" link back up to "tree" and
-    # reaches two files before the glob does: first reached wins.
+    # reaches two files before the glob does: first reached wins. Stems mirror
+    # the tree below the inputs' common folder ("tree").
     assert _pairs(iter_inputs(["tree/*"])) == [
         ("tree/C.JPG", "C"), ("tree/a.jpg", "a"), ("tree/a.png", "a_png"), ("tree/b.jpg", "b"),
-        ("tree/sub/z.webp", "z"), ("tree/sub/deep/y.tif", "deep/y"),
-        (f"tree/sub/loop/{UNI}.png", f"loop/{UNI}"),
-        ("tree/sub/loop/zz/k.jpeg", "loop/zz/k"),
+        ("tree/sub/z.webp", "sub/z"), ("tree/sub/deep/y.tif", "sub/deep/y"),
+        (f"tree/sub/loop/{UNI}.png", f"sub/loop/{UNI}"),
+        ("tree/sub/loop/zz/k.jpeg", "sub/loop/zz/k"),
     ]
     assert _pairs(iter_inputs(["tree/z*"])) == [("tree/zz/k.jpeg", "k")]
 
@@ -243,38 +244,43 @@ def test_mutual_symlink_loop_terminates(tmp_path, monkeypatch):
     os.symlink("../b", tmp_path / "a" / "to_b")
     os.symlink("../a", tmp_path / "b" / "to_a")
     assert _pairs(iter_inputs(["a"])) == [("a/1.jpg", "1"), ("a/to_b/2.jpg", "to_b/2")]
-    assert _pairs(iter_inputs(["**/*.jpg"])) == [("a/1.jpg", "1"), ("a/to_b/2.jpg", "2")]
+    assert _pairs(iter_inputs(["**/*.jpg"])) == [("a/1.jpg", "1"), ("a/to_b/2.jpg", "to_b/2")]
 
 
 def test_stem_collisions(tmp_path, monkeypatch):
+    """Equal names in one folder: the extension joins the stem, then ~2, ~3 (case-insensitive)."""
     monkeypatch.chdir(tmp_path)
-    for rel in ["x/a.jpg", "y/a.jpg", "z/a.jpg", "x/a.png", "w/A.jpg", "v/a_jpg.gif", "u/noext"]:
+    for rel in ["x/a_jpg.gif", "x/a.jpg", "x/A.jpg", "x/a.png", "u/noext", "t/noext"]:
         _touch(tmp_path / rel)
-    _touch(tmp_path / "t" / "noext")
-    got = _pairs(iter_inputs(["x/a.jpg", "y/a.jpg", "z/a.jpg", "x/a.png", "w/A.jpg", "v/a_jpg.gif",
-                              "u/noext", "t/noext"]))
+    got = _pairs(iter_inputs(["x/a_jpg.gif", "x/a.jpg", "x/A.jpg", "x/a.png", "u/noext", "t/noext"]))
     assert got == [
-        ("x/a.jpg", "a"),
-        ("y/a.jpg", "a_jpg"),
-        ("z/a.jpg", "a_jpg~2"),
-        ("x/a.png", "a_png"),
-        ("w/A.jpg", "A_jpg~3"),          # compared case-insensitively
-        ("v/a_jpg.gif", "a_jpg_gif"),
-        ("u/noext", "noext"),
-        ("t/noext", "noext~2"),
+        ("x/a_jpg.gif", "x/a_jpg"),
+        ("x/a.jpg", "x/a"),
+        ("x/A.jpg", "x/A_jpg~2"),  # compared case-insensitively: x/a and x/a_jpg are taken
+        ("x/a.png", "x/a_png"),
+        ("u/noext", "u/noext"),
+        ("t/noext", "t/noext"),
     ]
 
 
-def test_stem_collision_in_walk_and_with_explicit(tmp_path, monkeypatch):
+def test_inputs_mirror_the_tree_below_their_common_folder(tmp_path, monkeypatch):
+    """Several arguments, globs and stdin lines: equal names in different folders do not collide."""
     monkeypatch.chdir(tmp_path)
-    for rel in ["d/a.jpg", "d/a.png", "d/a.webp", "d/s/a.jpg", "e/s/a.jpg"]:
+    for rel in ["d/a.jpg", "d/a.png", "d/a.webp", "d/s/a.jpg", "e/s/a.jpg", "p/q/r/b.jpg", "p/q/t/b.jpg"]:
         _touch(tmp_path / rel)
     got = _pairs(iter_inputs(["d", "e/s/a.jpg", "e"]))
     assert got == [
-        ("d/a.jpg", "a"), ("d/a.png", "a_png"), ("d/a.webp", "a_webp"),
-        ("d/s/a.jpg", "s/a"),
-        ("e/s/a.jpg", "a_jpg"),
+        ("d/a.jpg", "d/a"), ("d/a.png", "d/a_png"), ("d/a.webp", "d/a_webp"),
+        ("d/s/a.jpg", "d/s/a"),
+        ("e/s/a.jpg", "e/s/a"),
     ]
+    assert _pairs(iter_inputs(["p/*/*/b.jpg"])) == [("p/q/r/b.jpg", "r/b"), ("p/q/t/b.jpg", "t/b")]
+    assert _pairs(iter_inputs(["-"], stdin=io.StringIO("p/q/t/b.jpg\np/q/r/b.jpg\n"))) == [
+        ("p/q/t/b.jpg", "t/b"), ("p/q/r/b.jpg", "r/b")]
+    assert _pairs(iter_inputs([str(tmp_path / "p/q/r/b.jpg"), "p/q/t"])) == [
+        (str(tmp_path / "p/q/r/b.jpg"), "r/b"), ("p/q/t/b.jpg", "t/b")]
+    assert _pairs(iter_inputs(["d/s"])) == [("d/s/a.jpg", "a")]  # one folder: relative to it
+    assert _pairs(iter_inputs(["d/s/a.jpg"])) == [("d/s/a.jpg", "a")]  # one file: its name
 
 
 def test_no_dotdot_or_absolute_stems(tmp_path, monkeypatch):
@@ -282,7 +288,7 @@ def test_no_dotdot_or_absolute_stems(tmp_path, monkeypatch):
     _touch(tmp_path / "up.jpg")
     monkeypatch.chdir(tmp_path / "w")
     got = _pairs(iter_inputs(["../up.jpg", str(tmp_path / "up.jpg"), "..", "/", ""], recursive=False))
-    assert got[0] == ("../up.jpg", "up")
+    assert got[0] == ("../up.jpg", (tmp_path / "up").relative_to("/").as_posix())  # "/" is an input
     for _, stem in got:
         assert not stem.startswith("/") and ".." not in stem.split("/")
 
@@ -291,17 +297,17 @@ def test_stdin_lines(tree):
     text = "tree/a.jpg\r\n\n   \ntree/notes.txt\ntree/sub/deep\nmissing one.jpg\ntree/*.jpg\n"
     got = _pairs(iter_inputs(["-"], stdin=io.StringIO(text)))
     assert got == [
-        ("tree/a.jpg", "a"),
-        ("tree/notes.txt", "notes"),
-        ("tree/sub/deep/y.tif", "y"),
+        ("tree/a.jpg", "tree/a"),
+        ("tree/notes.txt", "tree/notes"),
+        ("tree/sub/deep/y.tif", "tree/sub/deep/y"),
         ("missing one.jpg", "missing one"),
-        ("tree/*.jpg", "*"),  # stdin lines are literal names, never globs
+        ("tree/*.jpg", "tree/*"),  # stdin lines are literal names, never globs
     ]
 
 
 def test_stdin_mixed_with_arguments_and_read_once(tree):
     got = _pairs(iter_inputs(["tree/b.jpg", "-", "tree/zz", "-"], stdin=io.StringIO("tree/a.jpg\ntree/b.jpg\n")))
-    assert got == [("tree/b.jpg", "b"), ("tree/a.jpg", "a"), ("tree/zz/k.jpeg", "k")]
+    assert got == [("tree/b.jpg", "b"), ("tree/a.jpg", "a"), ("tree/zz/k.jpeg", "zz/k")]
 
 
 def test_stdin_nul_separated(tree):
@@ -318,7 +324,7 @@ def test_stdin_nul_large_stream_chunks(tmp_path, monkeypatch):
     stream = io.StringIO("\0".join(names))
     got = _pairs(iter_inputs(["-"], stdin=stream, null=True))
     assert [p for p, _ in got] == names  # missing, but all yielded, in order
-    assert got[0][1] == f"img_00000_{'x' * 40}"
+    assert got[0][1] == f"dir0/img_00000_{'x' * 40}"
 
 
 def test_stdin_defaults_to_sys_stdin(tree, monkeypatch):

@@ -77,8 +77,9 @@ def corpus(tmp_path_factory):
 def corpus_run(corpus, tmp_path_factory, lite0_cam):
     root, _, _ = corpus
     out = tmp_path_factory.mktemp("out")
-    missing = root / "missing.jpg"
-    result = invoke("explain", root, missing, "--out", out, "--top", 1, "--max-pixels", 50_000, "--jsonl", "-q")
+    missing = root / "missing.jpg"  # listed on stdin: an error record (as an argument it is a usage error)
+    result = invoke("explain", root, "-", "--out", out, "--top", 1, "--max-pixels", 50_000, "--jsonl", "-q",
+                    input=f"{missing}\n")
     return result, out, missing
 
 

@@ -10,6 +10,7 @@ import click
 
 from gradcam_cli.config.profiles import DEFAULT_BACKBONE
 from gradcam_cli.errors import (
+    BusyError,
     GradcamError,
     InputError,
     OptionError,
@@ -25,15 +26,24 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 EXIT_OUTPUT = 3
 EXIT_MODEL = 4
+EXIT_NO_IMAGES = 5
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a process killed by it
 
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  every image was explained
   1  some images failed (each has an error record; the rest are done)
-  2  usage error: a bad flag, an unknown backbone or class, or a model option
-     that does not fit the model (--layer, --output, --input-size, --custom-objects)
-  3  the output directory cannot be written (read-only, full disk, ...)
+  2  usage error: a bad flag, an input path that does not exist, an unknown
+     backbone or class, or a model option that does not fit the model (--layer,
+     --output, --input-size, --custom-objects); or --out is in use by another
+     run (the message names its pid)
+  3  the output directory cannot be written (a file, read-only, full disk, ...)
   4  the model or its weights cannot be loaded (missing, corrupt, not a Keras model)
+  5  no images found in the inputs (nothing is loaded or written)
+  130  interrupted by Ctrl-C (SIGINT); 143: by SIGTERM. Finished images are kept
+       and predictions.json lists them; rerun with --resume
+  141  stdout was closed (--jsonl | head): finished images and predictions.json are kept
 """
 
 
@@ -48,7 +58,7 @@ class CliError(click.ClickException):
 def to_cli_error(exc: GradcamError) -> CliError:
     if isinstance(exc, OutputError):
         return CliError(str(exc), EXIT_OUTPUT)
-    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError, ReportError)):
+    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError, ReportError, BusyError)):
         return CliError(str(exc), EXIT_USAGE)  # the fix is a flag or a profile
     return CliError(str(exc), EXIT_MODEL)
 
@@ -149,6 +159,24 @@ def model_settings(params: dict, precision: str = "float32"):
         labels=None if labels is None else os.path.abspath(labels), custom_objects=params["custom_objects"],
         config_dirs=tuple(params["config_dirs"]), precision=precision,
     )
+
+
+def class_names_before_loading(settings):
+    """The class names a model will have, when they are known without building it: ``--labels``,
+    or a registry backbone's list. None for a saved model without ``--labels``."""
+    from gradcam_cli.config import classes
+    from gradcam_cli.config.profiles import get_profile
+
+    with errors():
+        if settings.labels is not None:
+            return classes.from_file(settings.labels)
+        if settings.model:
+            return None
+        profile = get_profile(registry(settings.config_dirs), settings.backbone)
+        if profile.model is not None or profile.classes is None:
+            return None
+        base = os.path.dirname(profile.source) if profile.source else None
+        return classes.load(profile.classes, base)
 
 
 def make_cam(settings):

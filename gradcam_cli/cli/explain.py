@@ -9,9 +9,14 @@ import sys
 import click
 
 from gradcam_cli.cli.common import (
+    EXIT_BROKEN_PIPE,
     EXIT_CODES_HELP,
+    EXIT_NO_IMAGES,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    CliError,
+    class_names_before_loading,
     errors,
     make_cam,
     make_cam_without_weights,
@@ -83,7 +88,7 @@ def picture_options(command):
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--out", "out_dir", default="gradcam_out", show_default=True, type=click.Path(file_okay=False),
+@click.option("-o", "--out", "out_dir", default="gradcam_out", show_default=True, type=click.Path(),
               help="Output folder: overlays mirror the input tree; predictions.json(l) at its top.")
 @model_options
 @click.option("-n", "--top", default=3, show_default=True, type=click.IntRange(1, 1000),
@@ -113,7 +118,9 @@ def picture_options(command):
               help="File extension to take from folders (repeatable; default: common image types).")
 @click.option("--null", is_flag=True, help="With '-': paths on stdin are NUL-separated (find -print0).")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
-              help="Refuse images with more pixels than this (decompression-bomb guard).")
+              help="Refuse images with more pixels than this (decompression-bomb guard). Default: 178,956,970 "
+                   "(Pillow's). One image of P pixels peaks at about 18 P bytes of memory with --top 1 (+3 P per "
+                   "extra map): ~3.2 GB at the default; 20,000,000 keeps it near 0.4 GB.")
 @click.option("--jsonl", is_flag=True, help="Stream one JSON object per image on stdout as it is done.")
 @click.option("--resume", is_flag=True,
               help="Skip images whose outputs in --out are complete; redo the rest (same options required).")
@@ -125,46 +132,76 @@ def picture_options(command):
               metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes).")
 @picture_options
 @click.option("--report", "make_report", is_flag=True, help="Also write OUT/report.html (see `gradcam report`).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
-            colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
-            methods, make_report, quiet, grid, grid_columns, grid_tile, gif, gif_ms, boxes, box_threshold,
-            **model_params) -> None:
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
+def explain(**params) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
 
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
     to read paths from stdin, one per line.
+
+    Ctrl-C (or SIGTERM) finishes the batches in flight, writes predictions.json for what
+    is done and exits 130 (143); rerun with --resume to go on.
     """
+    from gradcam_cli.cli.interrupt import Interrupted, StopRequest
+
+    stop = StopRequest()
+    with stop.installed():
+        try:
+            code = _explain(stop, params)
+        except Interrupted as exc:  # before the run started, or a second signal
+            click.echo("gradcam: interrupted; rerun with --resume", err=True)
+            code = 128 + exc.signum
+    sys.exit(code)
+
+
+def _explain(stop, p: dict) -> int:
+    """The command's work (``p``: the command's parameters); returns the exit code."""
     from gradcam_cli.run.settings import RunSettings
 
-    if target_unit is not None:
+    classes = p["classes"]
+    if p["target_unit"] is not None:
         if classes:
             raise click.UsageError("give either --class or --target-unit, not both")
-        classes = (str(target_unit),)
-    shard_kn = _parse_shard(shard)
-    if len(methods) > 1:
+        classes = (str(p["target_unit"]),)
+    shard = _parse_shard(p["shard"])
+    if len(p["methods"]) > 1:
         raise click.UsageError("one --method per run for now")
-    refs = _inputs(inputs, no_recursive, extensions, null, shard_kn)
+    refs = _inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], shard)
+    labels_csv = p["labels_csv"]
     settings = RunSettings(
-        model=model_settings(model_params, precision), methods=tuple(methods), top=top, classes=tuple(classes),
-        threshold=threshold, labels_csv=None if labels_csv is None else os.path.abspath(labels_csv), alpha=alpha,
-        colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels, grid=grid,
-        grid_columns=grid_columns, grid_tile=grid_tile, gif=gif, gif_ms=gif_ms, boxes=boxes, box_threshold=box_threshold,
+        model=model_settings(p, p["precision"]), methods=tuple(p["methods"]), top=p["top"], classes=tuple(classes),
+        threshold=p["threshold"], labels_csv=None if labels_csv is None else os.path.abspath(labels_csv),
+        alpha=p["alpha"], colormap=p["colormap"], quality=p["quality"], save_raw=p["save_raw"],
+        max_pixels=p["max_pixels"], grid=p["grid"], grid_columns=p["grid_columns"], grid_tile=p["grid_tile"],
+        gif=p["gif"], gif_ms=p["gif_ms"], boxes=p["boxes"], box_threshold=p["box_threshold"],
     )
-    if dry_run:
-        _dry_run(settings, refs, jsonl)
-        return
-    summary = _run(settings, refs, out_dir, batch_size, resume, shard_kn, jsonl, quiet)
-    _report(summary, quiet)
-    if make_report:
+    labels = _precheck(settings, None if p["dry_run"] else p["out_dir"], shard)
+    if p["dry_run"]:
+        return _dry_run(stop, settings, refs, p["jsonl"])
+    summary = _run(stop, settings, refs, labels, p["out_dir"], p["batch_size"], p["resume"], shard, p["jsonl"],
+                   p["quiet"])
+    if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
+        return EXIT_BROKEN_PIPE
+    if stop.signum is not None:
+        click.echo(f"gradcam: interrupted after {summary.records} of {summary.total} images; rerun with --resume",
+                   err=True)
+        return 128 + stop.signum
+    if summary.earlier or summary.replaced:
+        replaced = (f"; {summary.replaced} earlier images whose output files this run overwrote are left out"
+                    if summary.replaced else "")
+        click.echo(f"gradcam: --resume: predictions.json also lists {summary.earlier} images of earlier runs "
+                   f"that are not among these inputs, after this run's{replaced}", err=True)
+    _report(summary, p["quiet"])
+    if p["make_report"]:
         from gradcam_cli.report import build_report
         from gradcam_cli.run.naming import JSON_NAME, result_names
 
         with errors():
-            path = build_report(out_dir, result_names(shard_kn)[JSON_NAME])
-        if not quiet:
+            path = build_report(p["out_dir"], result_names(shard)[JSON_NAME])
+        if not p["quiet"]:
             click.echo(f"gradcam: report in {path}", err=True)
-    sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
 def _parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -179,34 +216,55 @@ def _parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 
 def _inputs(inputs, no_recursive, extensions, null, shard):
-    from gradcam_cli.io.discover import DEFAULT_EXTENSIONS, in_shard, iter_inputs
+    """The run's inputs, checked before anything is loaded: a path that does not exist is a usage
+    error; no image at all (before --shard) ends the command with EXIT_NO_IMAGES."""
+    from gradcam_cli.io.discover import DEFAULT_EXTENSIONS, in_shard, iter_inputs, missing_arguments
 
     if null and "-" not in inputs:
         raise click.UsageError("--null only applies when '-' (paths on stdin) is among the inputs")
+    missing = missing_arguments(inputs)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CliError(f"input {missing[0]} does not exist{more}; check the path", EXIT_USAGE)
     exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions) or DEFAULT_EXTENSIONS
-    refs = [
-        ref
-        for ref in iter_inputs(inputs, recursive=not no_recursive, extensions=exts, stdin=sys.stdin, null=null)
-        if shard is None or in_shard(ref, *shard)
-    ]
+    refs = list(iter_inputs(inputs, recursive=not no_recursive, extensions=exts, stdin=sys.stdin, null=null))
     if not refs:
-        click.echo(f"gradcam: no images found in {' '.join(inputs)}", err=True)
-    return refs
+        where = "stdin" if list(inputs) == ["-"] else " ".join(inputs)
+        raise CliError(f"no images found in {where} (looked for {' '.join(exts)}; --ext adds others)",
+                       EXIT_NO_IMAGES)
+    return [ref for ref in refs if shard is None or in_shard(ref, *shard)]
 
 
-def _run(settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet):
-    """Check what can be checked, load the model, run the folder; return the summary."""
-    from gradcam_cli.io.writers import check_writable
-    from gradcam_cli.run.settings import RunOptions
+def _precheck(settings, out_dir, shard) -> dict | None:
+    """Everything that can be checked before the model loads: the output folder (nothing is created),
+    the class names (--class, --labels, the labels CSV's labels) when they are known without
+    the model. Returns the labels CSV (real path -> label), or None."""
+    from gradcam_cli.io import writers
 
     labels = None
-    if settings.labels_csv is not None:
-        from gradcam_cli.io.labels_csv import load_labels_csv
-
-        with errors():
-            labels = load_labels_csv(settings.labels_csv)
     with errors():
-        check_writable(out_dir)
+        if out_dir is not None:
+            writers.check_creatable(out_dir)
+            if os.path.isdir(out_dir):
+                writers.FolderLock(out_dir, None if shard is None else f"{shard[0]}-of-{shard[1]}").check_free()
+        if settings.labels_csv is not None:
+            from gradcam_cli.io.labels_csv import load_labels_csv
+
+            labels = load_labels_csv(settings.labels_csv)
+        names = class_names_before_loading(settings.model)
+        if names is not None:
+            for token in settings.classes:
+                names.resolve(token)
+            for label in sorted(set((labels or {}).values())):
+                names.resolve(label)
+    return labels
+
+
+def _run(stop, settings, refs, labels, out_dir, batch_size, resume, shard, jsonl, quiet):
+    """Load the model and run the folder (created now); return the summary."""
+    from gradcam_cli.cli.progress import Progress
+    from gradcam_cli.run.settings import RunOptions
+
     cam = make_cam(settings.model)
     from gradcam_cli.engine.cam import auto_batch_size
     from gradcam_cli.run.folder import run_folder
@@ -216,23 +274,26 @@ def _run(settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet):
         truth = {path: cam.class_names.resolve(label, cam.split.num_classes) for path, label in (labels or {}).items()}
     options = RunOptions(out_dir=out_dir, batch_size=auto_batch_size() if batch_size == "auto" else batch_size,
                          resume=resume, shard=shard)
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(refs), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True, delay=0.5)
+    progress = Progress(len(refs), quiet)
 
     def on_record(record: dict) -> None:
-        bar.update(1)
+        progress.update(1)
         if record["status"] != "ok":
-            bar.write(f"gradcam: skipped {record['path']}: {record['message']}", file=sys.stderr)
-        if jsonl:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            progress.write(f"gradcam: skipped {record['path']}: {record['message']}")
+        if jsonl and not stop.pipe_closed:
+            try:
+                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                stop.close_stdout()
 
+    stop.running = True
     try:
         with errors():
-            return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record)
+            return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
     finally:
-        bar.close()
+        stop.running = False
+        progress.close()
 
 
 def _report(summary, quiet: bool) -> None:
@@ -252,7 +313,7 @@ def _report(summary, quiet: bool) -> None:
         )
 
 
-def _dry_run(settings, refs, as_jsonl) -> None:
+def _dry_run(stop, settings, refs, as_jsonl) -> int:
     """Resolve everything a run would use without loading weights (a backbone's graph is built
     with random initialisation only, to check the target layer and pick the engine path)."""
     cam = make_cam_without_weights(settings.model)
@@ -276,5 +337,11 @@ def _dry_run(settings, refs, as_jsonl) -> None:
     }
     for key, value in described.items():
         click.echo(f"{key}: {value}", err=True)
-    for ref in refs:
-        click.echo(json.dumps({"path": ref.path, "out_stem": ref.out_stem}, ensure_ascii=False) if as_jsonl else ref.path)
+    try:
+        for ref in refs:
+            click.echo(json.dumps({"path": ref.path, "out_stem": ref.out_stem}, ensure_ascii=False) if as_jsonl
+                       else ref.path)
+    except BrokenPipeError:
+        stop.close_stdout()
+        return EXIT_BROKEN_PIPE
+    return EXIT_OK

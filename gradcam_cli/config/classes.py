@@ -34,8 +34,14 @@ class ClassNames:
     def class_id(self, index: int) -> str | None:
         return self.ids[index] if 0 <= index < len(self.ids) else None
 
+    def _described(self, index: int) -> str:
+        """Its distinct names, then its WordNet id: ``crane, n02012849``."""
+        names = list(dict.fromkeys(self.synonyms[index]))
+        return ", ".join(names + ([self.ids[index]] if self.ids[index] else []))
+
     def resolve(self, token: str | int, num_classes: int | None = None) -> int:
-        """A class index from an index (``386``) or a name (``"tabby"``, case-insensitive)."""
+        """A class index from an index (``386``), a WordNet id (``n02123159``), or a name
+        (``"tabby"``, case-insensitive)."""
         limit = num_classes if num_classes is not None else len(self.labels)
         text = str(token).strip()
         if text.lstrip("-").isdigit():
@@ -43,13 +49,16 @@ class ClassNames:
             if not 0 <= index < limit:
                 raise TargetError(f"class index {index} is out of range: the model has classes 0..{limit - 1}")
             return index
+        if text in self.ids:  # a WordNet id (n02012849)
+            return self.ids.index(text)
         key = _norm(text)
         hits = [i for i, names in enumerate(self.synonyms) if key in {_norm(n) for n in names}]
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
-            options = ", ".join(f"{i} ({', '.join(self.synonyms[i])})" for i in hits)
-            raise TargetError(f"class name '{text}' is ambiguous: {options}; pass the index instead")
+            options = ", ".join(f"{i} ({self._described(i)})" for i in hits)
+            ids = " or the WordNet id" if all(self.ids[i] for i in hits) else ""
+            raise TargetError(f"class name '{text}' is ambiguous: {options}; pass the index{ids} instead")
         vocabulary = {_norm(n): n for names in self.synonyms for n in names}
         close = difflib.get_close_matches(key, list(vocabulary), n=3, cutoff=0.6)
         hint = f"; close matches: {', '.join(repr(vocabulary[c]) for c in close)}" if close else ""

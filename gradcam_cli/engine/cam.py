@@ -114,6 +114,16 @@ def auto_batch_size() -> int:
     return 256 if tf.config.list_physical_devices("GPU") else DEFAULT_BATCH
 
 
+def _image_list(images: Any) -> list:
+    """A list of images; an ndarray must be an (N, H, W, C) batch (one (H, W, C) image is ambiguous)."""
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            raise ValueError(f"images must be a list of images or an (N, H, W, C) batch; got one array of shape "
+                             f"{tuple(images.shape)} and dtype {images.dtype}: pass [image] for one image")
+        return list(images)
+    return list(images)
+
+
 def batched(items: Iterable, size: int) -> Iterator[list]:
     """Consecutive lists of ``size`` items (the last may be shorter)."""
     iterator = iter(items)
@@ -215,11 +225,13 @@ class GradCAM:
         return self._explainers[key]
 
     # -- arrays in, arrays out -------------------------------------------------
-    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """RGB uint8 images of any size -> the model's float32 input batch."""
+    def prepare(self, images: Sequence[np.ndarray], value_range: tuple[float, float] | None = None) -> np.ndarray:
+        """Images of any size (see :meth:`explain` for what is accepted) -> the model's float32 input batch."""
+        from gradcam_cli.io.images import to_rgb_uint8
         from gradcam_cli.io.preprocess import normalise, resize
 
-        return normalise(np.stack([resize(img, self.profile.input_size) for img in images]), self.profile)
+        rgb = [to_rgb_uint8(img, value_range) for img in _image_list(images)]
+        return normalise(np.stack([resize(img, self.profile.input_size) for img in rgb]), self.profile)
 
     def explain(
         self,
@@ -229,12 +241,19 @@ class GradCAM:
         classes: Sequence[str | int] | None = None,
         batch_size: int = DEFAULT_BATCH,
         method: str = DEFAULT_METHOD,
+        value_range: tuple[float, float] | None = None,
     ) -> list[Explanation]:
-        """Explain RGB uint8 (H, W, 3) arrays: top-N classes, or the given ``classes``."""
+        """Explain a list of images (or an (N, H, W, C) batch): top-N classes, or the given ``classes``.
+
+        Each image: (H, W) or (H, W, 1) grey, (H, W, 3) RGB or (H, W, 4) RGBA (composited on
+        white), any size; uint8 0..255, or float with ``value_range=(0, 1)`` or ``(0, 255)``.
+        Anything else raises one ``ValueError`` naming the shape and dtype received.
+        """
         indices = self.resolve_classes(classes) if classes else None
         results: list[Explanation] = []
-        for chunk in batched(images, batch_size):
-            results.extend(self.explain_prepared(self.prepare(chunk), top=top, indices=indices, method=method))
+        for chunk in batched(_image_list(images), batch_size):
+            results.extend(self.explain_prepared(self.prepare(chunk, value_range), top=top, indices=indices,
+                                                 method=method))
         return results
 
     def _run_model(self, explainer: Any, batch: np.ndarray, extra: np.ndarray | None):

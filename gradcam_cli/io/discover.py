@@ -13,7 +13,8 @@ Rules (see :func:`iter_inputs` for the details):
   only files whose extension is in ``extensions`` (case-insensitive).
   Explicitly named files are always kept.
 * The same file is yielded once, the first time it is reached.
-* Every :class:`InputRef` has an ``out_stem`` that is unique in the run.
+* Every :class:`InputRef` has an ``out_stem`` that is unique in the run: its
+  path below the inputs' common folder, without extension (the tree is mirrored).
 
 Sharding (:func:`in_shard`) hashes ``out_stem``; see its docstring.
 """
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "InputRef",
     "iter_inputs",
+    "missing_arguments",
     "parse_shard",
     "in_shard",
 ]
@@ -105,6 +107,7 @@ class _Listing:
         self.seen_files: set = set()
         self.taken_stems: set[str] = set()
         self.walked_dirs: set[tuple[int, int]] = set()
+        self.bases: list[str] = []  # absolute folders the inputs came from (a folder argument, a file's folder)
 
     # -- identity ----------------------------------------------------------- #
 
@@ -150,7 +153,7 @@ class _Listing:
 
     # -- producers ---------------------------------------------------------- #
 
-    def explicit(self, path: str) -> Iterator[InputRef]:
+    def explicit(self, path: str) -> Iterator[tuple[str, str]]:
         """A path named by the user (argument or stdin line)."""
         try:
             st = os.stat(path)
@@ -162,11 +165,13 @@ class _Listing:
         if not self.first_time(path, st):
             return
         name = os.path.basename(os.path.normpath(path)) or path
-        yield InputRef(path, self.claim_stem((), name))
+        self.bases.append(_folder_of(path))
+        yield path, name
 
-    def walk(self, root: str, root_st: os.stat_result) -> Iterator[InputRef]:
-        """Walk directory argument ``root``; stems are relative to it."""
+    def walk(self, root: str, root_st: os.stat_result) -> Iterator[tuple[str, str]]:
+        """Walk directory argument ``root``: (path, file name) of each image."""
         # Iterative depth-first walk. Each stack entry is (path, rel_parts, st).
+        self.bases.append(os.path.abspath(root))
         stack: list[tuple[str, tuple[str, ...], os.stat_result]] = [(root, (), root_st)]
         while stack:
             dpath, rel, dst = stack.pop()
@@ -183,11 +188,7 @@ class _Listing:
                 # reports it as ``unreadable`` in the error records.
                 if not self.first_time(dpath, dst):
                     continue
-                if rel:
-                    parent, name = rel[:-1], rel[-1]
-                else:
-                    parent, name = (), os.path.basename(os.path.normpath(dpath))
-                yield InputRef(dpath, self.claim_stem(parent, name))
+                yield dpath, (rel[-1] if rel else os.path.basename(os.path.normpath(dpath)))
                 continue
             subdirs = []
             for entry in entries:
@@ -212,7 +213,7 @@ class _Listing:
                     continue
                 if not self.first_time(entry.path, st):
                     continue
-                yield InputRef(entry.path, self.claim_stem(rel, entry.name))
+                yield entry.path, entry.name
             # push in reverse so the smallest name is processed first
             for entry in reversed(subdirs):
                 try:
@@ -221,7 +222,7 @@ class _Listing:
                     continue
                 stack.append((entry.path, rel + (entry.name,), st))
 
-    def glob(self, pattern: str) -> Iterator[InputRef]:
+    def glob(self, pattern: str) -> Iterator[tuple[str, str]]:
         """Expand a glob pattern; see :func:`iter_inputs`."""
         for match in _expand_glob(pattern):
             try:
@@ -238,7 +239,28 @@ class _Listing:
                 continue
             if not self.first_time(match, st):
                 continue
-            yield InputRef(match, self.claim_stem((), name))
+            self.bases.append(_folder_of(match))
+            yield match, name
+
+
+def _folder_of(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path))
+
+
+def _common_folder(bases: Sequence[str]) -> str | None:
+    try:
+        return os.path.commonpath(bases) if bases else None
+    except ValueError:  # different drives (Windows)
+        return None
+
+
+def _relative_parts(path: str, common: str | None) -> tuple[str, ...]:
+    """The folders from ``common`` down to ``path``'s folder (none when it is not below it)."""
+    if common is None:
+        return ()
+    rel = os.path.relpath(_folder_of(os.path.normpath(path)), common)
+    parts = () if rel == os.curdir else tuple(rel.split(os.sep))
+    return () if os.pardir in parts else parts
 
 
 def _expand_glob(pattern: str) -> Iterator[str]:
@@ -341,6 +363,8 @@ def _read_stdin_paths(stream: IO[str], null: bool) -> Iterator[str]:
             for item in items:
                 if item.strip():
                     yield item
+        if buf.endswith("\n"):  # the newline that echo or a here-doc adds after the last path
+            buf = buf[:-1]
         if buf.strip():
             yield buf
         return
@@ -379,20 +403,19 @@ def iter_inputs(
       order. Hidden files and directories are skipped, files are kept only if
       their extension is in ``extensions`` (case-insensitive), symlinks are
       followed but no directory is walked twice (``(st_dev, st_ino)``), so
-      symlink loops terminate. Stems are relative to the directory argument:
-      ``D/cats/chelsea.jpg`` -> ``cats/chelsea``. A directory that cannot be
+      symlink loops terminate. A directory that cannot be
       listed is yielded itself, so that decoding reports it as
       ``unreadable`` instead of it disappearing silently.
     * An existing file, or a path without glob magic characters: yielded as
       is, whatever its extension or hidden-ness, and even if it does not
-      exist (decoding then reports ``missing``). Stem: its file name without
-      extension. A path that exists is never treated as a glob, so a file
+      exist (decoding then reports ``missing``). A path that exists is never
+      treated as a glob, so a file
       literally named ``a[1].jpg`` works.
     * Otherwise a glob pattern (``*``, ``?``, ``[...]``, ``**`` for any depth).
       Matches come in sorted order; wildcards never match hidden names;
       matched files are filtered by ``extensions``; a matched directory is
       walked as if it were a directory argument (as after shell expansion).
-      Stem of a matched file: its file name without extension. **A glob that
+      **A glob that
       matches nothing yields nothing** (the caller may warn); it is not
       reported as a missing file.
 
@@ -400,6 +423,18 @@ def iter_inputs(
     symlink, a glob and a directory...) is yielded only the first time; files
     are compared by ``(st_dev, st_ino)`` when they can be stat'ed, else by
     ``os.path.realpath``.
+
+    ``out_stem`` mirrors the tree below the inputs' *common folder*: the
+    deepest folder that contains every directory input (a folder argument, a
+    folder matched by a glob or listed on stdin) and the folder of every file
+    input (a file argument, a file matched by a glob, a path on stdin). A
+    file's stem is its path relative to that folder, without extension
+    (absolute paths are compared, not resolved, so a symlinked folder keeps
+    its name). One folder argument: stems relative to it
+    (``D/cats/chelsea.jpg`` -> ``cats/chelsea``); one file: its name;
+    ``x/a.jpg y/a.jpg``: ``x/a`` and ``y/a``. A file outside the common folder
+    (only a directory that cannot be listed, given itself) uses its name.
+    ``gradcam explain --dry-run --jsonl`` prints each input's ``out_stem``.
 
     ``out_stem`` is unique within the call (compared case-insensitively after
     NFC normalisation, so outputs cannot collide on case-insensitive file
@@ -410,6 +445,14 @@ def iter_inputs(
     over the same file tree always give the same stems.
     """
     listing = _Listing(recursive, _normalise_extensions(extensions))
+    found = list(_found(inputs, listing, stdin, null))
+    common = _common_folder(listing.bases)
+    for path, name in found:
+        yield InputRef(path, listing.claim_stem(_relative_parts(path, common), name))
+
+
+def _found(inputs: Sequence[str], listing: _Listing, stdin: IO[str] | None, null: bool) -> Iterator[tuple[str, str]]:
+    """(path, file name) of every input image, in order, each file once."""
     stdin_used = False
     for arg in inputs:
         if arg == "-":
@@ -424,6 +467,12 @@ def iter_inputs(
             yield from listing.explicit(arg)
         else:
             yield from listing.glob(arg)
+
+
+def missing_arguments(inputs: Sequence[str]) -> list[str]:
+    """The arguments that name nothing: not ``-``, not an existing path, not a glob pattern.
+    (A glob that matches nothing is not missing; it yields no image.)"""
+    return [arg for arg in inputs if arg != "-" and not os.path.lexists(arg) and not _glob.has_magic(arg)]
 
 
 _SHARD_RE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")

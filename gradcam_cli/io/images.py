@@ -36,7 +36,7 @@ import contextlib
 import os
 import stat
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -366,3 +366,42 @@ def decode(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise ImageError(path, "corrupt", f"unexpected decoded shape {arr.shape}")
     return np.ascontiguousarray(arr)
 
+
+
+ACCEPTED_ARRAYS = ("(H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA arrays, uint8 (0..255), or float "
+                   "with value_range=(0, 1) or (0, 255)")
+
+
+def to_rgb_uint8(image: Any, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """An in-memory image as RGB uint8 (H, W, 3), as :func:`decode` gives files.
+
+    Accepted: (H, W) and (H, W, 1) grey, (H, W, 3) RGB, (H, W, 4) RGBA (composited on
+    white); uint8, or a float dtype with an explicit ``value_range`` of (0, 1) or
+    (0, 255) (values are clipped to it and rounded). Anything else: one ``ValueError``
+    naming the shape and dtype received and what is accepted.
+    """
+    array = np.asarray(image)
+    shape, dtype = tuple(array.shape), array.dtype
+    received = f"got an array of shape {shape} and dtype {dtype}"
+    if not (array.ndim == 2 or (array.ndim == 3 and shape[2] in (1, 3, 4))) or 0 in shape:
+        raise ValueError(f"images must be {ACCEPTED_ARRAYS}; {received}")
+    if value_range is not None:
+        if tuple(value_range) not in ((0, 1), (0, 255)):
+            raise ValueError(f"value_range must be (0, 1) or (0, 255), got {value_range!r}")
+        value_range = tuple(value_range)
+    if np.issubdtype(dtype, np.floating):
+        if value_range is None:
+            raise ValueError(f"{received}: a float image needs value_range=(0, 1) or (0, 255) to say its scale")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{received}: it holds NaN or infinite values")
+        array = np.rint(np.clip(array, 0, value_range[1]) * (255.0 / value_range[1])).astype(np.uint8)
+    elif dtype != np.uint8 or value_range not in (None, (0, 255)):
+        raise ValueError(f"images must be {ACCEPTED_ARRAYS}; {received}"
+                         + (f" and value_range={value_range!r}" if dtype == np.uint8 else ""))
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    if array.shape[2] == 4:
+        return _composite(array[..., :3], array[..., 3])
+    return array

@@ -129,7 +129,8 @@ def resolve_target(graph: Graph, name: str) -> tuple[str, tuple, Any]:
         close = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
         raise OptionError(
-            f"model '{model.name}' has no layer '{name}'{hint}; pass --layer with one of its 4-D layers"
+            f"model '{model.name}' has no layer '{name}'{hint}; pass --layer with one of its 4-D layers "
+            "(`gradcam layers` lists them)"
         )
     calls = targets[path]
     if len(calls) > 1:

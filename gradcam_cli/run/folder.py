@@ -8,7 +8,6 @@ under the run header) is written at the end.
 
 from __future__ import annotations
 
-import pathlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +35,10 @@ class Summary:
     top1: int = 0
     top5: int = 0
     misclassified: list[str] = field(default_factory=list)
+    total: int = 0  # inputs of this run
+    interrupted: bool = False  # stopped before every input had a record
+    earlier: int = 0  # --resume: records of earlier runs' images that are not among these inputs
+    replaced: int = 0  # --resume: earlier images left out because this run wrote files of the same names
 
     def add(self, record: dict, resumed: bool) -> None:
         self.records += 1
@@ -87,62 +90,125 @@ def recorded_settings(cam: Any, settings: Any) -> dict:
 
 
 def run_folder(cam: Any, refs: Sequence[Any], settings: Any, options: Any, *,
-               truth: dict[str, int] | None = None, on_record: Callable[[dict], None] | None = None) -> Summary:
+               truth: dict[str, int] | None = None, on_record: Callable[[dict], None] | None = None,
+               stop: Callable[[], bool] | None = None) -> Summary:
     """Explain every input of ``refs`` (``InputRef``: ``.path``, ``.out_stem``) into ``options.out_dir``.
 
     ``settings``: :class:`~gradcam_cli.run.settings.RunSettings`; ``options``:
     :class:`~gradcam_cli.run.settings.RunOptions`; ``truth``: real path -> true class
     index (test-set mode). A bad image becomes an error record; the run goes on. With
-    ``options.resume``, images whose outputs are complete are not computed again.
+    ``options.resume``, images whose outputs are complete are not computed again, and
+    ``predictions.json`` keeps every record of the log: these inputs first, in input
+    order, then earlier runs' images that are not among them (``Summary.earlier``).
+
+    The folder is locked for the run (:class:`~gradcam_cli.io.writers.FolderLock`;
+    ``BusyError`` when another run holds it). ``stop`` is asked before each new batch:
+    when it returns True, no new batch starts, the batches in flight are finished and
+    written, ``predictions.json`` lists what is done, and ``Summary.interrupted`` is set.
     """
     out_dir = writers.check_writable(options.out_dir)
-    names = result_names(options.shard)
-    jsonl_path = out_dir / names[JSONL_NAME]
-    step = BatchStep(cam, settings, out_dir, truth=truth)
-    recorded = recorded_settings(cam, settings)
-    if options.resume:
-        check_same_settings(out_dir / names[RUN_FILE], recorded)
-    resume = ResumeIndex(out_dir, jsonl_path, step.outputs, options.resume)
-    writers.write_json(out_dir / names[RUN_FILE], {"settings": recorded})
-    summary = Summary(out_dir=str(out_dir))
-    offsets: dict[str, int] = {}
+    part = None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}"
+    with writers.FolderLock(out_dir, part):
+        return _FolderRun(cam, refs, settings, options, out_dir, truth, on_record, stop).run()
 
-    with writers.JsonLines(jsonl_path, append=options.resume) as log, \
-            ThreadPoolExecutor(options.workers, thread_name_prefix="gradcam-io") as pool:
-        def emit(item: Any) -> None:
-            if isinstance(item, Resumed):
-                record, offset = item.record, item.offset
-            else:
-                record = item.result() if isinstance(item, Future) else item  # a write's OutputError stops the run
-                offset = log.write(record)
-            offsets[record["path"]] = offset
-            summary.add(record, isinstance(item, Resumed))
-            if on_record is not None:
-                on_record(record)
 
-        def start_decoding(chunk: list) -> list:
-            """Per input: a Resumed when complete already, else a decode future."""
-            return [resume.lookup(ref.path) or pool.submit(decode_item, ref, cam.profile, settings.max_pixels,
-                                                            step.true_class(ref.path)) for ref in chunk]
+class _FolderRun:
+    """One locked run: the log, the resume index, the pipeline, the document."""
 
+    def __init__(self, cam, refs, settings, options, out_dir, truth, on_record, stop):
+        self.cam, self.refs, self.settings, self.options, self.out_dir = cam, refs, settings, options, out_dir
+        self.on_record, self.stop = on_record, stop or (lambda: False)
+        self.names = result_names(options.shard)
+        self.jsonl_path = out_dir / self.names[JSONL_NAME]
+        self.step = BatchStep(cam, settings, out_dir, truth=truth)
+        recorded = recorded_settings(cam, settings)
+        if options.resume:
+            check_same_settings(out_dir / self.names[RUN_FILE], recorded)
+        self.resume = ResumeIndex(out_dir, self.jsonl_path, self.step.outputs, options.resume)
+        writers.write_json(out_dir / self.names[RUN_FILE], {"settings": recorded})
+        self.summary = Summary(out_dir=str(out_dir), total=len(refs))
+        self.offsets: dict[str, int] = {}
+        self.claimed: set[str] = set()  # the files this run's records name
+
+    def _files(self, record: dict) -> list[str]:
+        return [name for output in self.step.outputs for name in output.files(record) if name] \
+            if record.get("status") == "ok" else []
+
+    def run(self) -> Summary:
+        with writers.JsonLines(self.jsonl_path, append=self.options.resume) as self.log, \
+                ThreadPoolExecutor(self.options.workers, thread_name_prefix="gradcam-io") as self.pool:
+            self._pipeline()
+        self._write_document()
+        return self.summary
+
+    def _emit(self, item: Any) -> None:
+        if isinstance(item, Resumed):
+            record, offset = item.record, item.offset
+        else:
+            record = item.result() if isinstance(item, Future) else item  # a write's OutputError stops the run
+            offset = self.log.write(record)
+        self.offsets[record["path"]] = offset
+        self.claimed.update(self._files(record))
+        self.summary.add(record, isinstance(item, Resumed))
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def _start_decoding(self, chunk: list) -> list:
+        """Per input: a Resumed when complete already, else a decode future."""
+        cam, settings, step = self.cam, self.settings, self.step
+        return [self.resume.lookup(ref.path) or self.pool.submit(decode_item, ref, cam.profile, settings.max_pixels,
+                                                                  step.true_class(ref.path)) for ref in chunk]
+
+    def _pipeline(self) -> None:
+        """Decode one batch ahead, compute in order, emit with at most WRITE_DEPTH batches in flight."""
         decoding: deque = deque()  # batches being decoded (one ahead of the model)
         writing: deque = deque()  # batches whose records or write futures wait to be emitted, in order
-        for chunk in batched(refs, options.batch_size):
-            decoding.append(start_decoding(chunk))
+        for chunk in batched(self.refs, self.options.batch_size):
+            if self.stop():
+                break
+            decoding.append(self._start_decoding(chunk))
             if len(decoding) > 1:
-                writing.append(_compute(step, decoding.popleft(), pool))
+                writing.append(_compute(self.step, decoding.popleft(), self.pool))
             while len(writing) > WRITE_DEPTH:
                 for item in writing.popleft():
-                    emit(item)
-        while decoding:
-            writing.append(_compute(step, decoding.popleft(), pool))
-        while writing:
+                    self._emit(item)
+        while decoding and not self.stop():
+            writing.append(_compute(self.step, decoding.popleft(), self.pool))
+        for pending in decoding:  # stopped: batches not computed yet are dropped
+            for item in pending:
+                if isinstance(item, Future):
+                    item.cancel()
+        while writing:  # computed batches are finished: their files written, their records logged
             for item in writing.popleft():
-                emit(item)
+                self._emit(item)
+        self.summary.interrupted = self.summary.records < len(self.refs)
 
-    _write_document(cam, settings, options, out_dir / names[JSON_NAME], jsonl_path, summary,
-                    [offsets[ref.path] for ref in refs if ref.path in offsets])
-    return summary
+    def _document_offsets(self) -> tuple[list[int], list[int]]:
+        """The log offsets predictions.json lists: these inputs in input order, then (resuming) the
+        log's other images in log order, except those whose output files this run replaced."""
+        known = {**self.resume.offsets, **self.offsets}
+        ours = [known[ref.path] for ref in self.refs if ref.path in known]
+        inputs = {ref.path for ref in self.refs}
+        others = sorted(offset for path, offset in known.items() if path not in inputs)
+        earlier = [offset for offset, record in zip(others, writers.read_records_at(self.jsonl_path, others))
+                   if not self.claimed.intersection(self._files(record))]
+        self.summary.replaced = len(others) - len(earlier)
+        return ours, earlier
+
+    def _write_document(self) -> None:
+        ours, earlier = self._document_offsets()
+        self.summary.earlier = len(earlier)
+        document = Summary()
+        for record in writers.read_records_at(self.jsonl_path, ours + earlier):
+            document.add(record, False)
+        header = run_header(self.cam, self.settings, self.options)
+        header["summary"] = {"images": document.records, "done": document.done, "failed": document.failed}
+        if document.accuracy() is not None:
+            header["summary"]["accuracy"] = document.accuracy()
+        if self.cam.max_batch is not None:  # the model ran out of memory and the batch was halved
+            header["summary"]["batch_size_after_out_of_memory"] = self.cam.max_batch
+        writers.write_json_document(self.out_dir / self.names[JSON_NAME], header,
+                                    writers.read_records_at(self.jsonl_path, ours + earlier))
 
 
 def _compute(step: BatchStep, pending: list, pool: ThreadPoolExecutor) -> list:
@@ -152,14 +218,3 @@ def _compute(step: BatchStep, pending: list, pool: ThreadPoolExecutor) -> list:
     for i, written in zip(good, step([resolved[i] for i in good], submit=pool.submit)):
         resolved[i] = written
     return resolved
-
-
-def _write_document(cam: Any, settings: Any, options: Any, path: pathlib.Path, jsonl_path: pathlib.Path,
-                    summary: Summary, ordered: list[int]) -> None:
-    header = run_header(cam, settings, options)
-    header["summary"] = {"images": summary.records, "done": summary.done, "failed": summary.failed}
-    if summary.accuracy() is not None:
-        header["summary"]["accuracy"] = summary.accuracy()
-    if cam.max_batch is not None:  # the model ran out of memory and the batch was halved
-        header["summary"]["batch_size_after_out_of_memory"] = cam.max_batch
-    writers.write_json_document(path, header, writers.read_records_at(jsonl_path, ordered))

@@ -201,7 +201,8 @@ def outputs_for(settings: Any) -> list[Output]:
 
 
 def record_complete(record: dict, outputs: Sequence[Output], out_dir: pathlib.Path) -> bool:
-    """An ``ok`` record whose every output file is there and whole."""
-    if record.get("status") != "ok" or not record.get("predictions"):
+    """An ``ok`` record whose every output file is there and whole (``--threshold`` may have kept no
+    label: an empty ``predictions`` list is complete, with no file to check)."""
+    if record.get("status") != "ok" or not isinstance(record.get("predictions"), list):
         return False
     return all(output.complete(record, out_dir) for output in outputs)

@@ -53,6 +53,8 @@ class ResumeIndex:
 
     def __init__(self, out_dir: pathlib.Path, jsonl_path: pathlib.Path, outputs: Sequence[Output], enabled: bool):
         self.out_dir, self.jsonl_path, self.outputs = out_dir, jsonl_path, outputs
+        #: lines of the log that were not whole JSON objects, dropped before reading it
+        self.dropped = writers.repair_json_lines(jsonl_path) if enabled else 0
         self.offsets = previous_records(jsonl_path) if enabled else {}
         if enabled:
             writers.remove_stale_temps(out_dir)

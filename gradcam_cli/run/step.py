@@ -31,6 +31,15 @@ class Item:
     true_class: int | None = None  # test-set mode: its true label's class index
 
 
+def _entry(prediction: Any, head_type: str) -> dict:
+    """A prediction as the record lists it; a regression (linear) output's score is a ``value``,
+    not a probability."""
+    entry = asdict(prediction)
+    if head_type == "linear":
+        entry["value"] = entry.pop("probability")
+    return entry
+
+
 def error_record(path: str, exc: ImageError) -> dict:
     return {"path": path, "status": "error", "kind": exc.kind, "message": exc.message}
 
@@ -88,7 +97,7 @@ class BatchStep:
             map_name(item.ref.out_stem, p.label, p.rank, slot, self.n, bool(self.indices))
             for slot, p in enumerate(result.predictions, start=1)
         ]
-        entries = [asdict(p) for p in result.predictions]
+        entries = [_entry(p, self.cam.split.head_type) for p in result.predictions]
         record: dict = {"path": item.ref.path, "status": "ok", "width": width, "height": height}
         true = item.true_class
         if true is not None:
