@@ -15,7 +15,8 @@ from helpers import invoke
 
 
 HEADER_KEYS = {"tool", "version", "backbone", "model", "target_layer", "target_layer_shape", "input_size",
-               "preprocessing", "weights", "method", "precision", "head", "score", "engine", "options", "summary", "images"}
+               "preprocessing", "weights", "method", "precision", "head", "score", "engine", "geometry", "options", "summary",
+               "images"}
 PREDICTION_KEYS = {"rank", "class_index", "class_id", "label", "probability", "overlay"}
 SIZES = {"cats/a.png": (200, 120), "b.jpg": (64, 96), "dogs/deep/c.jpg": (301, 257)}
 
