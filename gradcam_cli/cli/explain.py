@@ -80,6 +80,13 @@ def picture_options(command):
                           "on the overlays."),
         click.option("--box-threshold", default=0.15, show_default=True, type=float, callback=_unit_interval,
                      help="--boxes: keep the map above this fraction of its maximum, then its largest segment."),
+        click.option("--no-overlays", is_flag=True,
+                     help="Write no overlay JPEGs: records, --save-raw maps and other asked outputs only (fastest)."),
+        click.option("--overlay-max-side", default=None, type=click.IntRange(16, 65536), metavar="PX",
+                     help="Overlays (grids, GIFs) at most PX on their long side (default: the original size); "
+                          "large JPEGs are then decoded reduced, several times faster."),
+        click.option("--io-threads", default=None, type=click.IntRange(1, 256), metavar="N",
+                     help="Decode / write threads (default: one per CPU this process may use, at least 2)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -175,11 +182,13 @@ def _explain(stop, p: dict) -> int:
         alpha=p["alpha"], colormap=p["colormap"], quality=p["quality"], save_raw=p["save_raw"],
         max_pixels=p["max_pixels"], grid=p["grid"], grid_columns=p["grid_columns"], grid_tile=p["grid_tile"],
         gif=p["gif"], gif_ms=p["gif_ms"], boxes=p["boxes"], box_threshold=p["box_threshold"],
+        overlays=not p["no_overlays"], overlay_max_side=p["overlay_max_side"],
     )
     labels = _precheck(settings, None if p["dry_run"] else p["out_dir"], shard)
     if p["dry_run"]:
         return _dry_run(stop, settings, refs, p["jsonl"])
-    summary = _run(stop, settings, refs, labels, p["out_dir"], p["batch_size"], p["resume"], shard, p["jsonl"],
+    summary = _run(stop, settings, refs, labels, p["out_dir"], (p["batch_size"], p["io_threads"]), p["resume"], shard,
+                   p["jsonl"],
                    p["quiet"])
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
@@ -260,8 +269,9 @@ def _precheck(settings, out_dir, shard) -> dict | None:
     return labels
 
 
-def _run(stop, settings, refs, labels, out_dir, batch_size, resume, shard, jsonl, quiet):
-    """Load the model and run the folder (created now); return the summary."""
+def _run(stop, settings, refs, labels, out_dir, sizes, resume, shard, jsonl, quiet):
+    """Load the model and run the folder (created now); return the summary. ``sizes``: (batch size, I/O threads)."""
+    batch_size, io_threads = sizes
     from gradcam_cli.cli.progress import Progress
     from gradcam_cli.run.settings import RunOptions
 
@@ -273,6 +283,7 @@ def _run(stop, settings, refs, labels, out_dir, batch_size, resume, shard, jsonl
         cam.resolve_classes(settings.classes)
         truth = {path: cam.class_names.resolve(label, cam.split.num_classes) for path, label in (labels or {}).items()}
     options = RunOptions(out_dir=out_dir, batch_size=auto_batch_size() if batch_size == "auto" else batch_size,
+                         workers=io_threads,
                          resume=resume, shard=shard)
     progress = Progress(len(refs), quiet)
 

@@ -8,6 +8,7 @@ under the run header) is written at the end.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,8 +21,21 @@ from gradcam_cli.run.naming import JSON_NAME, JSONL_NAME, RUN_FILE, result_names
 from gradcam_cli.run.resume import Resumed, ResumeIndex, check_same_settings
 from gradcam_cli.run.step import BatchStep, Item, decode_item
 
-#: batches whose overlays may still be being written while the model runs (bounds memory)
+#: batches whose overlays may still be being written while the model runs. With one batch being
+#: decoded ahead and one in the model, at most WRITE_DEPTH + 2 batches of decoded images are held
+#: at once, whatever the number of threads: that bounds memory (README: Feeding a GPU).
 WRITE_DEPTH = 2
+
+
+def io_threads(requested: int | None = None) -> int:
+    """Decode / write threads: ``requested``, else one per CPU this process may use (at least 2)."""
+    if requested:
+        return int(requested)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 2
+    return max(2, cpus)
 
 
 @dataclass
@@ -136,7 +150,7 @@ class _FolderRun:
 
     def run(self) -> Summary:
         with writers.JsonLines(self.jsonl_path, append=self.options.resume) as self.log, \
-                ThreadPoolExecutor(self.options.workers, thread_name_prefix="gradcam-io") as self.pool:
+                ThreadPoolExecutor(io_threads(self.options.workers), thread_name_prefix="gradcam-io") as self.pool:
             self._pipeline()
         self._write_document()
         return self.summary
@@ -157,7 +171,8 @@ class _FolderRun:
         """Per input: a Resumed when complete already, else a decode future."""
         cam, settings, step = self.cam, self.settings, self.step
         return [self.resume.lookup(ref.path) or self.pool.submit(decode_item, ref, cam.profile, settings.max_pixels,
-                                                                  step.true_class(ref.path)) for ref in chunk]
+                                                                  step.true_class(ref.path), step.decode_floor)
+                for ref in chunk]
 
     def _pipeline(self) -> None:
         """Decode one batch ahead, compute in order, emit with at most WRITE_DEPTH batches in flight."""

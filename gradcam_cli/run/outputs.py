@@ -31,6 +31,7 @@ class ImageResult:
     stem: str = ""  # the image's output stem (per-image files: ``stem.grid.jpg``)
     pictures: list | None = None  # the overlays (BGR uint8), once the overlay output has made them
     upsample: Any = None  # (map, height, width) -> map at the image (GradCAM.upsample); None: stretch
+    size: tuple[int, int] | None = None  # the file's full (height, width): records and boxes are in its pixels
 
 
 class Output:
@@ -71,10 +72,25 @@ class OverlayOutput(Output):
 
     key = "overlay"
 
-    def __init__(self, alpha: float, colormap: str, quality: int, boxes: bool = False):
+    def __init__(self, alpha: float, colormap: str, quality: int, boxes: bool = False, max_side: int | None = None,
+                 enabled: bool = True):
         from gradcam_cli.render.overlay import colormap_id
 
         self.alpha, self.colormap, self.quality, self.boxes = alpha, colormap_id(colormap), quality, boxes
+        self.max_side, self.enabled = max_side, enabled
+
+    def base(self, result: ImageResult):
+        """The image the overlays are blended on: the decoded image, shrunk (area-averaged) to
+        ``max_side`` on its long side when it is longer."""
+        import cv2
+
+        image = result.image
+        height, width = image.shape[:2]
+        if self.max_side is None or max(height, width) <= self.max_side:
+            return image
+        scale = self.max_side / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def pictures(self, result: ImageResult) -> list:
         """The overlays (BGR), made once per image and shared with the grid and GIF outputs."""
@@ -82,15 +98,27 @@ class OverlayOutput(Output):
         from gradcam_cli.render.overlay import overlays
 
         if result.pictures is None:
-            result.pictures = overlays(result.image, result.explanation.maps, alpha=self.alpha, colormap=self.colormap,
+            base = self.base(result)
+            result.pictures = overlays(base, result.explanation.maps, alpha=self.alpha, colormap=self.colormap,
                                        upsample=result.upsample)
             if self.boxes:
-                result.pictures = [draw_box(p, e.get("box")) for p, e in zip(result.pictures, result.entries)]
+                full = result.size or result.image.shape[:2]
+                sy, sx = base.shape[0] / full[0], base.shape[1] / full[1]
+                result.pictures = [draw_box(p, _scaled(e.get("box"), sx, sy)) for p, e in zip(result.pictures,
+                                                                                              result.entries)]
+            if base.shape[:2] != tuple(result.size or result.image.shape[:2]):
+                result.record["overlay_size"] = [base.shape[1], base.shape[0]]
         return result.pictures
+
+    def files(self, record: dict) -> list[str]:
+        return super().files(record) if self.enabled else []
 
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
         from gradcam_cli.render.overlay import encode_jpeg
+
+        if not self.enabled:
+            return
 
         for name, entry, picture in zip(result.names, result.entries, self.pictures(result)):
             writers.write_bytes(out_dir / f"{name}.jpg", encode_jpeg(picture, self.quality))
@@ -125,7 +153,7 @@ class BoxOutput(Output):
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.render.boxes import map_box
 
-        size = result.image.shape[:2]
+        size = result.size or result.image.shape[:2]
         for entry, cam in zip(result.entries, result.explanation.maps):
             entry[self.key] = map_box(cam, size, self.threshold, upsample=result.upsample)
 
@@ -180,6 +208,14 @@ class GifOutput(Output):
         result.record[self.key] = name
 
 
+def _scaled(box: list | None, sx: float, sy: float) -> list | None:
+    """A box in full-image pixels, in the pixels of a picture scaled by (sx, sy)."""
+    if box is None or (sx == 1 and sy == 1):
+        return box
+    return [int(box[0] * sx), int(box[1] * sy), max(int(box[0] * sx) + 1, round(box[2] * sx)),
+            max(int(box[1] * sy) + 1, round(box[3] * sy))]
+
+
 def _caption(entry: dict) -> str:
     score = f"p {entry['probability']:.3f}" if "probability" in entry else f"value {entry.get('value', 0):.3g}"
     return f"{entry['rank']}. {entry['label']} ({entry['class_index']}) {score}"
@@ -188,7 +224,8 @@ def _caption(entry: dict) -> str:
 def outputs_for(settings: Any) -> list[Output]:
     """The outputs a run's settings ask for, in the order they write (boxes before the overlays
     that draw them; grid and GIF reuse the overlays)."""
-    overlay = OverlayOutput(settings.alpha, settings.colormap, settings.quality, boxes=settings.boxes)
+    overlay = OverlayOutput(settings.alpha, settings.colormap, settings.quality, boxes=settings.boxes,
+                            max_side=settings.overlay_max_side, enabled=settings.overlays)
     outputs: list[Output] = [BoxOutput(settings.box_threshold)] if settings.boxes else []
     outputs.append(overlay)
     if settings.save_raw:

@@ -59,6 +59,8 @@ class RunSettings:
     grid_tile: int = 384
     gif: bool = False  # per image: an animated GIF cycling original -> each overlay
     gif_ms: int = 800
+    overlays: bool = True  # False: records, raw maps and other outputs only (no overlay JPEGs)
+    overlay_max_side: int | None = None  # overlays (and grids, GIFs) at most this long side; None: original size
 
     @property
     def method(self) -> str:
@@ -84,4 +86,4 @@ class RunOptions:
     batch_size: int = DEFAULT_BATCH
     resume: bool = False
     shard: tuple[int, int] | None = None  # (K, N): names the predictions files so shards can share --out
-    workers: int = 2  # decode and write threads; they overlap with the model
+    workers: int | None = None  # decode and write threads (None: one per usable CPU, at least 2)

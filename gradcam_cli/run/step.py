@@ -9,6 +9,7 @@ Ray engine call it plainly and get the records back.
 
 from __future__ import annotations
 
+import math
 import pathlib
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
@@ -29,6 +30,11 @@ class Item:
     image: np.ndarray  # original resolution, RGB uint8
     model_input: np.ndarray  # resized and normalised: float32 (H, W, 3)
     true_class: int | None = None  # test-set mode: its true label's class index
+    size: tuple[int, int] | None = None  # the file's full (height, width) when ``image`` was decoded reduced
+
+    @property
+    def full_size(self) -> tuple[int, int]:
+        return tuple(self.size) if self.size is not None else self.image.shape[:2]
 
 
 def _entry(prediction: Any, head_type: str) -> dict:
@@ -44,16 +50,37 @@ def error_record(path: str, exc: ImageError) -> dict:
     return {"path": path, "status": "error", "kind": exc.kind, "message": exc.message}
 
 
-def decode_item(ref: Any, profile: Any, max_pixels: int | None = None, true_class: int | None = None) -> Item | dict:
-    """Decode, resize and normalise one image (in an I/O thread); an error record if it cannot be used."""
+def decode_item(ref: Any, profile: Any, max_pixels: int | None = None, true_class: int | None = None,
+                at_least: Callable | None = None) -> Item | dict:
+    """Decode, resize and normalise one image (in an I/O thread); an error record if it cannot be used.
+    ``at_least``: see :func:`gradcam_cli.io.images.decode_sized` (and :func:`decode_floor`)."""
     from gradcam_cli.io import images
     from gradcam_cli.io.preprocess import normalise, resize
 
     try:
-        image = images.decode(ref.path, **({"max_pixels": max_pixels} if max_pixels else {}))
+        image, size = images.decode_sized(ref.path, at_least=at_least,
+                                          **({"max_pixels": max_pixels} if max_pixels else {}))
     except ImageError as exc:
         return error_record(ref.path, exc)
-    return Item(ref, image, normalise(resize(image, profile.input_size), profile), true_class)
+    return Item(ref, image, normalise(resize(image, profile.input_size), profile), true_class,
+                None if size == image.shape[:2] else size)
+
+
+def decode_floor(settings: Any, input_size: tuple[int, int]) -> Callable | None:
+    """How small a JPEG may be decoded and lose nothing the run writes: at least twice the model
+    input on each side (so the resize still averages down from it, as from the full image), and
+    the overlays' long side (``overlay_max_side``); None (full size) when pictures are written
+    at the original size."""
+    pictures = settings.overlays or settings.grid or settings.gif
+    if pictures and settings.overlay_max_side is None:
+        return None
+    side = settings.overlay_max_side if pictures else 0
+
+    def floor(height: int, width: int) -> tuple[int, int]:
+        scale = min(1.0, side / max(height, width))
+        return max(2 * input_size[0], math.ceil(height * scale)), max(2 * input_size[1], math.ceil(width * scale))
+
+    return floor
 
 
 class BatchStep:
@@ -71,6 +98,7 @@ class BatchStep:
         self.outputs = list(outputs) if outputs is not None else outputs_for(settings)
         self.truth = dict(truth or {})
         self.upsample = None if cam.geometry.kind == "stretch" else cam.upsample
+        self.decode_floor = decode_floor(settings, tuple(cam.profile.input_size))
 
     def true_class(self, path: str) -> int | None:
         import os
@@ -92,7 +120,7 @@ class BatchStep:
 
     def write(self, item: Item, result: Any) -> dict:
         """Write every output of one explained image; return its record."""
-        height, width = item.image.shape[:2]
+        height, width = item.full_size
         names = [
             map_name(item.ref.out_stem, p.label, p.rank, slot, self.n, bool(self.indices))
             for slot, p in enumerate(result.predictions, start=1)
@@ -107,8 +135,10 @@ class BatchStep:
                 "label": self.cam.class_names.label(true),
                 "rank": int(np.count_nonzero(probs > probs[true])) + 1,
             }
+        if item.size is not None:
+            record["decoded_size"] = [item.image.shape[1], item.image.shape[0]]
         image_result = ImageResult(item.image, result, names, entries, record, stem=item.ref.out_stem,
-                                   upsample=self.upsample)
+                                   upsample=self.upsample, size=(height, width))
         for output in self.outputs:
             output.write(image_result, self.out_dir)
         if true is not None:

@@ -1,0 +1,225 @@
+"""Can the CPU side feed a GPU? The pipeline's I/O ceiling, measured.
+
+The real folder pipeline (decode, resize, normalise, overlays, JPEG encode, atomic
+writes, records) runs with the model step replaced by a zero-cost stand-in that
+returns maps of the right shape (``StandInCam``: a benchmark-only hook, not a user
+option). Images/s per core = images / CPU-seconds of the whole process; the ratio
+ceiling / forward pass says how many cores a GPU that fast would need.
+
+    python benchmarks/bench_io.py --out benchmarks/results_io.md     # ~5 minutes on 2 cores
+
+Then the whole CLI with the real EfficientNet-Lite0 against its compiled forward pass,
+measured side by side (forward, pipeline, forward), top-1 / top-5 / --no-overlays, and
+peak memory of 4000x3000 runs in fresh processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+class StandInCam:
+    """Looks like a GradCAM to the pipeline; explains nothing (random maps, fixed classes)."""
+
+    def __init__(self, backbone: str = "efficientnet_lite0"):
+        from types import SimpleNamespace
+
+        from gradcam_cli.config import classes
+        from gradcam_cli.config.profiles import get_profile, load_registry
+        from gradcam_cli.models.geometry import stretch_geometry
+
+        self.profile = get_profile(load_registry(), backbone)
+        self.split = SimpleNamespace(num_classes=1000, feature_shape=(7, 7, 1280), head_type="softmax")
+        self.class_names = classes.load("imagenet")
+        self.geometry = stretch_geometry(tuple(self.profile.input_size), (7, 7))
+        self.max_batch = None
+        self.layer = "stand-in"
+        self.rng = np.random.default_rng(0)
+
+    def resolve_classes(self, tokens):
+        return [self.class_names.resolve(t, 1000) for t in tokens]
+
+    def upsample(self, cam, height, width):
+        import cv2
+
+        return cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+
+    def describe(self) -> dict:
+        return {"backbone": "stand-in", "geometry": self.geometry.to_json()}
+
+    def explain_prepared(self, batch, *, top=3, indices=None, truth=None, threshold=None, method="gradcam"):
+        from gradcam_cli.engine.cam import Explanation, Prediction
+
+        probs = np.full(1000, 1e-3, np.float32)
+        out = []
+        for _ in range(len(batch)):
+            maps = self.rng.random((top, 7, 7), dtype=np.float32)
+            predictions = [Prediction(rank=k + 1, class_index=k, class_id=self.class_names.class_id(k),
+                                      label=self.class_names.label(k), probability=0.1) for k in range(top)]
+            out.append(Explanation(predictions=predictions, maps=maps, probabilities=probs))
+        return out
+
+
+def make_folder(root: pathlib.Path, size: tuple[int, int], count: int) -> pathlib.Path:
+    """``count`` photo-like JPEGs (the sample images resized, with grain) of (width, height) ``size``."""
+    import cv2
+
+    folder = root / f"jpegs_{size[0]}x{size[1]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = sorted((REPO / "sample_images").glob("*.jpg"))
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        image = cv2.resize(cv2.imread(str(samples[i % len(samples)])), size, interpolation=cv2.INTER_CUBIC)
+        image = (image + rng.integers(-10, 11, image.shape)).clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i:04d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return folder
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_pipeline(cam, folder: pathlib.Path, out: pathlib.Path, *, top: int, threads: int, batch: int = 16,
+                 **settings) -> dict:
+    from gradcam_cli.io.discover import iter_inputs
+    from gradcam_cli.run.folder import run_folder
+    from gradcam_cli.run.settings import RunOptions, RunSettings
+
+    refs = list(iter_inputs([str(folder)]))
+    shutil.rmtree(out, ignore_errors=True)
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    summary = run_folder(cam, refs, RunSettings(top=top, **settings), RunOptions(out_dir=out, batch_size=batch,
+                                                                                 workers=threads))
+    wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+    assert summary.done == len(refs), summary
+    return {"images": len(refs), "wall_s": wall, "cpu_s": cpu, "ips": len(refs) / wall, "ips_per_core": len(refs) / cpu}
+
+
+def ceiling(root: pathlib.Path, small: pathlib.Path, large: pathlib.Path) -> list[dict]:
+    cam = StandInCam()
+    rows = []
+    cases = [("1024x768", small, 1, {}), ("1024x768", small, 5, {}),
+             ("1024x768", small, 1, {"overlay_max_side": 1024}), ("1024x768", small, 1, {"overlays": False}),
+             ("4000x3000", large, 1, {}), ("4000x3000", large, 5, {}),
+             ("4000x3000", large, 1, {"overlay_max_side": 1024}), ("4000x3000", large, 5, {"overlay_max_side": 1024}),
+             ("4000x3000", large, 1, {"overlays": False})]
+    run_pipeline(cam, small, root / "warm", top=1, threads=2)
+    for size, folder, top, extra in cases:
+        for threads in (1, 2):
+            result = run_pipeline(cam, folder, root / "out", top=top, threads=threads, **extra)
+            option = ", ".join(f"{k}={v}" for k, v in extra.items()) or "overlays at full size"
+            rows.append({"size": size, "top": top, "options": option, "threads": threads, **result})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def forward_ips(cam, batch: int = 16, seconds: float = 6.0) -> float:
+    import tensorflow as tf
+
+    model = cam.model
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, *cam.profile.input_size, 3)).astype(np.float32)
+    fn = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec((None, *x.shape[1:]))])
+    fn(x)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn(x).numpy()
+        n += batch
+    return n / (time.perf_counter() - start)
+
+
+def whole_cli(root: pathlib.Path, small: pathlib.Path) -> list[dict]:
+    """The real Lite0 pipeline against its compiled forward pass: forward, pipeline, forward."""
+    from gradcam_cli.engine.cam import GradCAM
+
+    cam = GradCAM("efficientnet_lite0")
+    run_pipeline(cam, small, root / "warm", top=1, threads=None)
+    rows = []
+    for top, extra in ((1, {}), (5, {}), (1, {"overlays": False}), (5, {"overlays": False})):
+        before = forward_ips(cam)
+        result = run_pipeline(cam, small, root / "out", top=top, threads=None, **extra)
+        after = forward_ips(cam)
+        forward = (before + after) / 2
+        option = ", ".join(f"{k}={v}" for k, v in extra.items()) or "overlays at full size"
+        rows.append({"top": top, "options": option, "forward_ips": forward, "cli_ips": result["ips"],
+                     "ratio": result["ips"] / forward})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def memory(large: pathlib.Path, count: int, extra: list[str]) -> float:
+    """Peak RSS (MiB, VmHWM: ru_maxrss would include the parent's at fork) of a stand-in run over
+    ``count`` 4000x3000 images, in a fresh process."""
+    code = (
+        "import json, resource, sys, pathlib; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
+        "from bench_io import StandInCam, run_pipeline\n"
+        "import shutil, tempfile\n"
+        "src = pathlib.Path(%r); folder = pathlib.Path(tempfile.mkdtemp()) / 'in'; folder.mkdir()\n"
+        "files = sorted(src.glob('*.jpg'))\n"
+        "[ (folder / f'{i:04d}.jpg').symlink_to(files[i %% len(files)]) for i in range(%d) ]\n"
+        "run_pipeline(StandInCam(), folder, folder.parent / 'out', top=3, threads=2, %s)\n"
+        "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024)\n"
+    ) % (str(REPO), str(REPO / "benchmarks"), str(large), count, ", ".join(extra))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def report(rows: list[dict], cli: list[dict], mem: dict, machine: str) -> str:
+    lines = ["# I/O ceiling and feeding a GPU", "", machine, "",
+             "## I/O ceiling (model replaced by a zero-cost stand-in; img/s per core = images / CPU-seconds)", "",
+             "| input JPEGs | top | options | I/O threads | img/s | img/s per core |", "|---|---:|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['top']} | {r['options']} | {r['threads']} | {r['ips']:.1f} | "
+                     f"{r['ips_per_core']:.1f} |")
+    lines += ["", "## Whole pipeline with EfficientNet-Lite0 (batch 16) vs its compiled forward pass", "",
+              "| top | options | forward img/s | pipeline img/s | ratio |", "|---:|---|---:|---:|---:|"]
+    for r in cli:
+        lines.append(f"| {r['top']} | {r['options']} | {r['forward_ips']:.1f} | {r['cli_ips']:.1f} | {r['ratio']:.2f}x |")
+    lines += ["", "## Peak memory, 4000x3000 JPEGs, top-3, stand-in model, fresh process", "",
+              "| images | options | peak RSS MiB |", "|---:|---|---:|"]
+    for (count, option), value in mem.items():
+        lines.append(f"| {count} | {option} | {value:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="write the markdown report here")
+    parser.add_argument("--small", type=int, default=64, help="1024x768 images")
+    parser.add_argument("--large", type=int, default=12, help="4000x3000 images")
+    parser.add_argument("--no-cli", action="store_true", help="skip the real-model rows")
+    args = parser.parse_args()
+    root = pathlib.Path(tempfile.mkdtemp(prefix="bench-io-"))
+    try:
+        small = make_folder(root, (1024, 768), args.small)
+        large = make_folder(root, (4000, 3000), args.large)
+        rows = ceiling(root, small, large)
+        cli = [] if args.no_cli else whole_cli(root, small)
+        mem = {(n, opt): memory(large, n, extra) for n in (50, 200)
+               for opt, extra in (("overlays at full size", []), ("overlay_max_side=1024", ["overlay_max_side=1024"]))}
+        machine = (f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
+                   f"load average before {os.getloadavg()[0]:.1f}; `python benchmarks/bench_io.py`")
+        text = report(rows, cli, mem, machine)
+        print(text)
+        if args.out:
+            pathlib.Path(args.out).write_text(text)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

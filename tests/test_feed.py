@@ -1,0 +1,89 @@
+"""Feeding a GPU: reduced JPEG decode, --no-overlays, --overlay-max-side, the I/O thread count."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from helpers import invoke
+
+from gradcam_cli.io.images import decode, decode_sized, reduction
+from gradcam_cli.io.preprocess import resize
+from gradcam_cli.run.folder import io_threads
+from gradcam_cli.run.settings import RunSettings
+from gradcam_cli.run.step import decode_floor
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(tmp_path_factory):
+    """A 3608 x 2400 photo (chelsea upscaled, with fine texture added), as a quality-92 JPEG."""
+    image = cv2.imread("sample_images/chelsea.jpg")
+    big = cv2.resize(image, (3608, 2400), interpolation=cv2.INTER_CUBIC)
+    noise = np.random.default_rng(0).integers(-12, 13, big.shape)
+    path = tmp_path_factory.mktemp("big") / "big.jpg"
+    cv2.imwrite(str(path), (big + noise).clip(0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return path
+
+
+def test_reduction_keeps_the_asked_size():
+    assert reduction(3000, 4000, None) == 1
+    assert reduction(3000, 4000, (448, 448)) == 4  # 750 x 1000 >= 448; 375 < 448
+    assert reduction(3000, 4000, (100, 100)) == 8
+    assert reduction(300, 400, (448, 448)) == 1
+
+
+def test_reduced_decode_gives_the_same_model_input_within_the_resize_tolerance(big_jpeg):
+    full = decode(str(big_jpeg))
+    floor = decode_floor(RunSettings(overlays=False), (224, 224))
+    reduced, size = decode_sized(str(big_jpeg), at_least=floor)
+    assert size == (2400, 3608) and reduced.shape == (600, 902, 3)  # decoded at 1/4
+    a, b = resize(full, (224, 224)).astype(int), resize(reduced, (224, 224)).astype(int)
+    assert np.abs(a - b).mean() < 1.0 and np.percentile(np.abs(a - b), 99) <= 4
+    one_area = cv2.resize(full, (224, 224), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(a - b).mean() <= np.abs(a - one_area).mean() + 0.5  # no worse than the resize's own error
+
+
+def test_decode_floor_follows_the_outputs():
+    assert decode_floor(RunSettings(), (224, 224)) is None  # overlays at the original size: full decode
+    floor = decode_floor(RunSettings(overlay_max_side=1024), (224, 224))
+    assert floor(3000, 4000) == (768, 1024)
+    assert decode_floor(RunSettings(overlays=False, grid=True), (224, 224)) is None
+    assert decode_floor(RunSettings(overlays=False), (224, 224))(3000, 4000) == (448, 448)
+
+
+def test_io_threads_follow_the_cpus_this_process_may_use():
+    assert io_threads(5) == 5
+    assert io_threads() == max(2, len(os.sched_getaffinity(0)))
+
+
+def test_no_overlays_and_overlay_max_side_from_the_cli(tmp_path, big_jpeg, lite0_cam):
+    out = tmp_path / "none"
+    result = invoke("explain", big_jpeg, "sample_images/coffee.jpg", "--out", out, "--no-overlays", "--save-raw",
+                    "--top", 2, "-q")
+    assert result.exit_code == 0, result.output
+    assert not list(out.rglob("*.jpg"))
+    doc = json.loads((out / "predictions.json").read_text())
+    big, coffee = doc["images"]
+    assert (big["width"], big["height"], big["decoded_size"]) == (3608, 2400, [902, 600])
+    assert "decoded_size" not in coffee  # 600 x 400 is under twice the model input: decoded whole
+    assert all("overlay" not in p and (out / p["raw"]).is_file() for r in doc["images"] for p in r["predictions"])
+    again = invoke("explain", big_jpeg, "sample_images/coffee.jpg", "--out", out, "--no-overlays", "--save-raw",
+                   "--top", 2, "--resume")
+    assert again.exit_code == 0 and "(2 kept from the previous run)" in again.stderr
+
+    capped = tmp_path / "capped"
+    result = invoke("explain", big_jpeg, "--out", capped, "--overlay-max-side", 512, "--boxes", "--top", 1, "-q")
+    assert result.exit_code == 0, result.output
+    record = json.loads((capped / "predictions.json").read_text())["images"][0]
+    assert record["overlay_size"] == [512, 341] and record["decoded_size"] == [902, 600]
+    overlay = cv2.imread(str(capped / record["predictions"][0]["overlay"]))
+    assert overlay.shape == (341, 512, 3)
+    x0, y0, x1, y1 = record["predictions"][0]["box"]  # in the file's full pixels
+    assert 0 <= x0 < x1 <= 3608 and 0 <= y0 < y1 <= 2400
+    # the model saw the same input: the same classes and nearly the same probability as a full decode
+    full = lite0_cam.explain([decode(str(big_jpeg))], top=1)[0].predictions[0]
+    assert record["predictions"][0]["class_index"] == full.class_index
+    assert abs(record["predictions"][0]["probability"] - full.probability) < 0.02
