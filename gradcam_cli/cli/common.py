@@ -10,6 +10,7 @@ import click
 
 from gradcam_cli.config.profiles import DEFAULT_BACKBONE
 from gradcam_cli.errors import (
+    EngineError,
     GradcamError,
     InputError,
     OptionError,
@@ -31,7 +32,8 @@ Exit codes:
   0  every image was explained
   1  some images failed (each has an error record; the rest are done)
   2  usage error: a bad flag, an unknown backbone or class, or a model option
-     that does not fit the model (--layer, --output, --input-size, --custom-objects)
+     that does not fit the model (--layer, --output, --input-size, --custom-objects),
+     or --engine ray that cannot run (Ray not installed, workers that differ)
   3  the output directory cannot be written (read-only, full disk, ...)
   4  the model or its weights cannot be loaded (missing, corrupt, not a Keras model)
 """
@@ -48,7 +50,8 @@ class CliError(click.ClickException):
 def to_cli_error(exc: GradcamError) -> CliError:
     if isinstance(exc, OutputError):
         return CliError(str(exc), EXIT_OUTPUT)
-    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError, ReportError)):
+    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError, ReportError,
+                        EngineError)):
         return CliError(str(exc), EXIT_USAGE)  # the fix is a flag or a profile
     return CliError(str(exc), EXIT_MODEL)
 

@@ -81,6 +81,27 @@ def picture_options(command):
     return command
 
 
+def engine_options(command):
+    """Where the job runs: here, or on a Ray cluster (actors with one model each)."""
+    options = [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="'ray': run on a Ray cluster (pip install 'gradcam-cli[ray]'); same outputs, and "
+                          "--resume works across engines. See README: On a cluster."),
+        click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="--engine ray: 'auto' (the cluster this machine belongs to) or ray://host:port; "
+                          "default: a local Ray started for the run."),
+        click.option("--workers", type=click.IntRange(1), default=None,
+                     help="--engine ray: actors, one model each (default: as many as the cluster's GPUs, or CPUs, hold)."),
+        click.option("--gpus-per-worker", type=click.FloatRange(0, 64), default=None,
+                     help="--engine ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0)."),
+        click.option("--cpus-per-worker", type=click.FloatRange(1, 1024), default=None,
+                     help="--engine ray: CPUs per actor, and its TensorFlow threads (default: 1 with GPUs, else the CPUs / --workers, at most 4)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", "out_dir", default="gradcam_out", show_default=True, type=click.Path(file_okay=False),
@@ -124,12 +145,13 @@ def picture_options(command):
 @click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True, callback=_methods,
               metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes).")
 @picture_options
+@engine_options
 @click.option("--report", "make_report", is_flag=True, help="Also write OUT/report.html (see `gradcam report`).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
             colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
-            methods, make_report, quiet, grid, grid_columns, grid_tile, gif, gif_ms, boxes, box_threshold,
-            **model_params) -> None:
+            methods, make_report, quiet, grid, grid_columns, grid_tile, gif, gif_ms, boxes, box_threshold, engine,
+            ray_address, workers, gpus_per_worker, cpus_per_worker, **model_params) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
 
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
@@ -144,6 +166,7 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
     shard_kn = _parse_shard(shard)
     if len(methods) > 1:
         raise click.UsageError("one --method per run for now")
+    ray_options = _ray_options(engine, ray_address, workers, gpus_per_worker, cpus_per_worker)
     refs = _inputs(inputs, no_recursive, extensions, null, shard_kn)
     settings = RunSettings(
         model=model_settings(model_params, precision), methods=tuple(methods), top=top, classes=tuple(classes),
@@ -154,7 +177,7 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
     if dry_run:
         _dry_run(settings, refs, jsonl)
         return
-    summary = _run(settings, refs, out_dir, batch_size, resume, shard_kn, jsonl, quiet)
+    summary = _run(settings, refs, out_dir, batch_size, resume, shard_kn, jsonl, quiet, ray_options)
     _report(summary, quiet)
     if make_report:
         from gradcam_cli.report import build_report
@@ -165,6 +188,21 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
         if not quiet:
             click.echo(f"gradcam: report in {path}", err=True)
     sys.exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
+
+
+def _ray_options(engine, address, workers, gpus, cpus):
+    """The Ray engine's options (None for the local engine); Ray must be importable (exit 2 otherwise)."""
+    if engine == "local":
+        given = [flag for flag, value in (("--ray-address", address), ("--workers", workers),
+                                          ("--gpus-per-worker", gpus), ("--cpus-per-worker", cpus)) if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply to --engine ray")
+        return None
+    from gradcam_cli.run.ray_engine import RayOptions, require_ray
+
+    with errors():
+        require_ray()
+    return RayOptions(address=address, workers=workers, gpus_per_worker=gpus, cpus_per_worker=cpus)
 
 
 def _parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -194,8 +232,8 @@ def _inputs(inputs, no_recursive, extensions, null, shard):
     return refs
 
 
-def _run(settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet):
-    """Check what can be checked, load the model, run the folder; return the summary."""
+def _run(settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet, ray_options=None):
+    """Check what can be checked, load the model, run the folder (here, or on Ray); return the summary."""
     from gradcam_cli.io.writers import check_writable
     from gradcam_cli.run.settings import RunOptions
 
@@ -230,7 +268,11 @@ def _run(settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet):
 
     try:
         with errors():
-            return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record)
+            if ray_options is None:
+                return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record)
+            from gradcam_cli.run.ray_engine import run_ray
+
+            return run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record)
     finally:
         bar.close()
 

@@ -47,20 +47,21 @@ def run_folder(cam: Any, refs: Sequence[Any], settings: Any, options: Any, *,
         for chunk in batched(refs, options.batch_size):
             decoding.append(start_decoding(chunk))
             if len(decoding) > 1:
-                writing.append(_compute(step, decoding.popleft(), pool))
+                writing.append(compute_batch(step, decoding.popleft(), pool))
             while len(writing) > WRITE_DEPTH:
                 for item in writing.popleft():
                     emit(item)
         while decoding:
-            writing.append(_compute(step, decoding.popleft(), pool))
+            writing.append(compute_batch(step, decoding.popleft(), pool))
         while writing:
             for item in writing.popleft():
                 emit(item)
         return journal.finish(refs, cam.max_batch)
 
 
-def _compute(step: BatchStep, pending: list, pool: ThreadPoolExecutor) -> list:
-    """Wait for a batch's decodes; run the step on the good images; keep everything in input order."""
+def compute_batch(step: BatchStep, pending: list, pool: ThreadPoolExecutor) -> list:
+    """Wait for a batch's decodes (futures, or records and :class:`Resumed` kept as they are); run the
+    step on the good images, its writes submitted to ``pool``; everything in input order."""
     resolved = [item.result() if isinstance(item, Future) else item for item in pending]
     good = [i for i, value in enumerate(resolved) if isinstance(value, Item)]
     for i, written in zip(good, step([resolved[i] for i in good], submit=pool.submit)):
