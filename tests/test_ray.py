@@ -290,3 +290,21 @@ def test_the_pool_fits_the_cluster_or_is_refused():
         plan_pool({"CPU": 2}, RayOptions(workers=3, cpus_per_worker=1), batches=5)
     with pytest.raises(EngineError, match="lower --workers"):
         plan_pool({"CPU": 8}, RayOptions(gpus_per_worker=1), batches=5)
+
+
+def test_a_local_run_is_finished_on_ray_redoing_only_what_is_incomplete(ray_address, base, local_run, monkeypatch):
+    out = base / "local-then-ray"
+    shutil.copytree(local_run, out)
+    records = json.loads((out / "predictions.json").read_text())["images"]
+    ok = [r for r in records if r["status"] == "ok"]
+    for record in ok[::3]:  # an overlay lost: that image is incomplete
+        (out / record["predictions"][0]["overlay"]).unlink()
+    (out / "predictions.json").unlink()
+    kept = len(ok) - len(ok[::3])
+    monkeypatch.chdir(base)
+    result = invoke("explain", "images", "--out", out.name, "--engine", "ray", "--workers", "1", "--resume",
+                    *[o for o in OPTIONS if o != "-q"])
+    assert result.exit_code == 1, result.stderr
+    assert f"({kept} kept from the previous run)" in result.stderr
+    assert_same_run(out, local_run, resumed=True)
+    assert len(log_records(out / "predictions.jsonl")) == INPUTS + INPUTS - kept  # the old log, then the redone

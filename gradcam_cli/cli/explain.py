@@ -17,6 +17,7 @@ from gradcam_cli.cli.common import (
     make_cam_without_weights,
     model_options,
     model_settings,
+    quiet_tensorflow,
 )
 from gradcam_cli.cli.main import main
 from gradcam_cli.methods import method_names
@@ -245,6 +246,11 @@ def _run(settings, refs, out_dir, batch_size, resume, shard, jsonl, quiet, ray_o
             labels = load_labels_csv(settings.labels_csv)
     with errors():
         check_writable(out_dir)
+    if ray_options is not None:
+        from gradcam_cli.run.ray_engine import keep_driver_off_gpus
+
+        quiet_tensorflow()
+        keep_driver_off_gpus()
     cam = make_cam(settings.model)
     from gradcam_cli.engine.cam import auto_batch_size
     from gradcam_cli.run.folder import run_folder

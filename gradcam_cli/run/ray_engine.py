@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -58,6 +58,18 @@ def require_ray() -> None:
         import ray.data  # noqa: F401
     except ImportError:
         raise EngineError(INSTALL_HINT) from None
+
+
+def keep_driver_off_gpus() -> None:
+    """Hide the GPUs from this process's TensorFlow, so that the driver's own model (built to
+    check the options and describe the run) leaves its node's GPUs to the actors. Call it
+    before TensorFlow builds anything; once TensorFlow has started it changes nothing."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # already initialised (a library caller's models): leave it as it is
+        pass
 
 
 def plan_pool(resources: dict, options: RayOptions, batches: int) -> tuple[int, float, float]:
@@ -172,7 +184,7 @@ class ExplainActor:
                              None if true < 0 else int(true))
             for path, stem, true in zip(batch["path"], batch["out_stem"], batch["true_class"])
         ]
-        records = [item.result() if hasattr(item, "result") else item
+        records = [item.result() if isinstance(item, Future) else item
                    for item in compute_batch(self.step, pending, self.pool)]
         return {
             "index": np.asarray(batch["index"], dtype=np.int64),
