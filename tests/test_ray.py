@@ -278,7 +278,9 @@ def test_an_out_folder_a_worker_cannot_write_is_refused_in_one_line(tmp_path, mo
 
 
 def test_the_pool_fits_the_cluster_or_is_refused():
-    from gradcam_cli.run.ray_engine import RayOptions, plan_pool
+    from gradcam_cli.run.ray_engine import RayOptions, _blocks, plan_pool
+
+    assert [_blocks(b, 2) for b in (1, 5, 8, 100, 62_500)] == [1, 5, 8, 13, 7813]  # a batch a block, then up to 8
 
     assert plan_pool({"CPU": 16}, RayOptions(), batches=100) == (4, 0.0, 4.0)
     assert plan_pool({"CPU": 16, "GPU": 4}, RayOptions(), batches=100) == (4, 1.0, 1.0)

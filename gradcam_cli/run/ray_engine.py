@@ -254,7 +254,7 @@ def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: 
         workers, gpu, cpu = plan_pool(ray.cluster_resources(), ray_options, batches)
         for key, value in _QUIET_CONTEXT.items():
             setattr(context, key, value)
-        dataset = ray.data.from_items(items, override_num_blocks=batches).map_batches(
+        dataset = ray.data.from_items(items, override_num_blocks=_blocks(batches, workers)).map_batches(
             actor, fn_constructor_kwargs={"spec": _with_threads(spec, cpu)}, batch_size=batch_size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpu, num_gpus=gpu,
         )
@@ -275,6 +275,17 @@ def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: 
 #: Ray Data settings for a run: no progress bars or banners of its own (the CLI draws one), our exceptions as raised
 _QUIET_CONTEXT = {"enable_progress_bars": False, "print_on_execution_start": False,
                   "raise_original_map_exception": True}
+
+
+def _blocks(batches: int, workers: int) -> int:
+    """How many blocks the items are cut into: one batch each while there are few (a dead actor's
+    block is what Ray runs again), at most ``BATCHES_PER_BLOCK`` batches each for long runs (a
+    million images in 62,500 blocks would cost Ray more than the images)."""
+    return min(batches, max(4 * workers, -(-batches // BATCHES_PER_BLOCK)))
+
+
+#: batches per block for long runs (see _blocks)
+BATCHES_PER_BLOCK = 8
 
 
 def _with_threads(spec: WorkerSpec, cpus: float) -> WorkerSpec:
