@@ -85,3 +85,8 @@ class ReportError(GradcamError):
 
 class BoxesError(GradcamError):
     """A ground-truth boxes CSV (``--boxes-csv``) cannot be read or has a malformed row."""
+
+
+class EngineError(GradcamError):
+    """The Ray engine cannot run: Ray is not installed, the cluster cannot host the workers asked
+    for, or a worker differs from the driver (another gradcam-cli version, another model)."""

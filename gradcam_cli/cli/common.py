@@ -11,6 +11,7 @@ import click
 from gradcam_cli.config.profiles import DEFAULT_BACKBONE
 from gradcam_cli.errors import (
     BusyError,
+    EngineError,
     GradcamError,
     InputError,
     OptionError,
@@ -37,7 +38,8 @@ Exit codes:
   2  usage error: a bad flag, an input path that does not exist, an unknown
      backbone or class, or a model option that does not fit the model (--layer,
      --output, --input-size, --custom-objects); or --out is in use by another
-     run (the message names its pid)
+     run (the message names its pid), or --engine ray that cannot run (Ray not
+     installed, workers that differ)
   3  the output directory cannot be written (a file, read-only, full disk, ...)
   4  the model or its weights cannot be loaded (missing, corrupt, not a Keras model)
   5  no images found in the inputs (nothing is loaded or written)
@@ -58,7 +60,8 @@ class CliError(click.ClickException):
 def to_cli_error(exc: GradcamError) -> CliError:
     if isinstance(exc, OutputError):
         return CliError(str(exc), EXIT_OUTPUT)
-    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError, ReportError, BusyError)):
+    if isinstance(exc, (ProfileError, TargetError, ResumeError, OptionError, InputError, ReportError, BusyError,
+                        EngineError)):
         return CliError(str(exc), EXIT_USAGE)  # the fix is a flag or a profile
     return CliError(str(exc), EXIT_MODEL)
 

@@ -22,6 +22,7 @@ from gradcam_cli.cli.common import (
     make_cam_without_weights,
     model_options,
     model_settings,
+    quiet_tensorflow,
 )
 from gradcam_cli.cli.main import main
 from gradcam_cli.methods import method_names
@@ -93,6 +94,27 @@ def picture_options(command):
     return command
 
 
+def engine_options(command):
+    """Where the job runs: here, or on a Ray cluster (actors with one model each)."""
+    options = [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="'ray': run on a Ray cluster (pip install 'gradcam-cli[ray]'); same outputs, and "
+                          "--resume works across engines. See README: On a cluster."),
+        click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="--engine ray: 'auto' (the cluster this machine belongs to) or ray://host:port; "
+                          "default: a local Ray started for the run."),
+        click.option("--workers", type=click.IntRange(1), default=None,
+                     help="--engine ray: actors, one model each (default: as many as the cluster's GPUs, or CPUs, hold)."),
+        click.option("--gpus-per-worker", type=click.FloatRange(0, 64), default=None,
+                     help="--engine ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0)."),
+        click.option("--cpus-per-worker", type=click.FloatRange(1, 1024), default=None,
+                     help="--engine ray: CPUs per actor, and its TensorFlow threads (default: 1 with GPUs, else the CPUs / --workers, at most 4)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", "out_dir", default="gradcam_out", show_default=True, type=click.Path(),
@@ -138,6 +160,7 @@ def picture_options(command):
 @click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True, callback=_methods,
               metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes).")
 @picture_options
+@engine_options
 @click.option("--report", "make_report", is_flag=True, help="Also write OUT/report.html (see `gradcam report`).")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
@@ -174,6 +197,7 @@ def _explain(stop, p: dict) -> int:
     shard = _parse_shard(p["shard"])
     if len(p["methods"]) > 1:
         raise click.UsageError("one --method per run for now")
+    ray_options = _ray_options(p["engine"], p["ray_address"], p["workers"], p["gpus_per_worker"], p["cpus_per_worker"])
     refs = _inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], shard)
     labels_csv = p["labels_csv"]
     settings = RunSettings(
@@ -188,8 +212,7 @@ def _explain(stop, p: dict) -> int:
     if p["dry_run"]:
         return _dry_run(stop, settings, refs, p["jsonl"])
     summary = _run(stop, settings, refs, labels, p["out_dir"], (p["batch_size"], p["io_threads"]), p["resume"], shard,
-                   p["jsonl"],
-                   p["quiet"])
+                   p["jsonl"], p["quiet"], ray_options)
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
     if stop.signum is not None:
@@ -211,6 +234,21 @@ def _explain(stop, p: dict) -> int:
         if not p["quiet"]:
             click.echo(f"gradcam: report in {path}", err=True)
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+def _ray_options(engine, address, workers, gpus, cpus):
+    """The Ray engine's options (None for the local engine); Ray must be importable (exit 2 otherwise)."""
+    if engine == "local":
+        given = [flag for flag, value in (("--ray-address", address), ("--workers", workers),
+                                          ("--gpus-per-worker", gpus), ("--cpus-per-worker", cpus)) if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply to --engine ray")
+        return None
+    from gradcam_cli.run.ray_engine import RayOptions, require_ray
+
+    with errors():
+        require_ray()
+    return RayOptions(address=address, workers=workers, gpus_per_worker=gpus, cpus_per_worker=cpus)
 
 
 def _parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -269,12 +307,18 @@ def _precheck(settings, out_dir, shard) -> dict | None:
     return labels
 
 
-def _run(stop, settings, refs, labels, out_dir, sizes, resume, shard, jsonl, quiet):
-    """Load the model and run the folder (created now); return the summary. ``sizes``: (batch size, I/O threads)."""
+def _run(stop, settings, refs, labels, out_dir, sizes, resume, shard, jsonl, quiet, ray_options=None):
+    """Load the model and run the folder (created now; here, or on Ray); return the summary.
+    ``sizes``: (batch size, I/O threads)."""
     batch_size, io_threads = sizes
     from gradcam_cli.cli.progress import Progress
     from gradcam_cli.run.settings import RunOptions
 
+    if ray_options is not None:
+        from gradcam_cli.run.ray_engine import keep_driver_off_gpus
+
+        quiet_tensorflow()
+        keep_driver_off_gpus()
     cam = make_cam(settings.model)
     from gradcam_cli.engine.cam import auto_batch_size
     from gradcam_cli.run.folder import run_folder
@@ -301,7 +345,11 @@ def _run(stop, settings, refs, labels, out_dir, sizes, resume, shard, jsonl, qui
     stop.running = True
     try:
         with errors():
-            return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
+            if ray_options is None:
+                return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
+            from gradcam_cli.run.ray_engine import run_ray
+
+            return run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record)
     finally:
         stop.running = False
         progress.close()

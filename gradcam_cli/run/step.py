@@ -88,15 +88,19 @@ class BatchStep:
 
     ``settings`` is a :class:`gradcam_cli.run.settings.RunSettings`; ``truth`` maps
     real paths to true labels (test-set mode), already checked against the classes.
+    ``test_set``: test-set mode without the mapping (each :class:`Item` carries its
+    true class; the Ray engine's workers); default: whether ``truth`` is given.
     """
 
     def __init__(self, cam: Any, settings: Any, out_dir: str | pathlib.Path,
-                 outputs: Sequence[Output] | None = None, truth: Mapping[str, int] | None = None):
+                 outputs: Sequence[Output] | None = None, truth: Mapping[str, int] | None = None,
+                 test_set: bool | None = None):
         self.cam, self.settings, self.out_dir = cam, settings, pathlib.Path(out_dir)
         self.indices = cam.resolve_classes(settings.classes) if settings.classes else None
         self.n = len(self.indices) if self.indices else min(settings.top, cam.split.num_classes)
         self.outputs = list(outputs) if outputs is not None else outputs_for(settings)
         self.truth = dict(truth or {})
+        self.test_set = bool(self.truth) if test_set is None else test_set
         self.upsample = None if cam.geometry.kind == "stretch" else cam.upsample
         self.decode_floor = decode_floor(settings, tuple(cam.profile.input_size))
 
@@ -110,7 +114,7 @@ class BatchStep:
         if not items:
             return []
         s = self.settings
-        truth = [item.true_class for item in items] if self.truth else None
+        truth = [item.true_class for item in items] if self.test_set else None
         batch = np.stack([item.model_input for item in items])
         results = self.cam.explain_prepared(batch, top=s.top, indices=self.indices, truth=truth,
                                             threshold=s.threshold, method=s.method)

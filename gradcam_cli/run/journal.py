@@ -1,0 +1,187 @@
+"""What a run writes besides the per-image files, the same for every engine.
+
+The run file (settings, for ``--resume``), the JSON Lines log (one record per
+image, appended as it arrives, in any order) and, at the end, ``predictions.json``
+(the run header, a summary, and the records in input order). The folder runner
+and the Ray engine both go through :class:`RunJournal`, so a run started by one
+can be resumed by the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from gradcam_cli import __version__
+from gradcam_cli.io import writers
+from gradcam_cli.run.naming import JSON_NAME, JSONL_NAME, RUN_FILE, result_names
+from gradcam_cli.run.resume import Resumed, ResumeIndex, check_same_settings
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    failed: int = 0
+    resumed: int = 0
+    records: int = 0
+    out_dir: str = ""
+    labelled: int = 0
+    top1: int = 0
+    top5: int = 0
+    misclassified: list[str] = field(default_factory=list)
+    total: int = 0  # inputs of this run
+    interrupted: bool = False  # stopped before every input had a record
+    earlier: int = 0  # --resume: records of earlier runs' images that are not among these inputs
+    replaced: int = 0  # --resume: earlier images left out because this run wrote files of the same names
+
+    def add(self, record: dict, resumed: bool) -> None:
+        self.records += 1
+        self.resumed += resumed
+        if "true_label" in record:
+            rank = record["true_label"]["rank"]
+            self.labelled += 1
+            self.top1 += rank == 1
+            self.top5 += rank <= 5
+            if rank != 1:
+                self.misclassified.append(record["path"])
+        if record["status"] == "ok":
+            self.done += 1
+        else:
+            self.failed += 1
+
+    def accuracy(self) -> dict | None:
+        if not self.labelled:
+            return None
+        return {
+            "labelled": self.labelled,
+            "top1": self.top1 / self.labelled,
+            "top5": self.top5 / self.labelled,
+            "misclassified": self.misclassified,
+        }
+
+
+def run_header(cam: Any, settings: Any, options: Any) -> dict:
+    """The header of ``predictions.json``: tool, the model's description, method, settings."""
+    described = cam.describe()
+    header = {"tool": "gradcam-cli", "version": __version__}
+    for key, value in described.items():
+        if key == "precision":
+            header["method"] = settings.methods[0] if len(settings.methods) == 1 else list(settings.methods)
+        if key != "output":
+            header[key] = value
+    header["options"] = {**recorded_settings(cam, settings), "batch_size": options.batch_size,
+                         "shard": None if options.shard is None else f"{options.shard[0]}/{options.shard[1]}"}
+    if "output" in described:
+        header["output"] = described["output"]
+    return header
+
+
+def recorded_settings(cam: Any, settings: Any) -> dict:
+    """The settings as the run file records them (the backbone resolved to the profile in use)."""
+    recorded = settings.to_json()
+    recorded["model.backbone"] = cam.profile.name
+    return recorded
+
+
+class RunJournal:
+    """The run file, the JSON Lines log and the final document of one run into ``options.out_dir``.
+
+    Opening it locks the folder (:class:`~gradcam_cli.io.writers.FolderLock`; ``BusyError``
+    when another run holds it), refuses ``--resume`` with other settings
+    (:class:`~gradcam_cli.errors.ResumeError`), indexes the previous run's complete images
+    (``outputs``: the run's output plug-ins) and opens the log. ``on_record`` is called with
+    every record, kept or new, as it is added. Use as a context manager; :meth:`finish`
+    writes ``predictions.json``: these inputs first, in input order, then (resuming) the
+    log's other images in log order, except those whose files this run replaced.
+    """
+
+    def __init__(self, cam: Any, settings: Any, options: Any, outputs: Sequence[Any],
+                 on_record: Callable[[dict], None] | None = None, total: int = 0):
+        self.cam, self.settings, self.options, self.on_record = cam, settings, options, on_record
+        self.outputs = outputs
+        self.out_dir = writers.check_writable(options.out_dir)
+        part = None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}"
+        self._lock = writers.FolderLock(self.out_dir, part).__enter__()
+        try:
+            names = result_names(options.shard)
+            self.jsonl_path, self.json_path = self.out_dir / names[JSONL_NAME], self.out_dir / names[JSON_NAME]
+            self.recorded = recorded_settings(cam, settings)
+            if options.resume:
+                check_same_settings(self.out_dir / names[RUN_FILE], self.recorded)
+            self.resume = ResumeIndex(self.out_dir, self.jsonl_path, outputs, options.resume)
+            writers.write_json(self.out_dir / names[RUN_FILE], {"settings": self.recorded})
+            self.summary = Summary(out_dir=str(self.out_dir), total=total)
+            self.offsets: dict[str, int] = {}  # path -> offset of its record in the log (this run's or kept)
+            self.claimed: set[str] = set()  # the files this run's records name
+            self._log = writers.JsonLines(self.jsonl_path, append=options.resume)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+
+    def lookup(self, path: str) -> Resumed | None:
+        """The previous run's record of ``path`` when its outputs are complete (``--resume``), else None."""
+        return self.resume.lookup(path)
+
+    def _files(self, record: dict) -> list[str]:
+        return [name for output in self.outputs for name in output.files(record) if name] \
+            if record.get("status") == "ok" else []
+
+    def add(self, item: dict | Resumed) -> bool:
+        """Log a new record (or count a kept one). False, and nothing logged, when this run has a
+        record of that path already (an engine that re-ran a batch whose worker died)."""
+        resumed = isinstance(item, Resumed)
+        record = item.record if resumed else item
+        if record["path"] in self.offsets:
+            return False
+        self.offsets[record["path"]] = item.offset if resumed else self._log.write(record)
+        self.claimed.update(self._files(record))
+        self.summary.add(record, resumed)
+        if self.on_record is not None:
+            self.on_record(record)
+        return True
+
+    def _document_offsets(self, refs: Sequence[Any]) -> tuple[list[int], list[int]]:
+        known = {**self.resume.offsets, **self.offsets}
+        ours = [known[ref.path] for ref in refs if ref.path in known]
+        inputs = {ref.path for ref in refs}
+        others = sorted(offset for path, offset in known.items() if path not in inputs)
+        earlier = [offset for offset, record in zip(others, writers.read_records_at(self.jsonl_path, others))
+                   if not self.claimed.intersection(self._files(record))]
+        self.summary.replaced = len(others) - len(earlier)
+        return ours, earlier
+
+    def finish(self, refs: Sequence[Any], max_batch: int | None = None) -> Summary:
+        """Close the log; write ``predictions.json``; release the folder.
+
+        ``max_batch``: the batch size the model was cut to after running out of memory, if it was.
+        """
+        self._log.close()
+        self.summary.interrupted = self.summary.records < len(refs)
+        ours, earlier = self._document_offsets(refs)
+        self.summary.earlier = len(earlier)
+        order = {ref.path: i for i, ref in enumerate(refs)}
+        self.summary.misclassified.sort(key=lambda path: order.get(path, len(order)))
+        document = Summary()
+        for record in writers.read_records_at(self.jsonl_path, ours + earlier):
+            document.add(record, False)
+        header = run_header(self.cam, self.settings, self.options)
+        header["summary"] = {"images": document.records, "done": document.done, "failed": document.failed}
+        if document.accuracy() is not None:
+            header["summary"]["accuracy"] = document.accuracy()
+        if max_batch is not None:  # the model ran out of memory and the batch was halved
+            header["summary"]["batch_size_after_out_of_memory"] = max_batch
+        writers.write_json_document(self.json_path, header, writers.read_records_at(self.jsonl_path, ours + earlier))
+        self.close()
+        return self.summary
+
+    def close(self) -> None:
+        self._log.close()
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
+
+    def __enter__(self) -> "RunJournal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,315 @@
+"""The Ray engine: the folder run's job on a Ray cluster, one model per actor, same outputs.
+
+The driver lists the inputs (the caller's discovery: same names, order, shards),
+keeps what ``--resume`` finds complete, and sends the rest as small items
+``{index, path, out_stem, true_class}`` (never pixels) through Ray Data's
+``map_batches`` to a fixed pool of :class:`ExplainActor`. Each actor builds the
+model once, decodes with the project's decoder and calls the per-batch step,
+which writes every file through the atomic writers under fixed names; it returns
+the records as JSON text. The driver logs them through the same
+:class:`~gradcam_cli.run.journal.RunJournal` as the folder runner, so a run started
+by one engine can be resumed by the other.
+
+Ray restarts an actor that dies and runs its batch again: the files are rewritten
+whole under the same names and the journal keeps one record per image. A bad image
+is an error record, never an exception. Ray is imported only inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from gradcam_cli import __version__
+from gradcam_cli.errors import EngineError, GradcamError, first_line
+from gradcam_cli.io import writers
+from gradcam_cli.run.folder import compute_batch
+from gradcam_cli.run.journal import RunJournal, Summary, recorded_settings
+from gradcam_cli.run.outputs import outputs_for
+from gradcam_cli.run.step import BatchStep, decode_item
+
+INSTALL_HINT = "--engine ray needs Ray, which is not installed; install it with: pip install 'gradcam-cli[ray]'"
+#: environment variables that say where caches and profiles are; the driver's values go to every actor
+SHARED_ENV = ("XDG_CACHE_HOME", "KERAS_HOME", "GRADCAM_CONFIG_DIR", "TF_CPP_MIN_LOG_LEVEL")
+#: TensorFlow threads of a CPU actor when --cpus-per-worker is not given (more scale poorly per model)
+DEFAULT_CPU_THREADS = 4
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide the Ray engine runs (none of it changes the results)."""
+
+    address: str | None = None  # None: a local Ray for this run; "auto", "host:port" or "ray://host:port"
+    workers: int | None = None  # actors; None: as many as the cluster's GPUs (or CPUs) hold
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_worker: float | None = None  # None: 1 with GPUs, else the CPUs / workers, up to DEFAULT_CPU_THREADS
+
+
+def require_ray() -> None:
+    """Raise :class:`EngineError` (one line: how to install it) when Ray Data cannot be imported."""
+    try:
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise EngineError(INSTALL_HINT) from None
+
+
+def keep_driver_off_gpus() -> None:
+    """Hide the GPUs from this process's TensorFlow, so that the driver's own model (built to
+    check the options and describe the run) leaves its node's GPUs to the actors. Call it
+    before TensorFlow builds anything; once TensorFlow has started it changes nothing."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # already initialised (a library caller's models): leave it as it is
+        pass
+
+
+def plan_pool(resources: dict, options: RayOptions, batches: int) -> tuple[int, float, float]:
+    """(actors, GPUs per actor, CPUs per actor) for a cluster's total ``resources`` (``"CPU"``, ``"GPU"``).
+
+    Never more actors than ``batches``; :class:`EngineError` when the cluster cannot hold what is asked.
+    """
+    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    gpu = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
+    cpu = options.cpus_per_worker
+    if cpu is None:  # with GPUs one CPU feeds one; else a share of the CPUs, up to DEFAULT_CPU_THREADS
+        share = cpus // options.workers if options.workers else cpus
+        cpu = 1.0 if gpu else float(max(1, min(DEFAULT_CPU_THREADS, int(share))))
+    if options.workers is not None:
+        workers = options.workers
+    elif gpu:
+        workers = int(gpus // gpu)
+    else:
+        workers = int(cpus // cpu)
+    workers = max(1, min(workers, max(1, batches)))
+    if workers * cpu > cpus or workers * gpu > gpus:
+        raise EngineError(
+            f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs, but {workers} workers x "
+            f"({cpu:g} CPUs, {gpu:g} GPUs) were asked for; lower --workers, --cpus-per-worker or "
+            "--gpus-per-worker, or add nodes"
+        )
+    return workers, gpu, cpu
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What every actor needs, and what it must find equal on its node."""
+
+    settings: Any  # RunSettings
+    out_dir: str  # absolute
+    cwd: str  # the driver's working directory: relative input and model paths resolve from it
+    version: str  # the driver's gradcam-cli version
+    recorded: dict  # the driver's recorded settings (backbone resolved)
+    described: dict  # the driver's cam.describe()
+    threads: int  # TensorFlow intra-op threads
+    test_set: bool = False
+    env: dict = field(default_factory=dict)
+
+
+def _configure_tensorflow(threads: int) -> None:
+    """TensorFlow threads to the actor's CPUs; GPU memory grows as needed (before the first op)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def _differences(label: str, mine: dict, theirs: dict) -> list[str]:
+    return [f"{label} {k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in sorted(set(mine) | set(theirs))
+            if mine.get(k) != theirs.get(k)]
+
+
+class ExplainActor:
+    """One model per actor (Ray Data's callable class): a batch of items in, their records out.
+
+    Refuses to work when this node cannot do what the driver would: an
+    :class:`EngineError` (another gradcam-cli version, another model, the driver's
+    folder missing), an :class:`~gradcam_cli.errors.OutputError` (``out_dir`` cannot be
+    written from here), any error building the model. The refusal is raised on its
+    first batch, so that it reaches the driver whole and ends the run.
+    """
+
+    def __init__(self, spec: WorkerSpec):
+        self.refused: GradcamError | None = None
+        try:
+            self._start(spec)
+        except GradcamError as exc:  # raised on the first batch: from __init__, Ray passes on only its text
+            self.refused = exc
+
+    def _start(self, spec: WorkerSpec) -> None:
+        host = socket.gethostname()
+        os.environ.update(spec.env)
+        if spec.version != __version__:
+            raise EngineError(f"a Ray worker on {host} has gradcam-cli {__version__}, the driver {spec.version}; "
+                              "install the same version on every node")
+        try:
+            os.chdir(spec.cwd)
+        except OSError:
+            raise EngineError(f"a Ray worker on {host} cannot enter the driver's folder {spec.cwd}; run from a "
+                              "file system every node shares") from None
+        self.out_dir = writers.check_writable(spec.out_dir)
+        _configure_tensorflow(spec.threads)
+        from gradcam_cli.engine.cam import GradCAM
+
+        self.cam = GradCAM.from_settings(spec.settings.model)
+        changed = (_differences("setting", recorded_settings(self.cam, spec.settings), spec.recorded)
+                   + _differences("model", self.cam.describe(), spec.described))
+        if changed:
+            raise EngineError(f"a Ray worker on {host} builds another model than the driver ({'; '.join(changed)}); "
+                              "give every node the same profiles, weights and gradcam-cli")
+        self.settings = spec.settings
+        self.step = BatchStep(self.cam, spec.settings, self.out_dir, test_set=spec.test_set)
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="gradcam-io")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Columns ``index``, ``path``, ``out_stem``, ``true_class`` (-1: none) -> ``index``, ``record``
+        (JSON text), ``max_batch`` (0: never cut for memory). Raises the actor's refusal, if any."""
+        from gradcam_cli.io.discover import InputRef
+
+        if self.refused is not None:
+            raise self.refused
+
+        pending = [
+            self.pool.submit(decode_item, InputRef(str(path), str(stem)), self.cam.profile, self.settings.max_pixels,
+                             None if true < 0 else int(true))
+            for path, stem, true in zip(batch["path"], batch["out_stem"], batch["true_class"])
+        ]
+        records = [item.result() if isinstance(item, Future) else item
+                   for item in compute_batch(self.step, pending, self.pool)]
+        return {
+            "index": np.asarray(batch["index"], dtype=np.int64),
+            "record": np.array([json.dumps(record, ensure_ascii=False) for record in records], dtype=object),
+            "max_batch": np.full(len(records), self.cam.max_batch or 0, dtype=np.int64),
+        }
+
+
+def run_ray(cam: Any, refs: Sequence[Any], settings: Any, options: Any, ray_options: RayOptions, *,
+            truth: dict[str, int] | None = None, on_record: Callable[[dict], None] | None = None,
+            actor: type = ExplainActor) -> Summary:
+    """Explain ``refs`` into ``options.out_dir`` on Ray; the same files and records as
+    :func:`~gradcam_cli.run.folder.run_folder` with the same arguments.
+
+    ``cam``: the driver's model (it describes the run and is what every actor must
+    equal); ``truth``: real path -> true class (test-set mode); ``actor``: the
+    callable class the pool runs (a subclass may add behaviour). Uses the Ray the
+    process is connected to, or connects to ``ray_options.address`` (None: starts a
+    local one) for this run. :class:`EngineError` when Ray is missing or the job fails.
+    """
+    require_ray()
+    out_dir = os.path.abspath(options.out_dir)
+    with RunJournal(cam, settings, options, outputs_for(settings), on_record=on_record) as journal:
+        todo = []
+        for index, ref in enumerate(refs):
+            kept = journal.lookup(ref.path)
+            if kept is not None:
+                journal.add(kept)
+                continue
+            true = truth.get(os.path.realpath(ref.path)) if truth else None
+            todo.append({"index": index, "path": ref.path, "out_stem": ref.out_stem,
+                         "true_class": -1 if true is None else true})
+        max_batch = cam.max_batch
+        if todo:
+            spec = WorkerSpec(settings=settings, out_dir=out_dir, cwd=os.getcwd(), version=__version__,
+                              recorded=journal.recorded, described=cam.describe(), threads=1, test_set=bool(truth),
+                              env={k: os.environ[k] for k in SHARED_ENV if k in os.environ})
+            for records, cut in _execute(todo, spec, options.batch_size, ray_options, actor):
+                for record in records:
+                    journal.add(record)
+                if cut:
+                    max_batch = min(cut, max_batch or cut)
+        writers.remove_stale_temps(out_dir)  # a killed actor's half-written file (this host's)
+        return journal.finish(refs, max_batch)
+
+
+def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: RayOptions, actor: type):
+    """Run the actor pool over ``items``; yield (records, max_batch) per batch as batches arrive."""
+    import logging
+
+    import ray
+    import ray.data
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=ray_options.address, log_to_driver=False, logging_level=logging.WARNING,
+                 **({"include_dashboard": False} if ray_options.address is None else {}))
+    context = ray.data.DataContext.get_current()
+    saved = {key: getattr(context, key) for key in _QUIET_CONTEXT}
+    # Ray Data's console: its notes and its copy of a failure's traceback stay in its log file (we say it in one line)
+    console = [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
+    levels = [h.level for h in console]
+    try:
+        for handler in console:
+            handler.setLevel(logging.CRITICAL)
+        batches = -(-len(items) // batch_size)
+        workers, gpu, cpu = plan_pool(ray.cluster_resources(), ray_options, batches)
+        for key, value in _QUIET_CONTEXT.items():
+            setattr(context, key, value)
+        dataset = ray.data.from_items(items, override_num_blocks=_blocks(batches, workers)).map_batches(
+            actor, fn_constructor_kwargs={"spec": _with_threads(spec, cpu)}, batch_size=batch_size,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpu, num_gpus=gpu,
+        )
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            cut = int(batch["max_batch"].max()) if len(batch["max_batch"]) else 0
+            yield [json.loads(text) for text in batch["record"]], cut
+    except Exception as exc:  # ours as they are; Ray's wrappers: ours inside, or the failure in one line
+        raise _engine_error(exc) from None
+    finally:
+        for key, value in saved.items():
+            setattr(context, key, value)
+        for handler, level in zip(console, levels):
+            handler.setLevel(level)
+        if started:
+            ray.shutdown()
+
+
+#: Ray Data settings for a run: no progress bars or banners of its own (the CLI draws one), our exceptions as raised
+_QUIET_CONTEXT = {"enable_progress_bars": False, "print_on_execution_start": False,
+                  "raise_original_map_exception": True}
+
+
+def _blocks(batches: int, workers: int) -> int:
+    """How many blocks the items are cut into: one batch each while there are few (a dead actor's
+    block is what Ray runs again), at most ``BATCHES_PER_BLOCK`` batches each for long runs (a
+    million images in 62,500 blocks would cost Ray more than the images)."""
+    return min(batches, max(4 * workers, -(-batches // BATCHES_PER_BLOCK)))
+
+
+#: batches per block for long runs (see _blocks)
+BATCHES_PER_BLOCK = 8
+
+
+def _with_threads(spec: WorkerSpec, cpus: float) -> WorkerSpec:
+    from dataclasses import replace
+
+    return replace(spec, threads=max(1, int(cpus)))
+
+
+def _engine_error(exc: BaseException) -> GradcamError:
+    """The first of our exceptions inside Ray's wrappers (causes, ``.cause``), cut to its first line,
+    else an :class:`EngineError`."""
+    from ray.exceptions import RayError
+
+    seen, stack = set(), [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, GradcamError) and not isinstance(current, RayError):
+            line = first_line(current, limit=2000)  # Ray Data appends its retry advice to the message
+            try:
+                return type(current)(line)
+            except TypeError:
+                return EngineError(line)
+        stack += [getattr(current, "cause", None), current.__context__, current.__cause__]
+    return EngineError(f"the Ray job failed: {first_line(exc)}; see the Ray logs (ray logs / /tmp/ray/session_latest)")
