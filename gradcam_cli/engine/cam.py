@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import pathlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -47,11 +47,24 @@ class Prediction:
 
 @dataclass
 class Explanation:
-    """One image: the explained targets (in map order) and their maps (N, h, w) in [0, 1]."""
+    """One image: the explained targets (in map order) and their maps (N, h, w) in [0, 1].
+
+    ``maps`` are the first method's; ``maps_by_method`` holds every asked method's, in the
+    asked order (``maps_by_method[methods[0]] is maps``)."""
 
     predictions: list[Prediction]
     maps: np.ndarray
     probabilities: np.ndarray  # (C,) after the final softmax / sigmoid
+    maps_by_method: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.maps_by_method:
+            self.maps_by_method = {DEFAULT_METHOD: self.maps}
+
+
+def method_tuple(method: str | Sequence[str]) -> tuple[str, ...]:
+    """``method=`` as the library takes it (one name or several) -> a tuple of names."""
+    return (method,) if isinstance(method, str) else tuple(method)
 
 
 def engine_description(split: Any) -> str:
@@ -202,10 +215,11 @@ class GradCAM:
         )
 
     def explainer(self, top: int | None, classes: Sequence[int] | None, extra: bool = False,
-                  method: str = DEFAULT_METHOD):
-        """The compiled explainer for these targets and method, built once and kept."""
+                  method: str | Sequence[str] = DEFAULT_METHOD):
+        """The compiled explainer for these targets and method(s), built once and kept."""
         from gradcam_cli.engine.explainer import Explainer
 
+        method = method_tuple(method)
         key = (("top", top) if classes is None else ("classes", tuple(classes)), extra, method)
         if key not in self._explainers:
             self._explainers[key] = Explainer(
@@ -227,9 +241,11 @@ class GradCAM:
         top: int = DEFAULT_TOP,
         classes: Sequence[str | int] | None = None,
         batch_size: int = DEFAULT_BATCH,
-        method: str = DEFAULT_METHOD,
+        method: str | Sequence[str] = DEFAULT_METHOD,
     ) -> list[Explanation]:
-        """Explain RGB uint8 (H, W, 3) arrays: top-N classes, or the given ``classes``."""
+        """Explain RGB uint8 (H, W, 3) arrays: top-N classes, or the given ``classes``.
+
+        ``method``: a method name or several (all from one forward and backward pass)."""
         indices = self.resolve_classes(classes) if classes else None
         results: list[Explanation] = []
         for chunk in batched(images, batch_size):
@@ -269,7 +285,7 @@ class GradCAM:
         indices: Sequence[int] | None = None,
         truth: Sequence[int | None] | None = None,
         threshold: float | None = None,
-        method: str = DEFAULT_METHOD,
+        method: str | Sequence[str] = DEFAULT_METHOD,
     ) -> list[Explanation]:
         """Explain a preprocessed batch (``prepare``'s output): the ``top`` classes, or ``indices``.
 
@@ -278,15 +294,17 @@ class GradCAM:
         extra = None if truth is None else np.array([-1 if t is None else t for t in truth], np.int32)
         explainer = self.explainer(top, indices, extra is not None, method)
         out = self._run_model(explainer, batch, None if extra is None else np.maximum(extra, 0))
+        names = [m.name for m in explainer.methods]
         return [
-            self._explanation(out, b, top, indices, None if extra is None else int(extra[b]), threshold)
+            self._explanation(out, b, top, indices, None if extra is None else int(extra[b]), threshold, names)
             for b in range(batch.shape[0])
         ]
 
-    def _explanation(self, out: Any, b: int, top: int, indices, true: int | None, threshold) -> Explanation:
+    def _explanation(self, out: Any, b: int, top: int, indices, true: int | None, threshold,
+                     methods: Sequence[str]) -> Explanation:
         probs, scores = out.probs[b], out.scores[b]
         targets = [int(c) for c in out.classes[b]]
-        maps = list(out.maps[b])
+        maps = list(out.method_maps[b])  # per target: (M, h, w)
         if true is not None:  # the true class's map comes last; drop it if absent or already there
             if true < 0 or true in targets[:-1]:
                 targets, maps = targets[:-1], maps[:-1]
@@ -304,8 +322,10 @@ class GradCAM:
         if threshold is not None:
             keep = [i for i, p in enumerate(predictions) if p.probability >= threshold or p.class_index == true]
             predictions, maps = [predictions[i] for i in keep], [maps[i] for i in keep]
-        stacked = np.stack(maps) if maps else np.zeros((0, *out.maps.shape[2:]), np.float32)
-        return Explanation(predictions=predictions, maps=stacked, probabilities=probs)
+        stacked = np.stack(maps) if maps else np.zeros((0, *out.method_maps.shape[2:]), np.float32)  # (N, M, h, w)
+        by_method = {name: stacked[:, i] for i, name in enumerate(methods)}
+        return Explanation(predictions=predictions, maps=by_method[methods[0]], probabilities=probs,
+                           maps_by_method=by_method)
 
     # -- provenance --------------------------------------------------------------
     def describe(self) -> dict:

@@ -5,7 +5,8 @@ gradients) to channel weights or to a map; everything else (target selection,
 batching over B images x N classes, ReLU, normalisation) lives once in :class:`Explainer`.
 
 Contract: input float32 (B, H, W, 3) already preprocessed; output maps float32
-(B, N, h, w) in [0, 1] at the target layer's resolution.
+(B, N, M, h, w) in [0, 1] at the target layer's resolution, for N classes and M methods
+(all methods from the same activations and gradients: one forward, one backward).
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ class CamBatch:
     scores: np.ndarray  # (B, C) float32
     probs: np.ndarray  # (B, C) float32
     classes: np.ndarray  # (B, N) int32, the explained class of each map
-    maps: np.ndarray  # (B, N, h, w) float32 in [0, 1]
+    method_maps: np.ndarray  # (B, N, M, h, w) float32 in [0, 1], one map per method (in the asked order)
+
+    @property
+    def maps(self) -> np.ndarray:
+        """(B, N, h, w): the first method's maps."""
+        return self.method_maps[:, :, 0]
 
 
 def squash(scores, activation: str):
@@ -48,11 +54,35 @@ def normalise_maps(cams):
     return tf.math.divide_no_nan(cams, peak)
 
 
+def apply_method(method: Method, acts, grads):
+    """One method on (M, h, w, K) activations and gradients: the raw map (M, h, w), before ReLU."""
+    import tensorflow as tf
+
+    if method.kind == "weights":
+        return tf.einsum("mhwk,mk->mhw", acts, method.fn(acts, grads))  # (M, K) weights
+    return method.fn(acts, grads)
+
+
+def resolve_methods(method: str | Method | Sequence[str | Method]) -> tuple[Method, ...]:
+    """One method or several (by name or :class:`Method`) -> a tuple of distinct methods, in order."""
+    items = [method] if isinstance(method, (str, Method)) else list(method)
+    if not items:
+        raise ValueError("give at least one CAM method, e.g. method='gradcam'")
+    methods = tuple(m if isinstance(m, Method) else get_method(m) for m in items)
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"each CAM method may be asked once, got {', '.join(names)}")
+    return methods
+
+
 STRATEGIES = ("tile", "jacobian")
 
 
 class Explainer:
-    """Computes N Grad-CAM maps for each image of a batch in one compiled call.
+    """Computes N maps per method for each image of a batch in one compiled call.
+
+    ``method``: one registered method or several; all of them are derived from the
+    same activations and gradients (trunk, head and backward run once).
 
     ``top``: explain each image's ``top`` highest-scoring classes; or ``classes``:
     explain these class indices for every image. The trunk runs once per batch.
@@ -82,7 +112,7 @@ class Explainer:
         *,
         top: int | None = None,
         classes: Sequence[int] | None = None,
-        method: str | Method = "gradcam",
+        method: str | Method | Sequence[str | Method] = "gradcam",
         force_full: bool = False,
         extra: bool = False,
         strategy: str = "auto",
@@ -99,10 +129,12 @@ class Explainer:
         #: extra=True: each call also takes one more class per image (e.g. its true label), explained last
         self.extra = extra
         self.n = (self.top if self.top is not None else len(classes)) + int(extra)
-        self.method = method if isinstance(method, Method) else get_method(method)
-        self._head = split.channel_head if (self.method.sums_only and split.channel_head is not None) else split.head
+        self.methods = resolve_methods(method)
+        self.method = self.methods[0]
+        sums_only = all(m.sums_only or not m.needs_gradients for m in self.methods)
+        self._head = split.channel_head if (sums_only and split.channel_head is not None) else split.head
         self.path = "full" if (force_full or not split.cut) else "cut"
-        if not self.method.needs_gradients:
+        if not any(m.needs_gradients for m in self.methods):
             strategy = "forward"
         elif self.path == "full":
             strategy = "tile"
@@ -142,9 +174,7 @@ class Explainer:
             picked = tf.gather(tiled_scores, tf.reshape(classes, [-1]), axis=1, batch_dims=1)
             total = tf.reduce_sum(picked)
         grads = tape.gradient(total, tiled)
-        maps = self._maps(tiled, grads)  # (B * N, h, w)
-        shape = tf.shape(maps)
-        return self._outputs(scores, classes, tf.reshape(maps, [-1, n, shape[1], shape[2]]))
+        return self._outputs(scores, classes, self._maps(tiled, grads, tiled[::n]))
 
     def _explain_jacobian(self, x, extra=None):
         import tensorflow as tf
@@ -158,8 +188,7 @@ class Explainer:
         jac = tape.batch_jacobian(picked, acts)  # (B, N, h, w, K)
         shape = tf.shape(jac)
         flat = lambda t: tf.reshape(t, [-1, shape[2], shape[3], shape[4]])  # noqa: E731
-        maps = self._maps(flat(tf.repeat(acts[:, None], self.n, axis=1)), flat(jac))
-        return self._outputs(scores, classes, tf.reshape(maps, [-1, self.n, shape[2], shape[3]]))
+        return self._outputs(scores, classes, self._maps(flat(tf.repeat(acts[:, None], self.n, axis=1)), flat(jac), acts))
 
     def _explain_forward(self, x, extra=None):
         """A method without gradients: one map per image from the activations alone, for every class."""
@@ -171,21 +200,30 @@ class Explainer:
         else:
             acts, scores = self.split.full(x)
         classes = self._select(scores, extra)
-        maps = self._maps(acts, None)  # (B, h, w)
-        return self._outputs(scores, classes, tf.repeat(maps[:, None], self.n, axis=1))
+        return self._outputs(scores, classes, self._maps(None, None, acts))
 
-    def _maps(self, acts, grads):
-        """(M, h, w, K) activations and gradients (None without) -> (M, h, w) maps in [0, 1]."""
+    def _maps(self, tiled, grads, acts):
+        """Every method's maps, (B, N, M, h, w) in [0, 1].
+
+        ``tiled`` and ``grads``: (B * N, h, w, K) activations (image-major) and dy/dA
+        (None when no method needs them); ``acts``: (B, h, w, K), each image's activations
+        once, which the gradient-free methods use (their map is the same for every class).
+        """
         import tensorflow as tf
 
         # mixed precision: the model may compute in float16; weights and maps are float32
         acts = tf.cast(acts, tf.float32)
-        grads = None if grads is None else tf.cast(grads, tf.float32)
-        if self.method.kind == "weights":
-            raw = tf.einsum("mhwk,mk->mhw", acts, self.method.fn(acts, grads))  # (M, K) weights
-        else:
-            raw = self.method.fn(acts, grads)
-        return normalise_maps(raw)
+        shape = tf.shape(acts)
+        if tiled is not None:
+            tiled, grads = tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32)
+        maps = []
+        for method in self.methods:
+            if method.needs_gradients:
+                raw = tf.reshape(apply_method(method, tiled, grads), [-1, self.n, shape[1], shape[2]])
+            else:
+                raw = tf.repeat(apply_method(method, acts, None)[:, None], self.n, axis=1)
+            maps.append(normalise_maps(raw))
+        return tf.stack(maps, axis=2)
 
     def _outputs(self, scores, classes, maps):
         import tensorflow as tf
@@ -202,7 +240,7 @@ class Explainer:
             scores=scores.numpy(),
             probs=probs.numpy(),
             classes=classes.numpy().astype(np.int32),
-            maps=maps.numpy(),
+            method_maps=maps.numpy(),
         )
 
     def trace_count(self) -> int:

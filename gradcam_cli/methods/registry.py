@@ -6,8 +6,9 @@ gradients g = dy_c/dA, both (M, h, w, K) for M = images x classes:
 - ``kind="weights"``: ``fn(A, g) -> (M, K)`` channel weights; the map is sum_k w_k A_k;
 - ``kind="spatial"``: ``fn(A, g) -> (M, h, w)``, the map itself.
 
-``needs_gradients=False``: ``g`` is None and no backward pass runs (the map may not
-depend on the class). ``sums_only``: the method uses only the per-channel sums of g
+``needs_gradients=False``: ``g`` is None and no backward pass runs; with
+``class_agnostic=True`` the map does not depend on the class (one per image, the
+records mark it). ``sums_only``: the method uses only the per-channel sums of g
 over positions, so a head whose input gradient is exact in those sums alone may be
 used (VGG's pool -> flatten -> fc1; see :mod:`gradcam_cli.models.kernels`).
 ReLU and per-map normalisation are applied once, after every method.
@@ -32,12 +33,14 @@ class Method:
     needs_gradients: bool = True
     sums_only: bool = False
     description: str = ""
+    class_agnostic: bool = False
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: bool = False) -> Callable:
+def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: bool = False,
+             class_agnostic: bool = False) -> Callable:
     """Decorator: register ``fn`` as the method ``name`` (a second registration of a name is an error)."""
     if kind not in KINDS:
         raise ValueError(f"method kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -46,7 +49,7 @@ def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: b
         if name in METHODS:
             raise ValueError(f"CAM method {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        METHODS[name] = Method(name, kind, fn, needs_gradients, sums_only, doc[0] if doc else "")
+        METHODS[name] = Method(name, kind, fn, needs_gradients, sums_only, doc[0] if doc else "", class_agnostic)
         return fn
 
     return add
