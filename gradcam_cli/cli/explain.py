@@ -44,9 +44,12 @@ def _methods(ctx, param, value):
     from gradcam_cli.methods import get_method
 
     try:
-        return tuple(get_method(name).name for name in value)
+        names = tuple(get_method(name).name for name in value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"each method may be given once, got {', '.join(names)}")
+    return names
 
 
 def _colormap(ctx, param, value):
@@ -100,7 +103,9 @@ def _colormap(ctx, param, value):
 @click.option("--dry-run", is_flag=True,
               help="List the inputs and the resolved backbone, layer and preprocessing; compute nothing.")
 @click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True, callback=_methods,
-              metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes).")
+              metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes). "
+                   "Repeatable: several methods come from one forward and backward pass, and their files "
+                   "are named NAME.METHOD.jpg.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
             colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
@@ -117,8 +122,6 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
             raise click.UsageError("give either --class or --target-unit, not both")
         classes = (str(target_unit),)
     shard_kn = _parse_shard(shard)
-    if len(methods) > 1:
-        raise click.UsageError("one --method per run for now")
     refs = _inputs(inputs, no_recursive, extensions, null, shard_kn)
     settings = RunSettings(
         model=model_settings(model_params, precision), methods=tuple(methods), top=top, classes=tuple(classes),

@@ -6,6 +6,11 @@ of its maps' files and the record being built), writes its files through
 files a record says it wrote (:meth:`Output.files`), so ``--resume`` can check
 that an image is complete. Adding an output adds a class here, not a parameter
 to the per-image writer.
+
+Several methods in one run (``Explanation.maps_by_method`` holds more than one):
+a per-map output writes one file per method, named ``NAME.METHOD.ext``, and notes
+them as a dict under its plural key, ``"overlays": {"gradcam": ..., "layercam": ...}``;
+with one method it keeps the single ``"overlay": ...`` field.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gradcam_cli.engine.cam import Explanation
+from gradcam_cli.run.naming import method_name
 
 
 @dataclass
@@ -31,7 +37,8 @@ class ImageResult:
 
 
 class Output:
-    """Base class. ``key``: the record field naming the file (per map, or per image)."""
+    """Base class. ``key``: the record field naming the file (per map, or per image);
+    ``key + "s"`` holds a dict method -> file when a run asks several methods."""
 
     key: str = ""
     per_map: bool = True
@@ -43,7 +50,24 @@ class Output:
         """The files (relative to the output folder) that ``record`` says this output wrote;
         a missing field counts as a missing file."""
         holders = record.get("predictions", []) if self.per_map else [record]
-        return [holder.get(self.key, "") for holder in holders]
+        files: list[str] = []
+        for holder in holders:
+            several = holder.get(f"{self.key}s")
+            files.extend(several.values() if isinstance(several, dict) and several else [holder.get(self.key, "")])
+        return files
+
+    def each_map(self, result: ImageResult, ext: str):
+        """Per map and method: (the file's name, its map (h, w)); each name is noted in the record."""
+        by_method = result.explanation.maps_by_method
+        several = len(by_method) > 1
+        for method, maps in by_method.items():
+            for name, entry, cam in zip(result.names, result.entries, maps):
+                file = f"{method_name(name, method, several)}.{ext}"
+                if several:
+                    entry.setdefault(f"{self.key}s", {})[method] = file
+                else:
+                    entry[self.key] = file
+                yield file, cam
 
     def file_complete(self, path: pathlib.Path) -> bool:
         return path.is_file()
@@ -77,10 +101,9 @@ class OverlayOutput(Output):
         from gradcam_cli.io import writers
         from gradcam_cli.render.overlay import encode_jpeg, overlays
 
-        pictures = overlays(result.image, result.explanation.maps, alpha=self.alpha, colormap=self.colormap)
-        for name, entry, picture in zip(result.names, result.entries, pictures):
-            writers.write_bytes(out_dir / f"{name}.jpg", encode_jpeg(picture, self.quality))
-            entry[self.key] = f"{name}.jpg"
+        for file, cam in self.each_map(result, "jpg"):
+            [picture] = overlays(result.image, cam[None], alpha=self.alpha, colormap=self.colormap)
+            writers.write_bytes(out_dir / file, encode_jpeg(picture, self.quality))
 
     def file_complete(self, path: pathlib.Path) -> bool:
         return jpeg_complete(path)
@@ -94,9 +117,8 @@ class RawOutput(Output):
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
 
-        for name, entry, raw in zip(result.names, result.entries, result.explanation.maps):
-            writers.write_npy(out_dir / f"{name}.npy", raw)
-            entry[self.key] = f"{name}.npy"
+        for file, raw in self.each_map(result, "npy"):
+            writers.write_npy(out_dir / file, raw)
 
 
 def outputs_for(settings: Any) -> list[Output]:

@@ -42,7 +42,7 @@ class RunSettings:
     """What is explained and what is written for each image."""
 
     model: ModelSettings = field(default_factory=ModelSettings)
-    methods: tuple[str, ...] = (DEFAULT_METHOD,)
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)  # several: all from one forward and backward pass
     top: int = DEFAULT_TOP
     classes: tuple[str, ...] = ()  # explain these (indices or names) instead of the top N
     threshold: float | None = None  # keep only targets at least this probable (multi-label)
@@ -53,11 +53,15 @@ class RunSettings:
     save_raw: bool = False
     max_pixels: int | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.methods, str):
+            object.__setattr__(self, "methods", (self.methods,))
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods must name each CAM method once, got {list(self.methods)}")
+
     @property
     def method(self) -> str:
-        """The one method of this run (several per run come with the methods issue)."""
-        if len(self.methods) != 1:
-            raise ValueError(f"one CAM method per run is supported, got {', '.join(self.methods)}")
+        """The first method of this run (``Explanation.maps`` are its maps)."""
         return self.methods[0]
 
     def to_json(self) -> dict[str, Any]:

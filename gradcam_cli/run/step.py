@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from gradcam_cli.errors import ImageError
+from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import map_name
 from gradcam_cli.run.outputs import ImageResult, Output, outputs_for
 
@@ -61,6 +62,8 @@ class BatchStep:
         self.n = len(self.indices) if self.indices else min(settings.top, cam.split.num_classes)
         self.outputs = list(outputs) if outputs is not None else outputs_for(settings)
         self.truth = dict(truth or {})
+        #: the asked methods whose map is the same for every class (each map entry lists them)
+        self.class_agnostic = [m for m in settings.methods if get_method(m).class_agnostic]
 
     def true_class(self, path: str) -> int | None:
         import os
@@ -75,7 +78,7 @@ class BatchStep:
         truth = [item.true_class for item in items] if self.truth else None
         batch = np.stack([item.model_input for item in items])
         results = self.cam.explain_prepared(batch, top=s.top, indices=self.indices, truth=truth,
-                                            threshold=s.threshold, method=s.method)
+                                            threshold=s.threshold, method=s.methods)
         if submit is None:
             return [self.write(item, result) for item, result in zip(items, results)]
         return [submit(self.write, item, result) for item, result in zip(items, results)]
@@ -103,5 +106,8 @@ class BatchStep:
         if true is not None:
             for entry in entries:
                 entry["true_class"] = entry["class_index"] == true
+        if self.class_agnostic:
+            for entry in entries:
+                entry["class_agnostic"] = list(self.class_agnostic)
         record["predictions"] = entries
         return record
