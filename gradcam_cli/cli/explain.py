@@ -106,10 +106,14 @@ def _colormap(ctx, param, value):
               metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes). "
                    "Repeatable: several methods come from one forward and backward pass, and their files "
                    "are named NAME.METHOD.jpg.")
+@click.option("--scorecam-batch", default=256, show_default=True, type=click.IntRange(1),
+              help="Score-CAM: masked inputs per forward pass (bounds its memory).")
+@click.option("--scorecam-channels", default=None, type=click.IntRange(1), metavar="M",
+              help="Score-CAM: use only the M channels of highest spatial variance (Faster Score-CAM).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
             colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
-            methods, quiet, **model_params) -> None:
+            methods, scorecam_batch, scorecam_channels, quiet, **model_params) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
 
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
@@ -127,6 +131,7 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
         model=model_settings(model_params, precision), methods=tuple(methods), top=top, classes=tuple(classes),
         threshold=threshold, labels_csv=None if labels_csv is None else os.path.abspath(labels_csv), alpha=alpha,
         colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels,
+        scorecam_batch=scorecam_batch, scorecam_channels=scorecam_channels,
     )
     if dry_run:
         _dry_run(settings, refs, jsonl)

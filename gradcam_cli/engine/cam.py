@@ -215,15 +215,17 @@ class GradCAM:
         )
 
     def explainer(self, top: int | None, classes: Sequence[int] | None, extra: bool = False,
-                  method: str | Sequence[str] = DEFAULT_METHOD):
-        """The compiled explainer for these targets and method(s), built once and kept."""
+                  method: str | Sequence[str] = DEFAULT_METHOD, options: Any = None):
+        """The compiled explainer for these targets, method(s) and method options, built once and kept."""
         from gradcam_cli.engine.explainer import Explainer
+        from gradcam_cli.methods import MethodOptions
 
-        method = method_tuple(method)
-        key = (("top", top) if classes is None else ("classes", tuple(classes)), extra, method)
+        method, options = method_tuple(method), options or MethodOptions()
+        key = (("top", top) if classes is None else ("classes", tuple(classes)), extra, method, options)
         if key not in self._explainers:
             self._explainers[key] = Explainer(
-                self.split, top=top if classes is None else None, classes=classes, extra=extra, method=method
+                self.split, top=top if classes is None else None, classes=classes, extra=extra, method=method,
+                options=options,
             )
         return self._explainers[key]
 
@@ -242,14 +244,17 @@ class GradCAM:
         classes: Sequence[str | int] | None = None,
         batch_size: int = DEFAULT_BATCH,
         method: str | Sequence[str] = DEFAULT_METHOD,
+        options: Any = None,
     ) -> list[Explanation]:
         """Explain RGB uint8 (H, W, 3) arrays: top-N classes, or the given ``classes``.
 
-        ``method``: a method name or several (all from one forward and backward pass)."""
+        ``method``: a method name or several (all from one forward and backward pass);
+        ``options``: a :class:`gradcam_cli.methods.MethodOptions` (Score-CAM's settings)."""
         indices = self.resolve_classes(classes) if classes else None
         results: list[Explanation] = []
         for chunk in batched(images, batch_size):
-            results.extend(self.explain_prepared(self.prepare(chunk), top=top, indices=indices, method=method))
+            results.extend(self.explain_prepared(self.prepare(chunk), top=top, indices=indices, method=method,
+                                                 options=options))
         return results
 
     def _run_model(self, explainer: Any, batch: np.ndarray, extra: np.ndarray | None):
@@ -286,13 +291,14 @@ class GradCAM:
         truth: Sequence[int | None] | None = None,
         threshold: float | None = None,
         method: str | Sequence[str] = DEFAULT_METHOD,
+        options: Any = None,
     ) -> list[Explanation]:
         """Explain a preprocessed batch (``prepare``'s output): the ``top`` classes, or ``indices``.
 
         ``truth``: per image, a class that must also get a map (its true label; None for
         none). ``threshold``: keep only targets at least this probable."""
         extra = None if truth is None else np.array([-1 if t is None else t for t in truth], np.int32)
-        explainer = self.explainer(top, indices, extra is not None, method)
+        explainer = self.explainer(top, indices, extra is not None, method, options)
         out = self._run_model(explainer, batch, None if extra is None else np.maximum(extra, 0))
         names = [m.name for m in explainer.methods]
         return [

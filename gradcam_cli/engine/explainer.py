@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from gradcam_cli.methods import Method, get_method
+from gradcam_cli.engine.score import chosen_channels, masked_scores
+from gradcam_cli.methods import Method, MethodOptions, get_method
 from gradcam_cli.models.split import Split
 
 
@@ -116,6 +117,7 @@ class Explainer:
         force_full: bool = False,
         extra: bool = False,
         strategy: str = "auto",
+        options: MethodOptions | None = None,
     ):
         import tensorflow as tf
 
@@ -130,6 +132,8 @@ class Explainer:
         self.extra = extra
         self.n = (self.top if self.top is not None else len(classes)) + int(extra)
         self.methods = resolve_methods(method)
+        #: settings of particular methods (Score-CAM's chunk size and channel count)
+        self.options = options or MethodOptions()
         self.method = self.methods[0]
         sums_only = all(m.sums_only or not m.needs_gradients for m in self.methods)
         self._head = split.channel_head if (sums_only and split.channel_head is not None) else split.head
@@ -174,7 +178,7 @@ class Explainer:
             picked = tf.gather(tiled_scores, tf.reshape(classes, [-1]), axis=1, batch_dims=1)
             total = tf.reduce_sum(picked)
         grads = tape.gradient(total, tiled)
-        return self._outputs(scores, classes, self._maps(tiled, grads, tiled[::n]))
+        return self._outputs(scores, classes, self._maps(tiled, grads, tiled[::n], x, classes))
 
     def _explain_jacobian(self, x, extra=None):
         import tensorflow as tf
@@ -188,7 +192,8 @@ class Explainer:
         jac = tape.batch_jacobian(picked, acts)  # (B, N, h, w, K)
         shape = tf.shape(jac)
         flat = lambda t: tf.reshape(t, [-1, shape[2], shape[3], shape[4]])  # noqa: E731
-        return self._outputs(scores, classes, self._maps(flat(tf.repeat(acts[:, None], self.n, axis=1)), flat(jac), acts))
+        tiled = flat(tf.repeat(acts[:, None], self.n, axis=1))
+        return self._outputs(scores, classes, self._maps(tiled, flat(jac), acts, x, classes))
 
     def _explain_forward(self, x, extra=None):
         """A method without gradients: one map per image from the activations alone, for every class."""
@@ -200,14 +205,15 @@ class Explainer:
         else:
             acts, scores = self.split.full(x)
         classes = self._select(scores, extra)
-        return self._outputs(scores, classes, self._maps(None, None, acts))
+        return self._outputs(scores, classes, self._maps(None, None, acts, x, classes))
 
-    def _maps(self, tiled, grads, acts):
+    def _maps(self, tiled, grads, acts, x, classes):
         """Every method's maps, (B, N, M, h, w) in [0, 1].
 
         ``tiled`` and ``grads``: (B * N, h, w, K) activations (image-major) and dy/dA
         (None when no method needs them); ``acts``: (B, h, w, K), each image's activations
-        once, which the gradient-free methods use (their map is the same for every class).
+        once, which the gradient-free methods use; ``x`` the input, ``classes`` (B, N) the
+        targets (Score-CAM scores them on masked inputs).
         """
         import tensorflow as tf
 
@@ -218,7 +224,11 @@ class Explainer:
             tiled, grads = tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32)
         maps = []
         for method in self.methods:
-            if method.needs_gradients:
+            if method.kind == "score":
+                chosen = chosen_channels(acts, self.options)
+                scores = masked_scores(lambda z: self.split.full(z)[1], x, chosen, classes, self.options.scorecam_batch)
+                raw = tf.einsum("bhwk,bnk->bnhw", chosen, method.fn(chosen, scores))
+            elif method.needs_gradients:
                 raw = tf.reshape(apply_method(method, tiled, grads), [-1, self.n, shape[1], shape[2]])
             else:
                 raw = tf.repeat(apply_method(method, acts, None)[:, None], self.n, axis=1)

@@ -4,7 +4,11 @@ A method says how maps come from the target layer's activations A and the
 gradients g = dy_c/dA, both (M, h, w, K) for M = images x classes:
 
 - ``kind="weights"``: ``fn(A, g) -> (M, K)`` channel weights; the map is sum_k w_k A_k;
-- ``kind="spatial"``: ``fn(A, g) -> (M, h, w)``, the map itself.
+- ``kind="spatial"``: ``fn(A, g) -> (M, h, w)``, the map itself;
+- ``kind="score"``: ``fn(A, s) -> (B, N, K)`` channel weights from ``s`` (B, N, K), each
+  target class's score on the model input masked by each channel of A (the engine
+  makes the masks and runs the masked passes; see :mod:`gradcam_cli.engine.score`);
+  A is (B, h, w, K), one image each, K possibly a subset of the channels.
 
 ``needs_gradients=False``: ``g`` is None and no backward pass runs; with
 ``class_agnostic=True`` the map does not depend on the class (one per image, the
@@ -22,7 +26,25 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable
 
-KINDS = ("weights", "spatial")
+KINDS = ("weights", "spatial", "score")
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Settings of particular methods (they change nothing for the others).
+
+    ``scorecam_batch``: masked inputs per forward pass (Score-CAM's memory bound);
+    ``scorecam_channels``: keep only this many channels of highest spatial variance
+    (Faster Score-CAM; None: all)."""
+
+    scorecam_batch: int = 256
+    scorecam_channels: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scorecam_batch < 1:
+            raise ValueError(f"scorecam_batch must be at least 1, got {self.scorecam_batch}")
+        if self.scorecam_channels is not None and self.scorecam_channels < 1:
+            raise ValueError(f"scorecam_channels must be at least 1 or None, got {self.scorecam_channels}")
 
 
 @dataclass(frozen=True)

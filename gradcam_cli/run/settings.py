@@ -52,12 +52,20 @@ class RunSettings:
     quality: int = DEFAULT_QUALITY
     save_raw: bool = False
     max_pixels: int | None = None
+    scorecam_batch: int = 256  # Score-CAM: masked inputs per forward pass
+    scorecam_channels: int | None = None  # Score-CAM: only the channels of highest spatial variance
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
             object.__setattr__(self, "methods", (self.methods,))
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods must name each CAM method once, got {list(self.methods)}")
+
+    def method_options(self) -> Any:
+        """The :class:`gradcam_cli.methods.MethodOptions` of this run."""
+        from gradcam_cli.methods import MethodOptions
+
+        return MethodOptions(scorecam_batch=self.scorecam_batch, scorecam_channels=self.scorecam_channels)
 
     @property
     def method(self) -> str:

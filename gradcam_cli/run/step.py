@@ -62,6 +62,7 @@ class BatchStep:
         self.n = len(self.indices) if self.indices else min(settings.top, cam.split.num_classes)
         self.outputs = list(outputs) if outputs is not None else outputs_for(settings)
         self.truth = dict(truth or {})
+        self.options = settings.method_options()
         #: the asked methods whose map is the same for every class (each map entry lists them)
         self.class_agnostic = [m for m in settings.methods if get_method(m).class_agnostic]
 
@@ -78,7 +79,7 @@ class BatchStep:
         truth = [item.true_class for item in items] if self.truth else None
         batch = np.stack([item.model_input for item in items])
         results = self.cam.explain_prepared(batch, top=s.top, indices=self.indices, truth=truth,
-                                            threshold=s.threshold, method=s.methods)
+                                            threshold=s.threshold, method=s.methods, options=self.options)
         if submit is None:
             return [self.write(item, result) for item, result in zip(items, results)]
         return [submit(self.write, item, result) for item, result in zip(items, results)]
