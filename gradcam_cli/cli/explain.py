@@ -110,10 +110,14 @@ def _colormap(ctx, param, value):
               help="Score-CAM: masked inputs per forward pass (bounds its memory).")
 @click.option("--scorecam-channels", default=None, type=click.IntRange(1), metavar="M",
               help="Score-CAM: use only the M channels of highest spatial variance (Faster Score-CAM).")
+@click.option("--aug-smooth", is_flag=True,
+              help="Average each map over horizontal flip x input times 0.9/1.0/1.1 (6 passes; classes from the plain one).")
+@click.option("--eigen-smooth", is_flag=True,
+              help="Map = first principal component of the weighted activations instead of their sum.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, batch_size, precision, alpha,
             colormap, quality, save_raw, no_recursive, extensions, null, max_pixels, jsonl, resume, shard, dry_run,
-            methods, scorecam_batch, scorecam_channels, quiet, **model_params) -> None:
+            methods, scorecam_batch, scorecam_channels, aug_smooth, eigen_smooth, quiet, **model_params) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
 
     INPUTS are image files, folders (searched recursively), glob patterns, or '-'
@@ -131,7 +135,8 @@ def explain(inputs, out_dir, top, classes, target_unit, threshold, labels_csv, b
         model=model_settings(model_params, precision), methods=tuple(methods), top=top, classes=tuple(classes),
         threshold=threshold, labels_csv=None if labels_csv is None else os.path.abspath(labels_csv), alpha=alpha,
         colormap=colormap, quality=quality, save_raw=save_raw, max_pixels=max_pixels,
-        scorecam_batch=scorecam_batch, scorecam_channels=scorecam_channels,
+        scorecam_batch=scorecam_batch, scorecam_channels=scorecam_channels, aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
     )
     if dry_run:
         _dry_run(settings, refs, jsonl)

@@ -56,6 +56,9 @@ class Explanation:
     maps: np.ndarray
     probabilities: np.ndarray  # (C,) after the final softmax / sigmoid
     maps_by_method: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Guided Grad-CAM (N, H, W, 3) float32 at the model input's resolution, when ``guided`` is asked
+    #: (its ``maps_by_method`` entry holds the Grad-CAM maps it multiplies)
+    guided: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.maps_by_method:
@@ -310,10 +313,10 @@ class GradCAM:
                      methods: Sequence[str]) -> Explanation:
         probs, scores = out.probs[b], out.scores[b]
         targets = [int(c) for c in out.classes[b]]
-        maps = list(out.method_maps[b])  # per target: (M, h, w)
+        slots = list(range(len(targets)))  # which of the computed maps are kept
         if true is not None:  # the true class's map comes last; drop it if absent or already there
             if true < 0 or true in targets[:-1]:
-                targets, maps = targets[:-1], maps[:-1]
+                targets, slots = targets[:-1], slots[:-1]
         predictions = [
             Prediction(
                 # top-N: the position in top_k's order; otherwise 1 + classes scored higher
@@ -327,11 +330,12 @@ class GradCAM:
         ]
         if threshold is not None:
             keep = [i for i, p in enumerate(predictions) if p.probability >= threshold or p.class_index == true]
-            predictions, maps = [predictions[i] for i in keep], [maps[i] for i in keep]
-        stacked = np.stack(maps) if maps else np.zeros((0, *out.method_maps.shape[2:]), np.float32)  # (N, M, h, w)
+            predictions, slots = [predictions[i] for i in keep], [slots[i] for i in keep]
+        stacked = out.method_maps[b][slots]  # (N, M, h, w)
         by_method = {name: stacked[:, i] for i, name in enumerate(methods)}
+        guided = out.guided[b][slots] if "guided" in methods else None
         return Explanation(predictions=predictions, maps=by_method[methods[0]], probabilities=probs,
-                           maps_by_method=by_method)
+                           maps_by_method=by_method, guided=guided)
 
     # -- provenance --------------------------------------------------------------
     def describe(self) -> dict:

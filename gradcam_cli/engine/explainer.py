@@ -17,7 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from gradcam_cli.engine.score import chosen_channels, masked_scores
+from gradcam_cli.engine.smooth import aug_smoothed
 from gradcam_cli.methods import Method, MethodOptions, get_method
+from gradcam_cli.methods.eigen import first_component
 from gradcam_cli.models.split import Split
 
 
@@ -29,6 +31,7 @@ class CamBatch:
     probs: np.ndarray  # (B, C) float32
     classes: np.ndarray  # (B, N) int32, the explained class of each map
     method_maps: np.ndarray  # (B, N, M, h, w) float32 in [0, 1], one map per method (in the asked order)
+    guided: np.ndarray  # (B, N, H, W, 3) float32 Guided Grad-CAM at the input's resolution; (B, N, 0, 0, 3) if not asked
 
     @property
     def maps(self) -> np.ndarray:
@@ -55,12 +58,20 @@ def normalise_maps(cams):
     return tf.math.divide_no_nan(cams, peak)
 
 
-def apply_method(method: Method, acts, grads):
-    """One method on (M, h, w, K) activations and gradients: the raw map (M, h, w), before ReLU."""
+def apply_method(method: Method, acts, grads, eigen_smooth: bool = False):
+    """One method on (M, h, w, K) activations and gradients: the raw map (M, h, w), before ReLU.
+
+    ``eigen_smooth``: the first principal component of the weighted activations (sign
+    fixed, see :mod:`gradcam_cli.methods.eigen`) instead of their channel sum."""
     import tensorflow as tf
 
     if method.kind == "weights":
-        return tf.einsum("mhwk,mk->mhw", acts, method.fn(acts, grads))  # (M, K) weights
+        weights = method.fn(acts, grads)  # (M, K)
+        if eigen_smooth:
+            return first_component(acts * weights[:, None, None, :])
+        return tf.einsum("mhwk,mk->mhw", acts, weights)
+    if eigen_smooth and method.weighted is not None:
+        return first_component(method.weighted(acts, grads))
     return method.fn(acts, grads)
 
 
@@ -148,11 +159,21 @@ class Explainer:
         specs = [tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)]
         if extra:
             specs.append(tf.TensorSpec((None,), tf.int32))
-        self._compiled = tf.function(getattr(self, f"_explain_{strategy}"), input_signature=specs, jit_compile=False)
+        self._compiled = tf.function(self._explain, input_signature=specs, jit_compile=False)
 
-    def _select(self, scores, extra=None):
+    def _explain(self, x, extra=None):
+        core = getattr(self, f"_explain_{self.strategy}")
+        if self.options.aug_smooth:
+            return aug_smoothed(core, x, extra, normalise_maps)
+        return core(x, extra)
+
+    def _select(self, scores, extra=None, fixed=None):
+        """The explained classes (B, N): ``fixed`` when given (aug-smooth's later passes), else
+        the top N or the asked classes, plus ``extra`` last."""
         import tensorflow as tf
 
+        if fixed is not None:
+            return fixed
         if self.top is not None:
             classes = tf.math.top_k(scores, k=self.top, sorted=True).indices
         else:
@@ -161,7 +182,7 @@ class Explainer:
             classes = tf.concat([classes, extra[:, None]], axis=1)
         return classes
 
-    def _explain_tile(self, x, extra=None):
+    def _explain_tile(self, x, extra=None, fixed=None):
         import tensorflow as tf
 
         n = self.n
@@ -174,20 +195,20 @@ class Explainer:
             else:
                 tiled, tiled_scores = self.split.full(tf.repeat(x, n, axis=0))
             scores = tiled_scores[::n]  # every copy of an image scores the same
-            classes = self._select(scores, extra)  # (B, N)
+            classes = self._select(scores, extra, fixed)  # (B, N)
             picked = tf.gather(tiled_scores, tf.reshape(classes, [-1]), axis=1, batch_dims=1)
             total = tf.reduce_sum(picked)
         grads = tape.gradient(total, tiled)
         return self._outputs(scores, classes, self._maps(tiled, grads, tiled[::n], x, classes))
 
-    def _explain_jacobian(self, x, extra=None):
+    def _explain_jacobian(self, x, extra=None, fixed=None):
         import tensorflow as tf
 
         acts = self.split.trunk(x)
         with tf.GradientTape() as tape:
             tape.watch(acts)
             scores = self._head(acts)
-            classes = self._select(scores, extra)
+            classes = self._select(scores, extra, fixed)
             picked = tf.gather(scores, classes, axis=1, batch_dims=1)  # (B, N)
         jac = tape.batch_jacobian(picked, acts)  # (B, N, h, w, K)
         shape = tf.shape(jac)
@@ -195,7 +216,7 @@ class Explainer:
         tiled = flat(tf.repeat(acts[:, None], self.n, axis=1))
         return self._outputs(scores, classes, self._maps(tiled, flat(jac), acts, x, classes))
 
-    def _explain_forward(self, x, extra=None):
+    def _explain_forward(self, x, extra=None, fixed=None):
         """A method without gradients: one map per image from the activations alone, for every class."""
         import tensorflow as tf
 
@@ -204,16 +225,17 @@ class Explainer:
             scores = self.split.head(acts)
         else:
             acts, scores = self.split.full(x)
-        classes = self._select(scores, extra)
+        classes = self._select(scores, extra, fixed)
         return self._outputs(scores, classes, self._maps(None, None, acts, x, classes))
 
     def _maps(self, tiled, grads, acts, x, classes):
-        """Every method's maps, (B, N, M, h, w) in [0, 1].
+        """Every method's maps, (B, N, M, h, w) in [0, 1], and the guided images (B, N, H, W, 3)
+        (empty, (B, N, 0, 0, 3), unless ``guided`` is asked).
 
         ``tiled`` and ``grads``: (B * N, h, w, K) activations (image-major) and dy/dA
         (None when no method needs them); ``acts``: (B, h, w, K), each image's activations
         once, which the gradient-free methods use; ``x`` the input, ``classes`` (B, N) the
-        targets (Score-CAM scores them on masked inputs).
+        targets (Score-CAM scores them on masked inputs; guided backpropagation differentiates them).
         """
         import tensorflow as tf
 
@@ -222,35 +244,69 @@ class Explainer:
         shape = tf.shape(acts)
         if tiled is not None:
             tiled, grads = tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32)
-        maps = []
+        maps, guided = [], tf.zeros(tf.concat([tf.shape(classes), [0, 0, 3]], axis=0))
         for method in self.methods:
             if method.kind == "score":
                 chosen = chosen_channels(acts, self.options)
                 scores = masked_scores(lambda z: self.split.full(z)[1], x, chosen, classes, self.options.scorecam_batch)
-                raw = tf.einsum("bhwk,bnk->bnhw", chosen, method.fn(chosen, scores))
+                raw = self._score_map(chosen, method.fn(chosen, scores))
             elif method.needs_gradients:
-                raw = tf.reshape(apply_method(method, tiled, grads), [-1, self.n, shape[1], shape[2]])
+                inner = get_method("gradcam") if method.kind == "guided" else method
+                raw = apply_method(inner, tiled, grads, self.options.eigen_smooth)
+                raw = tf.reshape(raw, [-1, self.n, shape[1], shape[2]])
             else:
                 raw = tf.repeat(apply_method(method, acts, None)[:, None], self.n, axis=1)
             maps.append(normalise_maps(raw))
-        return tf.stack(maps, axis=2)
+            if method.kind == "guided":
+                guided = self._guided(method, x, classes, maps[-1])
+        return tf.stack(maps, axis=2), guided
+
+    def _score_map(self, chosen, weights):
+        """Score-CAM's raw maps (B, N, h, w) from the channels (B, h, w, K') and weights (B, N, K')."""
+        import tensorflow as tf
+
+        if not self.options.eigen_smooth:
+            return tf.einsum("bhwk,bnk->bnhw", chosen, weights)
+        weighted = chosen[:, None] * weights[:, :, None, None, :]  # (B, N, h, w, K')
+        shape = tf.shape(weighted)
+        flat = first_component(tf.reshape(weighted, tf.concat([[-1], shape[2:]], axis=0)))
+        return tf.reshape(flat, shape[:4])
+
+    def _guided(self, method, x, classes, cams):
+        """Guided Grad-CAM images (B, N, H, W, 3): one more forward pass with guided ReLU
+        gradients, N backward passes to the input, times the maps ``cams`` (B, N, h, w) upsampled."""
+        import tensorflow as tf
+
+        from gradcam_cli.methods.guided import guided_relus
+
+        with guided_relus():
+            scores = self.split.full(x)[1]
+        picked = tf.gather(scores, classes, axis=1, batch_dims=1)  # (B, N)
+        grads = tf.stack([tf.gradients(picked[:, n], x)[0] for n in range(self.n)], axis=1)  # (B, N, H, W, 3)
+        size = tf.shape(x)[1:3]
+        flat = tf.reshape(cams, tf.concat([[-1], tf.shape(cams)[2:], [1]], axis=0))
+        up = tf.image.resize(flat, size, method="bilinear")[..., 0]  # (B * N, H, W)
+        images = method.fn(up, tf.reshape(tf.cast(grads, tf.float32), tf.concat([[-1], tf.shape(x)[1:]], axis=0)))
+        return tf.reshape(images, tf.concat([tf.shape(classes), tf.shape(x)[1:]], axis=0))
 
     def _outputs(self, scores, classes, maps):
         import tensorflow as tf
 
         scores = tf.cast(scores, tf.float32)
-        return scores, squash(scores, self.split.activation), classes, maps
+        maps, guided = maps
+        return scores, squash(scores, self.split.activation), classes, maps, guided
 
     def __call__(self, batch: np.ndarray, extra: np.ndarray | None = None) -> CamBatch:
         args = [np.asarray(batch, dtype=np.float32)]
         if self.extra:
             args.append(np.asarray(extra, dtype=np.int32))
-        scores, probs, classes, maps = self._compiled(*args)
+        scores, probs, classes, maps, guided = self._compiled(*args)
         return CamBatch(
             scores=scores.numpy(),
             probs=probs.numpy(),
             classes=classes.numpy().astype(np.int32),
             method_maps=maps.numpy(),
+            guided=guided.numpy(),
         )
 
     def trace_count(self) -> int:

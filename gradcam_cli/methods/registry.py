@@ -8,7 +8,10 @@ gradients g = dy_c/dA, both (M, h, w, K) for M = images x classes:
 - ``kind="score"``: ``fn(A, s) -> (B, N, K)`` channel weights from ``s`` (B, N, K), each
   target class's score on the model input masked by each channel of A (the engine
   makes the masks and runs the masked passes; see :mod:`gradcam_cli.engine.score`);
-  A is (B, h, w, K), one image each, K possibly a subset of the channels.
+  A is (B, h, w, K), one image each, K possibly a subset of the channels;
+- ``kind="guided"``: ``fn(cams, dy/dx) -> (M, H, W, 3)``, an image at the model input's
+  resolution from the Grad-CAM maps upsampled there and the guided input gradients
+  (:mod:`gradcam_cli.methods.guided`); its map slot holds the Grad-CAM map.
 
 ``needs_gradients=False``: ``g`` is None and no backward pass runs; with
 ``class_agnostic=True`` the map does not depend on the class (one per image, the
@@ -26,7 +29,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable
 
-KINDS = ("weights", "spatial", "score")
+KINDS = ("weights", "spatial", "score", "guided")
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,15 @@ class MethodOptions:
 
     ``scorecam_batch``: masked inputs per forward pass (Score-CAM's memory bound);
     ``scorecam_channels``: keep only this many channels of highest spatial variance
-    (Faster Score-CAM; None: all)."""
+    (Faster Score-CAM; None: all). ``aug_smooth``: average the maps over horizontal flip x
+    input multiplied by 0.9 / 1.0 / 1.1 (flips undone, classes fixed by the plain pass);
+    ``eigen_smooth``: the map is the first principal component of the weighted activations
+    instead of their channel sum."""
 
     scorecam_batch: int = 256
     scorecam_channels: int | None = None
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
 
     def __post_init__(self) -> None:
         if self.scorecam_batch < 1:
@@ -56,13 +64,16 @@ class Method:
     sums_only: bool = False
     description: str = ""
     class_agnostic: bool = False
+    #: spatial methods: fn(A, g) -> (M, h, w, K), the per-position weighted activations whose
+    #: channel sum is the map (``--eigen-smooth`` takes their first principal component instead)
+    weighted: Callable | None = None
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: bool = False,
-             class_agnostic: bool = False) -> Callable:
+             class_agnostic: bool = False, weighted: Callable | None = None) -> Callable:
     """Decorator: register ``fn`` as the method ``name`` (a second registration of a name is an error)."""
     if kind not in KINDS:
         raise ValueError(f"method kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -71,7 +82,8 @@ def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: b
         if name in METHODS:
             raise ValueError(f"CAM method {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        METHODS[name] = Method(name, kind, fn, needs_gradients, sums_only, doc[0] if doc else "", class_agnostic)
+        METHODS[name] = Method(name, kind, fn, needs_gradients, sums_only, doc[0] if doc else "", class_agnostic,
+                               weighted)
         return fn
 
     return add

@@ -24,6 +24,8 @@ import numpy as np
 from gradcam_cli.engine.cam import Explanation
 from gradcam_cli.run.naming import method_name
 
+GUIDED = "guided"  # Guided Grad-CAM: an image at the input's resolution, not a heat map
+
 
 @dataclass
 class ImageResult:
@@ -57,10 +59,13 @@ class Output:
         return files
 
     def each_map(self, result: ImageResult, ext: str):
-        """Per map and method: (the file's name, its map (h, w)); each name is noted in the record."""
+        """Per map and heat-map method: (the file's name, its map (h, w)); each name is noted in the
+        record. ``guided``'s map slot (the Grad-CAM it multiplies) is not a file of its own."""
         by_method = result.explanation.maps_by_method
         several = len(by_method) > 1
         for method, maps in by_method.items():
+            if method == GUIDED:
+                continue
             for name, entry, cam in zip(result.names, result.entries, maps):
                 file = f"{method_name(name, method, several)}.{ext}"
                 if several:
@@ -121,11 +126,31 @@ class RawOutput(Output):
             writers.write_npy(out_dir / file, raw)
 
 
+class GuidedOutput(Output):
+    """Guided Grad-CAM at the model input's resolution, one PNG per map (``guided``)."""
+
+    key = GUIDED
+
+    def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
+        from gradcam_cli.io import writers
+        from gradcam_cli.render.overlay import encode_png, guided_bgr
+
+        several = len(result.explanation.maps_by_method) > 1
+        for name, entry, image in zip(result.names, result.entries, result.explanation.guided):
+            file = f"{method_name(name, GUIDED, several)}.png"
+            writers.write_bytes(out_dir / file, encode_png(guided_bgr(image)))
+            entry[self.key] = file
+
+
 def outputs_for(settings: Any) -> list[Output]:
     """The outputs a run's settings ask for, in the order they write."""
-    outputs: list[Output] = [OverlayOutput(settings.alpha, settings.colormap, settings.quality)]
-    if settings.save_raw:
-        outputs.append(RawOutput())
+    outputs: list[Output] = []
+    if any(m != GUIDED for m in settings.methods):  # heat maps to overlay
+        outputs.append(OverlayOutput(settings.alpha, settings.colormap, settings.quality))
+        if settings.save_raw:
+            outputs.append(RawOutput())
+    if GUIDED in settings.methods:
+        outputs.append(GuidedOutput())
     return outputs
 
 

@@ -54,6 +54,8 @@ class RunSettings:
     max_pixels: int | None = None
     scorecam_batch: int = 256  # Score-CAM: masked inputs per forward pass
     scorecam_channels: int | None = None  # Score-CAM: only the channels of highest spatial variance
+    aug_smooth: bool = False  # mean over horizontal flip x input times 0.9 / 1.0 / 1.1
+    eigen_smooth: bool = False  # first principal component of the weighted activations, not their sum
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -65,7 +67,8 @@ class RunSettings:
         """The :class:`gradcam_cli.methods.MethodOptions` of this run."""
         from gradcam_cli.methods import MethodOptions
 
-        return MethodOptions(scorecam_batch=self.scorecam_batch, scorecam_channels=self.scorecam_channels)
+        return MethodOptions(scorecam_batch=self.scorecam_batch, scorecam_channels=self.scorecam_channels,
+                             aug_smooth=self.aug_smooth, eigen_smooth=self.eigen_smooth)
 
     @property
     def method(self) -> str:
