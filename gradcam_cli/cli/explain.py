@@ -50,9 +50,12 @@ def _methods(ctx, param, value):
     from gradcam_cli.methods import get_method
 
     try:
-        return tuple(get_method(name).name for name in value)
+        names = tuple(get_method(name).name for name in value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"each method may be given once, got {', '.join(names)}")
+    return names
 
 
 def _colormap(ctx, param, value):
@@ -158,7 +161,17 @@ def engine_options(command):
 @click.option("--dry-run", is_flag=True,
               help="List the inputs and the resolved backbone, layer and preprocessing; compute nothing.")
 @click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True, callback=_methods,
-              metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes).")
+              metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes). "
+                   "Repeatable: several methods come from one forward and backward pass, and their files "
+                   "are named NAME.METHOD.jpg.")
+@click.option("--scorecam-batch", default=256, show_default=True, type=click.IntRange(1),
+              help="Score-CAM: masked inputs per forward pass (bounds its memory).")
+@click.option("--scorecam-channels", default=None, type=click.IntRange(1), metavar="M",
+              help="Score-CAM: use only the M channels of highest spatial variance (Faster Score-CAM).")
+@click.option("--aug-smooth", is_flag=True,
+              help="Average each map over horizontal flip x input times 0.9/1.0/1.1 (6 passes; classes from the plain one).")
+@click.option("--eigen-smooth", is_flag=True,
+              help="Map = first principal component of the weighted activations instead of their sum.")
 @picture_options
 @engine_options
 @click.option("--report", "make_report", is_flag=True, help="Also write OUT/report.html (see `gradcam report`).")
@@ -195,8 +208,6 @@ def _explain(stop, p: dict) -> int:
             raise click.UsageError("give either --class or --target-unit, not both")
         classes = (str(p["target_unit"]),)
     shard = _parse_shard(p["shard"])
-    if len(p["methods"]) > 1:
-        raise click.UsageError("one --method per run for now")
     ray_options = _ray_options(p["engine"], p["ray_address"], p["workers"], p["gpus_per_worker"], p["cpus_per_worker"])
     refs = _inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], shard)
     labels_csv = p["labels_csv"]
@@ -207,6 +218,8 @@ def _explain(stop, p: dict) -> int:
         max_pixels=p["max_pixels"], grid=p["grid"], grid_columns=p["grid_columns"], grid_tile=p["grid_tile"],
         gif=p["gif"], gif_ms=p["gif_ms"], boxes=p["boxes"], box_threshold=p["box_threshold"],
         overlays=not p["no_overlays"], overlay_max_side=p["overlay_max_side"],
+        scorecam_batch=p["scorecam_batch"], scorecam_channels=p["scorecam_channels"], aug_smooth=p["aug_smooth"],
+        eigen_smooth=p["eigen_smooth"],
     )
     labels = _precheck(settings, None if p["dry_run"] else p["out_dir"], shard)
     if p["dry_run"]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import pathlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -47,11 +47,27 @@ class Prediction:
 
 @dataclass
 class Explanation:
-    """One image: the explained targets (in map order) and their maps (N, h, w) in [0, 1]."""
+    """One image: the explained targets (in map order) and their maps (N, h, w) in [0, 1].
+
+    ``maps`` are the first method's; ``maps_by_method`` holds every asked method's, in the
+    asked order (``maps_by_method[methods[0]] is maps``)."""
 
     predictions: list[Prediction]
     maps: np.ndarray
     probabilities: np.ndarray  # (C,) after the final softmax / sigmoid
+    maps_by_method: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Guided Grad-CAM (N, H, W, 3) float32 at the model input's resolution, when ``guided`` is asked
+    #: (its ``maps_by_method`` entry holds the Grad-CAM maps it multiplies)
+    guided: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not self.maps_by_method:
+            self.maps_by_method = {DEFAULT_METHOD: self.maps}
+
+
+def method_tuple(method: str | Sequence[str]) -> tuple[str, ...]:
+    """``method=`` as the library takes it (one name or several) -> a tuple of names."""
+    return (method,) if isinstance(method, str) else tuple(method)
 
 
 def engine_description(split: Any) -> str:
@@ -213,14 +229,17 @@ class GradCAM:
         )
 
     def explainer(self, top: int | None, classes: Sequence[int] | None, extra: bool = False,
-                  method: str = DEFAULT_METHOD):
-        """The compiled explainer for these targets and method, built once and kept."""
+                  method: str | Sequence[str] = DEFAULT_METHOD, options: Any = None):
+        """The compiled explainer for these targets, method(s) and method options, built once and kept."""
         from gradcam_cli.engine.explainer import Explainer
+        from gradcam_cli.methods import MethodOptions
 
-        key = (("top", top) if classes is None else ("classes", tuple(classes)), extra, method)
+        method, options = method_tuple(method), options or MethodOptions()
+        key = (("top", top) if classes is None else ("classes", tuple(classes)), extra, method, options)
         if key not in self._explainers:
             self._explainers[key] = Explainer(
-                self.split, top=top if classes is None else None, classes=classes, extra=extra, method=method
+                self.split, top=top if classes is None else None, classes=classes, extra=extra, method=method,
+                options=options,
             )
         return self._explainers[key]
 
@@ -240,20 +259,23 @@ class GradCAM:
         top: int = DEFAULT_TOP,
         classes: Sequence[str | int] | None = None,
         batch_size: int = DEFAULT_BATCH,
-        method: str = DEFAULT_METHOD,
+        method: str | Sequence[str] = DEFAULT_METHOD,
         value_range: tuple[float, float] | None = None,
+        options: Any = None,
     ) -> list[Explanation]:
         """Explain a list of images (or an (N, H, W, C) batch): top-N classes, or the given ``classes``.
 
         Each image: (H, W) or (H, W, 1) grey, (H, W, 3) RGB or (H, W, 4) RGBA (composited on
         white), any size; uint8 0..255, or float with ``value_range=(0, 1)`` or ``(0, 255)``.
         Anything else raises one ``ValueError`` naming the shape and dtype received.
+        ``method``: a method name or several (all from one forward and backward pass);
+        ``options``: a :class:`gradcam_cli.methods.MethodOptions` (Score-CAM's settings, smoothing).
         """
         indices = self.resolve_classes(classes) if classes else None
         results: list[Explanation] = []
         for chunk in batched(_image_list(images), batch_size):
             results.extend(self.explain_prepared(self.prepare(chunk, value_range), top=top, indices=indices,
-                                                 method=method))
+                                                 method=method, options=options))
         return results
 
     def _run_model(self, explainer: Any, batch: np.ndarray, extra: np.ndarray | None):
@@ -289,27 +311,30 @@ class GradCAM:
         indices: Sequence[int] | None = None,
         truth: Sequence[int | None] | None = None,
         threshold: float | None = None,
-        method: str = DEFAULT_METHOD,
+        method: str | Sequence[str] = DEFAULT_METHOD,
+        options: Any = None,
     ) -> list[Explanation]:
         """Explain a preprocessed batch (``prepare``'s output): the ``top`` classes, or ``indices``.
 
         ``truth``: per image, a class that must also get a map (its true label; None for
         none). ``threshold``: keep only targets at least this probable."""
         extra = None if truth is None else np.array([-1 if t is None else t for t in truth], np.int32)
-        explainer = self.explainer(top, indices, extra is not None, method)
+        explainer = self.explainer(top, indices, extra is not None, method, options)
         out = self._run_model(explainer, batch, None if extra is None else np.maximum(extra, 0))
+        names = [m.name for m in explainer.methods]
         return [
-            self._explanation(out, b, top, indices, None if extra is None else int(extra[b]), threshold)
+            self._explanation(out, b, top, indices, None if extra is None else int(extra[b]), threshold, names)
             for b in range(batch.shape[0])
         ]
 
-    def _explanation(self, out: Any, b: int, top: int, indices, true: int | None, threshold) -> Explanation:
+    def _explanation(self, out: Any, b: int, top: int, indices, true: int | None, threshold,
+                     methods: Sequence[str]) -> Explanation:
         probs, scores = out.probs[b], out.scores[b]
         targets = [int(c) for c in out.classes[b]]
-        maps = list(out.maps[b])
+        slots = list(range(len(targets)))  # which of the computed maps are kept
         if true is not None:  # the true class's map comes last; drop it if absent or already there
             if true < 0 or true in targets[:-1]:
-                targets, maps = targets[:-1], maps[:-1]
+                targets, slots = targets[:-1], slots[:-1]
         predictions = [
             Prediction(
                 # top-N: the position in top_k's order; otherwise 1 + classes scored higher
@@ -323,9 +348,12 @@ class GradCAM:
         ]
         if threshold is not None:
             keep = [i for i, p in enumerate(predictions) if p.probability >= threshold or p.class_index == true]
-            predictions, maps = [predictions[i] for i in keep], [maps[i] for i in keep]
-        stacked = np.stack(maps) if maps else np.zeros((0, *out.maps.shape[2:]), np.float32)
-        return Explanation(predictions=predictions, maps=stacked, probabilities=probs)
+            predictions, slots = [predictions[i] for i in keep], [slots[i] for i in keep]
+        stacked = out.method_maps[b][slots]  # (N, M, h, w)
+        by_method = {name: stacked[:, i] for i, name in enumerate(methods)}
+        guided = out.guided[b][slots] if "guided" in methods else None
+        return Explanation(predictions=predictions, maps=by_method[methods[0]], probabilities=probs,
+                           maps_by_method=by_method, guided=guided)
 
     @property
     def geometry(self) -> Any:

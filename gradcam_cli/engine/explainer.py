@@ -5,7 +5,8 @@ gradients) to channel weights or to a map; everything else (target selection,
 batching over B images x N classes, ReLU, normalisation) lives once in :class:`Explainer`.
 
 Contract: input float32 (B, H, W, 3) already preprocessed; output maps float32
-(B, N, h, w) in [0, 1] at the target layer's resolution.
+(B, N, M, h, w) in [0, 1] at the target layer's resolution, for N classes and M methods
+(all methods from the same activations and gradients: one forward, one backward).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
-from gradcam_cli.methods import Method, get_method
+from gradcam_cli.engine.score import chosen_channels, masked_scores
+from gradcam_cli.engine.smooth import aug_smoothed
+from gradcam_cli.methods import Method, MethodOptions, get_method
+from gradcam_cli.methods.eigen import first_component
 from gradcam_cli.models.split import Split
 
 
@@ -26,7 +30,13 @@ class CamBatch:
     scores: np.ndarray  # (B, C) float32
     probs: np.ndarray  # (B, C) float32
     classes: np.ndarray  # (B, N) int32, the explained class of each map
-    maps: np.ndarray  # (B, N, h, w) float32 in [0, 1]
+    method_maps: np.ndarray  # (B, N, M, h, w) float32 in [0, 1], one map per method (in the asked order)
+    guided: np.ndarray  # (B, N, H, W, 3) float32 Guided Grad-CAM at the input's resolution; (B, N, 0, 0, 3) if not asked
+
+    @property
+    def maps(self) -> np.ndarray:
+        """(B, N, h, w): the first method's maps."""
+        return self.method_maps[:, :, 0]
 
 
 def squash(scores, activation: str):
@@ -48,11 +58,43 @@ def normalise_maps(cams):
     return tf.math.divide_no_nan(cams, peak)
 
 
+def apply_method(method: Method, acts, grads, eigen_smooth: bool = False):
+    """One method on (M, h, w, K) activations and gradients: the raw map (M, h, w), before ReLU.
+
+    ``eigen_smooth``: the first principal component of the weighted activations (sign
+    fixed, see :mod:`gradcam_cli.methods.eigen`) instead of their channel sum."""
+    import tensorflow as tf
+
+    if method.kind == "weights":
+        weights = method.fn(acts, grads)  # (M, K)
+        if eigen_smooth:
+            return first_component(acts * weights[:, None, None, :])
+        return tf.einsum("mhwk,mk->mhw", acts, weights)
+    if eigen_smooth and method.weighted is not None:
+        return first_component(method.weighted(acts, grads))
+    return method.fn(acts, grads)
+
+
+def resolve_methods(method: str | Method | Sequence[str | Method]) -> tuple[Method, ...]:
+    """One method or several (by name or :class:`Method`) -> a tuple of distinct methods, in order."""
+    items = [method] if isinstance(method, (str, Method)) else list(method)
+    if not items:
+        raise ValueError("give at least one CAM method, e.g. method='gradcam'")
+    methods = tuple(m if isinstance(m, Method) else get_method(m) for m in items)
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"each CAM method may be asked once, got {', '.join(names)}")
+    return methods
+
+
 STRATEGIES = ("tile", "jacobian")
 
 
 class Explainer:
-    """Computes N Grad-CAM maps for each image of a batch in one compiled call.
+    """Computes N maps per method for each image of a batch in one compiled call.
+
+    ``method``: one registered method or several; all of them are derived from the
+    same activations and gradients (trunk, head and backward run once).
 
     ``top``: explain each image's ``top`` highest-scoring classes; or ``classes``:
     explain these class indices for every image. The trunk runs once per batch.
@@ -82,10 +124,11 @@ class Explainer:
         *,
         top: int | None = None,
         classes: Sequence[int] | None = None,
-        method: str | Method = "gradcam",
+        method: str | Method | Sequence[str | Method] = "gradcam",
         force_full: bool = False,
         extra: bool = False,
         strategy: str = "auto",
+        options: MethodOptions | None = None,
     ):
         import tensorflow as tf
 
@@ -99,10 +142,14 @@ class Explainer:
         #: extra=True: each call also takes one more class per image (e.g. its true label), explained last
         self.extra = extra
         self.n = (self.top if self.top is not None else len(classes)) + int(extra)
-        self.method = method if isinstance(method, Method) else get_method(method)
-        self._head = split.channel_head if (self.method.sums_only and split.channel_head is not None) else split.head
+        self.methods = resolve_methods(method)
+        #: settings of particular methods (Score-CAM's chunk size and channel count)
+        self.options = options or MethodOptions()
+        self.method = self.methods[0]
+        sums_only = all(m.sums_only or not m.needs_gradients for m in self.methods)
+        self._head = split.channel_head if (sums_only and split.channel_head is not None) else split.head
         self.path = "full" if (force_full or not split.cut) else "cut"
-        if not self.method.needs_gradients:
+        if not any(m.needs_gradients for m in self.methods):
             strategy = "forward"
         elif self.path == "full":
             strategy = "tile"
@@ -112,11 +159,21 @@ class Explainer:
         specs = [tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)]
         if extra:
             specs.append(tf.TensorSpec((None,), tf.int32))
-        self._compiled = tf.function(getattr(self, f"_explain_{strategy}"), input_signature=specs, jit_compile=False)
+        self._compiled = tf.function(self._explain, input_signature=specs, jit_compile=False)
 
-    def _select(self, scores, extra=None):
+    def _explain(self, x, extra=None):
+        core = getattr(self, f"_explain_{self.strategy}")
+        if self.options.aug_smooth:
+            return aug_smoothed(core, x, extra, normalise_maps)
+        return core(x, extra)
+
+    def _select(self, scores, extra=None, fixed=None):
+        """The explained classes (B, N): ``fixed`` when given (aug-smooth's later passes), else
+        the top N or the asked classes, plus ``extra`` last."""
         import tensorflow as tf
 
+        if fixed is not None:
+            return fixed
         if self.top is not None:
             classes = tf.math.top_k(scores, k=self.top, sorted=True).indices
         else:
@@ -125,7 +182,7 @@ class Explainer:
             classes = tf.concat([classes, extra[:, None]], axis=1)
         return classes
 
-    def _explain_tile(self, x, extra=None):
+    def _explain_tile(self, x, extra=None, fixed=None):
         import tensorflow as tf
 
         n = self.n
@@ -138,30 +195,28 @@ class Explainer:
             else:
                 tiled, tiled_scores = self.split.full(tf.repeat(x, n, axis=0))
             scores = tiled_scores[::n]  # every copy of an image scores the same
-            classes = self._select(scores, extra)  # (B, N)
+            classes = self._select(scores, extra, fixed)  # (B, N)
             picked = tf.gather(tiled_scores, tf.reshape(classes, [-1]), axis=1, batch_dims=1)
             total = tf.reduce_sum(picked)
         grads = tape.gradient(total, tiled)
-        maps = self._maps(tiled, grads)  # (B * N, h, w)
-        shape = tf.shape(maps)
-        return self._outputs(scores, classes, tf.reshape(maps, [-1, n, shape[1], shape[2]]))
+        return self._outputs(scores, classes, self._maps(tiled, grads, tiled[::n], x, classes))
 
-    def _explain_jacobian(self, x, extra=None):
+    def _explain_jacobian(self, x, extra=None, fixed=None):
         import tensorflow as tf
 
         acts = self.split.trunk(x)
         with tf.GradientTape() as tape:
             tape.watch(acts)
             scores = self._head(acts)
-            classes = self._select(scores, extra)
+            classes = self._select(scores, extra, fixed)
             picked = tf.gather(scores, classes, axis=1, batch_dims=1)  # (B, N)
         jac = tape.batch_jacobian(picked, acts)  # (B, N, h, w, K)
         shape = tf.shape(jac)
         flat = lambda t: tf.reshape(t, [-1, shape[2], shape[3], shape[4]])  # noqa: E731
-        maps = self._maps(flat(tf.repeat(acts[:, None], self.n, axis=1)), flat(jac))
-        return self._outputs(scores, classes, tf.reshape(maps, [-1, self.n, shape[2], shape[3]]))
+        tiled = flat(tf.repeat(acts[:, None], self.n, axis=1))
+        return self._outputs(scores, classes, self._maps(tiled, flat(jac), acts, x, classes))
 
-    def _explain_forward(self, x, extra=None):
+    def _explain_forward(self, x, extra=None, fixed=None):
         """A method without gradients: one map per image from the activations alone, for every class."""
         import tensorflow as tf
 
@@ -170,39 +225,88 @@ class Explainer:
             scores = self.split.head(acts)
         else:
             acts, scores = self.split.full(x)
-        classes = self._select(scores, extra)
-        maps = self._maps(acts, None)  # (B, h, w)
-        return self._outputs(scores, classes, tf.repeat(maps[:, None], self.n, axis=1))
+        classes = self._select(scores, extra, fixed)
+        return self._outputs(scores, classes, self._maps(None, None, acts, x, classes))
 
-    def _maps(self, acts, grads):
-        """(M, h, w, K) activations and gradients (None without) -> (M, h, w) maps in [0, 1]."""
+    def _maps(self, tiled, grads, acts, x, classes):
+        """Every method's maps, (B, N, M, h, w) in [0, 1], and the guided images (B, N, H, W, 3)
+        (empty, (B, N, 0, 0, 3), unless ``guided`` is asked).
+
+        ``tiled`` and ``grads``: (B * N, h, w, K) activations (image-major) and dy/dA
+        (None when no method needs them); ``acts``: (B, h, w, K), each image's activations
+        once, which the gradient-free methods use; ``x`` the input, ``classes`` (B, N) the
+        targets (Score-CAM scores them on masked inputs; guided backpropagation differentiates them).
+        """
         import tensorflow as tf
 
         # mixed precision: the model may compute in float16; weights and maps are float32
         acts = tf.cast(acts, tf.float32)
-        grads = None if grads is None else tf.cast(grads, tf.float32)
-        if self.method.kind == "weights":
-            raw = tf.einsum("mhwk,mk->mhw", acts, self.method.fn(acts, grads))  # (M, K) weights
-        else:
-            raw = self.method.fn(acts, grads)
-        return normalise_maps(raw)
+        shape = tf.shape(acts)
+        if tiled is not None:
+            tiled, grads = tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32)
+        maps, guided = [], tf.zeros(tf.concat([tf.shape(classes), [0, 0, 3]], axis=0))
+        for method in self.methods:
+            if method.kind == "score":
+                chosen = chosen_channels(acts, self.options)
+                scores = masked_scores(lambda z: self.split.full(z)[1], x, chosen, classes, self.options.scorecam_batch)
+                raw = self._score_map(chosen, method.fn(chosen, scores))
+            elif method.needs_gradients:
+                inner = get_method("gradcam") if method.kind == "guided" else method
+                raw = apply_method(inner, tiled, grads, self.options.eigen_smooth)
+                raw = tf.reshape(raw, [-1, self.n, shape[1], shape[2]])
+            else:
+                raw = tf.repeat(apply_method(method, acts, None)[:, None], self.n, axis=1)
+            maps.append(normalise_maps(raw))
+            if method.kind == "guided":
+                guided = self._guided(method, x, classes, maps[-1])
+        return tf.stack(maps, axis=2), guided
+
+    def _score_map(self, chosen, weights):
+        """Score-CAM's raw maps (B, N, h, w) from the channels (B, h, w, K') and weights (B, N, K')."""
+        import tensorflow as tf
+
+        if not self.options.eigen_smooth:
+            return tf.einsum("bhwk,bnk->bnhw", chosen, weights)
+        weighted = chosen[:, None] * weights[:, :, None, None, :]  # (B, N, h, w, K')
+        shape = tf.shape(weighted)
+        flat = first_component(tf.reshape(weighted, tf.concat([[-1], shape[2:]], axis=0)))
+        return tf.reshape(flat, shape[:4])
+
+    def _guided(self, method, x, classes, cams):
+        """Guided Grad-CAM images (B, N, H, W, 3): one more forward pass with guided ReLU
+        gradients, N backward passes to the input, times the maps ``cams`` (B, N, h, w) upsampled."""
+        import tensorflow as tf
+
+        from gradcam_cli.methods.guided import guided_relus
+
+        with guided_relus():
+            scores = self.split.full(x)[1]
+        picked = tf.gather(scores, classes, axis=1, batch_dims=1)  # (B, N)
+        grads = tf.stack([tf.gradients(picked[:, n], x)[0] for n in range(self.n)], axis=1)  # (B, N, H, W, 3)
+        size = tf.shape(x)[1:3]
+        flat = tf.reshape(cams, tf.concat([[-1], tf.shape(cams)[2:], [1]], axis=0))
+        up = tf.image.resize(flat, size, method="bilinear")[..., 0]  # (B * N, H, W)
+        images = method.fn(up, tf.reshape(tf.cast(grads, tf.float32), tf.concat([[-1], tf.shape(x)[1:]], axis=0)))
+        return tf.reshape(images, tf.concat([tf.shape(classes), tf.shape(x)[1:]], axis=0))
 
     def _outputs(self, scores, classes, maps):
         import tensorflow as tf
 
         scores = tf.cast(scores, tf.float32)
-        return scores, squash(scores, self.split.activation), classes, maps
+        maps, guided = maps
+        return scores, squash(scores, self.split.activation), classes, maps, guided
 
     def __call__(self, batch: np.ndarray, extra: np.ndarray | None = None) -> CamBatch:
         args = [np.asarray(batch, dtype=np.float32)]
         if self.extra:
             args.append(np.asarray(extra, dtype=np.int32))
-        scores, probs, classes, maps = self._compiled(*args)
+        scores, probs, classes, maps, guided = self._compiled(*args)
         return CamBatch(
             scores=scores.numpy(),
             probs=probs.numpy(),
             classes=classes.numpy().astype(np.int32),
-            maps=maps.numpy(),
+            method_maps=maps.numpy(),
+            guided=guided.numpy(),
         )
 
     def trace_count(self) -> int:

@@ -4,10 +4,18 @@ A method says how maps come from the target layer's activations A and the
 gradients g = dy_c/dA, both (M, h, w, K) for M = images x classes:
 
 - ``kind="weights"``: ``fn(A, g) -> (M, K)`` channel weights; the map is sum_k w_k A_k;
-- ``kind="spatial"``: ``fn(A, g) -> (M, h, w)``, the map itself.
+- ``kind="spatial"``: ``fn(A, g) -> (M, h, w)``, the map itself;
+- ``kind="score"``: ``fn(A, s) -> (B, N, K)`` channel weights from ``s`` (B, N, K), each
+  target class's score on the model input masked by each channel of A (the engine
+  makes the masks and runs the masked passes; see :mod:`gradcam_cli.engine.score`);
+  A is (B, h, w, K), one image each, K possibly a subset of the channels;
+- ``kind="guided"``: ``fn(cams, dy/dx) -> (M, H, W, 3)``, an image at the model input's
+  resolution from the Grad-CAM maps upsampled there and the guided input gradients
+  (:mod:`gradcam_cli.methods.guided`); its map slot holds the Grad-CAM map.
 
-``needs_gradients=False``: ``g`` is None and no backward pass runs (the map may not
-depend on the class). ``sums_only``: the method uses only the per-channel sums of g
+``needs_gradients=False``: ``g`` is None and no backward pass runs; with
+``class_agnostic=True`` the map does not depend on the class (one per image, the
+records mark it). ``sums_only``: the method uses only the per-channel sums of g
 over positions, so a head whose input gradient is exact in those sums alone may be
 used (VGG's pool -> flatten -> fc1; see :mod:`gradcam_cli.models.kernels`).
 ReLU and per-map normalisation are applied once, after every method.
@@ -21,7 +29,30 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable
 
-KINDS = ("weights", "spatial")
+KINDS = ("weights", "spatial", "score", "guided")
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Settings of particular methods (they change nothing for the others).
+
+    ``scorecam_batch``: masked inputs per forward pass (Score-CAM's memory bound);
+    ``scorecam_channels``: keep only this many channels of highest spatial variance
+    (Faster Score-CAM; None: all). ``aug_smooth``: average the maps over horizontal flip x
+    input multiplied by 0.9 / 1.0 / 1.1 (flips undone, classes fixed by the plain pass);
+    ``eigen_smooth``: the map is the first principal component of the weighted activations
+    instead of their channel sum."""
+
+    scorecam_batch: int = 256
+    scorecam_channels: int | None = None
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scorecam_batch < 1:
+            raise ValueError(f"scorecam_batch must be at least 1, got {self.scorecam_batch}")
+        if self.scorecam_channels is not None and self.scorecam_channels < 1:
+            raise ValueError(f"scorecam_channels must be at least 1 or None, got {self.scorecam_channels}")
 
 
 @dataclass(frozen=True)
@@ -32,12 +63,17 @@ class Method:
     needs_gradients: bool = True
     sums_only: bool = False
     description: str = ""
+    class_agnostic: bool = False
+    #: spatial methods: fn(A, g) -> (M, h, w, K), the per-position weighted activations whose
+    #: channel sum is the map (``--eigen-smooth`` takes their first principal component instead)
+    weighted: Callable | None = None
 
 
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: bool = False) -> Callable:
+def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: bool = False,
+             class_agnostic: bool = False, weighted: Callable | None = None) -> Callable:
     """Decorator: register ``fn`` as the method ``name`` (a second registration of a name is an error)."""
     if kind not in KINDS:
         raise ValueError(f"method kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -46,7 +82,8 @@ def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: b
         if name in METHODS:
             raise ValueError(f"CAM method {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        METHODS[name] = Method(name, kind, fn, needs_gradients, sums_only, doc[0] if doc else "")
+        METHODS[name] = Method(name, kind, fn, needs_gradients, sums_only, doc[0] if doc else "", class_agnostic,
+                               weighted)
         return fn
 
     return add

@@ -71,3 +71,19 @@ def encode_jpeg(image_bgr: np.ndarray, quality: int = 90) -> bytes:
     if not ok:  # pragma: no cover - OpenCV only fails here on invalid arrays
         raise ValueError("OpenCV could not encode the overlay as JPEG")
     return buffer.tobytes()
+
+
+def guided_bgr(guided: np.ndarray) -> np.ndarray:
+    """A Guided Grad-CAM image (H, W, 3) float, RGB order, as BGR uint8 for display: centred,
+    scaled to 0.1 per standard deviation around mid-grey, clipped (as pytorch-grad-cam shows it)."""
+    g = guided.astype(np.float64)
+    g = (g - g.mean()) / (g.std() + 1e-5) * 0.1 + 0.5
+    rgb = (np.clip(g, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def encode_png(image_bgr: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".png", image_bgr)
+    if not ok:  # pragma: no cover - OpenCV only fails here on invalid arrays
+        raise ValueError("OpenCV could not encode the image as PNG")
+    return buffer.tobytes()

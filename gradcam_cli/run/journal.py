@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from gradcam_cli import __version__
 from gradcam_cli.io import writers
+from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import JSON_NAME, JSONL_NAME, RUN_FILE, result_names
 from gradcam_cli.run.resume import Resumed, ResumeIndex, check_same_settings
 
@@ -69,6 +70,9 @@ def run_header(cam: Any, settings: Any, options: Any) -> dict:
             header["method"] = settings.methods[0] if len(settings.methods) == 1 else list(settings.methods)
         if key != "output":
             header[key] = value
+    agnostic = [m for m in settings.methods if get_method(m).class_agnostic]
+    if agnostic:  # their maps are the same for every class of an image
+        header["class_agnostic"] = agnostic
     header["options"] = {**recorded_settings(cam, settings), "batch_size": options.batch_size,
                          "shard": None if options.shard is None else f"{options.shard[0]}/{options.shard[1]}"}
     if "output" in described:

@@ -28,6 +28,12 @@ def map_name(stem: str, label: str, rank: int, slot: int, n: int, by_class: bool
     return f"{stem}.{kind}{number}-{safe_label(label)}"
 
 
+def method_name(name: str, method: str, several: bool) -> str:
+    """A map's base name for one method: ``chelsea.top1-Egyptian_cat.gradcam++`` when a run
+    asks several methods, the plain ``name`` when it asks one."""
+    return f"{name}.{method}" if several else name
+
+
 def result_names(shard: tuple[int, int] | None) -> dict[str, str]:
     """``predictions.json`` etc., or ``predictions.2-of-4.json`` for shard 2/4."""
     if shard is None:

@@ -6,6 +6,12 @@ of its maps' files and the record being built), writes its files through
 files a record says it wrote (:meth:`Output.files`), so ``--resume`` can check
 that an image is complete. Adding an output adds a class here, not a parameter
 to the per-image writer.
+
+Several methods in one run (``Explanation.maps_by_method`` holds more than one):
+a per-map output writes one file per method, named ``NAME.METHOD.ext``, and notes
+them as a dict under its plural key, ``"overlays": {"gradcam": ..., "layercam": ...}``;
+with one method it keeps the single ``"overlay": ...`` field. Boxes, grids and GIFs
+show the first method's maps.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from gradcam_cli.engine.cam import Explanation
+from gradcam_cli.run.naming import method_name
+
+GUIDED = "guided"  # Guided Grad-CAM: an image at the input's resolution, not a heat map
 
 
 @dataclass
@@ -35,7 +44,8 @@ class ImageResult:
 
 
 class Output:
-    """Base class. ``key``: the record field naming the file (per map, or per image)."""
+    """Base class. ``key``: the record field naming the file (per map, or per image);
+    ``key + "s"`` holds a dict method -> file when a run asks several methods."""
 
     key: str = ""
     per_map: bool = True
@@ -47,7 +57,28 @@ class Output:
         """The files (relative to the output folder) that ``record`` says this output wrote;
         a missing field counts as a missing file."""
         holders = record.get("predictions", []) if self.per_map else [record]
-        return [holder.get(self.key, "") for holder in holders]
+        files: list[str] = []
+        for holder in holders:
+            several = holder.get(f"{self.key}s")
+            files.extend(several.values() if isinstance(several, dict) and several else [holder.get(self.key, "")])
+        return files
+
+    def each_map(self, result: ImageResult, ext: str):
+        """Per heat-map method and map: (the file's name, its map (h, w), the method's position, the
+        map's position); each name is noted in the record. ``guided``'s map slot (the Grad-CAM it
+        multiplies) is not a file of its own."""
+        by_method = result.explanation.maps_by_method
+        several = len(by_method) > 1
+        for m, (method, maps) in enumerate(by_method.items()):
+            if method == GUIDED:
+                continue
+            for i, (name, entry, cam) in enumerate(zip(result.names, result.entries, maps)):
+                file = f"{method_name(name, method, several)}.{ext}"
+                if several:
+                    entry.setdefault(f"{self.key}s", {})[method] = file
+                else:
+                    entry[self.key] = file
+                yield file, cam, m, i
 
     def file_complete(self, path: pathlib.Path) -> bool:
         return path.is_file()
@@ -115,14 +146,18 @@ class OverlayOutput(Output):
 
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
-        from gradcam_cli.render.overlay import encode_jpeg
+        from gradcam_cli.render.overlay import encode_jpeg, overlays
 
         if not self.enabled:
             return
-
-        for name, entry, picture in zip(result.names, result.entries, self.pictures(result)):
-            writers.write_bytes(out_dir / f"{name}.jpg", encode_jpeg(picture, self.quality))
-            entry[self.key] = f"{name}.jpg"
+        first = self.pictures(result)  # the first method's overlays, shared with the grid and GIF
+        for file, cam, m, i in self.each_map(result, "jpg"):
+            if m == 0:
+                picture = first[i]
+            else:
+                [picture] = overlays(self.base(result), cam[None], alpha=self.alpha, colormap=self.colormap,
+                                     upsample=result.upsample)
+            writers.write_bytes(out_dir / file, encode_jpeg(picture, self.quality))
 
     def file_complete(self, path: pathlib.Path) -> bool:
         return jpeg_complete(path)
@@ -136,9 +171,24 @@ class RawOutput(Output):
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
 
-        for name, entry, raw in zip(result.names, result.entries, result.explanation.maps):
-            writers.write_npy(out_dir / f"{name}.npy", raw)
-            entry[self.key] = f"{name}.npy"
+        for file, raw, _, _ in self.each_map(result, "npy"):
+            writers.write_npy(out_dir / file, raw)
+
+
+class GuidedOutput(Output):
+    """Guided Grad-CAM at the model input's resolution, one PNG per map (``guided``)."""
+
+    key = GUIDED
+
+    def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
+        from gradcam_cli.io import writers
+        from gradcam_cli.render.overlay import encode_png, guided_bgr
+
+        several = len(result.explanation.maps_by_method) > 1
+        for name, entry, image in zip(result.names, result.entries, result.explanation.guided):
+            file = f"{method_name(name, GUIDED, several)}.png"
+            writers.write_bytes(out_dir / file, encode_png(guided_bgr(image)))
+            entry[self.key] = file
 
 
 class BoxOutput(Output):
@@ -224,12 +274,15 @@ def _caption(entry: dict) -> str:
 def outputs_for(settings: Any) -> list[Output]:
     """The outputs a run's settings ask for, in the order they write (boxes before the overlays
     that draw them; grid and GIF reuse the overlays)."""
+    heat_maps = any(m != GUIDED for m in settings.methods)
     overlay = OverlayOutput(settings.alpha, settings.colormap, settings.quality, boxes=settings.boxes,
-                            max_side=settings.overlay_max_side, enabled=settings.overlays)
+                            max_side=settings.overlay_max_side, enabled=settings.overlays and heat_maps)
     outputs: list[Output] = [BoxOutput(settings.box_threshold)] if settings.boxes else []
     outputs.append(overlay)
-    if settings.save_raw:
+    if settings.save_raw and heat_maps:
         outputs.append(RawOutput())
+    if GUIDED in settings.methods:
+        outputs.append(GuidedOutput())
     if settings.grid:
         outputs.append(GridOutput(overlay, settings.grid_columns, settings.grid_tile, settings.quality))
     if settings.gif:

@@ -42,7 +42,7 @@ class RunSettings:
     """What is explained and what is written for each image."""
 
     model: ModelSettings = field(default_factory=ModelSettings)
-    methods: tuple[str, ...] = (DEFAULT_METHOD,)
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)  # several: all from one forward and backward pass
     top: int = DEFAULT_TOP
     classes: tuple[str, ...] = ()  # explain these (indices or names) instead of the top N
     threshold: float | None = None  # keep only targets at least this probable (multi-label)
@@ -61,12 +61,27 @@ class RunSettings:
     gif_ms: int = 800
     overlays: bool = True  # False: records, raw maps and other outputs only (no overlay JPEGs)
     overlay_max_side: int | None = None  # overlays (and grids, GIFs) at most this long side; None: original size
+    scorecam_batch: int = 256  # Score-CAM: masked inputs per forward pass
+    scorecam_channels: int | None = None  # Score-CAM: only the channels of highest spatial variance
+    aug_smooth: bool = False  # mean over horizontal flip x input times 0.9 / 1.0 / 1.1
+    eigen_smooth: bool = False  # first principal component of the weighted activations, not their sum
+
+    def __post_init__(self) -> None:
+        if isinstance(self.methods, str):
+            object.__setattr__(self, "methods", (self.methods,))
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods must name each CAM method once, got {list(self.methods)}")
+
+    def method_options(self) -> Any:
+        """The :class:`gradcam_cli.methods.MethodOptions` of this run."""
+        from gradcam_cli.methods import MethodOptions
+
+        return MethodOptions(scorecam_batch=self.scorecam_batch, scorecam_channels=self.scorecam_channels,
+                             aug_smooth=self.aug_smooth, eigen_smooth=self.eigen_smooth)
 
     @property
     def method(self) -> str:
-        """The one method of this run (several per run come with the methods issue)."""
-        if len(self.methods) != 1:
-            raise ValueError(f"one CAM method per run is supported, got {', '.join(self.methods)}")
+        """The first method of this run (``Explanation.maps`` are its maps)."""
         return self.methods[0]
 
     def to_json(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from gradcam_cli.errors import ImageError
+from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import map_name
 from gradcam_cli.run.outputs import ImageResult, Output, outputs_for
 
@@ -103,6 +104,9 @@ class BatchStep:
         self.test_set = bool(self.truth) if test_set is None else test_set
         self.upsample = None if cam.geometry.kind == "stretch" else cam.upsample
         self.decode_floor = decode_floor(settings, tuple(cam.profile.input_size))
+        self.options = settings.method_options()
+        #: the asked methods whose map is the same for every class (each map entry lists them)
+        self.class_agnostic = [m for m in settings.methods if get_method(m).class_agnostic]
 
     def true_class(self, path: str) -> int | None:
         import os
@@ -117,7 +121,7 @@ class BatchStep:
         truth = [item.true_class for item in items] if self.test_set else None
         batch = np.stack([item.model_input for item in items])
         results = self.cam.explain_prepared(batch, top=s.top, indices=self.indices, truth=truth,
-                                            threshold=s.threshold, method=s.method)
+                                            threshold=s.threshold, method=s.methods, options=self.options)
         if submit is None:
             return [self.write(item, result) for item, result in zip(items, results)]
         return [submit(self.write, item, result) for item, result in zip(items, results)]
@@ -148,6 +152,9 @@ class BatchStep:
         if true is not None:
             for entry in entries:
                 entry["true_class"] = entry["class_index"] == true
+        if self.class_agnostic:
+            for entry in entries:
+                entry["class_agnostic"] = list(self.class_agnostic)
         record["predictions"] = entries
         for key in ("grid", "gif"):  # per-image files after the predictions, as the JSON reads best
             if key in record:
