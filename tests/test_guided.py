@@ -128,5 +128,5 @@ def test_cli_writes_guided_as_its_own_image(tmp_path, lite0_cam):
         assert im.size == tuple(lite0_cam.profile.input_size[::-1]) and im.mode == "RGB"
         pixels = np.asarray(im)
     assert pixels.std() > 1  # not a blank image
-    assert {p.name for p in out.iterdir()} == {"predictions.json", "predictions.jsonl", ".gradcam-run.json",
+    assert {p.name for p in out.iterdir()} == {"predictions.json", "predictions.jsonl", ".gradcam-run.json", ".gradcam.lock",
                                                entry["overlays"]["gradcam"], entry["guided"]}

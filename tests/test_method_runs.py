@@ -67,7 +67,7 @@ def test_cli_with_three_methods_writes_a_file_per_method(tmp_path, lite0_cam):
     assert result.exit_code == 0, result.stderr
     doc = json.loads((out / "predictions.json").read_text())
     assert doc["method"] == list(THREE) and doc["options"]["methods"] == list(THREE)
-    expected_files = {"predictions.json", "predictions.jsonl", ".gradcam-run.json"}
+    expected_files = {"predictions.json", "predictions.jsonl", ".gradcam-run.json", ".gradcam.lock"}
     for record in doc["images"]:
         image = np.asarray(Image.open(record["path"]))
         [expected] = lite0_cam.explain([image], top=2, method=list(THREE))
