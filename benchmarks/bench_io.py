@@ -61,7 +61,8 @@ class StandInCam:
     def describe(self) -> dict:
         return {"backbone": "stand-in", "geometry": self.geometry.to_json()}
 
-    def explain_prepared(self, batch, *, top=3, indices=None, truth=None, threshold=None, method="gradcam"):
+    def explain_prepared(self, batch, *, top=3, indices=None, truth=None, threshold=None, method="gradcam",
+                         options=None):
         from gradcam_cli.engine.cam import Explanation, Prediction
 
         probs = np.full(1000, 1e-3, np.float32)
