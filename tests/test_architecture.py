@@ -146,3 +146,25 @@ def test_the_per_batch_step_writes_what_the_folder_runner_writes(tmp_path, lite0
     assert header["options"]["top"] == 2 and header["options"]["model.backbone"] == "efficientnet_lite0"
     run_file = json.loads((tmp_path / "folder" / ".gradcam-run.json").read_text())
     assert run_file["settings"] == {k: v for k, v in header["options"].items() if k not in ("batch_size", "shard")}
+
+
+def test_baseline_methods_for_comparison_overlays(tmp_path):
+    """`explain --method random --method centre`: class-agnostic maps; centre is the Gaussian of its
+    definition, random is reproducible per image and differs between images."""
+    import numpy as np
+
+    model = gap_model()
+    split = split_model(model, "target")
+    x = random_images(3, 8, seed=9)
+    out = Explainer(split, top=2, method=["random", "centre"])(x)
+    centre = out.method_maps[:, :, 1]
+    y = np.arange(8) - 3.5
+    sigma = 2.0
+    expected = np.exp(-(y[:, None] ** 2 + y[None, :] ** 2) / (2 * sigma * sigma))
+    np.testing.assert_allclose(centre[0, 0], expected / expected.max(), atol=1e-5)
+    noise = out.method_maps[:, :, 0]
+    assert np.all((noise >= 0) & (noise <= 1)) and noise[0, 0].std() > 0.1
+    np.testing.assert_array_equal(noise[:, 0], noise[:, 1])  # the same for every class of an image
+    assert not np.allclose(noise[0, 0], noise[1, 0])  # differs between images
+    again = Explainer(split, top=2, method=["random", "centre"])(x[::-1])  # another batch order
+    np.testing.assert_allclose(again.method_maps[::-1, :, 0], noise, atol=1e-6)

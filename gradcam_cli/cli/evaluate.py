@@ -61,6 +61,9 @@ def evaluate(inputs, out_dir, methods, classes, metrics, score, steps, deletion_
     """
     from gradcam_cli.run.evaluate import EvalSettings, evaluate_folder, read_boxes, table
 
+    methods = tuple(m for m in methods if m not in ("random", "centre"))  # always scored as baselines
+    if not methods:
+        raise click.UsageError("the random and centre maps are always scored; pass a --method to compare with them")
     if ({"pointing", "localisation"} & set(metrics)) and boxes_csv is None:
         raise click.UsageError("--metrics pointing / localisation need --boxes-csv path,label,x0,y0,x1,y1")
     refs = _inputs(inputs, False, (), False, None)
