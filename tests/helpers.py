@@ -23,3 +23,17 @@ def one_line(exc) -> str:
     message = str(exc.value)
     assert "\n" not in message
     return message
+
+
+def kill_after_records(proc, jsonl, count: int, timeout: float = 120.0) -> int:
+    """SIGKILL ``proc`` (a ``gradcam explain`` subprocess) once its JSON Lines log ``jsonl`` holds
+    ``count`` records; returns how many whole records the log kept."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and (not jsonl.exists() or jsonl.read_text().count("\n") < count):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return jsonl.read_text().count("\n")

@@ -7,17 +7,15 @@ import errno
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from gradcam_cli.io import images
-from helpers import invoke
+from helpers import invoke, kill_after_records
 
 from gradcam_cli.errors import ImageError
 
@@ -156,13 +154,8 @@ def test_kill_then_resume_equals_an_uninterrupted_run(tmp_path, lite0_cam):
 
     proc = _cli(src, "--out", killed_out, "--batch-size", 1, "-q")
     jsonl = killed_out / "predictions.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not jsonl.exists() or jsonl.read_text().count("\n") < 8):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kept = kill_after_records(proc, jsonl, 8)
     assert not (killed_out / "predictions.json").exists(), "the run finished before it could be killed"
-    kept = jsonl.read_text().count("\n")
     assert 8 <= kept < 90
     for jpg in killed_out.glob("*.jpg"):  # everything that has its final name is whole
         with Image.open(jpg) as im:

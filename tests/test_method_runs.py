@@ -6,14 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-from helpers import invoke, random_images
+from helpers import invoke, kill_after_records, random_images
 from PIL import Image
 
 from gradcam_cli.engine.explainer import Explainer
@@ -127,13 +125,8 @@ def test_kill_then_resume_with_three_methods_equals_an_uninterrupted_run(tmp_pat
 
     proc = _cli(src, "--out", killed_out, "--batch-size", 1, "-q", *methods)
     jsonl = killed_out / "predictions.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not jsonl.exists() or jsonl.read_text().count("\n") < 5):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kept = kill_after_records(proc, jsonl, 5)
     assert not (killed_out / "predictions.json").exists(), "the run finished before it could be killed"
-    kept = jsonl.read_text().count("\n")
     assert 5 <= kept < 40
     # an image missing one method's overlay is not complete: it is redone
     first = json.loads(jsonl.read_text().splitlines()[0])
