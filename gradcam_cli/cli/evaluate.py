@@ -49,7 +49,8 @@ def _metric_list(ctx, param, value):
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random map, ROAD noise, bootstrap.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--resume", is_flag=True, help="Keep the images already in evaluation.jsonl (same settings).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
 def evaluate(inputs, out_dir, methods, classes, metrics, score, steps, deletion_baseline, insertion_baseline,
              boxes_csv, tolerance, sanity_images, seed, batch_size, resume, quiet, **model_params) -> None:
     """Score each method's maps on a folder: a table (mean [95% bootstrap interval]) on stdout,
@@ -71,19 +72,19 @@ def evaluate(inputs, out_dir, methods, classes, metrics, score, steps, deletion_
                             deletion_baseline=deletion_baseline, insertion_baseline=insertion_baseline,
                             boxes_csv=boxes_csv, tolerance=tolerance, seed=seed)
     cam = make_cam(model_settings(model_params))
-    from tqdm import tqdm
+    from gradcam_cli.cli.progress import Progress
 
     with errors():
         cam.resolve_classes(settings.classes)
         boxes = read_boxes(boxes_csv, cam.class_names, cam.split.num_classes) if boxes_csv else None
-    bar = tqdm(total=len(refs), unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True, delay=0.5)
+    bar = Progress(len(refs), quiet)
     failed = []
 
     def on_record(record: dict) -> None:
         bar.update(1)
         if record["status"] != "ok":
             failed.append(record)
-            bar.write(f"gradcam: skipped {record['path']}: {record['message']}", file=sys.stderr)
+            bar.write(f"gradcam: skipped {record['path']}: {record['message']}")
 
     try:
         with errors():

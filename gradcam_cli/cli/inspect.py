@@ -27,10 +27,10 @@ def _filter_list(ctx, param, value):
     return sorted(set(chosen))
 
 
-def _bar(total: int, quiet: bool, unit: str):
-    from tqdm import tqdm
+def _bar(total: int, quiet: bool, unit: str, noun: str):
+    from gradcam_cli.cli.progress import Progress
 
-    return tqdm(total=total, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True, delay=0.5)
+    return Progress(total, quiet, unit=unit, noun=noun)
 
 
 @main.command()
@@ -45,7 +45,8 @@ def _bar(total: int, quiet: bool, unit: str):
 @click.option("--colormap", default="viridis", show_default=True, help="Any OpenCV colormap name.")
 @click.option("--save-raw", is_flag=True, help="Also write each layer's activations as float32 .npy.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
 def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw, batch_size, quiet,
                 **model_params) -> None:
     """Every channel of the first layers' outputs, one PNG grid per image and layer (each channel
@@ -74,7 +75,7 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
         except ImageError as exc:
             failed += 1
             click.echo(f"gradcam: skipped {ref.path}: {exc.message}", err=True)
-    bar = _bar(len(images), quiet, "img")
+    bar = _bar(len(images), quiet, "img", "images")
     try:
         with errors():
             index = write_activation_grids(probe, images, cam.prepare, out_dir, batch_size=batch_size, per_row=per_row,
@@ -102,7 +103,8 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
 @click.option("--per-row", default=8, show_default=True, type=click.IntRange(1, 256), help="Patterns per grid row.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Filters per compiled ascent batch.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
 def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, batch_size, quiet,
             **model_params) -> None:
     """Filter patterns by gradient ascent (the book's recipe), all filters of the --layer in one
@@ -123,7 +125,7 @@ def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, 
         ascent = FilterAscent(cam.model, None if unit_mode else filter_layer, lambda x: preprocess_tensor(x, profile),
                               size=size, steps=steps, step_size=step_size)
         ascent.check_filters(filters)
-    bar = _bar(len(filters) * steps, quiet, "step")
+    bar = _bar(len(filters) * steps, quiet, "step", "filter-steps")
     try:
         with errors():
             index = write_filter_outputs(ascent, filters, out_dir, batch_size=batch_size, seed=seed, per_row=per_row,

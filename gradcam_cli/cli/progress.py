@@ -21,8 +21,9 @@ class Progress:
     """Count images as they are done. ``write`` prints a diagnostic line without breaking the bar."""
 
     def __init__(self, total: int, quiet: bool, stream: TextIO | None = None, interval: float = PLAIN_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, unit: str = "img", noun: str = "images"):
         self.total, self.quiet, self.stream = total, quiet, stream or sys.stderr
+        self.unit, self.noun = unit, noun
         self.interval, self.clock = interval, clock
         self.done = 0
         self.start = self.last = clock()
@@ -30,7 +31,7 @@ class Progress:
         if not quiet and _isatty(self.stream):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="img", file=self.stream, dynamic_ncols=True, delay=0.5)
+            self.bar = tqdm(total=total, unit=unit, file=self.stream, dynamic_ncols=True, delay=0.5)
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -47,7 +48,7 @@ class Progress:
         rate = self.done / elapsed
         left = f", {_duration((self.total - self.done) / rate)} left" if rate > 0 else ""
         share = 100 * self.done / self.total if self.total else 100
-        return f"gradcam: {self.done} of {self.total} images ({share:.0f}%), {rate:.1f} img/s{left}"
+        return f"gradcam: {self.done} of {self.total} {self.noun} ({share:.0f}%), {rate:.1f} {self.unit}/s{left}"
 
     def write(self, line: str) -> None:
         if self.bar is not None:

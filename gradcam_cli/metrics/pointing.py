@@ -147,18 +147,12 @@ def pointing_game(
 
 
 def map_box(cam: np.ndarray, threshold: float = THRESHOLD) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) inclusive-exclusive: the largest 8-connected segment >= threshold * max; None if max <= 0."""
-    import cv2
+    """(x0, y0, x1, y1) inclusive-exclusive: the largest 8-connected segment >= threshold * max; None if max <= 0
+    (:func:`gradcam_cli.render.boxes.box_from_map`, the same box ``explain --boxes`` writes)."""
+    from gradcam_cli.render.boxes import box_from_map
 
-    top = float(cam.max())
-    if top <= 0:
-        return None
-    mask = (cam >= threshold * top).astype(np.uint8)
-    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    areas = stats[1:count, cv2.CC_STAT_AREA]
-    label = 1 + int(np.argmax(areas))  # label 0 is the background
-    x, y = int(stats[label, cv2.CC_STAT_LEFT]), int(stats[label, cv2.CC_STAT_TOP])
-    return (x, y, x + int(stats[label, cv2.CC_STAT_WIDTH]), y + int(stats[label, cv2.CC_STAT_HEIGHT]))
+    box = box_from_map(cam, threshold)
+    return None if box is None else tuple(box)
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
