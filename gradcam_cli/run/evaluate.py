@@ -22,6 +22,7 @@ import numpy as np
 from gradcam_cli import __version__
 from gradcam_cli.engine.cam import batched
 from gradcam_cli.io import writers
+from gradcam_cli.io.preprocess import resize
 from gradcam_cli.run.step import Item, decode_item
 
 EVAL_JSON = "evaluation.json"
@@ -106,11 +107,11 @@ class Evaluator:
         """One record per item: its class and, per method, every metric (and the curves). ``ids``: each
         item's index in the run (it seeds the random map and ROAD's noise, whatever the batching)."""
         batch = np.stack([item.model_input for item in items])
-        pixels = np.stack([_resized(item.image, self.size) for item in items])
-        classes, _, explained = self.maps(batch, self.settings.methods[0], ids)
+        pixels = np.stack([resize(item.image, self.size) for item in items])
+        classes, first, explained = self.maps(batch, self.settings.methods[0], ids)  # the class is the first's
         records = [self._record(item, e) for item, e in zip(items, explained)]
-        for method in (*self.settings.methods, *self.settings.baselines):
-            _, small, _ = self.maps(batch, method, ids)
+        for m, method in enumerate((*self.settings.methods, *self.settings.baselines)):
+            small = first if m == 0 else self.maps(batch, method, ids)[1]
             maps = np.stack([self.cam.upsample(m, *self.size) for m in small])
             scores = self._metrics(pixels, maps, classes, small, items, ids)
             for record, values in zip(records, scores):
@@ -168,12 +169,6 @@ class Evaluator:
             errors = pointing.localisation_error(small[keep], sizes, boxes, labels, upsample=self._upsample)
             for i, error in zip(keep, errors):
                 out[i]["localisation_error"] = 100.0 * float(error)
-
-
-def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from gradcam_cli.io.preprocess import resize
-
-    return resize(image, size)
 
 
 def _fill(out: list[dict], **columns) -> None:
