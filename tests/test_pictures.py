@@ -263,3 +263,37 @@ def test_draw_box_outlines_the_edge_pixels():
     assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (5, 4, 15, 10)
     assert not red[5:9, 6:14].any()  # hollow
     np.testing.assert_array_equal(boxes.draw_box(image, None), image)
+
+
+def test_grid_and_gif_outputs_show_every_method_titled(chelsea, monkeypatch, tmp_path):
+    """Two methods: the grid's tiles and the GIF's frames go method by method, each titled
+    ``"rank. label (index) p · method"``; the boxes are each method's own."""
+    from gradcam_cli.engine.cam import Explanation, Prediction
+    from gradcam_cli.run import outputs
+
+    image, cams, predictions, _ = chelsea
+    preds = [Prediction(p["rank"], p["class_index"], None, p["label"], p["probability"]) for p in predictions[:2]]
+    by_method = {"gradcam": cams[:2], "layercam": cams[2:]}
+    explanation = Explanation(preds, cams[:2], np.zeros(1000, np.float32), maps_by_method=by_method)
+    entries = [dict(p) for p in predictions[:2]]
+    result = outputs.ImageResult(image=image, explanation=explanation, names=["chelsea.top1-a", "chelsea.top2-b"],
+                                 entries=entries, record={}, stem="chelsea")
+    seen = {}
+    monkeypatch.setattr(grid, "grid_image", lambda original, tiles, titles, **kw: seen.update(tiles=tiles,
+                        titles=titles) or np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(gif, "gif_bytes", lambda frames, captions, ms: seen.update(frames=frames,
+                        captions=captions) or b"GIF89a")
+    overlay = outputs.OverlayOutput(0.4, "jet", 90, boxes=True)
+    for output in (outputs.BoxOutput(0.15), overlay, outputs.GridOutput(overlay, 3, 128, 90), outputs.GifOutput(overlay, 500)):
+        output.write(result, tmp_path)
+    assert seen["titles"] == [grid.tile_title(p, m) for m in by_method for p in predictions[:2]]
+    assert seen["titles"][2] == "1. Egyptian_cat (285) 0.600 · layercam"
+    assert seen["captions"][1:] == [f"{t.replace(') 0.', ') p 0.')}" for t in seen["titles"]]
+    size = image.shape[:2]
+    for k, (m, entry) in enumerate([(m, e) for m in by_method for e in entries]):
+        box = boxes.map_box(by_method[m][k % 2], size)
+        assert entry["boxes"][m] == box
+        expected = boxes.draw_box(render.overlays(image, by_method[m][k % 2][None], colormap=render.colormap_id("jet"))[0], box)
+        np.testing.assert_array_equal(seen["tiles"][k], expected)
+        np.testing.assert_array_equal(seen["frames"][1 + k], expected[..., ::-1])
+        assert (tmp_path / entry["overlays"][m]).is_file()

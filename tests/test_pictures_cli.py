@@ -77,3 +77,43 @@ def test_picture_options_are_checked():
         assert result.exit_code == 2 and message in result.stderr
     missing = invoke("report", "/nonexistent/run")
     assert missing.exit_code == 2 and "predictions.json" in missing.stderr
+
+
+def test_grid_gif_boxes_and_report_show_every_method(tmp_path, lite0_cam):
+    """Two methods, top 2: the grid has the original then four tiles (method by method, titled with
+    the method), the GIF five frames, each map its own box, the report an image per overlay."""
+    from gradcam_cli.render.grid import fit_image, grid_layout
+
+    methods = ("gradcam", "layercam")
+    out = tmp_path / "o"
+    result = invoke("explain", "sample_images/chelsea.jpg", "--out", out, "-q", "--top", 2, "--grid", "--grid-columns",
+                    2, "--grid-tile", 160, "--gif", "--boxes", "--report", *[x for m in methods for x in ("--method", m)])
+    assert result.exit_code == 0, result.output
+    [record] = json.loads((out / "predictions.json").read_text())["images"]
+    image = np.asarray(Image.open(record["path"]).convert("RGB"))
+    [expected] = lite0_cam.explain([image], top=2, method=list(methods))
+    height, width = image.shape[:2]
+    for rank, entry in enumerate(record["predictions"]):
+        assert "box" not in entry and set(entry["boxes"]) == set(methods)
+        for m in methods:
+            assert entry["boxes"][m] == map_box(expected.maps_by_method[m][rank], (height, width))
+
+    grid = np.asarray(Image.open(out / record["grid"]).convert("RGB")).astype(int)
+    layout = grid_layout([(height, width)] * 5, columns=2, tile=160)
+    assert grid.shape[:2] == (layout.height, layout.width)
+    tiles = [(m, entry) for m in methods for entry in record["predictions"]]
+    for (m, entry), (x0, y0, x1, y1) in zip(tiles, layout.pictures[1:]):
+        overlay = np.asarray(Image.open(out / entry["overlays"][m]).convert("RGB"))
+        others = [np.asarray(Image.open(out / e["overlays"][n]).convert("RGB")) for n, e in tiles if e["overlays"][n]
+                  != entry["overlays"][m]]
+        cut = grid[y0:y1, x0:x1]
+        error = np.abs(cut - fit_image(overlay, 160).astype(int)).mean()
+        assert error < 6, f"the tile of {entry['overlays'][m]} differs from its overlay by {error:.1f} levels"
+        # two JPEG passes apart (~5 levels), and nearer its own overlay than any other map's (7-14 levels)
+        assert all(np.abs(cut - fit_image(o, 160).astype(int)).mean() > error + 1 for o in others)
+
+    gif = Image.open(out / record["gif"])
+    assert gif.n_frames == 1 + len(tiles)
+    html = (out / "report.html").read_text()
+    for _, entry in tiles:
+        assert all(name in html for name in entry["overlays"].values())

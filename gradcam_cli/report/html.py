@@ -103,11 +103,13 @@ def card_data(index: int, record: dict, out_dir: pathlib.Path) -> dict:
         card["error"] = f"{record.get('kind', 'error')}: {record.get('message', '')}"
         return card
     for p in record.get("predictions") or []:
-        card["preds"].append({
-            "rank": p.get("rank"), "ci": p.get("class_index"), "label": str(p.get("label", "")),
-            "p": p.get("probability"), "src": _url(p["overlay"]) if p.get("overlay") else None,
-            "method": p.get("method"), "true": bool(p.get("true_class", False)),
-        })
+        several = p.get("overlays") if isinstance(p.get("overlays"), dict) else {}
+        for method, overlay in several.items() or [(p.get("method"), p.get("overlay"))]:
+            card["preds"].append({
+                "rank": p.get("rank"), "ci": p.get("class_index"), "label": str(p.get("label", "")),
+                "p": p.get("probability"), "src": _url(overlay) if overlay else None,
+                "method": method, "true": bool(p.get("true_class", False)),
+            })
     if card["preds"]:
         top = next((p for p in card["preds"] if p["rank"] == 1), card["preds"][0])
         card["top"] = {"ci": top["ci"], "label": top["label"], "p": top["p"]}
@@ -165,7 +167,8 @@ def _summary(header: dict, cards: list[dict], test_mode: bool) -> dict:
 
 
 def _methods(header: dict, cards: list[dict]) -> list[str]:
-    methods = header.get("methods") or ([header["method"]] if header.get("method") else [])
+    named = header.get("methods") or header.get("method") or []
+    methods = [named] if isinstance(named, str) else list(named)  # one method: a name; several: a list
     seen = {p["method"] for c in cards for p in c["preds"] if p.get("method")}
     return [str(m) for m in methods] + sorted(str(m) for m in seen - set(methods))
 

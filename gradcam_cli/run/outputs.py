@@ -10,8 +10,9 @@ to the per-image writer.
 Several methods in one run (``Explanation.maps_by_method`` holds more than one):
 a per-map output writes one file per method, named ``NAME.METHOD.ext``, and notes
 them as a dict under its plural key, ``"overlays": {"gradcam": ..., "layercam": ...}``;
-with one method it keeps the single ``"overlay": ...`` field. Boxes, grids and GIFs
-show the first method's maps.
+with one method it keeps the single ``"overlay": ...`` field. Boxes follow the same rule
+(``"box"``, or ``"boxes": {method: box}``); grids and GIFs show every method's maps, method by
+method, each titled with its method.
 """
 
 from __future__ import annotations
@@ -38,14 +39,14 @@ class ImageResult:
     entries: list[dict]  # per map: its entry in the record's "predictions" (outputs add file fields)
     record: dict  # the image's record (outputs may add image-level fields)
     stem: str = ""  # the image's output stem (per-image files: ``stem.grid.jpg``)
-    pictures: list | None = None  # the overlays (BGR uint8), once the overlay output has made them
+    pictures: dict | None = None  # method -> its overlays (BGR uint8), once the overlay output has made them
     upsample: Any = None  # (map, height, width) -> map at the image (GradCAM.upsample); None: stretch
     size: tuple[int, int] | None = None  # the file's full (height, width): records and boxes are in its pixels
 
 
 class Output:
     """Base class. ``key``: the record field naming the file (per map, or per image);
-    ``key + "s"`` holds a dict method -> file when a run asks several methods."""
+    ``plural(key)`` holds a dict method -> file when a run asks several methods."""
 
     key: str = ""
     per_map: bool = True
@@ -59,26 +60,20 @@ class Output:
         holders = record.get("predictions", []) if self.per_map else [record]
         files: list[str] = []
         for holder in holders:
-            several = holder.get(f"{self.key}s")
+            several = holder.get(plural(self.key))
             files.extend(several.values() if isinstance(several, dict) and several else [holder.get(self.key, "")])
         return files
 
     def each_map(self, result: ImageResult, ext: str):
-        """Per heat-map method and map: (the file's name, its map (h, w), the method's position, the
-        map's position); each name is noted in the record. ``guided``'s map slot (the Grad-CAM it
+        """Per heat-map method and map: (the file's name, its map (h, w), the method, the map's
+        position); each name is noted in the record. ``guided``'s map slot (the Grad-CAM it
         multiplies) is not a file of its own."""
-        by_method = result.explanation.maps_by_method
-        several = len(by_method) > 1
-        for m, (method, maps) in enumerate(by_method.items()):
-            if method == GUIDED:
-                continue
+        several = several_methods(result)
+        for method, maps in heat_maps(result).items():
             for i, (name, entry, cam) in enumerate(zip(result.names, result.entries, maps)):
                 file = f"{method_name(name, method, several)}.{ext}"
-                if several:
-                    entry.setdefault(f"{self.key}s", {})[method] = file
-                else:
-                    entry[self.key] = file
-                yield file, cam, m, i
+                note(entry, self.key, method, file, several)
+                yield file, cam, method, i
 
     def file_complete(self, path: pathlib.Path) -> bool:
         return path.is_file()
@@ -123,21 +118,24 @@ class OverlayOutput(Output):
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
-    def pictures(self, result: ImageResult) -> list:
-        """The overlays (BGR), made once per image and shared with the grid and GIF outputs."""
+    def pictures(self, result: ImageResult) -> dict:
+        """Each heat-map method's overlays (BGR, with its boxes when asked), made once per image and
+        shared with the grid and GIF outputs."""
         from gradcam_cli.render.boxes import draw_box
         from gradcam_cli.render.overlay import overlays
 
         if result.pictures is None:
             base = self.base(result)
-            result.pictures = overlays(base, result.explanation.maps, alpha=self.alpha, colormap=self.colormap,
-                                       upsample=result.upsample)
-            if self.boxes:
-                full = result.size or result.image.shape[:2]
-                sy, sx = base.shape[0] / full[0], base.shape[1] / full[1]
-                result.pictures = [draw_box(p, _scaled(e.get("box"), sx, sy)) for p, e in zip(result.pictures,
+            full = result.size or result.image.shape[:2]
+            sy, sx = base.shape[0] / full[0], base.shape[1] / full[1]
+            result.pictures = {}
+            for method, maps in heat_maps(result).items():
+                pictures = overlays(base, maps, alpha=self.alpha, colormap=self.colormap, upsample=result.upsample)
+                if self.boxes:
+                    pictures = [draw_box(p, _scaled(box_of(e, method), sx, sy)) for p, e in zip(pictures,
                                                                                               result.entries)]
-            if base.shape[:2] != tuple(result.size or result.image.shape[:2]):
+                result.pictures[method] = pictures
+            if base.shape[:2] != tuple(full):
                 result.record["overlay_size"] = [base.shape[1], base.shape[0]]
         return result.pictures
 
@@ -146,18 +144,13 @@ class OverlayOutput(Output):
 
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
-        from gradcam_cli.render.overlay import encode_jpeg, overlays
+        from gradcam_cli.render.overlay import encode_jpeg
 
         if not self.enabled:
             return
-        first = self.pictures(result)  # the first method's overlays, shared with the grid and GIF
-        for file, cam, m, i in self.each_map(result, "jpg"):
-            if m == 0:
-                picture = first[i]
-            else:
-                [picture] = overlays(self.base(result), cam[None], alpha=self.alpha, colormap=self.colormap,
-                                     upsample=result.upsample)
-            writers.write_bytes(out_dir / file, encode_jpeg(picture, self.quality))
+        pictures = self.pictures(result)
+        for file, _, method, i in self.each_map(result, "jpg"):
+            writers.write_bytes(out_dir / file, encode_jpeg(pictures[method][i], self.quality))
 
     def file_complete(self, path: pathlib.Path) -> bool:
         return jpeg_complete(path)
@@ -192,8 +185,8 @@ class GuidedOutput(Output):
 
 
 class BoxOutput(Output):
-    """The Grad-CAM paper's localisation box of each map, in original pixels (``box``; no file).
-    Runs before the overlays, which draw it."""
+    """The Grad-CAM paper's localisation box of each map, in original pixels (``box``, or ``boxes``
+    by method; no file). Runs before the overlays, which draw it."""
 
     key = "box"
 
@@ -204,14 +197,16 @@ class BoxOutput(Output):
         from gradcam_cli.render.boxes import map_box
 
         size = result.size or result.image.shape[:2]
-        for entry, cam in zip(result.entries, result.explanation.maps):
-            entry[self.key] = map_box(cam, size, self.threshold, upsample=result.upsample)
+        several = several_methods(result)
+        for method, maps in heat_maps(result).items():
+            for entry, cam in zip(result.entries, maps):
+                note(entry, self.key, method, map_box(cam, size, self.threshold, upsample=result.upsample), several)
 
     def files(self, record: dict) -> list[str]:
         return []
 
     def complete(self, record: dict, out_dir: pathlib.Path) -> bool:
-        return all(self.key in entry for entry in record.get("predictions", []))
+        return all(self.key in entry or plural(self.key) in entry for entry in record.get("predictions", []))
 
 
 class GridOutput(Output):
@@ -220,16 +215,20 @@ class GridOutput(Output):
     key = "grid"
     per_map = False
 
-    def __init__(self, overlay: OverlayOutput, columns: int, tile: int, quality: int, method: str | None = None):
-        self.overlay, self.columns, self.tile, self.quality, self.method = overlay, columns, tile, quality, method
+    def __init__(self, overlay: OverlayOutput, columns: int, tile: int, quality: int):
+        self.overlay, self.columns, self.tile, self.quality = overlay, columns, tile, quality
 
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
         from gradcam_cli.render.grid import grid_image, tile_title
         from gradcam_cli.render.overlay import encode_jpeg
 
-        titles = [tile_title(entry, self.method) for entry in result.entries]
-        picture = grid_image(result.image, self.overlay.pictures(result), titles, columns=self.columns, tile=self.tile)
+        several = several_methods(result)
+        tiles, titles = [], []
+        for method, pictures in self.overlay.pictures(result).items():
+            tiles += pictures
+            titles += [tile_title(entry, method if several else None) for entry in result.entries]
+        picture = grid_image(result.image, tiles, titles, columns=self.columns, tile=self.tile)
         name = f"{result.stem}.grid.jpg"
         writers.write_bytes(out_dir / name, encode_jpeg(np.ascontiguousarray(picture[..., ::-1]), self.quality))
         result.record[self.key] = name
@@ -239,7 +238,7 @@ class GridOutput(Output):
 
 
 class GifOutput(Output):
-    """One animated GIF per image: original -> each map's overlay, captioned, looping (``gif``)."""
+    """One animated GIF per image: original -> each method's overlay of each map, captioned, looping (``gif``)."""
 
     key = "gif"
     per_map = False
@@ -251,8 +250,11 @@ class GifOutput(Output):
         from gradcam_cli.io import writers
         from gradcam_cli.render.gif import gif_bytes
 
-        frames = [result.image] + [np.ascontiguousarray(p[..., ::-1]) for p in self.overlay.pictures(result)]
-        captions = ["original"] + [_caption(entry) for entry in result.entries]
+        several = several_methods(result)
+        frames, captions = [result.image], ["original"]
+        for method, pictures in self.overlay.pictures(result).items():
+            frames += [np.ascontiguousarray(p[..., ::-1]) for p in pictures]
+            captions += [_caption(entry, method if several else None) for entry in result.entries]
         name = f"{result.stem}.gif"
         writers.write_bytes(out_dir / name, gif_bytes(frames, captions, ms=self.ms))
         result.record[self.key] = name
@@ -266,9 +268,42 @@ def _scaled(box: list | None, sx: float, sy: float) -> list | None:
             max(int(box[1] * sy) + 1, round(box[3] * sy))]
 
 
-def _caption(entry: dict) -> str:
+def _caption(entry: dict, method: str | None = None) -> str:
     score = f"p {entry['probability']:.3f}" if "probability" in entry else f"value {entry.get('value', 0):.3g}"
-    return f"{entry['rank']}. {entry['label']} ({entry['class_index']}) {score}"
+    caption = f"{entry['rank']}. {entry['label']} ({entry['class_index']}) {score}"
+    return f"{caption} · {method}" if method else caption
+
+
+def several_methods(result: ImageResult) -> bool:
+    """Does the run ask more than one method (files and titles then name the method)?"""
+    return len(result.explanation.maps_by_method) > 1
+
+
+def heat_maps(result: ImageResult) -> dict[str, np.ndarray]:
+    """The heat-map methods' maps, in the asked order: every method but ``guided`` (whose slot
+    holds the Grad-CAM it multiplies; a run of ``guided`` alone shows those Grad-CAM maps)."""
+    by_method = result.explanation.maps_by_method
+    heat = {method: maps for method, maps in by_method.items() if method != GUIDED}
+    return heat or {"gradcam": result.explanation.maps}
+
+
+def note(entry: dict, key: str, method: str, value: Any, several: bool) -> None:
+    """``entry[key] = value`` for a one-method run, ``entry[plural(key)][method] = value`` for several."""
+    if several:
+        entry.setdefault(plural(key), {})[method] = value
+    else:
+        entry[key] = value
+
+
+def plural(key: str) -> str:
+    """The record field of a per-method dict: ``overlays``, ``raws``, ``boxes``."""
+    return f"{key}es" if key.endswith("x") else f"{key}s"
+
+
+def box_of(entry: dict, method: str) -> list | None:
+    """A map's box for ``method`` from its entry (either form of :func:`note`)."""
+    boxes = entry.get("boxes")
+    return boxes.get(method) if isinstance(boxes, dict) else entry.get("box")
 
 
 def outputs_for(settings: Any) -> list[Output]:
