@@ -2,7 +2,8 @@
 
 Rows, per backbone (random weights: same speed as trained ones), top-N at one batch size:
 
-- each gradient method's engine (``Explainer(split, top=N, method=m)``) vs the forward pass;
+- each gradient method's engine (``Explainer(split, top=N, method=m)``) vs the forward pass
+  (each ratio: the median over rounds of a forward call and an engine call made back to back);
 - four gradient methods in one engine call (gradcam, gradcam++, xgradcam, layercam);
 - guided (top-1): its cost over Grad-CAM vs one extra input-gradient pass (forward + backward to x);
 - Score-CAM with ``scorecam_channels=M``: vs its floor (the M masked forward passes per image,
@@ -44,6 +45,27 @@ def _median_times(fns: dict, rounds: int) -> dict:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def _paired(reference, fns: dict, rounds: int) -> dict:
+    """Per function: median seconds per call and the median over rounds of ``reference`` time /
+    its time, each ratio from two calls made back to back (a drift in the machine's load moves
+    both), so the ratio is steadier than the ratio of two medians."""
+    reference()
+    for fn in fns.values():
+        fn()  # warm-up: tracing, allocation
+    samples: dict = {name: [] for name in fns}
+    ratios: dict = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            reference()
+            middle = time.perf_counter()
+            fn()
+            end = time.perf_counter()
+            samples[name].append(end - middle)
+            ratios[name].append((middle - start) / (end - middle))
+    return {name: (statistics.median(samples[name]), statistics.median(ratios[name])) for name in fns}
+
+
 def _build(backbone: str, input_size: int | None):
     import keras
     import numpy as np
@@ -76,10 +98,10 @@ def gradient_rows(backbone: str, batch: int = 8, top: int = 5, rounds: int = 5, 
                           input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.float32)])
     engines = {m: Explainer(split, top=top, method=m) for m in GRADIENT}
     engines["four together"] = Explainer(split, top=top, method=FOUR)
-    fns = {"forward": lambda: forward(xb).numpy()}
-    fns.update({name: (lambda e=e: e(x[:batch])) for name, e in engines.items()})
-    times = _median_times(fns, rounds)
-    rows = {name: {"seconds": times[name], "vs_forward": times["forward"] / times[name]} for name in engines}
+    fns = {name: (lambda e=e: e(x[:batch])) for name, e in engines.items()}
+    paired = _paired(lambda: forward(xb).numpy(), fns, rounds)
+    times = {"forward": _median_times({"forward": lambda: forward(xb).numpy()}, rounds)["forward"]}
+    rows = {name: {"seconds": seconds, "vs_forward": ratio} for name, (seconds, ratio) in paired.items()}
 
     @tf.function(input_signature=[tf.TensorSpec((None, *x.shape[1:]), tf.float32)])
     def input_gradient(z):

@@ -35,7 +35,7 @@ def masked_scores(score: Callable[[Any], Any], x, acts, classes, batch: int):
 
     b = tf.shape(x)[0]
     k = tf.shape(acts)[3]
-    size = tf.shape(x)[1:3]
+    make_masked = tf.function(_masked_inputs, jit_compile=True)
     step = tf.maximum(1, batch // b)  # channels per pass
     chunks = (k + step - 1) // step
     out = tf.TensorArray(tf.float32, size=chunks, infer_shape=False, element_shape=tf.TensorShape([None, None, None]))
@@ -43,12 +43,22 @@ def masked_scores(score: Callable[[Any], Any], x, acts, classes, batch: int):
     def body(i, out):
         start = i * step
         part = acts[..., start:tf.minimum(start + step, k)]  # (B, h, w, c)
-        masks = tf.transpose(channel_masks(part, size), [0, 3, 1, 2])  # (B, c, H, W)
-        c = tf.shape(masks)[1]
-        masked = tf.reshape(x[:, None] * masks[..., None], tf.concat([[b * c], tf.shape(x)[1:]], axis=0))
+        c = tf.shape(part)[3]
+        masked = make_masked(x, part)
         scores = tf.reshape(tf.cast(score(masked), tf.float32), [b, c, -1])  # (B, c, C), image-major
         picked = tf.gather(scores, classes, axis=2, batch_dims=1)  # (B, c, N)
         return i + 1, out.write(i, tf.transpose(picked, [1, 0, 2]))  # (c, B, N): concat joins channels
 
     _, out = tf.while_loop(lambda i, _: i < chunks, body, [tf.constant(0), out], parallel_iterations=1)
     return tf.transpose(out.concat(), [1, 2, 0])  # (B, N, K')
+
+
+def _masked_inputs(x, part):
+    """(B, H, W, 3) input, (B, h, w, c) channels -> (B * c, H, W, 3) masked inputs, image-major.
+    Compiled by XLA (in :func:`masked_scores`): the resize, min-max and product fuse into a few
+    passes over the masked inputs (Lite0: ~1.5 -> ~0.5 ms of overhead per masked input)."""
+    import tensorflow as tf
+
+    masks = tf.transpose(channel_masks(part, tf.shape(x)[1:3]), [0, 3, 1, 2])  # (B, c, H, W)
+    shape = tf.concat([[tf.shape(x)[0] * tf.shape(part)[3]], tf.shape(x)[1:]], axis=0)
+    return tf.reshape(x[:, None] * masks[..., None], shape)
