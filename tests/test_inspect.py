@@ -281,6 +281,34 @@ def test_constructed_detectors_yield_their_orientation_and_colour():
     assert blue > green + 5 > red + 10
 
 
+def test_bfloat16_ascent_finds_the_same_patterns_and_leaves_the_model_unchanged():
+    """The layers compute in bfloat16 inside the traced step only: the detectors' patterns keep
+    their orientation and colour, every filter rises, the float32 patterns are nearly the same
+    (a different rounding moves a few pixels), and the model's policies and weights are untouched."""
+    from builders import assert_unchanged, snapshot
+
+    model = detector_model()
+    before = snapshot(model)
+    exact = FilterAscent(model, "det", size=32, steps=40).run(range(4))[0].astype(np.float64)
+    fast = FilterAscent(model, "det", size=32, steps=40, precision="bfloat16")
+    ops = {op.type for op in fast.step.get_concrete_function().graph.get_operations()
+           if op.type == "Conv2D" and op.get_attr("T") == tf.bfloat16}
+    assert ops == {"Conv2D"}, "the convolution does not run in bfloat16"
+    patterns, final, initial = fast.run(range(4))
+    assert np.all(final > initial)
+    p = patterns.astype(np.float64)
+    across, down = np.abs(np.diff(p, axis=2)).mean(axis=(1, 2, 3)), np.abs(np.diff(p, axis=1)).mean(axis=(1, 2, 3))
+    assert across[0] > 1.5 * down[0] and down[1] > 1.5 * across[1], (across, down)
+    assert p[2].mean(axis=(0, 1))[0] > p[2].mean(axis=(0, 1))[2] + 5 and p[3].mean(axis=(0, 1))[2] > p[3].mean(
+        axis=(0, 1))[0] + 10
+    for a, b in zip(exact, p):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.8
+    assert_unchanged(model, before)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+        FilterAscent(model, "det", size=8, steps=1, precision="float16")
+
+
 def test_chunks_share_one_trace_and_equal_the_unchunked_run_seeds_reproduce():
     ascent = FilterAscent(small_cnn(seed=5), "c1", tf_mode, size=12, steps=4)
     whole = ascent.run(range(8), batch_size=64, seed=3)

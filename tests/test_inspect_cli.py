@@ -51,6 +51,12 @@ def test_filters_of_the_default_backbone_and_of_an_own_model(tmp_path, lite0_cam
                  "--out", tmp_path / "g", "-q")
     assert own.exit_code == 0, own.output
     assert len(json.loads((tmp_path / "g" / "filters.json").read_text())["filters"]) == 4
+    fast = invoke("filters", "--model", tmp_path / "own.keras", "--layer", "c1", "--filters", "0-3", "--steps", 3,
+                  "--precision", "bfloat16", "--out", tmp_path / "h", "-q")
+    assert fast.exit_code == 0, fast.output
+    index = json.loads((tmp_path / "h" / "filters.json").read_text())
+    assert index["precision"] == "bfloat16" and json.loads((tmp_path / "g" / "filters.json").read_text())[
+        "precision"] == "float32"
     Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(tmp_path / "grey.png")
     acts = invoke("activations", tmp_path / "grey.png", "--model", tmp_path / "own.keras", "--layers", "c1",
                   "--out", tmp_path / "a", "-q")

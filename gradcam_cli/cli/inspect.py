@@ -103,9 +103,12 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
 @click.option("--per-row", default=8, show_default=True, type=click.IntRange(1, 256), help="Patterns per grid row.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Filters per compiled ascent batch.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="The layers' compute precision (weights and images stay float32). bfloat16 is several times "
+                   "faster on CPUs with AMX / AVX512-BF16 and on GPUs with bfloat16 units, slower elsewhere.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
-def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, batch_size, quiet,
+def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, batch_size, precision, quiet,
             **model_params) -> None:
     """Filter patterns by gradient ascent (the book's recipe), all filters of the --layer in one
     batch through one compiled step.
@@ -123,7 +126,7 @@ def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, 
     profile = cam.profile
     with errors():
         ascent = FilterAscent(cam.model, None if unit_mode else filter_layer, lambda x: preprocess_tensor(x, profile),
-                              size=size, steps=steps, step_size=step_size)
+                              size=size, steps=steps, step_size=step_size, precision=precision)
         ascent.check_filters(filters)
     bar = _bar(len(filters) * steps, quiet, "step", "filter-steps")
     try:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gradcam_cli.errors import ModelError, OptionError
-from gradcam_cli.inspect.targets import flatten, input_shape, locate, output_target, runner
+from gradcam_cli.inspect.targets import computing_in, flatten, input_shape, locate, output_target, runner
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -84,6 +84,12 @@ class FilterAscent:
     None = identity. Images are square ``size`` px unless the model input has a
     fixed size, which wins. Each step moves every image by ``step_size`` along
     its gradient divided by the gradient's RMS + 1e-5.
+
+    ``precision="bfloat16"``: the layers compute in bfloat16 (float32 weights, images and
+    updates); on a CPU with AMX (or AVX512-BF16) or a GPU with bfloat16 units it is several
+    times faster (VGG16 block3_conv1, 64 filters at 64 px: 3.5x here), and the patterns
+    correlate ~0.94 with float32's after 40 steps (they drift apart slowly, as any two
+    ascents from different rounding do). Elsewhere it is emulated, and slower.
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class FilterAscent:
         size: int = 64,
         steps: int = 40,
         step_size: float = 1.0,
+        precision: str = "float32",
     ):
         import tensorflow as tf
 
@@ -134,8 +141,12 @@ class FilterAscent:
             self.traces["loss"] += 1
             return _pick(self.activation(images), filters)
 
+        self.precision = precision
         self.step = tf.function(step, input_signature=specs, autograph=False)
         self.loss = tf.function(loss, input_signature=specs, autograph=False)
+        with computing_in(graph, [self.target.key], precision):  # traced now, in that precision
+            self.step.get_concrete_function()
+            self.loss.get_concrete_function()
 
     @property
     def layer(self) -> str:
@@ -313,6 +324,7 @@ def write_filter_outputs(
         "size": list(ascent.size),
         "steps": ascent.steps,
         "step_size": ascent.step_size,
+        "precision": ascent.precision,
         "seed": seed,
         "grid": "grid.png",
         "filters": records,

@@ -158,6 +158,15 @@ def output_target(graph: Any) -> Target:
     return Target(step.path if step else graph.model.name, key, _shape(graph, key), type(step.op).__name__)
 
 
+def computing_in(graph: Any, keys: list, precision: str) -> Any:
+    """A context in which functions traced compute the steps ``keys`` need in ``precision``
+    (``float32`` or ``bfloat16``; see :func:`gradcam_cli.models.graph.computing_in`)."""
+    from gradcam_cli.models.graph import computing_in as _computing_in
+
+    needed = graph.ancestors(keys)
+    return _computing_in([s for s in graph.steps if id(s) in needed], precision)
+
+
 def runner(graph: Any, keys: list, *, logits: bool = False) -> Callable[[Any], list]:
     """``f(x) -> [float32 tensor per key]``: runs only the steps those keys need, in inference mode.
 

@@ -259,3 +259,29 @@ def computable(steps: list, fed: set) -> set:
             available.update(step.outputs)
     return available
 
+
+
+#: the compute precisions a graph can be run in (weights stay float32)
+PRECISIONS = ("float32", "bfloat16")
+
+
+@contextlib.contextmanager
+def computing_in(steps: list, precision: str):
+    """While tracing a function inside this block, the layers of ``steps`` compute in
+    ``precision`` (Keras' ``mixed_bfloat16`` policy: float32 variables read as bfloat16, so
+    the weights are not touched); their own policies come back on leaving it. A function
+    traced inside keeps the precision in its graph; the model is unchanged afterwards."""
+    import keras
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    layers = list({id(s.op): s.op for s in steps if isinstance(s.op, keras.layers.Layer)}.values())
+    saved = [layer.dtype_policy for layer in layers]
+    try:
+        if precision != "float32":
+            for layer in layers:
+                layer.dtype_policy = keras.DTypePolicy(f"mixed_{precision}")
+        yield
+    finally:
+        for layer, policy in zip(layers, saved):
+            layer.dtype_policy = policy
