@@ -39,11 +39,29 @@ def test_reduced_decode_gives_the_same_model_input_within_the_resize_tolerance(b
     full = decode(str(big_jpeg))
     floor = decode_floor(RunSettings(overlays=False), (224, 224))
     reduced, size = decode_sized(str(big_jpeg), at_least=floor)
-    assert size == (2400, 3608) and reduced.shape == (600, 902, 3)  # decoded at 1/4
+    assert size == (2400, 3608) and reduced.shape == (300, 451, 3)  # decoded at 1/8
     a, b = resize(full, (224, 224)).astype(int), resize(reduced, (224, 224)).astype(int)
     assert np.abs(a - b).mean() < 1.0 and np.percentile(np.abs(a - b), 99) <= 4
     one_area = cv2.resize(full, (224, 224), interpolation=cv2.INTER_AREA).astype(int)
     assert np.abs(a - b).mean() <= np.abs(a - one_area).mean() + 0.5  # no worse than the resize's own error
+
+
+@pytest.mark.parametrize("width, height, factor", [(1024, 768, 2), (640, 480, 2), (1600, 1200, 4)])
+def test_reduced_decode_down_to_the_model_input_keeps_the_input(tmp_path, width, height, factor):
+    """The floor is the model input itself: a 640 x 480 photo decodes at 320 x 240 (1.07x the
+    input) and still gives the model input of the full decode within the resize's tolerance."""
+    rng = np.random.default_rng(width)
+    image = cv2.resize(cv2.imread("sample_images/coffee.jpg"), (width, height), interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "photo.jpg"
+    cv2.imwrite(str(path), (image + rng.integers(-10, 11, image.shape)).clip(0, 255).astype(np.uint8),
+                [cv2.IMWRITE_JPEG_QUALITY, 90])
+    full = decode(str(path))
+    reduced, size = decode_sized(str(path), at_least=decode_floor(RunSettings(overlays=False), (224, 224)))
+    assert size == (height, width) and reduced.shape == (-(-height // factor), -(-width // factor), 3)
+    a, b = resize(full, (224, 224)).astype(int), resize(reduced, (224, 224)).astype(int)
+    one_area = cv2.resize(full, (224, 224), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(a - b).mean() < 0.5 and np.percentile(np.abs(a - b), 99) <= 3
+    assert np.abs(a - b).mean() < np.abs(a - one_area).mean()
 
 
 def test_decode_floor_follows_the_outputs():
@@ -51,7 +69,7 @@ def test_decode_floor_follows_the_outputs():
     floor = decode_floor(RunSettings(overlay_max_side=1024), (224, 224))
     assert floor(3000, 4000) == (768, 1024)
     assert decode_floor(RunSettings(overlays=False, grid=True), (224, 224)) is None
-    assert decode_floor(RunSettings(overlays=False), (224, 224))(3000, 4000) == (448, 448)
+    assert decode_floor(RunSettings(overlays=False), (224, 224))(3000, 4000) == (224, 224)
 
 
 def test_io_threads_follow_the_cpus_this_process_may_use():
@@ -67,8 +85,8 @@ def test_no_overlays_and_overlay_max_side_from_the_cli(tmp_path, big_jpeg, lite0
     assert not list(out.rglob("*.jpg"))
     doc = json.loads((out / "predictions.json").read_text())
     big, coffee = doc["images"]
-    assert (big["width"], big["height"], big["decoded_size"]) == (3608, 2400, [902, 600])
-    assert "decoded_size" not in coffee  # 600 x 400 is under twice the model input: decoded whole
+    assert (big["width"], big["height"], big["decoded_size"]) == (3608, 2400, [451, 300])
+    assert "decoded_size" not in coffee  # 600 x 400 halved is under the model input: decoded whole
     assert all("overlay" not in p and (out / p["raw"]).is_file() for r in doc["images"] for p in r["predictions"])
     again = invoke("explain", big_jpeg, "sample_images/coffee.jpg", "--out", out, "--no-overlays", "--save-raw",
                    "--top", 2, "--resume")
@@ -78,7 +96,7 @@ def test_no_overlays_and_overlay_max_side_from_the_cli(tmp_path, big_jpeg, lite0
     result = invoke("explain", big_jpeg, "--out", capped, "--overlay-max-side", 512, "--boxes", "--top", 1, "-q")
     assert result.exit_code == 0, result.output
     record = json.loads((capped / "predictions.json").read_text())["images"][0]
-    assert record["overlay_size"] == [512, 341] and record["decoded_size"] == [902, 600]
+    assert record["overlay_size"] == [512, 341] and record["decoded_size"] == [902, 600]  # 451 < 512: 1/4
     overlay = cv2.imread(str(capped / record["predictions"][0]["overlay"]))
     assert overlay.shape == (341, 512, 3)
     x0, y0, x1, y1 = record["predictions"][0]["box"]  # in the file's full pixels
