@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from builders import OBJ, scenes, trained
+from builders import OBJ, box_inputs, box_scenes, scenes, trained, trained_box_cnn
 from helpers import invoke
 from PIL import Image
 
@@ -20,9 +20,10 @@ def iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_box_of_the_true_class_localises_the_object_on_a_trained_cnn():
-    """The paper's 15% box holds the object. It is about twice its size here (12 px squares, a
-    12 x 12 map upsampled to 48 px: mean IoU 0.24), so the issue's IoU >= 0.5 is not asserted."""
+def test_box_of_the_true_class_holds_the_centre_of_a_small_object():
+    """On the shared 48 px scenes (12 px squares, a 12 x 12 map of receptive field ~18 px) the
+    paper's 15% box holds the object's centre, but it is about twice the object (mean IoU 0.24):
+    the IoU criterion is tested on objects large against the map below."""
     model = trained("softmax")
     x, y, boxes = scenes("softmax", 200, seed=5)
     out = Explainer(split_model(model, "target"), classes=[0, 1, 2])(x)
@@ -34,6 +35,61 @@ def test_box_of_the_true_class_localises_the_object_on_a_trained_cnn():
         box = map_box(cam, x.shape[1:3])
         holds += box is not None and box[0] <= cx < box[2] and box[1] <= cy < box[3]
     assert holds / len(x) >= 0.9, f"the 15% box holds the object's centre for {holds} of {len(x)}"
+
+
+def test_box_of_each_true_class_overlaps_its_object_on_a_trained_cnn():
+    """Issue 12: the box of each true class's Grad-CAM map has IoU >= 0.5 with its object for >= 80%
+    of the objects, the paper's protocol exactly (map_box: bilinear to the scene, 15% of the maximum,
+    largest 8-connected segment, its bounding box, in scene pixels).
+
+    Held-out scenes (seed 5; the CNN trained on seed 1): 200 of 108 x 72 px holding one to three
+    rectangles of 14-28 px a side, 326 objects, resized to the CNN's 96 x 96 input; target map
+    24 x 24 (receptive field 12 px, stride 4). Observed: IoU mean 0.62, median 0.63, min 0.43,
+    10th percentile 0.52; >= 0.5 for 0.93 of the objects (303 of 326). IoU >= 0.5 with one object
+    also rules out a box spanning two of them. The same bar rejects boxes a little off: each box
+    shifted right and down by half its size (mean IoU 0.11, none pass), grown to twice its area
+    about its centre (0.31, none pass), or the box of a uniform random 24 x 24 map (0.06, none pass).
+    """
+    model = trained_box_cnn()
+    x, y, boxes = box_scenes(200, seed=5)
+    inputs = box_inputs(x)
+    exact = ((model.predict(inputs, verbose=0) > 0.5) == (y > 0.5)).all(axis=1).mean()
+    assert exact >= 0.95, f"the CNN is not trained: every label right for {exact:.2f} of held-out scenes"
+    out = Explainer(split_model(model, "target"), classes=[0, 1, 2])(inputs)
+    assert out.maps.shape[1:] == (3, 24, 24)
+    height, width = x.shape[1:3]
+    found, truth = [], []
+    for i in range(len(x)):
+        for c, obj in boxes[i].items():
+            found.append(map_box(out.maps[i, c], (height, width)))
+            truth.append(obj)
+    assert len(truth) >= 300
+
+    def ious(candidates):
+        return np.array([0.0 if b is None else iou(b, t) for b, t in zip(candidates, truth)])
+
+    scores = ious(found)
+    assert np.mean(scores >= 0.5) >= 0.8, (
+        f"IoU >= 0.5 for {np.mean(scores >= 0.5):.2f} of {len(truth)} objects (mean {scores.mean():.2f}, "
+        f"median {np.median(scores):.2f})")
+
+    def shifted(b):
+        dx, dy = (b[2] - b[0]) // 2, (b[3] - b[1]) // 2
+        return [b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy]
+
+    def grown(b):
+        dx, dy = (b[2] - b[0]) * (2**0.5 - 1) / 2, (b[3] - b[1]) * (2**0.5 - 1) / 2
+        return [b[0] - dx, b[1] - dy, b[2] + dx, b[3] + dy]
+
+    rng = np.random.default_rng(0)
+    controls = {
+        "shifted by half": [b and shifted(b) for b in found],
+        "twice the area": [b and grown(b) for b in found],
+        "random map": [map_box(rng.random((24, 24), np.float32), (height, width)) for _ in truth],
+    }
+    for name, candidates in controls.items():
+        passed = np.mean(ious(candidates) >= 0.5)
+        assert passed < 0.8, f"the bar does not reject boxes {name}: {passed:.2f} pass"
 
 
 def test_grid_gif_boxes_and_report_from_the_cli(tmp_path, lite0_cam):
