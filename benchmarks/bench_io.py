@@ -179,7 +179,51 @@ def memory(large: pathlib.Path, count: int, extra: list[str]) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def report(rows: list[dict], cli: list[dict], mem: dict, machine: str) -> str:
+def stage_floors(folders: dict, repeats: int = 15) -> list[dict]:
+    """What each per-image stage costs alone, one thread, median of ``repeats`` on one file per
+    size: the libjpeg decode (full and reduced), the model-input resize, one overlay's
+    colour + blend, and its JPEG encode at quality 90. These are floors: the pipeline's ceiling
+    per core cannot beat 1 / (their sum for the work a run asks)."""
+    import statistics
+
+    import cv2
+
+    from gradcam_cli.io.preprocess import resize
+    from gradcam_cli.render.overlay import encode_jpeg, overlays
+
+    cv2.setNumThreads(1)
+
+    def ms(fn) -> float:
+        fn()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+        return 1000 * statistics.median(samples)
+
+    rows = []
+    cam = np.random.default_rng(0).random((1, 7, 7), dtype=np.float32)
+    for size, folder in folders.items():
+        data = np.frombuffer((sorted(folder.glob("*.jpg"))[0]).read_bytes(), np.uint8)
+        image = cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        [overlay] = overlays(image, cam)
+        figures = {
+            "decode, full": ms(lambda: cv2.imdecode(data, cv2.IMREAD_COLOR)),
+            "decode, 1/2": ms(lambda: cv2.imdecode(data, cv2.IMREAD_REDUCED_COLOR_2)),
+            "decode, 1/4": ms(lambda: cv2.imdecode(data, cv2.IMREAD_REDUCED_COLOR_4)),
+            "decode, 1/8": ms(lambda: cv2.imdecode(data, cv2.IMREAD_REDUCED_COLOR_8)),
+            "resize to 224x224 (from full)": ms(lambda: resize(image, (224, 224))),
+            "one overlay: colour + blend": ms(lambda: overlays(image, cam)),
+            "one overlay: JPEG encode q90": ms(lambda: encode_jpeg(overlay, 90)),
+        }
+        megapixels = image.shape[0] * image.shape[1] / 1e6
+        rows += [{"size": size, "stage": k, "ms": v, "ms_per_mp": v / megapixels} for k, v in figures.items()]
+    cv2.setNumThreads(0)
+    return rows
+
+
+def report(rows: list[dict], cli: list[dict], mem: dict, machine: str, floors: list[dict] | None = None) -> str:
     lines = ["# I/O ceiling and feeding a GPU", "", machine, "",
              "## I/O ceiling (model replaced by a zero-cost stand-in; img/s per core = images / CPU-seconds)", "",
              "| input JPEGs | top | options | I/O threads | img/s | img/s per core |", "|---|---:|---|---:|---:|---:|"]
@@ -190,6 +234,11 @@ def report(rows: list[dict], cli: list[dict], mem: dict, machine: str) -> str:
               "| top | options | forward img/s | pipeline img/s | ratio |", "|---:|---|---:|---:|---:|"]
     for r in cli:
         lines.append(f"| {r['top']} | {r['options']} | {r['forward_ips']:.1f} | {r['cli_ips']:.1f} | {r['ratio']:.2f}x |")
+    if floors:
+        lines += ["", "## Stage floors (one thread, each stage alone, median)", "",
+                  "| input JPEGs | stage | ms | ms per megapixel |", "|---|---|---:|---:|"]
+        for r in floors:
+            lines.append(f"| {r['size']} | {r['stage']} | {r['ms']:.2f} | {r['ms_per_mp']:.2f} |")
     lines += ["", "## Peak memory, 4000x3000 JPEGs, top-3, stand-in model, fresh process", "",
               "| images | options | peak RSS MiB |", "|---:|---|---:|"]
     for (count, option), value in mem.items():
@@ -203,18 +252,21 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=64, help="1024x768 images")
     parser.add_argument("--large", type=int, default=12, help="4000x3000 images")
     parser.add_argument("--no-cli", action="store_true", help="skip the real-model rows")
+    parser.add_argument("--floors-only", action="store_true", help="only the stage floors")
     args = parser.parse_args()
     root = pathlib.Path(tempfile.mkdtemp(prefix="bench-io-"))
     try:
         small = make_folder(root, (1024, 768), args.small)
         large = make_folder(root, (4000, 3000), args.large)
-        rows = ceiling(root, small, large)
-        cli = [] if args.no_cli else whole_cli(root, small)
-        mem = {(n, opt): memory(large, n, extra) for n in (50, 200)
-               for opt, extra in (("overlays at full size", []), ("overlay_max_side=1024", ["overlay_max_side=1024"]))}
+        floors = stage_floors({"1024x768": small, "4000x3000": large})
+        rows = [] if args.floors_only else ceiling(root, small, large)
+        cli = [] if args.no_cli or args.floors_only else whole_cli(root, small)
+        mem = {} if args.floors_only else {
+            (n, opt): memory(large, n, extra) for n in (50, 200)
+            for opt, extra in (("overlays at full size", []), ("overlay_max_side=1024", ["overlay_max_side=1024"]))}
         machine = (f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
                    f"load average before {os.getloadavg()[0]:.1f}; `python benchmarks/bench_io.py`")
-        text = report(rows, cli, mem, machine)
+        text = report(rows, cli, mem, machine, floors)
         print(text)
         if args.out:
             pathlib.Path(args.out).write_text(text)
