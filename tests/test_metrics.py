@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SAMPLES
 
 from gradcam_cli.errors import BoxesError
 from gradcam_cli.metrics import baselines, bench, confidence, perturbation, pointing, road, sanity, stats
@@ -387,6 +388,62 @@ def test_sanity_cascade_breaks_gradcam_flags_a_model_blind_map_and_leaves_the_mo
     blind = sanity.cascading_randomisation(trained, lambda m: masks_of(pos) * 0.5 + 0.25, max_steps=2)
     assert [len(b) for b in blind.blocks] == [2, 2]  # 4 layers grouped into 2 consecutive blocks
     assert np.allclose(blind.spearman, 1.0) and np.allclose(blind.ssim, 1.0) and blind.failed
+
+
+def test_reinitialise_resets_every_variable_from_the_layer_s_own_initialiser():
+    # a depthwise kernel is a variable named "kernel" whose initialiser is depthwise_initializer; a
+    # separable conv has two kernels; BatchNorm's moving statistics are state learned from the data
+    dw = keras.layers.DepthwiseConv2D(3, depthwise_initializer=keras.initializers.Constant(0.25), use_bias=False)
+    sep = keras.layers.SeparableConv2D(2, 3, depthwise_initializer=keras.initializers.Constant(0.5),
+                                       pointwise_initializer=keras.initializers.Constant(-1.0))
+    bn = keras.layers.BatchNormalization()
+    for layer in (dw, sep, bn):
+        layer.build((None, 8, 8, 3))
+        for variable in layer.weights:
+            variable.assign(np.full(variable.shape, 7.0, np.float32))  # "trained"
+        sanity._reinitialise(layer, seed=3)
+    got = {f"{layer.name.split('_')[0]}/{v.name}": np.unique(np.asarray(v)).tolist()
+           for layer in (dw, sep, bn) for v in layer.weights}
+    assert got == {"depthwise/kernel": [0.25], "separable/depthwise_kernel": [0.5],
+                   "separable/pointwise_kernel": [-1.0], "separable/bias": [0.0], "batch/gamma": [1.0],
+                   "batch/beta": [0.0], "batch/moving_mean": [0.0], "batch/moving_variance": [1.0]}, got
+
+
+def test_sanity_cascade_on_lite0_changes_the_maps_at_every_step_down_to_the_stem(lite0_cam):
+    # Lite0's blocks are conv -> BatchNorm -> ReLU6. Re-initialised convs with the pretrained moving
+    # statistics left in place made the target activations input-independent after a few blocks, so the
+    # maps (and the correlation) stopped changing: the deeper steps randomised layers the maps no longer saw
+    from gradcam_cli.engine.explainer import Explainer
+    from gradcam_cli.io.discover import InputRef
+    from gradcam_cli.models.split import split_model
+    from gradcam_cli.run.step import Item, decode_item
+
+    cam = lite0_cam
+    refs = [InputRef(str(SAMPLES / f"{name}.jpg"), name) for name in ("astronaut", "chelsea")]
+    items = [decode_item(ref, cam.profile) for ref in refs]
+    assert all(isinstance(item, Item) for item in items), items
+    batch = np.stack([item.model_input for item in items])
+    classes = np.array([e.predictions[0].class_index for e in cam.explain_prepared(batch, top=1)], np.int32)
+    seen = []
+
+    def maps_fn(model):
+        split = split_model(model, cam.layer, output=cam.profile.output)
+        acts = np.asarray(split.full(batch)[0], np.float64)
+        seen.append(np.linalg.norm(acts - acts.mean(axis=0)) / np.linalg.norm(acts - acts.mean()))
+        result = Explainer(split, top=1, extra=True, method="gradcam")(batch, classes)
+        return np.stack([cam.upsample(m, *cam.profile.input_size) for m in result.maps[:, -1]])
+
+    before = [w.tobytes() for w in cam.model.get_weights()]  # BatchNorm's moving statistics included
+    maps = []
+    result = sanity.cascading_randomisation(cam.model, lambda m: maps.append(maps_fn(m)) or maps[-1], max_steps=4)
+    assert [w.tobytes() for w in cam.model.get_weights()] == before
+    names = [name for block in result.blocks for name in block]
+    assert names[0] == "predictions" and names[-1] == "stem_conv" and len(names) == len(set(names)), names
+    assert {"top_conv", "top_bn", "block6d_dwconv", "block1a_dwconv"} <= set(names), names  # at and under the target
+    changes = [float(np.abs(b - a).max()) for a, b in zip(maps[1:], maps[2:])]
+    assert min(changes) > 0.05, changes  # each block randomised moves the maps
+    assert min(seen) > 0.05, seen  # the randomised trunk still passes the image through
+    assert (result.mean_spearman < 0.5).all(), result.mean_spearman  # the issue's test, at every step
 
 
 def test_spearman_and_ssim_against_independent_references():

@@ -307,9 +307,10 @@ def plot(document: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
 
     written = []
     curves = document.get("mean_curves", {})
-    if curves:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-        for ax, kind in zip(axes, ("deletion", "insertion")):
+    kinds = [k for k in ("deletion", "insertion") if any(k in by_kind for by_kind in curves.values())]
+    if kinds:  # one panel per curve measured (an empty one would warn that its legend has no lines)
+        fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), constrained_layout=True, squeeze=False)
+        for ax, kind in zip(axes[0], kinds):
             for method, by_kind in curves.items():
                 if kind in by_kind:
                     y = by_kind[kind]
