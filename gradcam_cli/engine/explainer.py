@@ -157,9 +157,12 @@ class Explainer:
             strategy = "jacobian" if split.heavy_head else "tile"
         self.strategy = strategy
         self._fused = [m for m in self.methods if m.needs_gradients and m.kind in ("weights", "spatial", "guided")]
-        #: XLA for what follows the trunk (see :meth:`_compile`); off for eigen-smooth's float64
-        #: SVD, and after a model whose head XLA cannot compile (then the plain graph runs)
-        self.xla = not self.options.eigen_smooth
+        #: XLA for what follows the trunk (see :meth:`_compile`) when a method beyond Grad-CAM
+        #: needs gradients: Grad-CAM alone has little elementwise work to fuse, and XLA's compile
+        #: (~2-3 s on the first batch, ~0.5 s per new batch size, here) would cost small runs more
+        #: than it saves. Off for eigen-smooth's float64 SVD, and after a model whose head XLA
+        #: cannot compile (then the plain graph runs).
+        self.xla = not self.options.eigen_smooth and any(m.name != "gradcam" for m in self._fused)
         self._specs = [tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)]
         if extra:
             self._specs.append(tf.TensorSpec((None,), tf.int32))
