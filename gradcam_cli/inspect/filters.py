@@ -87,7 +87,7 @@ class FilterAscent:
 
     ``precision="bfloat16"``: the layers compute in bfloat16 (float32 weights, images and
     updates); on a CPU with AMX (or AVX512-BF16) or a GPU with bfloat16 units it is several
-    times faster (VGG16 block3_conv1, 64 filters at 64 px: 3.5x here), and the patterns
+    times faster (VGG16 block3_conv1, 64 filters at 64 px: 2.8-3.5x here), and the patterns
     correlate ~0.94 with float32's after 40 steps (they drift apart slowly, as any two
     ascents from different rounding do). Elsewhere it is emulated, and slower.
     """
