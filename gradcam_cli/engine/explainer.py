@@ -212,30 +212,32 @@ class Explainer:
             return self._outputs(scores, classes, self._maps(None, None, acts, x, classes, fused))
         with tf.GradientTape() as tape:
             tiled, tiled_scores = self.split.full(tf.repeat(x, n, axis=0))
-            scores = tiled_scores[::n]  # every copy of an image scores the same
-            classes = self._select(scores, extra, fixed)  # (B, N)
-            picked = tf.gather(tiled_scores, tf.reshape(classes, [-1]), axis=1, batch_dims=1)
-            total = tf.reduce_sum(picked)
+            scores, classes, total = self._tiled_targets(tiled_scores, extra, fixed)
         grads = tape.gradient(total, tiled)
         return self._outputs(scores, classes, self._maps(tiled, grads, tiled[::n], x, classes))
+
+    def _tiled_targets(self, tiled_scores, extra=None, fixed=None):
+        """From the scores of each image's N copies (image-major: b * N + n): the images' scores
+        (B, C), the explained classes (B, N), and the sum of copy n's score for class n, whose
+        gradient gives every copy its own class's gradient."""
+        import tensorflow as tf
+
+        scores = tiled_scores[:: self.n]  # every copy of an image scores the same
+        classes = self._select(scores, extra, fixed)  # (B, N)
+        picked = tf.gather(tiled_scores, tf.reshape(classes, [-1]), axis=1, batch_dims=1)
+        return scores, classes, tf.reduce_sum(picked)
 
     def _tile_backward(self, acts, extra=None, fixed=None):
         """The head on the activations tiled N times (image-major: b * N + n), one backward pass:
         (scores (B, C), classes (B, N), every gradient method's maps (B * N, M', h, w))."""
         import tensorflow as tf
 
-        n = self.n
-        tiled = tf.repeat(acts, n, axis=0)
+        tiled = tf.repeat(acts, self.n, axis=0)
         with tf.GradientTape() as tape:
             tape.watch(tiled)
-            tiled_scores = self._head(tiled)
-            scores = tiled_scores[::n]  # every copy of an image scores the same
-            classes = self._select(scores, extra, fixed)  # (B, N)
-            picked = tf.gather(tiled_scores, tf.reshape(classes, [-1]), axis=1, batch_dims=1)
-            total = tf.reduce_sum(picked)
+            scores, classes, total = self._tiled_targets(self._head(tiled), extra, fixed)
         grads = tape.gradient(total, tiled)
-        fused = self._gradient_maps(tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32)) if self._fused else None
-        return scores, classes, fused
+        return scores, classes, self._gradient_maps(tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32))
 
     def _explain_jacobian(self, x, extra=None, fixed=None):
         import tensorflow as tf

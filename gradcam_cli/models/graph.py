@@ -260,7 +260,6 @@ def computable(steps: list, fed: set) -> set:
     return available
 
 
-
 #: the compute precisions a graph can be run in (weights stay float32)
 PRECISIONS = ("float32", "bfloat16")
 
