@@ -64,6 +64,25 @@ def test_reduced_decode_down_to_the_model_input_keeps_the_input(tmp_path, width,
     assert np.abs(a - b).mean() < np.abs(a - one_area).mean()
 
 
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_plain_jpeg_decode_is_libjpegs_pixels_in_rgb_order(big_jpeg, scale):
+    """The fast path (libjpeg writing RGB itself where OpenCV can) gives OpenCV's BGR decode with the
+    channels reversed, at every DCT scale, and Pillow's full decode exactly."""
+    from PIL import Image
+
+    from gradcam_cli.io.images import _decode_plain_jpeg
+
+    with open(big_jpeg, "rb") as fh:
+        rgb = _decode_plain_jpeg(fh, 3608, 2400, scale)
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+             8: cv2.IMREAD_REDUCED_COLOR_8}[scale]
+    bgr = cv2.imread(str(big_jpeg), flags)
+    assert rgb.flags.c_contiguous and rgb.shape == bgr.shape == (-(-2400 // scale), -(-3608 // scale), 3)
+    np.testing.assert_array_equal(rgb, bgr[..., ::-1])
+    if scale == 1:
+        np.testing.assert_array_equal(rgb, np.asarray(Image.open(big_jpeg).convert("RGB")))
+
+
 def test_decode_floor_follows_the_outputs():
     assert decode_floor(RunSettings(), (224, 224)) is None  # overlays at the original size: full decode
     floor = decode_floor(RunSettings(overlay_max_side=1024), (224, 224))

@@ -51,3 +51,12 @@ def test_overlay_channel_order_and_extremes():
 def test_unknown_colormap_names_close_matches():
     with pytest.raises(ValueError, match="did you mean jet"):
         render.colormap_id("jett")
+
+
+def test_colormap_table_gives_the_builtin_colours_for_every_colormap_and_level():
+    """The cached user table is the built-in colormap byte for byte (the overlays' faster path)."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for name, code in render.colormaps().items():
+        table = render.colormap_table(code)
+        assert table.shape == (256, 1, 3) and not table.flags.writeable, name
+        np.testing.assert_array_equal(cv2.applyColorMap(levels, table), cv2.applyColorMap(levels, code), err_msg=name)

@@ -253,6 +253,8 @@ def _header_error(path: str, exc: BaseException, head: bytes, size: int) -> Imag
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
+#: OpenCV >= 4.11 has libjpeg write RGB itself (no BGR -> RGB pass over the image afterwards)
+_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 def reduction(height: int, width: int, at_least: tuple[int, int] | None) -> int:
@@ -274,10 +276,13 @@ def _decode_plain_jpeg(fh, width: int, height: int, scale: int = 1) -> np.ndarra
     data = fh.read()
     if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
-    if bgr is None or bgr.shape != (-(-height // scale), -(-width // scale), 3):
+    flags = _REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    if _RGB is not None:
+        flags = (flags & ~cv2.IMREAD_COLOR) | _RGB
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if pixels is None or pixels.shape != (-(-height // scale), -(-width // scale), 3):
         return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return pixels if _RGB is not None else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
 def decode(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -34,6 +34,16 @@ def colormap_id(name: str) -> int:
     return table[key]
 
 
+@lru_cache(maxsize=None)
+def colormap_table(colormap: int) -> np.ndarray:
+    """A colormap as OpenCV's user table, (256, 1, 3) BGR uint8: ``applyColorMap`` with it gives the
+    same bytes as with the built-in id, at about two thirds of the cost (the id rebuilds its table
+    on every call)."""
+    table = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), colormap)
+    table.flags.writeable = False
+    return table
+
+
 def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap: int, upsample=None) -> np.ndarray:
     """The coloured heatmap (BGR uint8) of a map at the given size.
 
@@ -46,7 +56,7 @@ def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap: int, upsampl
         levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_LINEAR)
     else:  # e.g. GradCAM.upsample: each cell at its receptive field's centre
         levels = upsample(levels, height, width)
-    return cv2.applyColorMap(levels, colormap)
+    return cv2.applyColorMap(levels, colormap_table(colormap))
 
 
 def overlays(image_rgb: np.ndarray, cams: np.ndarray, *, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET,
