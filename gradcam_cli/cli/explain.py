@@ -335,6 +335,9 @@ def _run(stop, settings, refs, labels, out_dir, sizes, resume, shard, jsonl, qui
     cam = make_cam(settings.model)
     from gradcam_cli.engine.cam import auto_batch_size
     from gradcam_cli.run.folder import run_folder
+    from gradcam_cli.run.memory import keep_large_blocks
+
+    keep_large_blocks()  # big photos' buffers reused, not page-faulted in anew per image
 
     with errors():
         cam.resolve_classes(settings.classes)
