@@ -665,6 +665,16 @@ def run_child(argv: list, label: str) -> dict | None:
         pathlib.Path(result_path).unlink(missing_ok=True)
 
 
+def io_block(path: pathlib.Path) -> str:
+    """The I/O ceiling section that ``bench_io.py --results`` put into the results file, carried over
+    (it is measured by its own run)."""
+    start, end = "<!-- bench_io: start -->", "<!-- bench_io: end -->"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if start not in old or end not in old:
+        return ""
+    return "\n" + start + old.split(start, 1)[1].split(end, 1)[0] + end + "\n"
+
+
 def fmt(value, digits=2) -> str:
     if value is None:
         return "—"
@@ -976,7 +986,7 @@ def main(argv=None) -> int:
     report, targets = render_markdown(meta, results, memory)
     print(report)
     if args.out:
-        pathlib.Path(args.out).write_text(report, encoding="utf-8")
+        pathlib.Path(args.out).write_text(report + io_block(pathlib.Path(args.out)), encoding="utf-8")
         log(f"wrote {args.out}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"meta": meta, "results": results, "memory": memory},

@@ -6,7 +6,7 @@ returns maps of the right shape (``StandInCam``: a benchmark-only hook, not a us
 option). Images/s per core = images / CPU-seconds of the whole process; the ratio
 ceiling / forward pass says how many cores a GPU that fast would need.
 
-    python benchmarks/bench_io.py --out benchmarks/results_io.md     # ~5 minutes on 2 cores
+    python benchmarks/bench_io.py --out benchmarks/results_io.md --results benchmarks/results.md   # ~8 min
 
 Then the whole CLI with the real EfficientNet-Lite0 against its compiled forward pass,
 measured side by side (forward, pipeline, forward), top-1 / top-5 / --no-overlays, and
@@ -129,18 +129,41 @@ def ceiling(root: pathlib.Path, small: pathlib.Path, large: pathlib.Path) -> lis
     return rows
 
 
-def forward_ips(cam, batch: int = 16, seconds: float = 6.0) -> float:
+def forward(cam, batch: int = 16, seconds: float = 6.0) -> dict:
+    """The compiled forward pass: img/s, and CPU-ms per image (all of TensorFlow's threads)."""
     import tensorflow as tf
 
     model = cam.model
     x = np.random.default_rng(0).uniform(-1, 1, (batch, *cam.profile.input_size, 3)).astype(np.float32)
     fn = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec((None, *x.shape[1:]))])
     fn(x)
-    n, start = 0, time.perf_counter()
+    n, start, cpu0 = 0, time.perf_counter(), cpu_seconds()
     while time.perf_counter() - start < seconds:
         fn(x).numpy()
         n += batch
-    return n / (time.perf_counter() - start)
+    return {"ips": n / (time.perf_counter() - start), "cpu_ms": 1000 * (cpu_seconds() - cpu0) / n}
+
+
+def forward_ips(cam, batch: int = 16, seconds: float = 6.0) -> float:
+    return forward(cam, batch, seconds)["ips"]
+
+
+def backbones_forward(seconds: float = 3.0) -> list[dict]:
+    """Every registered backbone's compiled forward pass at batch 16 (weights none: the same
+    arithmetic as ImageNet weights), in this process, one after the other."""
+    import keras
+
+    from gradcam_cli.config.profiles import load_registry
+    from gradcam_cli.engine.cam import GradCAM
+
+    rows = []
+    for name, profile in sorted(load_registry().items()):
+        cam = GradCAM(profile=profile, weights="none") if name != "efficientnet_lite0" else GradCAM(name)
+        rows.append({"backbone": name, "input": profile.input_size[0], **forward(cam, seconds=seconds)})
+        print(json.dumps(rows[-1]), file=sys.stderr)
+        del cam
+        keras.backend.clear_session()
+    return rows
 
 
 def whole_cli(root: pathlib.Path, small: pathlib.Path) -> list[dict]:
@@ -148,16 +171,23 @@ def whole_cli(root: pathlib.Path, small: pathlib.Path) -> list[dict]:
     from gradcam_cli.engine.cam import GradCAM
 
     cam = GradCAM("efficientnet_lite0")
+    stand_in = StandInCam()
+    cores = len(os.sched_getaffinity(0))
     run_pipeline(cam, small, root / "warm", top=1, threads=None)
     rows = []
     for top, extra in ((1, {}), (5, {}), (1, {"overlays": False}), (5, {"overlays": False})):
-        before = forward_ips(cam)
+        before = forward(cam)
         result = run_pipeline(cam, small, root / "out", top=top, threads=None, **extra)
-        after = forward_ips(cam)
-        forward = (before + after) / 2
+        io = run_pipeline(stand_in, small, root / "out", top=top, threads=None, **extra)  # the same work, no model
+        after = forward(cam)
+        ips = (before["ips"] + after["ips"]) / 2
+        model_ms, io_ms = (before["cpu_ms"] + after["cpu_ms"]) / 2, 1000 * io["cpu_s"] / io["images"]
         option = ", ".join(f"{k}={v}" for k, v in extra.items()) or "overlays at full size"
-        rows.append({"top": top, "options": option, "forward_ips": forward, "cli_ips": result["ips"],
-                     "ratio": result["ips"] / forward})
+        # the best the CLI can do when the model and the I/O share the cores: every core busy,
+        # each image costing its forward CPU time plus its I/O CPU time, nothing more
+        bound = cores / ((model_ms + io_ms) / 1000) / ips
+        rows.append({"top": top, "options": option, "forward_ips": ips, "cli_ips": result["ips"],
+                     "ratio": result["ips"] / ips, "model_cpu_ms": model_ms, "io_cpu_ms": io_ms, "bound": bound})
         print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
@@ -168,6 +198,7 @@ def memory(large: pathlib.Path, count: int, extra: list[str]) -> float:
     code = (
         "import json, resource, sys, pathlib; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
         "from bench_io import StandInCam, run_pipeline\n"
+        "from gradcam_cli.run.memory import keep_large_blocks; keep_large_blocks()  # as the CLI does\n"
         "import shutil, tempfile\n"
         "src = pathlib.Path(%r); folder = pathlib.Path(tempfile.mkdtemp()) / 'in'; folder.mkdir()\n"
         "files = sorted(src.glob('*.jpg'))\n"
@@ -223,53 +254,109 @@ def stage_floors(folders: dict, repeats: int = 15) -> list[dict]:
     return rows
 
 
-def report(rows: list[dict], cli: list[dict], mem: dict, machine: str, floors: list[dict] | None = None) -> str:
+def per_core(rows: list[dict], size: str, top: int, options: str) -> float | None:
+    """The 2-thread img/s per core of one ceiling row (the pool as the CLI sizes it here)."""
+    match = [r for r in rows if (r["size"], r["top"], r["options"], r["threads"]) == (size, top, options, 2)]
+    return match[0]["ips_per_core"] if match else None
+
+
+FEED = (("top-1 overlays", 1, "overlays at full size"), ("top-5 overlays", 5, "overlays at full size"),
+        ("top-1, no overlays", 1, "overlays=False"))
+
+
+def report(rows: list[dict], cli: list[dict], mem: dict, machine: str, floors: list[dict] | None = None,
+           backbones: list[dict] | None = None) -> str:
     lines = ["# I/O ceiling and feeding a GPU", "", machine, "",
              "## I/O ceiling (model replaced by a zero-cost stand-in; img/s per core = images / CPU-seconds)", "",
              "| input JPEGs | top | options | I/O threads | img/s | img/s per core |", "|---|---:|---|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['size']} | {r['top']} | {r['options']} | {r['threads']} | {r['ips']:.1f} | "
                      f"{r['ips_per_core']:.1f} |")
-    lines += ["", "## Whole pipeline with EfficientNet-Lite0 (batch 16) vs its compiled forward pass", "",
-              "| top | options | forward img/s | pipeline img/s | ratio |", "|---:|---|---:|---:|---:|"]
-    for r in cli:
-        lines.append(f"| {r['top']} | {r['options']} | {r['forward_ips']:.1f} | {r['cli_ips']:.1f} | {r['ratio']:.2f}x |")
+    if cli:
+        lines += ["", "## Whole pipeline with EfficientNet-Lite0 (batch 16) vs its compiled forward pass", "",
+                  "Bound: the ratio when the model and the I/O share the cores with nothing lost, every core busy "
+                  "and each image costing its forward CPU time plus its I/O CPU time (the stand-in run of the same "
+                  "work): cores / (model + I/O CPU-s per image) / forward img/s.", "",
+                  "| top | options | forward img/s | pipeline img/s | ratio | model CPU ms/img | I/O CPU ms/img | "
+                  "bound |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for r in cli:
+            lines.append(f"| {r['top']} | {r['options']} | {r['forward_ips']:.1f} | {r['cli_ips']:.1f} | "
+                         f"{r['ratio']:.2f}x | {r['model_cpu_ms']:.1f} | {r['io_cpu_ms']:.1f} | {r['bound']:.2f}x |")
+    if backbones and rows:
+        lines += ["", "## Cores the CPU side needs per backbone (1024x768 JPEGs)", "",
+                  "Forward: the compiled forward pass at batch 16 on this machine's CPUs (weights none). Cores = "
+                  "forward img/s / the I/O ceiling per core (2 threads): the cores that keep this forward pass "
+                  "fed. A GPU K times faster than these CPUs needs K times as many.", "",
+                  "| backbone | input | forward img/s | " + " | ".join(f"cores, {label}" for label, _, _ in FEED) + " |",
+                  "|---|---:|---:|" + "---:|" * len(FEED)]
+        ceilings = [per_core(rows, "1024x768", top, option) for _, top, option in FEED]
+        for b in backbones:
+            cores = " | ".join(f"{b['ips'] / c:.2f}" if c else "-" for c in ceilings)
+            lines.append(f"| {b['backbone']} | {b['input']} | {b['ips']:.1f} | {cores} |")
     if floors:
         lines += ["", "## Stage floors (one thread, each stage alone, median)", "",
                   "| input JPEGs | stage | ms | ms per megapixel |", "|---|---|---:|---:|"]
         for r in floors:
             lines.append(f"| {r['size']} | {r['stage']} | {r['ms']:.2f} | {r['ms_per_mp']:.2f} |")
-    lines += ["", "## Peak memory, 4000x3000 JPEGs, top-3, stand-in model, fresh process", "",
-              "| images | options | peak RSS MiB |", "|---:|---|---:|"]
-    for (count, option), value in mem.items():
-        lines.append(f"| {count} | {option} | {value:.0f} |")
+    if mem:
+        lines += ["", "## Peak memory, 4000x3000 JPEGs, top-3, stand-in model, fresh process", "",
+                  "| images | options | peak RSS MiB |", "|---:|---|---:|"]
+        for (count, option), value in mem.items():
+            lines.append(f"| {count} | {option} | {value:.0f} |")
     return "\n".join(lines) + "\n"
 
 
+BLOCK_START, BLOCK_END = "<!-- bench_io: start -->", "<!-- bench_io: end -->"
+
+
+def into_results(path: pathlib.Path, text: str) -> None:
+    """Put the report into ``path`` (benchmarks/results.md) between the bench_io markers, replacing
+    the block there or appending it; bench.py carries the block over when it rewrites the file."""
+    body = text.replace("# I/O ceiling and feeding a GPU", "## I/O ceiling and feeding a GPU (`bench_io.py`)", 1)
+    body = body.replace("\n## ", "\n### ").replace("\n### I/O ceiling and feeding", "\n## I/O ceiling and feeding")
+    block = f"{BLOCK_START}\n{body}{BLOCK_END}\n"
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if BLOCK_START in old and BLOCK_END in old:
+        head, rest = old.split(BLOCK_START, 1)
+        new = head + block + rest.split(BLOCK_END, 1)[1].lstrip("\n")
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + block
+    path.write_text(new, encoding="utf-8")
+
+
 def main() -> None:
+    from gradcam_cli.run.memory import keep_large_blocks
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the markdown report here")
+    parser.add_argument("--results", help="also put it into this results file (benchmarks/results.md) as a section")
     parser.add_argument("--small", type=int, default=64, help="1024x768 images")
     parser.add_argument("--large", type=int, default=12, help="4000x3000 images")
     parser.add_argument("--no-cli", action="store_true", help="skip the real-model rows")
+    parser.add_argument("--no-backbones", action="store_true", help="skip the per-backbone forward passes")
     parser.add_argument("--floors-only", action="store_true", help="only the stage floors")
     args = parser.parse_args()
+    keep_large_blocks()  # as `gradcam explain` does
     root = pathlib.Path(tempfile.mkdtemp(prefix="bench-io-"))
     try:
+        load = os.getloadavg()[0]
         small = make_folder(root, (1024, 768), args.small)
         large = make_folder(root, (4000, 3000), args.large)
         floors = stage_floors({"1024x768": small, "4000x3000": large})
         rows = [] if args.floors_only else ceiling(root, small, large)
         cli = [] if args.no_cli or args.floors_only else whole_cli(root, small)
+        backbones = [] if args.no_backbones or args.floors_only else backbones_forward()
         mem = {} if args.floors_only else {
             (n, opt): memory(large, n, extra) for n in (50, 200)
             for opt, extra in (("overlays at full size", []), ("overlay_max_side=1024", ["overlay_max_side=1024"]))}
-        machine = (f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
-                   f"load average before {os.getloadavg()[0]:.1f}; `python benchmarks/bench_io.py`")
-        text = report(rows, cli, mem, machine, floors)
+        machine = (f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), load average before {load:.1f}, "
+                   f"after {os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d')}; `python benchmarks/bench_io.py`")
+        text = report(rows, cli, mem, machine, floors, backbones)
         print(text)
         if args.out:
             pathlib.Path(args.out).write_text(text)
+        if args.results:
+            into_results(pathlib.Path(args.results), text)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
