@@ -83,6 +83,23 @@ def test_plain_jpeg_decode_is_libjpegs_pixels_in_rgb_order(big_jpeg, scale):
         np.testing.assert_array_equal(rgb, np.asarray(Image.open(big_jpeg).convert("RGB")))
 
 
+@pytest.mark.parametrize("max_side", [1024, 512])
+def test_capped_overlay_base_is_the_full_image_area_averaged(big_jpeg, max_side):
+    """--overlay-max-side: the picture under the overlays (from the reduced decode, shrunk by the
+    fast resize) is the full decode area-averaged to that size within the resize's tolerance."""
+    from gradcam_cli.run.outputs import ImageResult, OverlayOutput
+
+    full = decode(str(big_jpeg))
+    reduced, size = decode_sized(str(big_jpeg), at_least=decode_floor(RunSettings(overlay_max_side=max_side),
+                                                                       (224, 224)))
+    base = OverlayOutput(0.4, "jet", 90, max_side=max_side).base(ImageResult(reduced, None, [], [], {}, size=size))
+    height = round(2400 * max_side / 3608)
+    assert base.shape == (height, max_side, 3) and reduced.shape[1] >= max_side
+    exact = cv2.resize(full, (max_side, height), interpolation=cv2.INTER_AREA).astype(int)
+    diff = np.abs(base.astype(int) - exact)
+    assert diff.mean() < 0.8 and np.percentile(diff, 99) <= 3  # a nearest-neighbour shrink: 3.2-3.9, 13-21
+
+
 def test_decode_floor_follows_the_outputs():
     assert decode_floor(RunSettings(), (224, 224)) is None  # overlays at the original size: full decode
     floor = decode_floor(RunSettings(overlay_max_side=1024), (224, 224))

@@ -8,7 +8,7 @@ top-1 overlay image costs in the folder runner. Raising the mmap and trim thresh
 blocks be reused from the heap; peak memory is unchanged (the folder runner bounds what is held
 at once), but memory is not returned to the system before the process ends.
 
-Process-wide, so the CLI calls it (``gradcam explain`` / ``evaluate``), not the library.
+Process-wide, so the CLI calls it (``gradcam explain``, before the folder run), not the library.
 """
 
 from __future__ import annotations
