@@ -64,14 +64,19 @@ def test_reduced_decode_down_to_the_model_input_keeps_the_input(tmp_path, width,
     assert np.abs(a - b).mean() < np.abs(a - one_area).mean()
 
 
+@pytest.mark.parametrize("rgb_flag", [True, False], ids=["libjpeg-rgb", "opencv-before-4.11"])
 @pytest.mark.parametrize("scale", [1, 2, 4, 8])
-def test_plain_jpeg_decode_is_libjpegs_pixels_in_rgb_order(big_jpeg, scale):
-    """The fast path (libjpeg writing RGB itself where OpenCV can) gives OpenCV's BGR decode with the
-    channels reversed, at every DCT scale, and Pillow's full decode exactly."""
+def test_plain_jpeg_decode_is_libjpegs_pixels_in_rgb_order(big_jpeg, scale, rgb_flag, monkeypatch):
+    """The fast path (libjpeg writing RGB itself where OpenCV can; a BGR decode and one conversion
+    where it cannot) gives OpenCV's BGR decode with the channels reversed, at every DCT scale, and
+    Pillow's full decode exactly."""
     from PIL import Image
 
+    from gradcam_cli.io import images
     from gradcam_cli.io.images import _decode_plain_jpeg
 
+    if not rgb_flag:
+        monkeypatch.setattr(images, "_RGB", None)
     with open(big_jpeg, "rb") as fh:
         rgb = _decode_plain_jpeg(fh, 3608, 2400, scale)
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -98,6 +103,27 @@ def test_capped_overlay_base_is_the_full_image_area_averaged(big_jpeg, max_side)
     exact = cv2.resize(full, (max_side, height), interpolation=cv2.INTER_AREA).astype(int)
     diff = np.abs(base.astype(int) - exact)
     assert diff.mean() < 0.8 and np.percentile(diff, 99) <= 3  # a nearest-neighbour shrink: 3.2-3.9, 13-21
+
+
+def test_capped_overlay_base_of_a_thin_strip_keeps_every_row():
+    """A 3 x 5000 strip capped at 1024 long: its one row of base averages all three rows (the
+    resize's halvings would drop the odd last one)."""
+    from gradcam_cli.run.outputs import ImageResult, OverlayOutput
+
+    strip = np.zeros((3, 5000, 3), np.uint8)
+    strip[2] = 255
+    base = OverlayOutput(0.4, "jet", 90, max_side=1024).base(ImageResult(strip, None, [], [], {}))
+    assert base.shape == (1, 1024, 3) and np.abs(base.astype(int) - 85).max() <= 1
+
+
+def test_explain_keeps_large_blocks(tmp_path, monkeypatch, lite0_cam):
+    from gradcam_cli.run import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "keep_large_blocks", lambda: calls.append(True) or True)
+    result = invoke("explain", "sample_images/coffee.jpg", "--out", tmp_path / "o", "--no-overlays", "-q")
+    assert result.exit_code == 0, result.output
+    assert calls == [True]
 
 
 def test_decode_floor_follows_the_outputs():

@@ -60,3 +60,11 @@ def test_colormap_table_gives_the_builtin_colours_for_every_colormap_and_level()
         table = render.colormap_table(code)
         assert table.shape == (256, 1, 3) and not table.flags.writeable, name
         np.testing.assert_array_equal(cv2.applyColorMap(levels, table), cv2.applyColorMap(levels, code), err_msg=name)
+
+
+def test_overlay_takes_a_colour_table_of_ones_own():
+    """An OpenCV user table (256, 1, 3) BGR instead of a colormap id: each level gets its row."""
+    table = np.zeros((256, 1, 3), np.uint8)
+    table[:, 0, 1] = np.arange(256)  # green = level
+    (hot,) = render.overlays(np.zeros((8, 8, 3), np.uint8), np.ones((1, 2, 2), np.float32), alpha=1.0, colormap=table)
+    assert (hot[..., 1] == 255).all() and (hot[..., [0, 2]] == 0).all()

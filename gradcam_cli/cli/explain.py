@@ -337,7 +337,8 @@ def _run(stop, settings, refs, labels, out_dir, sizes, resume, shard, jsonl, qui
     from gradcam_cli.run.folder import run_folder
     from gradcam_cli.run.memory import keep_large_blocks
 
-    keep_large_blocks()  # big photos' buffers reused, not page-faulted in anew per image
+    if ray_options is None:  # the driver of a Ray run decodes nothing; its actors do this themselves
+        keep_large_blocks()  # big photos' buffers reused, not page-faulted in anew per image
 
     with errors():
         cam.resolve_classes(settings.classes)

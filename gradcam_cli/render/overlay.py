@@ -44,8 +44,9 @@ def colormap_table(colormap: int) -> np.ndarray:
     return table
 
 
-def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap: int, upsample=None) -> np.ndarray:
-    """The coloured heatmap (BGR uint8) of a map at the given size.
+def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap, upsample=None) -> np.ndarray:
+    """The coloured heatmap (BGR uint8) of a map at the given size; ``colormap``: an OpenCV colormap
+    id, or a (256, 1, 3) BGR uint8 table of one's own.
 
     The map becomes 0..255 levels at its own resolution and is upsampled as uint8
     (OpenCV's fixed-point bilinear path): within one level of upsampling the floats,
@@ -56,7 +57,9 @@ def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap: int, upsampl
         levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_LINEAR)
     else:  # e.g. GradCAM.upsample: each cell at its receptive field's centre
         levels = upsample(levels, height, width)
-    return cv2.applyColorMap(levels, colormap_table(colormap))
+    if isinstance(colormap, (int, np.integer)):
+        colormap = colormap_table(int(colormap))
+    return cv2.applyColorMap(levels, colormap)
 
 
 def overlays(image_rgb: np.ndarray, cams: np.ndarray, *, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET,

@@ -31,6 +31,7 @@ from gradcam_cli.errors import EngineError, GradcamError, first_line
 from gradcam_cli.io import writers
 from gradcam_cli.run.folder import compute_batch
 from gradcam_cli.run.journal import RunJournal, Summary, recorded_settings
+from gradcam_cli.run.memory import keep_large_blocks
 from gradcam_cli.run.outputs import outputs_for
 from gradcam_cli.run.step import BatchStep, decode_item
 
@@ -170,6 +171,7 @@ class ExplainActor:
         self.settings = spec.settings
         self.step = BatchStep(self.cam, spec.settings, self.out_dir, test_set=spec.test_set)
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="gradcam-io")
+        keep_large_blocks()  # the actor decodes and writes: its big buffers reused, as in `gradcam explain`
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Columns ``index``, ``path``, ``out_stem``, ``true_class`` (-1: none) -> ``index``, ``record``
