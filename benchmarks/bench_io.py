@@ -137,35 +137,35 @@ def ceiling(root: pathlib.Path, small: pathlib.Path, large: pathlib.Path, repeat
     return rows
 
 
-def forward(cam, batch: int = 16, seconds: float = 6.0) -> dict:
-    """The compiled forward pass: img/s, and CPU-ms per image (all of TensorFlow's threads)."""
-    import tensorflow as tf
+def inputs(cam, batch: int = 16) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, (batch, *cam.profile.input_size, 3)).astype(np.float32)
 
-    model = cam.model
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, *cam.profile.input_size, 3)).astype(np.float32)
-    fn = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec((None, *x.shape[1:]))])
-    fn(x)
+
+def throughput(call, batch: int, seconds: float) -> dict:
+    """``call()`` (one batch of ``batch`` images) once to warm, then again for ``seconds``: img/s, and
+    CPU-ms per image (all of the process's threads)."""
+    call()
     n, start, cpu0 = 0, time.perf_counter(), cpu_seconds()
     while time.perf_counter() - start < seconds:
-        fn(x).numpy()
+        call()
         n += batch
     return {"ips": n / (time.perf_counter() - start), "cpu_ms": 1000 * (cpu_seconds() - cpu0) / n}
+
+
+def forward(cam, batch: int = 16, seconds: float = 6.0) -> dict:
+    """The compiled forward pass."""
+    import tensorflow as tf
+
+    model, x = cam.model, inputs(cam, batch)
+    fn = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec((None, *x.shape[1:]))])
+    return throughput(lambda: fn(x).numpy(), batch, seconds)
 
 
 def engine(cam, top: int, batch: int = 16, seconds: float = 4.0) -> dict:
-    """The engine alone (every map of a batch of prepared inputs, as the pipeline asks it): img/s and
-    CPU-ms per image. The pipeline cannot beat it."""
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, *cam.profile.input_size, 3)).astype(np.float32)
-    cam.explain_prepared(x, top=top)
-    n, start, cpu0 = 0, time.perf_counter(), cpu_seconds()
-    while time.perf_counter() - start < seconds:
-        cam.explain_prepared(x, top=top)
-        n += batch
-    return {"ips": n / (time.perf_counter() - start), "cpu_ms": 1000 * (cpu_seconds() - cpu0) / n}
-
-
-def forward_ips(cam, batch: int = 16, seconds: float = 6.0) -> float:
-    return forward(cam, batch, seconds)["ips"]
+    """The engine alone (every map of a batch of prepared inputs, as the pipeline asks it). The
+    pipeline cannot beat it."""
+    x = inputs(cam, batch)
+    return throughput(lambda: cam.explain_prepared(x, top=top), batch, seconds)
 
 
 def backbones_forward(seconds: float = 3.0) -> list[dict]:
