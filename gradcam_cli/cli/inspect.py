@@ -9,6 +9,7 @@ import click
 
 from gradcam_cli.cli.common import errors, make_cam, model_options, model_settings
 from gradcam_cli.cli.main import main
+from gradcam_cli.models.graph import PRECISIONS
 
 
 def _filter_list(ctx, param, value):
@@ -103,7 +104,7 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
 @click.option("--per-row", default=8, show_default=True, type=click.IntRange(1, 256), help="Patterns per grid row.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Filters per compiled ascent batch.")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
               help="The layers' compute precision (weights and images stay float32). bfloat16 is several times "
                    "faster on CPUs with AMX / AVX512-BF16 and on GPUs with bfloat16 units, slower elsewhere.")
 @click.option("-q", "--quiet", is_flag=True,
