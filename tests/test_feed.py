@@ -107,7 +107,7 @@ def test_capped_overlay_base_is_the_full_image_area_averaged(big_jpeg, max_side)
 
 def test_capped_overlay_base_of_a_thin_strip_keeps_every_row():
     """A 3 x 5000 strip capped at 1024 long: its one row of base averages all three rows (the
-    resize's halvings would drop the odd last one)."""
+    resize halving its 3 rows would drop the last)."""
     from gradcam_cli.run.outputs import ImageResult, OverlayOutput
 
     strip = np.zeros((3, 5000, 3), np.uint8)

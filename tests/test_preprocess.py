@@ -78,6 +78,21 @@ def test_resize_of_a_panorama_skips_no_lines(source):
     assert np.abs(small - level).max() < 0.5 * level
 
 
+@pytest.mark.parametrize("source, size", [((3, 5000), (1, 1024)), ((5000, 3), (1024, 1))])
+def test_resize_of_a_thin_strip_drops_no_row(source, size):
+    """Only the last row (or column) of a thin strip is white: every output pixel still sees it, as
+    one INTER_AREA does (halving the odd 3 would cut it off)."""
+    image = np.zeros((*source, 3), np.uint8)
+    if source[0] < source[1]:
+        image[-1] = 255
+    else:
+        image[:, -1] = 255
+    ours = resize(image, size).astype(np.int16)
+    direct = cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA).astype(np.int16)
+    assert ours.shape == (*size, 3) and ours.min() > 0
+    assert np.abs(ours - direct).max() <= 1
+
+
 def test_resize_enlarges_and_keeps_the_target_size():
     image = np.random.default_rng(1).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
     assert resize(image[:100, :50], (224, 224)).shape == (224, 224, 3)  # enlarging

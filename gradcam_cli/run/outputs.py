@@ -108,10 +108,7 @@ class OverlayOutput(Output):
     def base(self, result: ImageResult):
         """The image the overlays are blended on: the decoded image, shrunk (area-averaged, by the
         model input's resize: within a grey level of one INTER_AREA on average, in half its time) to
-        ``max_side`` on its long side when it is longer. A side shrunk under 64 px goes through one
-        INTER_AREA: the resize's halvings drop an odd last row, which a thin strip would miss."""
-        import cv2
-
+        ``max_side`` on its long side when it is longer."""
         from gradcam_cli.io.preprocess import resize
 
         image = result.image
@@ -119,10 +116,7 @@ class OverlayOutput(Output):
         if self.max_side is None or max(height, width) <= self.max_side:
             return image
         scale = self.max_side / max(height, width)
-        size = max(1, round(height * scale)), max(1, round(width * scale))
-        if min(size) < 64:
-            return cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
-        return resize(image, size)
+        return resize(image, (max(1, round(height * scale)), max(1, round(width * scale))))
 
     def pictures(self, result: ImageResult) -> dict:
         """Each heat-map method's overlays (BGR, with its boxes when asked), made once per image and
