@@ -37,3 +37,40 @@ def kill_after_records(proc, jsonl, count: int, timeout: float = 120.0) -> int:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return jsonl.read_text().count("\n")
+
+
+# Numbers computed by the model differ in their last digits between batch sizes, thread counts and
+# CPUs (oneDNN picks its GEMM blocking by shape and ISA): 1e-7 seen for probabilities between batches
+# of 3 and 4. 1e-5 is a hundred times that, and still far below any difference a bug would make.
+FLOAT_ATOL = 1e-5
+
+
+def assert_close(a, b, where: str = "", atol: float = FLOAT_ATOL) -> None:
+    """Equal JSON values: same keys, lengths, strings, ints and bools; floats within ``atol``."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_close(a[key], b[key], f"{where}.{key}", atol)
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{where}[{i}]", atol)
+    elif isinstance(a, float):
+        assert isinstance(b, (int, float)) and not isinstance(b, bool) and abs(a - b) <= atol, f"{where}: {a} != {b}"
+    else:
+        assert a == b, where
+
+
+def assert_same_pictures(a, b, where: str = "") -> None:
+    """Two written overlays (paths) alike: same size, mean absolute difference under half a grey
+    level. A map differing in its 7th digit can move a colormap level at a boundary, and the JPEG
+    encoder spreads that change over its block, so bytes are not compared."""
+    from PIL import Image
+
+    x, y = (np.asarray(Image.open(p), dtype=np.float64) for p in (a, b))
+    assert x.shape == y.shape and np.abs(x - y).mean() < 0.5, where
+
+
+def assert_same_raws(a, b, where: str = "") -> None:
+    """Two saved ``.npy`` maps (paths) equal within ``FLOAT_ATOL``."""
+    np.testing.assert_allclose(np.load(a), np.load(b), atol=FLOAT_ATOL, err_msg=where)

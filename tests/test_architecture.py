@@ -10,7 +10,7 @@ import pathlib
 import keras
 import numpy as np
 import pytest
-from helpers import invoke, random_images
+from helpers import assert_close, assert_same_pictures, assert_same_raws, invoke, random_images
 
 from gradcam_cli.engine.explainer import Explainer
 from gradcam_cli.methods import get_method, method_names, register
@@ -135,11 +135,12 @@ def test_the_per_batch_step_writes_what_the_folder_runner_writes(tmp_path, lite0
 
     step = BatchStep(lite0_cam, settings, tmp_path / "step")
     records = step([decode_item(ref, lite0_cam.profile) for ref in refs])  # no executor: plain records
-    assert records == folder_records
+    assert_close(records, folder_records)  # batches of 4 and 3: equal to the last digits' noise
     for record in records:
         for entry in record["predictions"]:
-            for key in ("overlay", "raw"):
-                assert (tmp_path / "step" / entry[key]).read_bytes() == (tmp_path / "folder" / entry[key]).read_bytes()
+            assert_same_raws(tmp_path / "step" / entry["raw"], tmp_path / "folder" / entry["raw"], entry["raw"])
+            assert_same_pictures(tmp_path / "step" / entry["overlay"], tmp_path / "folder" / entry["overlay"],
+                                 entry["overlay"])
 
     header = json.loads((tmp_path / "folder" / "predictions.json").read_text())
     assert header["method"] == "gradcam"

@@ -207,7 +207,8 @@ def test_nested_model_by_path_equals_the_inner_sub_model():
     for name in ("c1", "c2"):
         reference = keras.Model(inner.input, inner.get_layer(name).output)(x / 255.0)
         np.testing.assert_allclose(out[f"inner/{name}"], reference, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(probe(x[:1])["inner/c2"], out["inner/c2"][:1])
+    # a batch of 1 against one of 3: equal to the last digits (the GEMM blocking depends on the batch)
+    np.testing.assert_allclose(probe(x[:1])["inner/c2"], out["inner/c2"][:1], rtol=1e-5, atol=1e-6)
     assert probe.trace_count == 1  # batches of 3 and 1 share one trace
     _, final, initial = FilterAscent(model, "inner/c2", steps=3).run([0, 5])
     assert np.all(final > initial)
@@ -309,15 +310,24 @@ def test_bfloat16_ascent_finds_the_same_patterns_and_leaves_the_model_unchanged(
         FilterAscent(model, "det", size=8, steps=1, precision="float16")
 
 
+def assert_same_levels(a: np.ndarray, b: np.ndarray) -> None:
+    """uint8 pictures from float work done in other batch shapes: at most one level apart, and
+    almost every pixel the same."""
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    assert a.shape == b.shape and diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
 def test_chunks_share_one_trace_and_equal_the_unchunked_run_seeds_reproduce():
     ascent = FilterAscent(small_cnn(seed=5), "c1", tf_mode, size=12, steps=4)
     whole = ascent.run(range(8), batch_size=64, seed=3)
     chunked = ascent.run(range(8), batch_size=3, seed=3)  # chunks of 3, 3, 2
     assert ascent.traces == {"step": 1, "loss": 1}
-    np.testing.assert_array_equal(chunked[0], whole[0])
-    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-6)
+    # chunks of 3 against one of 8: the float steps agree to their last digits (the GEMM blocking depends
+    # on the batch), so a pattern's uint8 level can move by one where it sits on a rounding edge
+    assert_same_levels(chunked[0], whole[0])
+    np.testing.assert_allclose(chunked[1], whole[1], rtol=1e-5)
     again = ascent.run([6, 7], seed=3)  # a filter starts from the same noise whatever else is asked
-    np.testing.assert_array_equal(again[0], whole[0][6:])
+    assert_same_levels(again[0], whole[0][6:])
     other = ascent.run(range(8), seed=4)
     assert (other[0] != whole[0]).mean() > 0.5
 

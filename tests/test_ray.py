@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import invoke
+from helpers import assert_close, assert_same_pictures, assert_same_raws, invoke
 from PIL import Image
 
 from gradcam_cli.errors import EngineError, ImageError, OutputError
@@ -72,22 +72,6 @@ def files(out: pathlib.Path) -> set[str]:
     return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
 
 
-def assert_close(a, b, where: str = "") -> None:
-    """Equal JSON values, numbers within 1e-5."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            assert_close(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_close(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) and not isinstance(a, bool):
-        assert b == pytest.approx(a, abs=1e-5), where
-    else:
-        assert a == b, where
-
-
 def log_records(path: pathlib.Path) -> list[dict]:
     from gradcam_cli.io.writers import read_json_lines_with_offsets
 
@@ -114,9 +98,8 @@ def assert_same_run(out: pathlib.Path, reference: pathlib.Path, name: str = "pre
     for record in ours["images"]:
         assert_close(record, {r["path"]: r for r in theirs["images"]}[record["path"]], record["path"])
         for entry in record.get("predictions", []):
-            np.testing.assert_allclose(np.load(out / entry["raw"]), np.load(reference / entry["raw"]), atol=1e-5)
-            a, b = (np.asarray(Image.open(d / entry["overlay"]), dtype=np.float64) for d in (out, reference))
-            assert a.shape == b.shape and np.abs(a - b).mean() < 0.5
+            assert_same_raws(out / entry["raw"], reference / entry["raw"], entry["raw"])
+            assert_same_pictures(out / entry["overlay"], reference / entry["overlay"], entry["overlay"])
     log = log_records((out / name).with_suffix(".jsonl"))
     if not resumed:
         assert sorted(r["path"] for r in log) == sorted(mine)  # each image once, in any order
