@@ -312,7 +312,7 @@ def worker(args) -> dict:
     from gradcam_cli.io import images as gimages
     from gradcam_cli.io.discover import iter_inputs
     from gradcam_cli.run.folder import run_folder
-    from gradcam_cli.run.settings import RunOptions, RunSettings
+    from gradcam_cli.settings import RunOptions, RunSettings
 
     name = args.worker
     cli_reps = args.cli_reps
@@ -429,7 +429,7 @@ def worker(args) -> dict:
         try:
             options = RunOptions(out_dir=str(out), batch_size=b)
             start = perf()
-            summary = run_folder(cam, chosen, RunSettings(top=n), options)
+            summary = run_folder(cam, chosen, RunSettings.from_json({"top": n}), options)
             elapsed = perf() - start
         finally:
             shutil.rmtree(out, ignore_errors=True)
@@ -588,7 +588,7 @@ def memory_worker(args) -> dict:
     from gradcam_cli.engine.cam import GradCAM
     from gradcam_cli.io.discover import iter_inputs
     from gradcam_cli.run.folder import run_folder
-    from gradcam_cli.run.settings import RunOptions, RunSettings
+    from gradcam_cli.settings import RunOptions, RunSettings
 
     cam = GradCAM(args.memory_backbone, weights=args.weights)
     built = maxrss_mib()
@@ -596,7 +596,7 @@ def memory_worker(args) -> dict:
     out = pathlib.Path(tempfile.mkdtemp(prefix="mem-out-", dir=args.tmp))
     try:
         start = perf()
-        summary = run_folder(cam, refs, RunSettings(top=3), RunOptions(out_dir=str(out), batch_size=16))
+        summary = run_folder(cam, refs, RunSettings.from_json({"top": 3}), RunOptions(out_dir=str(out), batch_size=16))
         elapsed = perf() - start
     finally:
         shutil.rmtree(out, ignore_errors=True)

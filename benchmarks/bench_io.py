@@ -103,12 +103,12 @@ def run_pipeline(cam, folder: pathlib.Path, out: pathlib.Path, *, top: int, thre
                  **settings) -> dict:
     from gradcam_cli.io.discover import iter_inputs
     from gradcam_cli.run.folder import run_folder
-    from gradcam_cli.run.settings import RunOptions, RunSettings
+    from gradcam_cli.settings import RunOptions, RunSettings
 
     refs = list(iter_inputs([str(folder)]))
     shutil.rmtree(out, ignore_errors=True)
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
-    summary = run_folder(cam, refs, RunSettings(top=top, **settings), RunOptions(out_dir=out, batch_size=batch,
+    summary = run_folder(cam, refs, RunSettings.from_json({"top": top, **settings}), RunOptions(out_dir=out, batch_size=batch,
                                                                                  workers=threads))
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
     assert summary.done == len(refs), summary

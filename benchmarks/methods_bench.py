@@ -130,7 +130,7 @@ def scorecam_rows(backbone: str, images: int = 2, channels: int = 64, chunk: int
     from tf_keras_vis.utils.scores import CategoricalScore
 
     from gradcam_cli.engine.explainer import Explainer
-    from gradcam_cli.methods import MethodOptions
+    from gradcam_cli.settings import MethodOptions
 
     profile, model, split, x = _build(backbone, input_size)
     xs = x[:images]

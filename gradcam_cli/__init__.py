@@ -7,9 +7,18 @@ This module stays light: importing it does not import TensorFlow.
     [result] = cam.explain([rgb_uint8_array], top=3)
 """
 
-__version__ = "0.2.0"
+from gradcam_cli._version import __version__
+from gradcam_cli.settings import (
+    MethodOptions,
+    ModelSettings,
+    OutputSettings,
+    RunOptions,
+    RunSettings,
+    TargetSettings,
+)
 
-__all__ = ["GradCAM", "ModelSettings", "RunSettings", "RunOptions", "__version__"]
+__all__ = ["GradCAM", "MethodOptions", "ModelSettings", "OutputSettings", "RunOptions", "RunSettings",
+           "TargetSettings", "__version__"]
 
 
 def __getattr__(name: str):
@@ -17,8 +26,4 @@ def __getattr__(name: str):
         from gradcam_cli.engine.cam import GradCAM
 
         return GradCAM
-    if name in ("ModelSettings", "RunSettings", "RunOptions"):
-        from gradcam_cli.run import settings
-
-        return getattr(settings, name)
     raise AttributeError(f"module 'gradcam_cli' has no attribute {name!r}")

@@ -60,6 +60,21 @@ def test_only_the_cli_imports_click_and_tqdm_and_stages_import_one_way():
     assert len(list(PACKAGE.rglob("*.py"))) > 20  # the walk saw the package
 
 
+def test_the_ground_floor_imports_no_stage():
+    """The root modules (settings records, errors, the version) are leaves: every stage may import
+    them, and they import no stage (the facade ``__init__`` imports its stages lazily; ``__main__``,
+    ``python -m gradcam_cli``, is the CLI's door, not a floor)."""
+    problems = []
+    for path in (p for p in PACKAGE.glob("*.py") if p.name != "__main__.py"):
+        for name in imports_of(path):
+            parts = name.split(".")
+            if parts[0] == "gradcam_cli" and len(parts) > 1 and (PACKAGE / parts[1]).is_dir():
+                if path.name != "__init__.py" or name not in ("gradcam_cli.engine.cam",):
+                    problems.append(f"{path.name} imports {name}")
+    assert problems == []
+    assert {"settings.py", "errors.py", "_version.py"} <= {p.name for p in PACKAGE.glob("*.py")}
+
+
 def gap_model() -> keras.Model:
     inp = keras.Input((8, 8, 3))
     a = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="target")(inp)
@@ -124,11 +139,11 @@ def test_unknown_method_names_the_list_and_a_close_match():
 def test_the_per_batch_step_writes_what_the_folder_runner_writes(tmp_path, lite0_cam):
     from gradcam_cli.io.discover import iter_inputs
     from gradcam_cli.run.folder import run_folder
-    from gradcam_cli.run.settings import RunOptions, RunSettings
+    from gradcam_cli.settings import RunOptions, RunSettings
     from gradcam_cli.run.step import BatchStep, decode_item
 
     refs = list(iter_inputs(["sample_images"]))
-    settings = RunSettings(top=2, save_raw=True)
+    settings = RunSettings.from_json({"top": 2, "save_raw": True})
     summary = run_folder(lite0_cam, refs, settings, RunOptions(out_dir=tmp_path / "folder", batch_size=3))
     assert summary.done == 4
     folder_records = json.loads((tmp_path / "folder" / "predictions.json").read_text())["images"]

@@ -13,8 +13,9 @@ from helpers import invoke
 from gradcam_cli.io.images import decode, decode_sized, reduction
 from gradcam_cli.io.preprocess import resize
 from gradcam_cli.run.folder import io_threads
-from gradcam_cli.run.settings import RunSettings
+from gradcam_cli.run.outputs import outputs_for
 from gradcam_cli.run.step import decode_floor
+from gradcam_cli.settings import RunSettings
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,11 @@ def big_jpeg(tmp_path_factory):
     return path
 
 
+
+def floor_for(**flat):
+    """The decode floor of a run with these settings (``RunSettings.from_json`` keys), for a 224 px model."""
+    return decode_floor(outputs_for(RunSettings.from_json(flat)), (224, 224))
+
 def test_reduction_keeps_the_asked_size():
     assert reduction(3000, 4000, None) == 1
     assert reduction(3000, 4000, (448, 448)) == 4  # 750 x 1000 >= 448; 375 < 448
@@ -37,7 +43,7 @@ def test_reduction_keeps_the_asked_size():
 
 def test_reduced_decode_gives_the_same_model_input_within_the_resize_tolerance(big_jpeg):
     full = decode(str(big_jpeg))
-    floor = decode_floor(RunSettings(overlays=False), (224, 224))
+    floor = floor_for(overlays=False)
     reduced, size = decode_sized(str(big_jpeg), at_least=floor)
     assert size == (2400, 3608) and reduced.shape == (300, 451, 3)  # decoded at 1/8
     a, b = resize(full, (224, 224)).astype(int), resize(reduced, (224, 224)).astype(int)
@@ -56,7 +62,7 @@ def test_reduced_decode_down_to_the_model_input_keeps_the_input(tmp_path, width,
     cv2.imwrite(str(path), (image + rng.integers(-10, 11, image.shape)).clip(0, 255).astype(np.uint8),
                 [cv2.IMWRITE_JPEG_QUALITY, 90])
     full = decode(str(path))
-    reduced, size = decode_sized(str(path), at_least=decode_floor(RunSettings(overlays=False), (224, 224)))
+    reduced, size = decode_sized(str(path), at_least=floor_for(overlays=False))
     assert size == (height, width) and reduced.shape == (-(-height // factor), -(-width // factor), 3)
     a, b = resize(full, (224, 224)).astype(int), resize(reduced, (224, 224)).astype(int)
     one_area = cv2.resize(full, (224, 224), interpolation=cv2.INTER_AREA).astype(int)
@@ -95,8 +101,7 @@ def test_capped_overlay_base_is_the_full_image_area_averaged(big_jpeg, max_side)
     from gradcam_cli.run.outputs import ImageResult, OverlayOutput
 
     full = decode(str(big_jpeg))
-    reduced, size = decode_sized(str(big_jpeg), at_least=decode_floor(RunSettings(overlay_max_side=max_side),
-                                                                       (224, 224)))
+    reduced, size = decode_sized(str(big_jpeg), at_least=floor_for(overlay_max_side=max_side))
     base = OverlayOutput(0.4, "jet", 90, max_side=max_side).base(ImageResult(reduced, None, [], [], {}, size=size))
     height = round(2400 * max_side / 3608)
     assert base.shape == (height, max_side, 3) and reduced.shape[1] >= max_side
@@ -127,11 +132,11 @@ def test_explain_keeps_large_blocks(tmp_path, monkeypatch, lite0_cam):
 
 
 def test_decode_floor_follows_the_outputs():
-    assert decode_floor(RunSettings(), (224, 224)) is None  # overlays at the original size: full decode
-    floor = decode_floor(RunSettings(overlay_max_side=1024), (224, 224))
+    assert floor_for() is None  # overlays at the original size: full decode
+    floor = floor_for(overlay_max_side=1024)
     assert floor(3000, 4000) == (768, 1024)
-    assert decode_floor(RunSettings(overlays=False, grid=True), (224, 224)) is None
-    assert decode_floor(RunSettings(overlays=False), (224, 224))(3000, 4000) == (224, 224)
+    assert floor_for(overlays=False, grid=True) is None
+    assert floor_for(overlays=False)(3000, 4000) == (224, 224)
 
 
 def test_io_threads_follow_the_cpus_this_process_may_use():

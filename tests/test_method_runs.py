@@ -94,7 +94,7 @@ def test_a_class_agnostic_method_is_marked(tmp_path, lite0_cam):
 
 
 def test_settings_and_cli_refuse_a_method_twice(tmp_path):
-    from gradcam_cli.run.settings import RunSettings
+    from gradcam_cli.settings import RunSettings
 
     with pytest.raises(ValueError, match="methods must name each CAM method once"):
         RunSettings(methods=("gradcam", "gradcam"))

@@ -171,13 +171,13 @@ def test_a_worker_killed_mid_batch_is_replaced_and_nothing_is_lost_or_doubled(ra
     from gradcam_cli.io.discover import iter_inputs
     from gradcam_cli.io.labels_csv import load_labels_csv
     from gradcam_cli.run.ray_engine import RayOptions, run_ray
-    from gradcam_cli.run.settings import RunOptions, RunSettings
+    from gradcam_cli.settings import RunOptions, RunSettings
 
     monkeypatch.chdir(base)
     marker = base / "fault-happened"
     refs = list(iter_inputs(["images"]))
     truth = {path: lite0_cam.class_names.resolve(label, 1000) for path, label in load_labels_csv("labels.csv").items()}
-    settings = RunSettings(top=2, save_raw=True, labels_csv=str(base / "labels.csv"))
+    settings = RunSettings.from_json({"top": 2, "save_raw": True, "labels_csv": str(base / "labels.csv")})
     summary = run_ray(lite0_cam, refs, settings, RunOptions(out_dir="killed-worker", batch_size=2),
                       RayOptions(workers=1), truth=truth, actor=faulty_actor(marker))
     assert marker.exists()  # the fault happened
@@ -246,7 +246,7 @@ def test_a_worker_with_another_version_is_refused_in_one_line(ray_address, base,
 
 def test_an_out_folder_a_worker_cannot_write_is_refused_in_one_line(tmp_path, monkeypatch):
     from gradcam_cli.run.ray_engine import ExplainActor, WorkerSpec
-    from gradcam_cli.run.settings import RunSettings
+    from gradcam_cli.settings import RunSettings
 
     monkeypatch.chdir(tmp_path)  # the actor enters the driver's folder: give this process its own back afterwards
 

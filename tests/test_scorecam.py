@@ -15,7 +15,8 @@ from helpers import random_images
 
 from gradcam_cli.engine.explainer import Explainer
 from gradcam_cli.engine.score import masked_scores
-from gradcam_cli.methods import MethodOptions, get_method
+from gradcam_cli.methods import get_method
+from gradcam_cli.settings import MethodOptions
 from gradcam_cli.methods.score import channel_masks
 from gradcam_cli.models.split import split_model
 

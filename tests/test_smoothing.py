@@ -10,7 +10,7 @@ import tensorflow as tf
 from helpers import invoke, random_images
 
 from gradcam_cli.engine.explainer import Explainer
-from gradcam_cli.methods import MethodOptions
+from gradcam_cli.settings import MethodOptions
 from gradcam_cli.models.split import split_model
 
 GRADIENT = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam")

@@ -21,6 +21,7 @@ from gradcam_cli.errors import (
     ResumeError,
     TargetError,
 )
+from gradcam_cli.settings import ModelSettings
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -144,10 +145,8 @@ def model_options(command):
     return command
 
 
-def model_settings(params: dict, precision: str = "float32"):
+def model_settings(params: dict, precision: str = "float32") -> ModelSettings:
     """The :class:`ModelSettings` that the model options describe (checks flags that exclude each other)."""
-    from gradcam_cli.run.settings import ModelSettings
-
     ctx = click.get_current_context()
     model_path = params["model_path"]
     if model_path and ctx.get_parameter_source("backbone") != click.core.ParameterSource.DEFAULT:
@@ -164,7 +163,7 @@ def model_settings(params: dict, precision: str = "float32"):
     )
 
 
-def class_names_before_loading(settings):
+def class_names_before_loading(settings: ModelSettings):
     """The class names a model will have, when they are known without building it: ``--labels``,
     or a registry backbone's list. None for a saved model without ``--labels``."""
     from gradcam_cli.config import classes
@@ -182,7 +181,7 @@ def class_names_before_loading(settings):
         return classes.load(profile.classes, base)
 
 
-def make_cam(settings):
+def make_cam(settings: ModelSettings):
     """Build the GradCAM object the settings describe (TensorFlow is imported here)."""
     reg = registry(settings.config_dirs)
     with errors():
@@ -196,7 +195,7 @@ def make_cam(settings):
         return GradCAM.from_settings(settings, profile=profile)
 
 
-def make_cam_without_weights(settings):
+def make_cam_without_weights(settings: ModelSettings):
     """The model the settings describe, a backbone built with random weights (nothing to load)."""
     from dataclasses import replace
 

@@ -26,6 +26,18 @@ from gradcam_cli.cli.common import (
 )
 from gradcam_cli.cli.main import main
 from gradcam_cli.methods import method_names
+from gradcam_cli.settings import (
+    PRECISIONS,
+    BoxSettings,
+    GifSettings,
+    GridSettings,
+    MethodOptions,
+    OutputSettings,
+    OverlaySettings,
+    RunOptions,
+    RunSettings,
+    TargetSettings,
+)
 
 
 def _unit_interval(ctx, param, value):
@@ -137,7 +149,7 @@ def engine_options(command):
 @click.option("--batch-size", default="16", show_default=True, callback=_batch_size,
               help="Images per batch, or 'auto': the largest that fits on the GPU (16 on the CPU). "
                    "On out-of-memory the batch is halved and no image is lost.")
-@click.option("--precision", type=click.Choice(["float32", "mixed"]), default="float32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
               help="'mixed': float16 compute (for GPUs with tensor cores); maps stay float32.")
 @click.option("--alpha", default=0.4, show_default=True, type=float, callback=_unit_interval,
               help="Heatmap opacity in the overlay.")
@@ -200,8 +212,6 @@ def explain(**params) -> None:
 
 def _explain(stop, p: dict) -> int:
     """The command's work (``p``: the command's parameters); returns the exit code."""
-    from gradcam_cli.run.settings import RunSettings
-
     classes = p["classes"]
     if p["target_unit"] is not None:
         if classes:
@@ -212,14 +222,20 @@ def _explain(stop, p: dict) -> int:
     refs = _inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], shard)
     labels_csv = p["labels_csv"]
     settings = RunSettings(
-        model=model_settings(p, p["precision"]), methods=tuple(p["methods"]), top=p["top"], classes=tuple(classes),
-        threshold=p["threshold"], labels_csv=None if labels_csv is None else os.path.abspath(labels_csv),
-        alpha=p["alpha"], colormap=p["colormap"], quality=p["quality"], save_raw=p["save_raw"],
-        max_pixels=p["max_pixels"], grid=p["grid"], grid_columns=p["grid_columns"], grid_tile=p["grid_tile"],
-        gif=p["gif"], gif_ms=p["gif_ms"], boxes=p["boxes"], box_threshold=p["box_threshold"],
-        overlays=not p["no_overlays"], overlay_max_side=p["overlay_max_side"],
-        scorecam_batch=p["scorecam_batch"], scorecam_channels=p["scorecam_channels"], aug_smooth=p["aug_smooth"],
-        eigen_smooth=p["eigen_smooth"],
+        model=model_settings(p, p["precision"]),
+        targets=TargetSettings(top=p["top"], classes=tuple(classes), threshold=p["threshold"],
+                               labels_csv=None if labels_csv is None else os.path.abspath(labels_csv)),
+        methods=tuple(p["methods"]),
+        method_options=MethodOptions(scorecam_batch=p["scorecam_batch"], scorecam_channels=p["scorecam_channels"],
+                                     aug_smooth=p["aug_smooth"], eigen_smooth=p["eigen_smooth"]),
+        outputs=OutputSettings(
+            overlay=OverlaySettings(alpha=p["alpha"], colormap=p["colormap"], quality=p["quality"],
+                                    max_side=p["overlay_max_side"], enabled=not p["no_overlays"]),
+            raw=p["save_raw"], boxes=BoxSettings(enabled=p["boxes"], threshold=p["box_threshold"]),
+            grid=GridSettings(enabled=p["grid"], columns=p["grid_columns"], tile=p["grid_tile"]),
+            gif=GifSettings(enabled=p["gif"], ms=p["gif_ms"]),
+        ),
+        max_pixels=p["max_pixels"],
     )
     labels = _precheck(settings, None if p["dry_run"] else p["out_dir"], shard)
     if p["dry_run"]:
@@ -307,13 +323,13 @@ def _precheck(settings, out_dir, shard) -> dict | None:
             writers.check_creatable(out_dir)
             if os.path.isdir(out_dir):
                 writers.FolderLock(out_dir, None if shard is None else f"{shard[0]}-of-{shard[1]}").check_free()
-        if settings.labels_csv is not None:
+        if settings.targets.labels_csv is not None:
             from gradcam_cli.io.labels_csv import load_labels_csv
 
-            labels = load_labels_csv(settings.labels_csv)
+            labels = load_labels_csv(settings.targets.labels_csv)
         names = class_names_before_loading(settings.model)
         if names is not None:
-            for token in settings.classes:
+            for token in settings.targets.classes:
                 names.resolve(token)
             for label in sorted(set((labels or {}).values())):
                 names.resolve(label)
@@ -325,7 +341,6 @@ def _run(stop, settings, refs, labels, out_dir, sizes, resume, shard, jsonl, qui
     ``sizes``: (batch size, I/O threads)."""
     batch_size, io_threads = sizes
     from gradcam_cli.cli.progress import Progress
-    from gradcam_cli.run.settings import RunOptions
 
     if ray_options is not None:
         from gradcam_cli.run.ray_engine import keep_driver_off_gpus
@@ -341,7 +356,7 @@ def _run(stop, settings, refs, labels, out_dir, sizes, resume, shard, jsonl, qui
         keep_large_blocks()  # big photos' buffers reused, not page-faulted in anew per image
 
     with errors():
-        cam.resolve_classes(settings.classes)
+        cam.resolve_classes(settings.targets.classes)
         truth = {path: cam.class_names.resolve(label, cam.split.num_classes) for path, label in (labels or {}).items()}
     options = RunOptions(out_dir=out_dir, batch_size=auto_batch_size() if batch_size == "auto" else batch_size,
                          workers=io_threads,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from gradcam_cli import __version__
+from gradcam_cli._version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

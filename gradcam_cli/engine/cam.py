@@ -29,11 +29,8 @@ from gradcam_cli.config.profiles import (
     own_model_profile,
 )
 from gradcam_cli.errors import ModelError, OptionError
+from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_METHOD, DEFAULT_TOP, PRECISIONS, MethodOptions, ModelSettings
 
-DEFAULT_TOP = 3
-DEFAULT_BATCH = 16
-DEFAULT_METHOD = "gradcam"
-PRECISIONS = ("float32", "mixed")
 
 
 @dataclass(frozen=True)
@@ -219,8 +216,8 @@ class GradCAM:
         return [self.class_names.resolve(t, self.split.num_classes) for t in tokens]
 
     @classmethod
-    def from_settings(cls, settings: Any, profile: Profile | None = None) -> "GradCAM":
-        """Build from a :class:`gradcam_cli.run.settings.ModelSettings` (what the CLI does)."""
+    def from_settings(cls, settings: ModelSettings, profile: Profile | None = None) -> "GradCAM":
+        """Build from a :class:`gradcam_cli.settings.ModelSettings` (what the CLI does)."""
         s = settings
         return cls(
             s.backbone, profile=profile, model=s.model, weights=s.weights, layer=s.layer, output=s.output,
@@ -229,10 +226,9 @@ class GradCAM:
         )
 
     def explainer(self, top: int | None, classes: Sequence[int] | None, extra: bool = False,
-                  method: str | Sequence[str] = DEFAULT_METHOD, options: Any = None):
+                  method: str | Sequence[str] = DEFAULT_METHOD, options: MethodOptions | None = None):
         """The compiled explainer for these targets, method(s) and method options, built once and kept."""
         from gradcam_cli.engine.explainer import Explainer
-        from gradcam_cli.methods import MethodOptions
 
         method, options = method_tuple(method), options or MethodOptions()
         key = (("top", top) if classes is None else ("classes", tuple(classes)), extra, method, options)
@@ -261,7 +257,7 @@ class GradCAM:
         batch_size: int = DEFAULT_BATCH,
         method: str | Sequence[str] = DEFAULT_METHOD,
         value_range: tuple[float, float] | None = None,
-        options: Any = None,
+        options: MethodOptions | None = None,
     ) -> list[Explanation]:
         """Explain a list of images (or an (N, H, W, C) batch): top-N classes, or the given ``classes``.
 
@@ -269,7 +265,7 @@ class GradCAM:
         white), any size; uint8 0..255, or float with ``value_range=(0, 1)`` or ``(0, 255)``.
         Anything else raises one ``ValueError`` naming the shape and dtype received.
         ``method``: a method name or several (all from one forward and backward pass);
-        ``options``: a :class:`gradcam_cli.methods.MethodOptions` (Score-CAM's settings, smoothing).
+        ``options``: a :class:`gradcam_cli.settings.MethodOptions` (Score-CAM's settings, smoothing).
         """
         indices = self.resolve_classes(classes) if classes else None
         results: list[Explanation] = []
@@ -312,7 +308,7 @@ class GradCAM:
         truth: Sequence[int | None] | None = None,
         threshold: float | None = None,
         method: str | Sequence[str] = DEFAULT_METHOD,
-        options: Any = None,
+        options: MethodOptions | None = None,
     ) -> list[Explanation]:
         """Explain a preprocessed batch (``prepare``'s output): the ``top`` classes, or ``indices``.
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from gradcam_cli.engine.score import chosen_channels, masked_scores
 from gradcam_cli.engine.smooth import aug_smoothed
-from gradcam_cli.methods import Method, MethodOptions, get_method
+from gradcam_cli.methods import Method, get_method
+from gradcam_cli.settings import MethodOptions
 from gradcam_cli.methods.eigen import first_component
 from gradcam_cli.models.split import Split
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from gradcam_cli.methods.registry import MethodOptions
+from gradcam_cli.settings import MethodOptions
 from gradcam_cli.methods.score import channel_masks, top_variance_channels
 
 

@@ -7,9 +7,9 @@ from gradcam_cli.methods import eigen  # noqa: F401, I001
 from gradcam_cli.methods import score  # noqa: F401, I001
 from gradcam_cli.methods import guided  # noqa: F401, I001
 from gradcam_cli.methods import baselines  # noqa: F401, I001
-from gradcam_cli.methods.registry import METHODS, Method, MethodOptions, get_method, register
+from gradcam_cli.methods.registry import METHODS, Method, get_method, register
 
-__all__ = ["METHODS", "Method", "MethodOptions", "get_method", "register", "method_names"]
+__all__ = ["METHODS", "Method", "get_method", "register", "method_names"]
 
 
 def method_names() -> list[str]:

@@ -33,29 +33,6 @@ KINDS = ("weights", "spatial", "score", "guided")
 
 
 @dataclass(frozen=True)
-class MethodOptions:
-    """Settings of particular methods (they change nothing for the others).
-
-    ``scorecam_batch``: masked inputs per forward pass (Score-CAM's memory bound);
-    ``scorecam_channels``: keep only this many channels of highest spatial variance
-    (Faster Score-CAM; None: all). ``aug_smooth``: average the maps over horizontal flip x
-    input multiplied by 0.9 / 1.0 / 1.1 (flips undone, classes fixed by the plain pass);
-    ``eigen_smooth``: the map is the first principal component of the weighted activations
-    instead of their channel sum."""
-
-    scorecam_batch: int = 256
-    scorecam_channels: int | None = None
-    aug_smooth: bool = False
-    eigen_smooth: bool = False
-
-    def __post_init__(self) -> None:
-        if self.scorecam_batch < 1:
-            raise ValueError(f"scorecam_batch must be at least 1, got {self.scorecam_batch}")
-        if self.scorecam_channels is not None and self.scorecam_channels < 1:
-            raise ValueError(f"scorecam_channels must be at least 1 or None, got {self.scorecam_channels}")
-
-
-@dataclass(frozen=True)
 class Method:
     name: str
     kind: str

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gradcam_cli import __version__
+from gradcam_cli._version import __version__
 from gradcam_cli.engine.cam import batched
 from gradcam_cli.io import writers
 from gradcam_cli.io.preprocess import resize

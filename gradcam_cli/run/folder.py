@@ -12,11 +12,16 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from gradcam_cli.engine.cam import batched
-from gradcam_cli.run.journal import RunJournal, Summary, recorded_settings, run_header  # noqa: F401  (old home)
+from gradcam_cli.run.journal import RunJournal, Summary
 from gradcam_cli.run.step import BatchStep, Item, decode_item
+from gradcam_cli.settings import RunOptions, RunSettings
+
+if TYPE_CHECKING:
+    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.io.discover import InputRef
 
 #: batches whose overlays may still be being written while the model runs. With one batch being
 #: decoded ahead and one in the model, at most WRITE_DEPTH + 2 batches of decoded images are held
@@ -35,14 +40,12 @@ def io_threads(requested: int | None = None) -> int:
     return max(2, cpus)
 
 
-def run_folder(cam: Any, refs: Sequence[Any], settings: Any, options: Any, *,
+def run_folder(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, options: RunOptions, *,
                truth: dict[str, int] | None = None, on_record: Callable[[dict], None] | None = None,
                stop: Callable[[], bool] | None = None) -> Summary:
     """Explain every input of ``refs`` (``InputRef``: ``.path``, ``.out_stem``) into ``options.out_dir``.
 
-    ``settings``: :class:`~gradcam_cli.run.settings.RunSettings`; ``options``:
-    :class:`~gradcam_cli.run.settings.RunOptions`; ``truth``: real path -> true class
-    index (test-set mode). A bad image becomes an error record; the run goes on. With
+    ``truth``: real path -> true class index (test-set mode). A bad image becomes an error record; the run goes on. With
     ``options.resume``, images whose outputs are complete are not computed again, and
     ``predictions.json`` keeps every record of the log: these inputs first, in input
     order, then earlier runs' images that are not among them (``Summary.earlier``).
@@ -56,7 +59,7 @@ def run_folder(cam: Any, refs: Sequence[Any], settings: Any, options: Any, *,
     step = BatchStep(cam, settings, options.out_dir, truth=truth)
     with RunJournal(cam, settings, options, step.outputs, on_record=on_record, total=len(refs)) as journal, \
             ThreadPoolExecutor(io_threads(options.workers), thread_name_prefix="gradcam-io") as pool:
-        def emit(item: Any) -> None:
+        def emit(item: Item | dict | Future) -> None:
             journal.add(item.result() if isinstance(item, Future) else item)  # a write's OutputError stops the run
 
         def start_decoding(chunk: list) -> list:

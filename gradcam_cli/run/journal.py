@@ -10,13 +10,19 @@ can be resumed by the other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from gradcam_cli import __version__
+from gradcam_cli._version import __version__
 from gradcam_cli.io import writers
 from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import JSON_NAME, JSONL_NAME, RUN_FILE, result_names
 from gradcam_cli.run.resume import Resumed, ResumeIndex, check_same_settings
+from gradcam_cli.settings import RunOptions, RunSettings
+
+if TYPE_CHECKING:
+    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.io.discover import InputRef
+    from gradcam_cli.run.outputs import Output
 
 
 @dataclass
@@ -61,7 +67,7 @@ class Summary:
         }
 
 
-def run_header(cam: Any, settings: Any, options: Any) -> dict:
+def run_header(cam: GradCAM, settings: RunSettings, options: RunOptions) -> dict:
     """The header of ``predictions.json``: tool, the model's description, method, settings."""
     described = cam.describe()
     header = {"tool": "gradcam-cli", "version": __version__}
@@ -80,7 +86,7 @@ def run_header(cam: Any, settings: Any, options: Any) -> dict:
     return header
 
 
-def recorded_settings(cam: Any, settings: Any) -> dict:
+def recorded_settings(cam: GradCAM, settings: RunSettings) -> dict:
     """The settings as the run file records them (the backbone resolved to the profile in use)."""
     recorded = settings.to_json()
     recorded["model.backbone"] = cam.profile.name
@@ -99,7 +105,7 @@ class RunJournal:
     log's other images in log order, except those whose files this run replaced.
     """
 
-    def __init__(self, cam: Any, settings: Any, options: Any, outputs: Sequence[Any],
+    def __init__(self, cam: GradCAM, settings: RunSettings, options: RunOptions, outputs: Sequence[Output],
                  on_record: Callable[[dict], None] | None = None, total: int = 0):
         self.cam, self.settings, self.options, self.on_record = cam, settings, options, on_record
         self.outputs = outputs
@@ -144,7 +150,7 @@ class RunJournal:
             self.on_record(record)
         return True
 
-    def _document_offsets(self, refs: Sequence[Any]) -> tuple[list[int], list[int]]:
+    def _document_offsets(self, refs: Sequence[InputRef]) -> tuple[list[int], list[int]]:
         known = {**self.resume.offsets, **self.offsets}
         ours = [known[ref.path] for ref in refs if ref.path in known]
         inputs = {ref.path for ref in refs}
@@ -154,7 +160,7 @@ class RunJournal:
         self.summary.replaced = len(others) - len(earlier)
         return ours, earlier
 
-    def finish(self, refs: Sequence[Any], max_batch: int | None = None) -> Summary:
+    def finish(self, refs: Sequence[InputRef], max_batch: int | None = None) -> Summary:
         """Close the log; write ``predictions.json``; release the folder.
 
         ``max_batch``: the batch size the model was cut to after running out of memory, if it was.

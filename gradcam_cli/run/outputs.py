@@ -25,6 +25,7 @@ import numpy as np
 
 from gradcam_cli.engine.cam import Explanation
 from gradcam_cli.run.naming import method_name
+from gradcam_cli.settings import OutputSettings, RunSettings
 
 GUIDED = "guided"  # Guided Grad-CAM: an image at the input's resolution, not a heat map
 
@@ -53,6 +54,11 @@ class Output:
 
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         raise NotImplementedError
+
+    def picture_side(self) -> int | None:
+        """The longest side this output's pictures of an image need: 0 when it makes none from the
+        image, None for the original size (the image is then decoded whole)."""
+        return 0
 
     def files(self, record: dict) -> list[str]:
         """The files (relative to the output folder) that ``record`` says this output wrote;
@@ -104,6 +110,9 @@ class OverlayOutput(Output):
 
         self.alpha, self.colormap, self.quality, self.boxes = alpha, colormap_id(colormap), quality, boxes
         self.max_side, self.enabled = max_side, enabled
+
+    def picture_side(self) -> int | None:
+        return self.max_side if self.enabled else 0
 
     def base(self, result: ImageResult):
         """The image the overlays are blended on: the decoded image, shrunk (area-averaged, by the
@@ -218,6 +227,9 @@ class GridOutput(Output):
     def __init__(self, overlay: OverlayOutput, columns: int, tile: int, quality: int):
         self.overlay, self.columns, self.tile, self.quality = overlay, columns, tile, quality
 
+    def picture_side(self) -> int | None:
+        return self.overlay.max_side  # its tiles are the overlays
+
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
         from gradcam_cli.render.grid import grid_image, tile_title
@@ -245,6 +257,9 @@ class GifOutput(Output):
 
     def __init__(self, overlay: OverlayOutput, ms: int):
         self.overlay, self.ms = overlay, ms
+
+    def picture_side(self) -> int | None:
+        return self.overlay.max_side  # its frames are the overlays
 
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
@@ -306,22 +321,23 @@ def box_of(entry: dict, method: str) -> list | None:
     return boxes.get(method) if isinstance(boxes, dict) else entry.get("box")
 
 
-def outputs_for(settings: Any) -> list[Output]:
+def outputs_for(settings: RunSettings) -> list[Output]:
     """The outputs a run's settings ask for, in the order they write (boxes before the overlays
     that draw them; grid and GIF reuse the overlays)."""
+    o: OutputSettings = settings.outputs
     heat_maps = any(m != GUIDED for m in settings.methods)
-    overlay = OverlayOutput(settings.alpha, settings.colormap, settings.quality, boxes=settings.boxes,
-                            max_side=settings.overlay_max_side, enabled=settings.overlays and heat_maps)
-    outputs: list[Output] = [BoxOutput(settings.box_threshold)] if settings.boxes else []
+    overlay = OverlayOutput(o.overlay.alpha, o.overlay.colormap, o.overlay.quality, boxes=o.boxes.enabled,
+                            max_side=o.overlay.max_side, enabled=o.overlay.enabled and heat_maps)
+    outputs: list[Output] = [BoxOutput(o.boxes.threshold)] if o.boxes.enabled else []
     outputs.append(overlay)
-    if settings.save_raw and heat_maps:
+    if o.raw and heat_maps:
         outputs.append(RawOutput())
     if GUIDED in settings.methods:
         outputs.append(GuidedOutput())
-    if settings.grid:
-        outputs.append(GridOutput(overlay, settings.grid_columns, settings.grid_tile, settings.quality))
-    if settings.gif:
-        outputs.append(GifOutput(overlay, settings.gif_ms))
+    if o.grid.enabled:
+        outputs.append(GridOutput(overlay, o.grid.columns, o.grid.tile, o.overlay.quality))
+    if o.gif.enabled:
+        outputs.append(GifOutput(overlay, o.gif.ms))
     return outputs
 
 

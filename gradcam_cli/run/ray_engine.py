@@ -22,11 +22,11 @@ import os
 import socket
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from gradcam_cli import __version__
+from gradcam_cli._version import __version__
 from gradcam_cli.errors import EngineError, GradcamError, first_line
 from gradcam_cli.io import writers
 from gradcam_cli.run.folder import compute_batch
@@ -34,6 +34,11 @@ from gradcam_cli.run.journal import RunJournal, Summary, recorded_settings
 from gradcam_cli.run.memory import keep_large_blocks
 from gradcam_cli.run.outputs import outputs_for
 from gradcam_cli.run.step import BatchStep, decode_item
+from gradcam_cli.settings import RunOptions, RunSettings
+
+if TYPE_CHECKING:
+    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.io.discover import InputRef
 
 INSTALL_HINT = "--engine ray needs Ray, which is not installed; install it with: pip install 'gradcam-cli[ray]'"
 #: environment variables that say where caches and profiles are; the driver's values go to every actor
@@ -104,7 +109,7 @@ def plan_pool(resources: dict, options: RayOptions, batches: int) -> tuple[int, 
 class WorkerSpec:
     """What every actor needs, and what it must find equal on its node."""
 
-    settings: Any  # RunSettings
+    settings: RunSettings
     out_dir: str  # absolute
     cwd: str  # the driver's working directory: relative input and model paths resolve from it
     version: str  # the driver's gradcam-cli version
@@ -195,7 +200,8 @@ class ExplainActor:
         }
 
 
-def run_ray(cam: Any, refs: Sequence[Any], settings: Any, options: Any, ray_options: RayOptions, *,
+def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, options: RunOptions,
+            ray_options: RayOptions, *,
             truth: dict[str, int] | None = None, on_record: Callable[[dict], None] | None = None,
             actor: type = ExplainActor) -> Summary:
     """Explain ``refs`` into ``options.out_dir`` on Ray; the same files and records as

@@ -13,7 +13,7 @@ import math
 import pathlib
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,13 +21,19 @@ from gradcam_cli.errors import ImageError
 from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import map_name
 from gradcam_cli.run.outputs import ImageResult, Output, outputs_for
+from gradcam_cli.settings import RunSettings
+
+if TYPE_CHECKING:
+    from gradcam_cli.config.profiles import Profile
+    from gradcam_cli.engine.cam import GradCAM, Explanation, Prediction
+    from gradcam_cli.io.discover import InputRef
 
 
 @dataclass(frozen=True)
 class Item:
     """One decoded image, ready for the model."""
 
-    ref: Any  # InputRef: .path (as given) and .out_stem (unique relative output stem)
+    ref: InputRef  # .path (as given) and .out_stem (unique relative output stem)
     image: np.ndarray  # original resolution, RGB uint8
     model_input: np.ndarray  # resized and normalised: float32 (H, W, 3)
     true_class: int | None = None  # test-set mode: its true label's class index
@@ -38,7 +44,7 @@ class Item:
         return tuple(self.size) if self.size is not None else self.image.shape[:2]
 
 
-def _entry(prediction: Any, head_type: str) -> dict:
+def _entry(prediction: Prediction, head_type: str) -> dict:
     """A prediction as the record lists it; a regression (linear) output's score is a ``value``,
     not a probability."""
     entry = asdict(prediction)
@@ -51,7 +57,7 @@ def error_record(path: str, exc: ImageError) -> dict:
     return {"path": path, "status": "error", "kind": exc.kind, "message": exc.message}
 
 
-def decode_item(ref: Any, profile: Any, max_pixels: int | None = None, true_class: int | None = None,
+def decode_item(ref: InputRef, profile: Profile, max_pixels: int | None = None, true_class: int | None = None,
                 at_least: Callable | None = None) -> Item | dict:
     """Decode, resize and normalise one image (in an I/O thread); an error record if it cannot be used.
     ``at_least``: see :func:`gradcam_cli.io.images.decode_sized` (and :func:`decode_floor`)."""
@@ -67,19 +73,19 @@ def decode_item(ref: Any, profile: Any, max_pixels: int | None = None, true_clas
                 None if size == image.shape[:2] else size)
 
 
-def decode_floor(settings: Any, input_size: tuple[int, int]) -> Callable | None:
+def decode_floor(outputs: Sequence[Output], input_size: tuple[int, int]) -> Callable | None:
     """How small a JPEG may be decoded and lose nothing the run writes: at least the model input
-    on each side, and the overlays' long side (``overlay_max_side``); None (full size) when
-    pictures are written at the original size.
+    on each side, and the longest side any output asks of its pictures (:meth:`Output.picture_side`);
+    None (full size) when one asks for the original size.
 
     libjpeg's reduced decode is itself an averaging shrink: resized on to the model input from
     there, the input differs from the full decode's by 0.2-0.4 grey levels on average (99th
     percentile <= 3) even when the reduced image is only 1.07x the input, less than the resize's
     own difference to one exact area average (0.5-1.6); tests/test_feed.py holds it to that."""
-    pictures = settings.overlays or settings.grid or settings.gif
-    if pictures and settings.overlay_max_side is None:
+    sides = [output.picture_side() for output in outputs]
+    if None in sides:
         return None
-    side = settings.overlay_max_side if pictures else 0
+    side = max(sides, default=0)
 
     def floor(height: int, width: int) -> tuple[int, int]:
         scale = min(1.0, side / max(height, width))
@@ -91,24 +97,24 @@ def decode_floor(settings: Any, input_size: tuple[int, int]) -> Callable | None:
 class BatchStep:
     """Explain batches of :class:`Item` and write their outputs into ``out_dir``.
 
-    ``settings`` is a :class:`gradcam_cli.run.settings.RunSettings`; ``truth`` maps
+    ``truth`` maps
     real paths to true labels (test-set mode), already checked against the classes.
     ``test_set``: test-set mode without the mapping (each :class:`Item` carries its
     true class; the Ray engine's workers); default: whether ``truth`` is given.
     """
 
-    def __init__(self, cam: Any, settings: Any, out_dir: str | pathlib.Path,
+    def __init__(self, cam: GradCAM, settings: RunSettings, out_dir: str | pathlib.Path,
                  outputs: Sequence[Output] | None = None, truth: Mapping[str, int] | None = None,
                  test_set: bool | None = None):
         self.cam, self.settings, self.out_dir = cam, settings, pathlib.Path(out_dir)
-        self.indices = cam.resolve_classes(settings.classes) if settings.classes else None
-        self.n = len(self.indices) if self.indices else min(settings.top, cam.split.num_classes)
+        targets = settings.targets
+        self.indices = cam.resolve_classes(targets.classes) if targets.classes else None
+        self.n = len(self.indices) if self.indices else min(targets.top, cam.split.num_classes)
         self.outputs = list(outputs) if outputs is not None else outputs_for(settings)
         self.truth = dict(truth or {})
         self.test_set = bool(self.truth) if test_set is None else test_set
         self.upsample = None if cam.geometry.kind == "stretch" else cam.upsample
-        self.decode_floor = decode_floor(settings, tuple(cam.profile.input_size))
-        self.options = settings.method_options()
+        self.decode_floor = decode_floor(self.outputs, tuple(cam.profile.input_size))
         #: the asked methods whose map is the same for every class (each map entry lists them)
         self.class_agnostic = [m for m in settings.methods if get_method(m).class_agnostic]
 
@@ -124,13 +130,13 @@ class BatchStep:
         s = self.settings
         truth = [item.true_class for item in items] if self.test_set else None
         batch = np.stack([item.model_input for item in items])
-        results = self.cam.explain_prepared(batch, top=s.top, indices=self.indices, truth=truth,
-                                            threshold=s.threshold, method=s.methods, options=self.options)
+        results = self.cam.explain_prepared(batch, top=s.targets.top, indices=self.indices, truth=truth,
+                                            threshold=s.targets.threshold, method=s.methods, options=s.method_options)
         if submit is None:
             return [self.write(item, result) for item, result in zip(items, results)]
         return [submit(self.write, item, result) for item, result in zip(items, results)]
 
-    def write(self, item: Item, result: Any) -> dict:
+    def write(self, item: Item, result: Explanation) -> dict:
         """Write every output of one explained image; return its record."""
         height, width = item.full_size
         names = [

@@ -1,0 +1,216 @@
+"""Typed settings: everything that changes what a run computes or writes, in frozen records.
+
+The ground floor of the package: it imports nothing of gradcam-cli, so every stage may
+use these records and defaults. The CLI builds them from its flags; a library user builds
+them directly. ``--resume`` compares :meth:`RunSettings.to_json` with the folder's, and the
+run header records it. Nothing here knows a command-line flag's name.
+
+A run's settings nest as the work goes: the model (:class:`ModelSettings`), what is
+explained (:class:`TargetSettings`), how (``methods`` + :class:`MethodOptions`) and what is
+written (:class:`OutputSettings`, one record per output).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+DEFAULT_TOP = 3
+DEFAULT_BATCH = 16
+DEFAULT_METHOD = "gradcam"
+DEFAULT_ALPHA = 0.4
+DEFAULT_QUALITY = 90
+DEFAULT_COLORMAP = "jet"
+#: the Grad-CAM paper's box: keep the map above this fraction of its maximum, then its largest segment
+BOX_THRESHOLD = 0.15
+#: model precisions: float32, or Keras' mixed_float16 policy (float16 compute, float32 variables and maps)
+PRECISIONS = ("float32", "mixed")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which model, cut where, fed how. ``backbone`` (a profile name) or ``model`` (a saved file)."""
+
+    backbone: str | None = None
+    model: str | None = None
+    weights: str = "imagenet"
+    layer: str | None = None
+    output: str | None = None
+    input_size: int | None = None
+    preprocessing: str | None = None
+    mean: float | tuple[float, ...] | None = None
+    std: float | tuple[float, ...] | None = None
+    labels: str | None = None
+    custom_objects: str | None = None
+    config_dirs: tuple[str, ...] = ()
+    precision: str = "float32"
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """Which classes get a map: the ``top`` N, or ``classes`` (indices or names); ``threshold`` keeps
+    only those at least this probable (multi-label); ``labels_csv`` (path,label rows) adds each
+    image's true class (test-set mode)."""
+
+    top: int = DEFAULT_TOP
+    classes: tuple[str, ...] = ()
+    threshold: float | None = None
+    labels_csv: str | None = None
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Settings of particular methods (they change nothing for the others).
+
+    ``scorecam_batch``: masked inputs per forward pass (Score-CAM's memory bound);
+    ``scorecam_channels``: keep only this many channels of highest spatial variance
+    (Faster Score-CAM; None: all). ``aug_smooth``: average the maps over horizontal flip x
+    input multiplied by 0.9 / 1.0 / 1.1 (flips undone, classes fixed by the plain pass);
+    ``eigen_smooth``: the map is the first principal component of the weighted activations
+    instead of their channel sum."""
+
+    scorecam_batch: int = 256
+    scorecam_channels: int | None = None
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scorecam_batch < 1:
+            raise ValueError(f"scorecam_batch must be at least 1, got {self.scorecam_batch}")
+        if self.scorecam_channels is not None and self.scorecam_channels < 1:
+            raise ValueError(f"scorecam_channels must be at least 1 or None, got {self.scorecam_channels}")
+
+
+@dataclass(frozen=True)
+class OverlaySettings:
+    """The heatmap blended over the image, one JPEG per map; ``max_side``: the overlays' (and grids',
+    GIFs') long side at most (None: the original size); ``enabled=False``: no overlay files."""
+
+    alpha: float = DEFAULT_ALPHA
+    colormap: str = DEFAULT_COLORMAP
+    quality: int = DEFAULT_QUALITY
+    max_side: int | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class BoxSettings:
+    """The paper's localisation box per map: in the records, drawn on the overlays."""
+
+    enabled: bool = False
+    threshold: float = BOX_THRESHOLD
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """Per image: the original and every overlay, titled, in one JPEG."""
+
+    enabled: bool = False
+    columns: int = 3
+    tile: int = 384
+
+
+@dataclass(frozen=True)
+class GifSettings:
+    """Per image: an animated GIF cycling the original and each overlay."""
+
+    enabled: bool = False
+    ms: int = 800
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """What is written for each image besides its record; ``raw``: each map as float32 ``.npy``."""
+
+    overlay: OverlaySettings = field(default_factory=OverlaySettings)
+    raw: bool = False
+    boxes: BoxSettings = field(default_factory=BoxSettings)
+    grid: GridSettings = field(default_factory=GridSettings)
+    gif: GifSettings = field(default_factory=GifSettings)
+
+
+#: ``to_json()``'s flat keys (the run file's and the header's, read back by ``--resume`` on older
+#: folders) -> where each lives in :class:`RunSettings`, in the order they are written
+_FLAT = {
+    "methods": ("methods",), "top": ("targets", "top"), "classes": ("targets", "classes"),
+    "threshold": ("targets", "threshold"), "labels_csv": ("targets", "labels_csv"),
+    "alpha": ("outputs", "overlay", "alpha"), "colormap": ("outputs", "overlay", "colormap"),
+    "quality": ("outputs", "overlay", "quality"), "save_raw": ("outputs", "raw"), "max_pixels": ("max_pixels",),
+    "boxes": ("outputs", "boxes", "enabled"), "box_threshold": ("outputs", "boxes", "threshold"),
+    "grid": ("outputs", "grid", "enabled"), "grid_columns": ("outputs", "grid", "columns"),
+    "grid_tile": ("outputs", "grid", "tile"), "gif": ("outputs", "gif", "enabled"), "gif_ms": ("outputs", "gif", "ms"),
+    "overlays": ("outputs", "overlay", "enabled"), "overlay_max_side": ("outputs", "overlay", "max_side"),
+    "scorecam_batch": ("method_options", "scorecam_batch"), "scorecam_channels": ("method_options", "scorecam_channels"),
+    "aug_smooth": ("method_options", "aug_smooth"), "eigen_smooth": ("method_options", "eigen_smooth"),
+}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What is explained and what is written for each image. ``methods``: several come from one
+    forward and backward pass; ``max_pixels``: refuse larger images (None: Pillow's bound)."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    targets: TargetSettings = field(default_factory=TargetSettings)
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)
+    method_options: MethodOptions = field(default_factory=MethodOptions)
+    outputs: OutputSettings = field(default_factory=OutputSettings)
+    max_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.methods, str):
+            object.__setattr__(self, "methods", (self.methods,))
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods must name each CAM method once, got {list(self.methods)}")
+
+    @property
+    def method(self) -> str:
+        """The first method of this run (``Explanation.maps`` are its maps)."""
+        return self.methods[0]
+
+    def to_json(self) -> dict[str, Any]:
+        """A flat JSON-able dict (``model.*`` keys for the model's settings, the other keys as
+        ``_FLAT`` names them), as it reads back from disk."""
+        flat: dict[str, Any] = {f"model.{f.name}": getattr(self.model, f.name) for f in fields(ModelSettings)}
+        for key, path in _FLAT.items():
+            value: Any = self
+            for name in path:
+                value = getattr(value, name)
+            flat[key] = value
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunSettings":
+        """The settings a flat dict (:meth:`to_json`'s keys, any subset; the rest default) describes.
+        An unknown key is a ``ValueError`` naming it."""
+        unknown = [k for k in data if k not in _FLAT and not (k.startswith("model.") and k[6:] in _MODEL_FIELDS)]
+        if unknown:
+            raise ValueError(f"unknown run setting {unknown[0]!r}; known: model.*, {', '.join(_FLAT)}")
+        tuples = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731  (JSON lists are the records' tuples)
+        settings = cls(model=ModelSettings(**{k[6:]: tuples(v) for k, v in data.items() if k.startswith("model.")}))
+        for key, value in data.items():
+            if key in _FLAT:
+                settings = _replace_at(settings, _FLAT[key], tuples(value))
+        return settings
+
+
+_MODEL_FIELDS = {f.name for f in fields(ModelSettings)}
+
+
+def _replace_at(record: Any, path: tuple[str, ...], value: Any) -> Any:
+    """``record`` with the field at ``path`` (names, outermost first) set to ``value``."""
+    if len(path) == 1:
+        return replace(record, **{path[0]: value})
+    return replace(record, **{path[0]: _replace_at(getattr(record, path[0]), path[1:], value)})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a folder run goes (none of it changes the results)."""
+
+    out_dir: str | os.PathLike
+    batch_size: int = DEFAULT_BATCH
+    resume: bool = False
+    shard: tuple[int, int] | None = None  # (K, N): names the predictions files so shards can share --out
+    workers: int | None = None  # decode and write threads (None: one per usable CPU, at least 2)
