@@ -271,7 +271,7 @@ STAGES = (
     ("resize to model input", "gradcam_cli.io.preprocess", "resize"),
     ("normalise", "gradcam_cli.io.preprocess", "normalise"),
     ("model (Explainer call)", "gradcam_cli.engine.explainer", "Explainer.__call__"),
-    ("predictions -> Python records", "gradcam_cli.engine.cam", "GradCAM.explain_prepared"),
+    ("predictions -> Python records", "gradcam_cli.cam", "GradCAM.explain_prepared"),
     ("upsample (uint8) + colormap", "gradcam_cli.render.overlay", "heatmap_bgr"),
     ("blend (cvtColor + addWeighted)", "gradcam_cli.render.overlay", "overlays"),
     ("JPEG encode (cv2)", "gradcam_cli.render.overlay", "encode_jpeg"),
@@ -307,7 +307,7 @@ def worker(args) -> dict:
     import keras
 
     from gradcam_cli.config.profiles import load_registry
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
     from gradcam_cli.engine.explainer import Explainer
     from gradcam_cli.io import images as gimages
     from gradcam_cli.io.discover import iter_inputs
@@ -585,7 +585,7 @@ def worker(args) -> dict:
 def memory_worker(args) -> dict:
     import tensorflow as tf  # noqa: F401  (so that the baseline includes TensorFlow)
 
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
     from gradcam_cli.io.discover import iter_inputs
     from gradcam_cli.run.folder import run_folder
     from gradcam_cli.settings import RunOptions, RunSettings

@@ -64,7 +64,7 @@ class StandInCam:
 
     def explain_prepared(self, batch, *, top=3, indices=None, truth=None, threshold=None, method="gradcam",
                          options=None):
-        from gradcam_cli.engine.cam import Explanation, Prediction
+        from gradcam_cli.results import Explanation, Prediction
 
         probs = np.full(1000, 1e-3, np.float32)
         out = []
@@ -174,7 +174,7 @@ def backbones_forward(seconds: float = 3.0) -> list[dict]:
     import keras
 
     from gradcam_cli.config.profiles import load_registry
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
 
     rows = []
     for name, profile in sorted(load_registry().items()):
@@ -189,7 +189,7 @@ def backbones_forward(seconds: float = 3.0) -> list[dict]:
 def whole_cli(root: pathlib.Path, small: pathlib.Path, repeats: int = 3) -> list[dict]:
     """The real Lite0 pipeline against its compiled forward pass: forward, pipeline, forward, in
     ``repeats`` rounds; each row is its median round (by ratio), every figure from that round."""
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
 
     cam = GradCAM("efficientnet_lite0")
     stand_in = StandInCam()

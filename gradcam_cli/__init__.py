@@ -23,7 +23,7 @@ __all__ = ["GradCAM", "MethodOptions", "ModelSettings", "OutputSettings", "RunOp
 
 def __getattr__(name: str):
     if name == "GradCAM":
-        from gradcam_cli.engine.cam import GradCAM
+        from gradcam_cli.cam import GradCAM
 
         return GradCAM
     raise AttributeError(f"module 'gradcam_cli' has no attribute {name!r}")

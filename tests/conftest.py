@@ -27,7 +27,7 @@ def registry():
 @pytest.fixture(scope="session")
 def lite0_cam():
     """The real offline default: EfficientNet-Lite0 with converted ImageNet weights."""
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
 
     return GradCAM("efficientnet_lite0")
 

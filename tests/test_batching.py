@@ -12,7 +12,7 @@ from PIL import Image
 from gradcam_cli.engine.explainer import Explainer
 from helpers import invoke
 
-from gradcam_cli.engine.cam import GradCAM
+from gradcam_cli.cam import GradCAM
 
 SAMPLES = ["chelsea", "coffee", "astronaut", "rocket"]
 

@@ -88,7 +88,7 @@ def test_forced_full_path_equals_cut_path():
     split = split_model(model, "target")
     x = random_images(3, 32, seed=11)
     cut = Explainer(split, top=3)(x)
-    full = Explainer(split, top=3, force_full=True)(x)
+    full = Explainer(split, top=3, whole_model=True)(x)
     np.testing.assert_array_equal(cut.classes, full.classes)
     np.testing.assert_allclose(cut.maps, full.maps, atol=1e-5)
 

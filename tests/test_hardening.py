@@ -409,7 +409,7 @@ def test_dry_run_shows_the_mirrored_output_names(tmp_path, tiny):
 
 @pytest.fixture(scope="module")
 def tiny_cam():
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
 
     return GradCAM(model=small_cnn("softmax"), preprocessing="scale")
 

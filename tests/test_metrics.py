@@ -430,7 +430,7 @@ def test_sanity_cascade_on_lite0_changes_the_maps_at_every_step_down_to_the_stem
         split = split_model(model, cam.layer, output=cam.profile.output)
         acts = np.asarray(split.full(batch)[0], np.float64)
         seen.append(np.linalg.norm(acts - acts.mean(axis=0)) / np.linalg.norm(acts - acts.mean()))
-        result = Explainer(split, top=1, extra=True, method="gradcam")(batch, classes)
+        result = Explainer(split, top=1, extra_class=True, method="gradcam")(batch, classes)
         return np.stack([cam.upsample(m, *cam.profile.input_size) for m in result.maps[:, -1]])
 
     before = [w.tobytes() for w in cam.model.get_weights()]  # BatchNorm's moving statistics included

@@ -268,7 +268,7 @@ def test_draw_box_outlines_the_edge_pixels():
 def test_grid_and_gif_outputs_show_every_method_titled(chelsea, monkeypatch, tmp_path):
     """Two methods: the grid's tiles and the GIF's frames go method by method, each titled
     ``"rank. label (index) p · method"``; the boxes are each method's own."""
-    from gradcam_cli.engine.cam import Explanation, Prediction
+    from gradcam_cli.results import Explanation, Prediction
     from gradcam_cli.run import outputs
 
     image, cams, predictions, _ = chelsea

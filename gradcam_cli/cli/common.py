@@ -189,7 +189,7 @@ def make_cam(settings: ModelSettings):
 
         profile = None if settings.model else get_profile(reg, settings.backbone)
     quiet_tensorflow()
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
 
     with errors():
         return GradCAM.from_settings(settings, profile=profile)

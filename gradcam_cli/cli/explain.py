@@ -348,7 +348,7 @@ def _run(stop, settings, refs, labels, out_dir, sizes, resume, shard, jsonl, qui
         quiet_tensorflow()
         keep_driver_off_gpus()
     cam = make_cam(settings.model)
-    from gradcam_cli.engine.cam import auto_batch_size
+    from gradcam_cli.cam import auto_batch_size
     from gradcam_cli.run.folder import run_folder
     from gradcam_cli.run.memory import keep_large_blocks
 
@@ -408,7 +408,7 @@ def _dry_run(stop, settings, refs, as_jsonl) -> int:
     """Resolve everything a run would use without loading weights (a backbone's graph is built
     with random initialisation only, to check the target layer and pick the engine path)."""
     cam = make_cam_without_weights(settings.model)
-    from gradcam_cli.engine.cam import engine_description
+    from gradcam_cli.cam import engine_description
 
     profile, split = cam.profile, cam.split
     weights = settings.model.weights

@@ -126,8 +126,8 @@ class Explainer:
         top: int | None = None,
         classes: Sequence[int] | None = None,
         method: str | Method | Sequence[str | Method] = "gradcam",
-        force_full: bool = False,
-        extra: bool = False,
+        whole_model: bool = False,
+        extra_class: bool = False,
         strategy: str = "auto",
         options: MethodOptions | None = None,
     ):
@@ -140,16 +140,16 @@ class Explainer:
         self.split = split
         self.top = None if top is None else min(int(top), split.num_classes)
         self.fixed = None if classes is None else tf.constant(list(classes), dtype=tf.int32)
-        #: extra=True: each call also takes one more class per image (e.g. its true label), explained last
-        self.extra = extra
-        self.n = (self.top if self.top is not None else len(classes)) + int(extra)
+        #: each call also takes one more class per image (e.g. its true label), explained last
+        self.extra_class = extra_class
+        self.n = (self.top if self.top is not None else len(classes)) + int(extra_class)
         self.methods = resolve_methods(method)
         #: settings of particular methods (Score-CAM's chunk size and channel count)
         self.options = options or MethodOptions()
         self.method = self.methods[0]
         sums_only = all(m.sums_only or not m.needs_gradients for m in self.methods)
         self._head = split.channel_head if (sums_only and split.channel_head is not None) else split.head
-        self.path = "full" if (force_full or not split.cut) else "cut"
+        self.path = "full" if (whole_model or not split.cut) else "cut"
         if not any(m.needs_gradients for m in self.methods):
             strategy = "forward"
         elif self.path == "full":
@@ -165,7 +165,7 @@ class Explainer:
         #: cannot compile (then the plain graph runs).
         self.xla = not self.options.eigen_smooth and any(m.name != "gradcam" for m in self._fused)
         self._specs = [tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)]
-        if extra:
+        if extra_class:
             self._specs.append(tf.TensorSpec((None,), tf.int32))
         self._compile()
 
@@ -183,7 +183,8 @@ class Explainer:
         self._compiled = tf.function(self._explain, input_signature=self._specs, jit_compile=False)
 
     def _explain(self, x, extra=None):
-        core = getattr(self, f"_explain_{self.strategy}")
+        core = {"tile": self._explain_tile, "jacobian": self._explain_jacobian,
+                "forward": self._explain_forward}[self.strategy]
         if self.options.aug_smooth:
             return aug_smoothed(core, x, extra, normalise_maps)
         return core(x, extra)
@@ -348,10 +349,11 @@ class Explainer:
         return scores, squash(scores, self.split.activation), classes, maps, guided
 
     def __call__(self, batch: np.ndarray, extra: np.ndarray | None = None) -> CamBatch:
+        """Explain a preprocessed batch; ``extra`` (B,): each image's extra class (``extra_class=True``)."""
         import tensorflow as tf
 
         args = [np.asarray(batch, dtype=np.float32)]
-        if self.extra:
+        if self.extra_class:
             args.append(np.asarray(extra, dtype=np.int32))
         try:
             scores, probs, classes, maps, guided = self._compiled(*args)

@@ -92,7 +92,7 @@ def benchmark_activations(image_path: str | pathlib.Path = SAMPLE, *, first: int
     call (tracing), steady per-call time (median of ``repeats``), and drawing every grid."""
     import cv2
 
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
     from gradcam_cli.inspect.activations import ActivationProbe, channel_grid, default_layers, encode_png
 
     image = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import glob as _glob
 import hashlib
+import itertools
 import os
 import re
 import stat
@@ -511,3 +512,10 @@ def in_shard(ref: InputRef, k: int, n: int) -> bool:
         ref.out_stem.encode("utf-8", "surrogateescape"), digest_size=8
     ).digest()
     return int.from_bytes(digest, "big") % n == k - 1
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

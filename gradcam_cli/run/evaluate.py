@@ -20,8 +20,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gradcam_cli._version import __version__
-from gradcam_cli.engine.cam import batched
 from gradcam_cli.io import writers
+from gradcam_cli.io.discover import batched
 from gradcam_cli.io.preprocess import resize
 from gradcam_cli.run.step import Item, decode_item
 
@@ -287,7 +287,7 @@ def sanity(cam: Any, refs: Sequence[Any], settings: EvalSettings) -> dict:
     for method in settings.methods:
         def maps_fn(model, method=method):
             split = split_model(model, cam.layer, output=cam.profile.output)
-            result = Explainer(split, top=1, extra=True, method=method)(batch, classes)
+            result = Explainer(split, top=1, extra_class=True, method=method)(batch, classes)
             return np.stack([cam.upsample(m, *size) for m in result.maps[:, -1]])
 
         result = cascading_randomisation(cam.model, maps_fn, seed=settings.seed)

@@ -14,13 +14,13 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from gradcam_cli.engine.cam import batched
+from gradcam_cli.io.discover import batched
 from gradcam_cli.run.journal import RunJournal, Summary
 from gradcam_cli.run.step import BatchStep, Item, decode_item
 from gradcam_cli.settings import RunOptions, RunSettings
 
 if TYPE_CHECKING:
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
     from gradcam_cli.io.discover import InputRef
 
 #: batches whose overlays may still be being written while the model runs. With one batch being

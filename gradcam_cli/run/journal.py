@@ -20,7 +20,7 @@ from gradcam_cli.run.resume import Resumed, ResumeIndex, check_same_settings
 from gradcam_cli.settings import RunOptions, RunSettings
 
 if TYPE_CHECKING:
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
     from gradcam_cli.io.discover import InputRef
     from gradcam_cli.run.outputs import Output
 

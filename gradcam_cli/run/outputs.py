@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gradcam_cli.engine.cam import Explanation
+from gradcam_cli.results import Explanation
 from gradcam_cli.run.naming import method_name
 from gradcam_cli.settings import OutputSettings, RunSettings
 

@@ -37,7 +37,7 @@ from gradcam_cli.run.step import BatchStep, decode_item
 from gradcam_cli.settings import RunOptions, RunSettings
 
 if TYPE_CHECKING:
-    from gradcam_cli.engine.cam import GradCAM
+    from gradcam_cli.cam import GradCAM
     from gradcam_cli.io.discover import InputRef
 
 INSTALL_HINT = "--engine ray needs Ray, which is not installed; install it with: pip install 'gradcam-cli[ray]'"
@@ -165,7 +165,7 @@ class ExplainActor:
                               "file system every node shares") from None
         self.out_dir = writers.check_writable(spec.out_dir)
         _configure_tensorflow(spec.threads)
-        from gradcam_cli.engine.cam import GradCAM
+        from gradcam_cli.cam import GradCAM
 
         self.cam = GradCAM.from_settings(spec.settings.model)
         changed = (_differences("setting", recorded_settings(self.cam, spec.settings), spec.recorded)

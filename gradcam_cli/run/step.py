@@ -20,12 +20,13 @@ import numpy as np
 from gradcam_cli.errors import ImageError
 from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import map_name
+from gradcam_cli.results import Explanation, Prediction
 from gradcam_cli.run.outputs import ImageResult, Output, outputs_for
 from gradcam_cli.settings import RunSettings
 
 if TYPE_CHECKING:
     from gradcam_cli.config.profiles import Profile
-    from gradcam_cli.engine.cam import GradCAM, Explanation, Prediction
+    from gradcam_cli.cam import GradCAM
     from gradcam_cli.io.discover import InputRef
 
 
@@ -147,12 +148,8 @@ class BatchStep:
         record: dict = {"path": item.ref.path, "status": "ok", "width": width, "height": height}
         true = item.true_class
         if true is not None:
-            probs = result.probabilities
-            record["true_label"] = {
-                "class_index": true,
-                "label": self.cam.class_names.label(true),
-                "rank": int(np.count_nonzero(probs > probs[true])) + 1,
-            }
+            record["true_label"] = {"class_index": true, "label": self.cam.class_names.label(true),
+                                    "rank": result.true_rank}
         if item.size is not None:
             record["decoded_size"] = [item.image.shape[1], item.image.shape[0]]
         image_result = ImageResult(item.image, result, names, entries, record, stem=item.ref.out_stem,

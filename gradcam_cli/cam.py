@@ -11,10 +11,9 @@ No Click, no printing, no files (the folder runner in :mod:`gradcam_cli.run` doe
 from __future__ import annotations
 
 import contextlib
-import itertools
 import pathlib
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,37 +28,10 @@ from gradcam_cli.config.profiles import (
     own_model_profile,
 )
 from gradcam_cli.errors import ModelError, OptionError
+from gradcam_cli.io.discover import batched
+from gradcam_cli.results import Explanation, Prediction, explained_targets, rank_of
 from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_METHOD, DEFAULT_TOP, PRECISIONS, MethodOptions, ModelSettings
 
-
-
-@dataclass(frozen=True)
-class Prediction:
-    rank: int  # 1 = most probable
-    class_index: int
-    class_id: str | None  # WordNet id for ImageNet
-    label: str
-    probability: float
-
-
-@dataclass
-class Explanation:
-    """One image: the explained targets (in map order) and their maps (N, h, w) in [0, 1].
-
-    ``maps`` are the first method's; ``maps_by_method`` holds every asked method's, in the
-    asked order (``maps_by_method[methods[0]] is maps``)."""
-
-    predictions: list[Prediction]
-    maps: np.ndarray
-    probabilities: np.ndarray  # (C,) after the final softmax / sigmoid
-    maps_by_method: dict[str, np.ndarray] = field(default_factory=dict)
-    #: Guided Grad-CAM (N, H, W, 3) float32 at the model input's resolution, when ``guided`` is asked
-    #: (its ``maps_by_method`` entry holds the Grad-CAM maps it multiplies)
-    guided: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        if not self.maps_by_method:
-            self.maps_by_method = {DEFAULT_METHOD: self.maps}
 
 
 def method_tuple(method: str | Sequence[str]) -> tuple[str, ...]:
@@ -135,13 +107,6 @@ def _image_list(images: Any) -> list:
                              f"{tuple(images.shape)} and dtype {images.dtype}: pass [image] for one image")
         return list(images)
     return list(images)
-
-
-def batched(items: Iterable, size: int) -> Iterator[list]:
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
 
 
 class GradCAM:
@@ -225,17 +190,17 @@ class GradCAM:
             custom_objects=s.custom_objects, config_dirs=s.config_dirs, precision=s.precision,
         )
 
-    def explainer(self, top: int | None, classes: Sequence[int] | None, extra: bool = False,
+    def explainer(self, top: int | None, classes: Sequence[int] | None, extra_class: bool = False,
                   method: str | Sequence[str] = DEFAULT_METHOD, options: MethodOptions | None = None):
         """The compiled explainer for these targets, method(s) and method options, built once and kept."""
         from gradcam_cli.engine.explainer import Explainer
 
         method, options = method_tuple(method), options or MethodOptions()
-        key = (("top", top) if classes is None else ("classes", tuple(classes)), extra, method, options)
+        key = (("top", top) if classes is None else ("classes", tuple(classes)), extra_class, method, options)
         if key not in self._explainers:
             self._explainers[key] = Explainer(
-                self.split, top=top if classes is None else None, classes=classes, extra=extra, method=method,
-                options=options,
+                self.split, top=top if classes is None else None, classes=classes, extra_class=extra_class,
+                method=method, options=options,
             )
         return self._explainers[key]
 
@@ -319,37 +284,28 @@ class GradCAM:
         out = self._run_model(explainer, batch, None if extra is None else np.maximum(extra, 0))
         names = [m.name for m in explainer.methods]
         return [
-            self._explanation(out, b, top, indices, None if extra is None else int(extra[b]), threshold, names)
+            self._explanation(out, b, top if indices is None else None, None if extra is None else int(extra[b]),
+                              threshold, names)
             for b in range(batch.shape[0])
         ]
 
-    def _explanation(self, out: Any, b: int, top: int, indices, true: int | None, threshold,
+    def _explanation(self, out: Any, b: int, top: int | None, true: int | None, threshold: float | None,
                      methods: Sequence[str]) -> Explanation:
-        probs, scores = out.probs[b], out.scores[b]
-        targets = [int(c) for c in out.classes[b]]
-        slots = list(range(len(targets)))  # which of the computed maps are kept
-        if true is not None:  # the true class's map comes last; drop it if absent or already there
-            if true < 0 or true in targets[:-1]:
-                targets, slots = targets[:-1], slots[:-1]
+        """Image ``b`` of the engine's output as an :class:`Explanation` (see :func:`explained_targets`)."""
+        probs = out.probs[b]
+        kept = explained_targets(out.classes[b], out.scores[b], probs, top=top, true=true, threshold=threshold)
         predictions = [
-            Prediction(
-                # top-N: the position in top_k's order; otherwise 1 + classes scored higher
-                rank=slot if indices is None and slot <= top else int(np.count_nonzero(scores > scores[c])) + 1,
-                class_index=c,
-                class_id=self.class_names.class_id(c),
-                label=self.class_names.label(c),
-                probability=float(probs[c]),
-            )
-            for slot, c in enumerate(targets, start=1)
+            Prediction(rank=t.rank, class_index=t.class_index, class_id=self.class_names.class_id(t.class_index),
+                       label=self.class_names.label(t.class_index), probability=float(probs[t.class_index]))
+            for t in kept
         ]
-        if threshold is not None:
-            keep = [i for i, p in enumerate(predictions) if p.probability >= threshold or p.class_index == true]
-            predictions, slots = [predictions[i] for i in keep], [slots[i] for i in keep]
+        slots = [t.slot for t in kept]
         stacked = out.method_maps[b][slots]  # (N, M, h, w)
         by_method = {name: stacked[:, i] for i, name in enumerate(methods)}
         guided = out.guided[b][slots] if "guided" in methods else None
         return Explanation(predictions=predictions, maps=by_method[methods[0]], probabilities=probs,
-                           maps_by_method=by_method, guided=guided)
+                           maps_by_method=by_method, guided=guided,
+                           true_rank=rank_of(probs, true) if true is not None and true >= 0 else None)
 
     @property
     def geometry(self) -> Any:
