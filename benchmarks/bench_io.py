@@ -54,10 +54,11 @@ class StandInCam:
     def resolve_classes(self, tokens):
         return [self.class_names.resolve(t, 1000) for t in tokens]
 
-    def upsample(self, cam, height, width):
-        import cv2
+    @property
+    def upsampler(self):
+        from gradcam_cli.render.resample import upsample_linear
 
-        return cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+        return upsample_linear
 
     def describe(self) -> dict:
         return {"backbone": "stand-in", "geometry": self.geometry.to_json()}

@@ -11,6 +11,7 @@ No Click, no printing, no files (the folder runner in :mod:`gradcam_cli.run` doe
 from __future__ import annotations
 
 import contextlib
+import functools
 import pathlib
 from dataclasses import replace
 from typing import Any, Sequence
@@ -29,6 +30,8 @@ from gradcam_cli.config.profiles import (
 )
 from gradcam_cli.errors import ModelError, OptionError
 from gradcam_cli.io.discover import batched
+from gradcam_cli.models.geometry import STRETCH, Geometry, layer_geometry, upsample
+from gradcam_cli.render.resample import Upsampler, upsample_linear
 from gradcam_cli.results import Explanation, Prediction, explained_targets, rank_of
 from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_METHOD, DEFAULT_TOP, PRECISIONS, MethodOptions, ModelSettings
 
@@ -109,6 +112,12 @@ def _image_list(images: Any) -> list:
     return list(images)
 
 
+def _placed(cam: np.ndarray, size: tuple[int, int], *, geometry: Geometry) -> np.ndarray:
+    """The receptive-field :data:`~gradcam_cli.render.resample.Upsampler` of one geometry."""
+    cam = np.asarray(cam)
+    return upsample(cam if cam.dtype == np.uint8 else cam.astype(np.float32, copy=False), geometry, size)
+
+
 class GradCAM:
     """A loaded model, cut at its target layer, ready to explain images.
 
@@ -171,7 +180,7 @@ class GradCAM:
         base = pathlib.Path(self.profile.source).parent if self.profile.source else None
         self.class_names = class_names.for_model(self.profile.classes, base, self.split.num_classes, self.split.head_type)
         self._explainers: dict[Any, Any] = {}
-        self._geometry: Any = None
+        self._geometry: Geometry | None = None
         #: the largest batch the model ran without running out of memory (None: not limited yet)
         self.max_batch: int | None = None
 
@@ -308,23 +317,25 @@ class GradCAM:
                            true_rank=rank_of(probs, true) if true is not None and true >= 0 else None)
 
     @property
-    def geometry(self) -> Any:
+    def geometry(self) -> Geometry:
         """Where each target-layer cell lies in the model input (:mod:`gradcam_cli.models.geometry`),
         found once: 'stretch' for 'same'-padded models, else receptive-field placement."""
         if self._geometry is None:
-            from gradcam_cli.models.geometry import layer_geometry
-
             self._geometry = layer_geometry(self.model, self.layer, input_size=tuple(self.profile.input_size))
             h, w = self.split.feature_shape[:2]
             if self._geometry.map_size is None or None in tuple(self._geometry.map_size):
                 self._geometry = self._geometry.for_map(h, w)
         return self._geometry
 
-    def upsample(self, cam: np.ndarray, height: int, width: int) -> np.ndarray:
-        """A map (h, w), float or uint8, at an image of (height, width) whose resize fed the model."""
-        from gradcam_cli.models.geometry import upsample
-
-        return upsample(cam, self.geometry, (height, width))
+    @property
+    def upsampler(self) -> Upsampler:
+        """How this model's maps reach an image whose resize fed the model: the bilinear stretch for
+        'same'-padded models, else each cell placed at its receptive field's centre
+        (:func:`gradcam_cli.models.geometry.upsample`)."""
+        geometry = self.geometry
+        if geometry.kind == STRETCH:
+            return upsample_linear
+        return functools.partial(_placed, geometry=geometry)
 
     # -- provenance --------------------------------------------------------------
     def describe(self) -> dict:

@@ -482,4 +482,4 @@ def test_cli_overlays_and_boxes_of_a_valid_padding_model_use_the_placement(tmp_p
                    "--top", 1, "--boxes", "-q")
     assert boxed.exit_code == 0, boxed.output
     box = json.loads((tmp_path / "b" / "predictions.json").read_text())["images"][0]["predictions"][0]["box"]
-    assert box == map_box(raw, (90, 120), upsample=lambda c, h, w: upsample(c, geometry, (h, w)))
+    assert box == map_box(raw, (90, 120), upsample=lambda c, size: upsample(c, geometry, size))

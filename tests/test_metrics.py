@@ -21,6 +21,7 @@ from conftest import SAMPLES
 from gradcam_cli.errors import BoxesError
 from gradcam_cli.metrics import baselines, bench, confidence, perturbation, pointing, road, sanity, stats
 from gradcam_cli.metrics.scoring import make_score_fn, score_inputs
+from gradcam_cli.render.boxes import box_from_map
 
 SIZE, OBJ, SCALE = 32, 8, 8  # model input, object side, original images are SCALE x larger
 COLOURS = np.array([[235, 60, 40], [40, 90, 235]], np.float64)  # class 0 red, class 1 blue
@@ -330,7 +331,7 @@ def test_pointing_tolerance_map_box_and_iou():
     blobs[2:6, 3:8] = 1.0  # 20 px
     blobs[10:20, 30:33] = 0.2  # 30 px, above 15% of the max: the largest segment
     blobs[30, 40] = 0.1  # below the threshold
-    assert pointing.map_box(blobs) == (30, 10, 33, 20)
+    assert box_from_map(blobs) == [30, 10, 33, 20]  # the box localisation_error scores
     assert pointing.iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert pointing.iou((0, 0, 2, 2), (2, 2, 4, 4)) == 0.0
     gt = [[pointing.Box("cat", 30, 10, 33, 20)]]
@@ -431,7 +432,7 @@ def test_sanity_cascade_on_lite0_changes_the_maps_at_every_step_down_to_the_stem
         acts = np.asarray(split.full(batch)[0], np.float64)
         seen.append(np.linalg.norm(acts - acts.mean(axis=0)) / np.linalg.norm(acts - acts.mean()))
         result = Explainer(split, top=1, extra_class=True, method="gradcam")(batch, classes)
-        return np.stack([cam.upsample(m, *cam.profile.input_size) for m in result.maps[:, -1]])
+        return np.stack([cam.upsampler(m, cam.profile.input_size) for m in result.maps[:, -1]])
 
     before = [w.tobytes() for w in cam.model.get_weights()]  # BatchNorm's moving statistics included
     maps = []

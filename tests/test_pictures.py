@@ -245,8 +245,8 @@ def test_map_box_uses_the_given_upsampler():
     cam = np.zeros((7, 7), np.float32)
     cam[3, 3] = 1.0
 
-    def nearest(c, height, width):
-        return cv2.resize(c, (width, height), interpolation=cv2.INTER_NEAREST)
+    def nearest(c, size):
+        return cv2.resize(c, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
 
     # nearest: exactly the pixels whose nearest map cell is (3, 3)
     box = boxes.map_box(cam, (70, 140), upsample=nearest)

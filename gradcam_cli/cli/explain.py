@@ -27,6 +27,7 @@ from gradcam_cli.cli.common import (
 from gradcam_cli.cli.main import main
 from gradcam_cli.methods import method_names
 from gradcam_cli.settings import (
+    BOX_THRESHOLD,
     PRECISIONS,
     BoxSettings,
     GifSettings,
@@ -94,7 +95,7 @@ def picture_options(command):
         click.option("--boxes", is_flag=True,
                      help="The paper's localisation box per map: in the records ('box', original pixels) and drawn "
                           "on the overlays."),
-        click.option("--box-threshold", default=0.15, show_default=True, type=float, callback=_unit_interval,
+        click.option("--box-threshold", default=BOX_THRESHOLD, show_default=True, type=float, callback=_unit_interval,
                      help="--boxes: keep the map above this fraction of its maximum, then its largest segment."),
         click.option("--no-overlays", is_flag=True,
                      help="Write no overlay JPEGs: records, --save-raw maps and other asked outputs only (fastest)."),

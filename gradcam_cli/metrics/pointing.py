@@ -2,8 +2,8 @@
 and top-1 localisation error (the ILSVRC protocol as used by Selvaraju et al. 2017, Grad-CAM).
 
 Both work in ORIGINAL image pixels: each map (at model input size) is upsampled to its
-image's original (height, width) by ``upsample`` (default: ``cv2.resize`` INTER_LINEAR
-on float32, as the overlays do).
+image's original (height, width) by ``upsample`` (:mod:`gradcam_cli.render.resample`; the
+default is the bilinear stretch the overlays use; ``evaluate`` passes the model's own).
 
 Boxes are (x0, y0, x1, y1) in original pixels, inclusive-exclusive: the box covers
 columns x0..x1-1 and rows y0..y1-1.
@@ -12,9 +12,10 @@ columns x0..x1-1 and rows y0..y1-1.
   its Euclidean distance to a box of the explained class is at most ``tolerance``
   pixels (15 in Zhang et al.; 0 inside the box). An image with no box of the explained
   class, or an all-zero map (no maximum), is a miss.
-- Localisation error (top-1): the map's box is the bounding box of the largest
-  8-connected segment (``cv2.connectedComponentsWithStats``; ties: the lowest label) of
-  the pixels >= 15% of the map's maximum. The image is an error unless some ground-truth
+- Localisation error (top-1): the map's box is the Grad-CAM paper's box
+  (:func:`gradcam_cli.render.boxes.map_box`, the one ``explain --boxes`` writes): the bounding
+  box of the largest 8-connected segment (ties: the lowest label) of the pixels >= 15% of the
+  map's maximum. The image is an error unless some ground-truth
   box carries the predicted (explained) class and has IoU >= 0.5 with the map's box:
   with one class per image this is "wrong class, or IoU < 0.5 with every box". An
   all-zero map has no box: an error.
@@ -25,18 +26,17 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..errors import BoxesError
+from gradcam_cli.errors import BoxesError
+from gradcam_cli.render.boxes import map_box
+from gradcam_cli.render.resample import Upsampler, upsample_linear
+from gradcam_cli.settings import BOX_THRESHOLD
 
 TOLERANCE = 15
-THRESHOLD = 0.15
 IOU_HIT = 0.5
-
-#: upsample(map float32 (h, w), (height, width)) -> float32 (height, width)
-Upsampler = Callable[[np.ndarray, tuple[int, int]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -52,14 +52,6 @@ class Box:
     @property
     def corners(self) -> tuple[int, int, int, int]:
         return (self.x0, self.y0, self.x1, self.y1)
-
-
-def upsample_linear(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The default: ``cv2.resize`` bilinear on float32 to ``size`` = (height, width)."""
-    import cv2
-
-    height, width = size
-    return cv2.resize(np.asarray(cam, dtype=np.float32), (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
 
 
 def read_boxes_csv(path: str | os.PathLike) -> dict[str, list[Box]]:
@@ -146,15 +138,6 @@ def pointing_game(
     return hits
 
 
-def map_box(cam: np.ndarray, threshold: float = THRESHOLD) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) inclusive-exclusive: the largest 8-connected segment >= threshold * max; None if max <= 0
-    (:func:`gradcam_cli.render.boxes.box_from_map`, the same box ``explain --boxes`` writes)."""
-    from gradcam_cli.render.boxes import box_from_map
-
-    box = box_from_map(cam, threshold)
-    return None if box is None else tuple(box)
-
-
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     """Intersection over union of two inclusive-exclusive boxes."""
     width = min(a[2], b[2]) - max(a[0], b[0])
@@ -170,7 +153,7 @@ def localisation_error(
     boxes: Sequence[Sequence[Box]],
     labels: Sequence[str],
     *,
-    threshold: float = THRESHOLD,
+    threshold: float = BOX_THRESHOLD,
     upsample: Upsampler = upsample_linear,
 ) -> np.ndarray:
     """bool (B,): top-1 localisation error per image (see the module docstring).
@@ -180,7 +163,7 @@ def localisation_error(
     _check(maps, sizes, boxes, labels)
     errors = np.ones(len(maps), dtype=bool)
     for i, (cam, size, image_boxes, label) in enumerate(zip(maps, sizes, boxes, labels)):
-        box = map_box(upsample(cam, tuple(size)), threshold)
+        box = map_box(cam, tuple(size), threshold, upsample)
         if box is not None:
             errors[i] = not any(
                 iou(box, gt.corners) >= IOU_HIT for gt in image_boxes if gt.label == str(label)

@@ -8,23 +8,14 @@ the width), or ``None`` for an all-zero map.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import cv2
 import numpy as np
 
-#: the paper's threshold: 15% of the map's maximum
-DEFAULT_THRESHOLD = 0.15
-
-Upsampler = Callable[[np.ndarray, int, int], np.ndarray]  # (map (h, w), height, width) -> (height, width)
+from gradcam_cli.render.resample import Upsampler, upsample_linear
+from gradcam_cli.settings import BOX_THRESHOLD
 
 
-def upsample_linear(cam: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The overlay's geometry: OpenCV bilinear (pixel centres aligned), on float32."""
-    return cv2.resize(np.asarray(cam, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-
-
-def box_from_map(cam: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> list[int] | None:
+def box_from_map(cam: np.ndarray, threshold: float = BOX_THRESHOLD) -> list[int] | None:
     """The box of the largest 8-connected segment of ``cam >= threshold * cam.max()``.
 
     ``cam`` is float (H, W) in [0, 1] at the resolution the box is wanted in. Ties in
@@ -50,19 +41,19 @@ def box_from_map(cam: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> list[
 def map_box(
     cam: np.ndarray,
     image_size: tuple[int, int],
-    threshold: float = DEFAULT_THRESHOLD,
-    upsample: Upsampler | None = None,
+    threshold: float = BOX_THRESHOLD,
+    upsample: Upsampler = upsample_linear,
 ) -> list[int] | None:
     """The box of a map (h, w) in the pixels of an image of ``image_size`` (height, width).
 
     The map is first upsampled to the image as the overlay is (``upsample``, default
-    :func:`upsample_linear`; pass the overlay's own upsampler when it changes).
+    :func:`~gradcam_cli.render.resample.upsample_linear`; pass the overlay's own upsampler).
     """
     height, width = (int(v) for v in image_size)
     cam = np.asarray(cam, np.float32)
     if cam.ndim != 2:
         raise ValueError(f"expected one map of shape (h, w); got shape {cam.shape}")
-    up = (upsample or upsample_linear)(cam, height, width)
+    up = upsample(cam, (height, width))
     if up.shape != (height, width):
         raise ValueError(f"the upsampler returned shape {up.shape}; expected {(height, width)}")
     return box_from_map(up, threshold)

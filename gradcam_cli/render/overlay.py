@@ -12,6 +12,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from gradcam_cli.render.resample import Upsampler, upsample_linear
+
 
 @lru_cache(maxsize=1)
 def colormaps() -> dict[str, int]:
@@ -44,30 +46,27 @@ def colormap_table(colormap: int) -> np.ndarray:
     return table
 
 
-def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap, upsample=None) -> np.ndarray:
+def heatmap_bgr(cam: np.ndarray, height: int, width: int, colormap,
+                upsample: Upsampler = upsample_linear) -> np.ndarray:
     """The coloured heatmap (BGR uint8) of a map at the given size; ``colormap``: an OpenCV colormap
-    id, or a (256, 1, 3) BGR uint8 table of one's own.
+    id, or a (256, 1, 3) BGR uint8 table of one's own; ``upsample``: how the map reaches the image.
 
     The map becomes 0..255 levels at its own resolution and is upsampled as uint8
     (OpenCV's fixed-point bilinear path): within one level of upsampling the floats,
     at half the cost for a 7x7 map over a 1024x768 photo.
     """
-    levels = cv2.convertScaleAbs(np.asarray(cam, np.float32), alpha=255.0)
-    if upsample is None:  # stretched evenly over the image ('same'-padded models)
-        levels = cv2.resize(levels, (width, height), interpolation=cv2.INTER_LINEAR)
-    else:  # e.g. GradCAM.upsample: each cell at its receptive field's centre
-        levels = upsample(levels, height, width)
+    levels = upsample(cv2.convertScaleAbs(np.asarray(cam, np.float32), alpha=255.0), (height, width))
     if isinstance(colormap, (int, np.integer)):
         colormap = colormap_table(int(colormap))
     return cv2.applyColorMap(levels, colormap)
 
 
 def overlays(image_rgb: np.ndarray, cams: np.ndarray, *, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET,
-             upsample=None):
+             upsample: Upsampler = upsample_linear):
     """Blend each of ``cams`` (N, h, w) over ``image_rgb`` at the image's own resolution.
 
-    ``upsample(levels (h, w) uint8, height, width)``: how a map reaches the image (default: a
-    bilinear stretch); pass ``GradCAM.upsample`` for models whose maps are not centred so.
+    ``upsample``: how a map reaches the image (:mod:`gradcam_cli.render.resample`; default: a
+    bilinear stretch); pass ``GradCAM.upsampler`` for models whose maps are not centred so.
 
     Returns a list of N BGR uint8 arrays: ``(1 - alpha) * image + alpha * heatmap``.
     """

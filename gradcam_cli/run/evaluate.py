@@ -112,7 +112,7 @@ class Evaluator:
         records = [self._record(item, e) for item, e in zip(items, explained)]
         for m, method in enumerate((*self.settings.methods, *self.settings.baselines)):
             small = first if m == 0 else self.maps(batch, method, ids)[1]
-            maps = np.stack([self.cam.upsample(m, *self.size) for m in small])
+            maps = np.stack([self.cam.upsampler(m, self.size) for m in small])
             scores = self._metrics(pixels, maps, classes, small, items, ids)
             for record, values in zip(records, scores):
                 record["metrics"][method] = values
@@ -148,9 +148,6 @@ class Evaluator:
             self._localisation(out, small, classes, items)
         return out
 
-    def _upsample(self, cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        return self.cam.upsample(np.asarray(cam, np.float32), int(size[0]), int(size[1]))
-
     def _localisation(self, out: list[dict], small, classes, items) -> None:
         from gradcam_cli.metrics import pointing
 
@@ -160,13 +157,13 @@ class Evaluator:
         sizes = [items[i].image.shape[:2] for i in keep]
         boxes = [self.boxes[os.path.realpath(items[i].ref.path)] for i in keep]
         labels = [str(int(classes[i])) for i in keep]
-        kwargs = dict(tolerance=self.settings.tolerance, upsample=self._upsample)
+        kwargs = dict(tolerance=self.settings.tolerance, upsample=self.cam.upsampler)
         if "pointing" in self.settings.metrics:
             hits = pointing.pointing_game(small[keep], sizes, boxes, labels, **kwargs)
             for i, hit in zip(keep, hits):
                 out[i]["pointing"] = 100.0 * float(hit)
         if "localisation" in self.settings.metrics:
-            errors = pointing.localisation_error(small[keep], sizes, boxes, labels, upsample=self._upsample)
+            errors = pointing.localisation_error(small[keep], sizes, boxes, labels, upsample=self.cam.upsampler)
             for i, error in zip(keep, errors):
                 out[i]["localisation_error"] = 100.0 * float(error)
 
@@ -288,7 +285,7 @@ def sanity(cam: Any, refs: Sequence[Any], settings: EvalSettings) -> dict:
         def maps_fn(model, method=method):
             split = split_model(model, cam.layer, output=cam.profile.output)
             result = Explainer(split, top=1, extra_class=True, method=method)(batch, classes)
-            return np.stack([cam.upsample(m, *size) for m in result.maps[:, -1]])
+            return np.stack([cam.upsampler(m, size) for m in result.maps[:, -1]])
 
         result = cascading_randomisation(cam.model, maps_fn, seed=settings.seed)
         out[method] = {"blocks": [list(b) for b in result.blocks], "spearman": result.mean_spearman.tolist(),

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gradcam_cli.render.resample import Upsampler, upsample_linear
 from gradcam_cli.results import Explanation
 from gradcam_cli.run.naming import method_name
 from gradcam_cli.settings import OutputSettings, RunSettings
@@ -41,7 +42,7 @@ class ImageResult:
     record: dict  # the image's record (outputs may add image-level fields)
     stem: str = ""  # the image's output stem (per-image files: ``stem.grid.jpg``)
     pictures: dict | None = None  # method -> its overlays (BGR uint8), once the overlay output has made them
-    upsample: Any = None  # (map, height, width) -> map at the image (GradCAM.upsample); None: stretch
+    upsample: Upsampler = upsample_linear  # how a map reaches the image (GradCAM.upsampler)
     size: tuple[int, int] | None = None  # the file's full (height, width): records and boxes are in its pixels
 
 

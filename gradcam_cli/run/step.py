@@ -114,7 +114,7 @@ class BatchStep:
         self.outputs = list(outputs) if outputs is not None else outputs_for(settings)
         self.truth = dict(truth or {})
         self.test_set = bool(self.truth) if test_set is None else test_set
-        self.upsample = None if cam.geometry.kind == "stretch" else cam.upsample
+        self.upsample = cam.upsampler
         self.decode_floor = decode_floor(self.outputs, tuple(cam.profile.input_size))
         #: the asked methods whose map is the same for every class (each map entry lists them)
         self.class_agnostic = [m for m in settings.methods if get_method(m).class_agnostic]
