@@ -115,7 +115,8 @@ def test_without_ray_one_line_says_how_to_install_it(base, monkeypatch):
     result = invoke("explain", "images", "--out", "no-ray", "--engine", "ray")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "Error: --engine ray needs Ray, which is not installed; install it with: pip install 'gradcam-cli[ray]'"]
+        "Error: --engine ray needs Ray, which is not installed; install the [ray] extra: pip install -e '.[ray]' in a "
+        "clone of gradcam-cli"]
     assert not (base / "no-ray").exists()
     result = invoke("explain", "images", "--out", "no-ray", "--workers", "2")
     assert result.exit_code == 2 and "--workers apply to --engine ray" in result.stderr

@@ -114,8 +114,8 @@ def engine_options(command):
     """Where the job runs: here, or on a Ray cluster (actors with one model each)."""
     options = [
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="'ray': run on a Ray cluster (pip install 'gradcam-cli[ray]'); same outputs, and "
-                          "--resume works across engines. See README: On a cluster."),
+                     help="'ray': run on a Ray cluster (the [ray] extra: pip install -e '.[ray]' in a clone); same "
+                          "outputs, and --resume works across engines. See docs/cluster.md."),
         click.option("--ray-address", default=None, metavar="ADDRESS",
                      help="--engine ray: 'auto' (the cluster this machine belongs to) or ray://host:port; "
                           "default: a local Ray started for the run."),
@@ -174,7 +174,7 @@ def engine_options(command):
 @click.option("--dry-run", is_flag=True,
               help="List the inputs and the resolved backbone, layer and preprocessing; compute nothing.")
 @click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True, callback=_methods,
-              metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see README: What it computes). "
+              metavar="NAME", help=f"CAM method: {', '.join(method_names())} (see docs/methods.md). "
                    "Repeatable: several methods come from one forward and backward pass, and their files "
                    "are named NAME.METHOD.jpg.")
 @click.option("--scorecam-batch", default=256, show_default=True, type=click.IntRange(1),

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 #: batches whose overlays may still be being written while the model runs. With one batch being
 #: decoded ahead and one in the model, at most WRITE_DEPTH + 2 batches of decoded images are held
-#: at once, whatever the number of threads: that bounds memory (README: Feeding a GPU).
+#: at once, whatever the number of threads: that bounds memory (docs/performance.md: Feeding a GPU).
 WRITE_DEPTH = 2
 
 

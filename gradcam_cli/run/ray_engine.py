@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from gradcam_cli.cam import GradCAM
     from gradcam_cli.io.discover import InputRef
 
-INSTALL_HINT = "--engine ray needs Ray, which is not installed; install it with: pip install 'gradcam-cli[ray]'"
+INSTALL_HINT = ("--engine ray needs Ray, which is not installed; install the [ray] extra: "
+                "pip install -e '.[ray]' in a clone of gradcam-cli")
 #: environment variables that say where caches and profiles are; the driver's values go to every actor
 SHARED_ENV = ("XDG_CACHE_HOME", "KERAS_HOME", "GRADCAM_CONFIG_DIR", "TF_CPP_MIN_LOG_LEVEL")
 #: TensorFlow threads of a CPU actor when --cpus-per-worker is not given (more scale poorly per model)
