@@ -206,6 +206,32 @@ def _replace_at(record: Any, path: tuple[str, ...], value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class EvalSettings:
+    """What ``evaluate`` measures; recorded in ``evaluation.json`` and compared on ``--resume``.
+
+    ``baselines``: maps scored beside the methods (:mod:`gradcam_cli.metrics.baselines`);
+    ``metrics``: registered metric names (:mod:`gradcam_cli.metrics.registry`; the default is
+    every metric that needs no boxes); ``classes``: explain this class for every image instead
+    of its top-1; ``score``: ``probability`` or ``logit`` (before the head's activation);
+    ``steps`` and the two baselines: deletion / insertion; ``boxes_csv`` and ``tolerance``: the
+    pointing game and localisation; ``seed``: the random map, ROAD's noise, the bootstrap."""
+
+    methods: tuple[str, ...] = (DEFAULT_METHOD,)
+    baselines: tuple[str, ...] = ("random", "centre")
+    metrics: tuple[str, ...] = ("deletion", "insertion", "confidence", "road")
+    classes: tuple[str, ...] = ()
+    score: str = "probability"
+    steps: int = 20
+    deletion_baseline: str = "black"
+    insertion_baseline: str = "blur"
+    boxes_csv: str | None = None
+    tolerance: float = 15.0
+    seed: int = 0
+    max_pixels: int | None = None
+    method_options: MethodOptions = field(default_factory=MethodOptions)
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """How a folder run goes (none of it changes the results)."""
 

@@ -21,7 +21,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gradcam_cli"
 #: stage -> the stages it may import (besides itself); io, render and the ground floor (settings,
 #: results, errors, _version) are leaves for all. ``cam`` is the front door, gradcam_cli/cam.py.
 ALLOWED = {
-    "cli": {"cam", "run", "methods", "models", "config", "io", "render", "report", "inspect"},
+    "cli": {"cam", "run", "methods", "metrics", "models", "config", "io", "render", "report", "inspect"},
     "run": {"cam", "engine", "methods", "models", "config", "io", "render", "metrics"},
     "cam": {"engine", "methods", "models", "config", "io", "render"},
     "engine": {"methods", "models", "config", "io", "render"},

@@ -83,17 +83,23 @@ def test_option_errors_are_one_line_before_any_model_loads():
     missing = invoke("evaluate", "sample_images/", "--metrics", "pointing")
     assert missing.exit_code == 2 and "need --boxes-csv" in missing.stderr
     unknown = invoke("evaluate", "sample_images/", "--metrics", "deletion,speed")
-    assert unknown.exit_code == 2 and "unknown metric speed" in unknown.stderr
+    assert unknown.exit_code == 2 and "unknown metric 'speed'; choose 'all' or a comma-separated list of: deletion, " \
+        "insertion, confidence, road, pointing, localisation" in unknown.stderr
+    near = invoke("evaluate", "sample_images/", "--metrics", "insertoin")
+    assert near.exit_code == 2 and "unknown metric 'insertoin' (did you mean 'insertion'?)" in near.stderr
 
 
 def test_curves_plot_has_one_panel_per_measured_curve_and_no_warning(tmp_path):
     import warnings
 
-    from gradcam_cli.run.evaluate import plot
+    import io
+
+    from gradcam_cli.render.plots import curves_png
 
     for kinds, width in ((("deletion",), 550), (("deletion", "insertion"), 1100)):
-        document = {"mean_curves": {m: {k: [1.0, 0.4, 0.1] for k in kinds} for m in ("gradcam", "random")}}
+        curves = {m: {k: [1.0, 0.4, 0.1] for k in kinds} for m in ("gradcam", "random")}
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # an empty panel's legend warns "No artists with labels found"
-            (written,) = plot(document, tmp_path)
-        assert written.name == "curves.png" and Image.open(written).size == (width, 440)
+            png = curves_png(curves, ["deletion", "insertion"], dashed=("random",))
+        assert Image.open(io.BytesIO(png)).size == (width, 440)
+    assert curves_png({}, ["deletion", "insertion"]) is None

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from gradcam_cli.cli.common import config_dir_option, registry as _registry
+from gradcam_cli.cli.common import print_table, registry as _registry
+from gradcam_cli.cli.options import config_dir_option
 from gradcam_cli.cli.main import main
 from gradcam_cli.config.profiles import DEFAULT_BACKBONE
 
@@ -15,7 +16,12 @@ from gradcam_cli.config.profiles import DEFAULT_BACKBONE
 @config_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def backbones(config_dirs, as_json) -> None:
-    """List the registered backbones (name, input size, target layer, weights)."""
+    """List the registered backbones (name, input size, target layer, weights).
+
+    \b
+    Example:
+      gradcam backbones --json
+    """
     registry = _registry(config_dirs)
     rows = [
         {
@@ -44,7 +50,5 @@ def backbones(config_dirs, as_json) -> None:
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-    for row in (headers, *table):
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print_table(table, headers)
     click.echo("\n* default. 'offline: no' means the weights must be downloaded once or passed with --weights PATH.")

@@ -8,7 +8,6 @@ import sys
 
 import click
 
-from gradcam_cli.config.profiles import DEFAULT_BACKBONE
 from gradcam_cli.errors import (
     BusyError,
     EngineError,
@@ -105,64 +104,6 @@ def registry(config_dirs):
         return load_registry(config_dirs)
 
 
-config_dir_option = click.option(
-    "--config-dir",
-    "config_dirs",
-    multiple=True,
-    type=click.Path(file_okay=False),
-    help="Extra folder of backbone profiles (*.toml); repeatable. Also $GRADCAM_CONFIG_DIR.",
-)
-
-
-def model_options(command):
-    """The options that choose and adapt the model, shared by `explain` and `layers`."""
-    options = [
-        click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True,
-                     help="Backbone profile name (see `gradcam backbones`)."),
-        click.option("--weights", default="imagenet", show_default=True,
-                     help="'imagenet' (the profile's pretrained weights), 'none' (random), or a local weights file."),
-        click.option("-m", "--model", "model_path", default=None, type=click.Path(),
-                     help="Your own saved model (.keras or .h5) instead of a backbone."),
-        click.option("--custom-objects", default=None, type=click.Path(),
-                     help="A Python file defining the custom layers / functions your model needs."),
-        click.option("--layer", default=None,
-                     help="Target layer: a name, a nested path (resnet50/conv5_block3_out), or 'auto' "
-                          "(the last 4-D layer with spatial extent; the default for --model)."),
-        click.option("--output", default=None, help="Which output of a multi-output model to explain (name or index)."),
-        click.option("--input-size", default=None, type=click.IntRange(32, 4096),
-                     help="Resize images to this many pixels square (default: the profile's or the model's)."),
-        click.option("--preprocess", default=None,
-                     type=click.Choice(["caffe", "tf", "torch", "none", "scale", "mean_std"]),
-                     help="Input normalisation (default: the profile's; 'none' = raw 0..255 for --model)."),
-        click.option("--mean", default=None, type=float, help="With --preprocess mean_std: the mean (0..255)."),
-        click.option("--std", default=None, type=float, help="With --preprocess mean_std: the std (0..255)."),
-        click.option("--labels", default=None, type=click.Path(),
-                     help="Class names: a text file (one per line) or JSON list, in output order."),
-        config_dir_option,
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def model_settings(params: dict, precision: str = "float32") -> ModelSettings:
-    """The :class:`ModelSettings` that the model options describe (checks flags that exclude each other)."""
-    ctx = click.get_current_context()
-    model_path = params["model_path"]
-    if model_path and ctx.get_parameter_source("backbone") != click.core.ParameterSource.DEFAULT:
-        raise click.UsageError("give either --backbone or --model, not both")
-    if model_path and ctx.get_parameter_source("weights") != click.core.ParameterSource.DEFAULT:
-        raise click.UsageError("--weights applies to --backbone; a saved --model carries its own weights")
-    labels = params["labels"]
-    return ModelSettings(
-        backbone=None if model_path else params["backbone"], model=model_path, weights=params["weights"],
-        layer=params["layer"], output=params["output"], input_size=params["input_size"],
-        preprocessing=params["preprocess"], mean=params["mean"], std=params["std"],
-        labels=None if labels is None else os.path.abspath(labels), custom_objects=params["custom_objects"],
-        config_dirs=tuple(params["config_dirs"]), precision=precision,
-    )
-
-
 def class_names_before_loading(settings: ModelSettings):
     """The class names a model will have, when they are known without building it: ``--labels``,
     or a registry backbone's list. None for a saved model without ``--labels``."""
@@ -200,3 +141,43 @@ def make_cam_without_weights(settings: ModelSettings):
     from dataclasses import replace
 
     return make_cam(settings if settings.model else replace(settings, weights="none"))
+
+
+def parse_shard_option(shard: str | None) -> tuple[int, int] | None:
+    """``--shard K/N`` as (K, N); None without it; a usage error naming the flag otherwise."""
+    from gradcam_cli.io.discover import parse_shard
+
+    if shard is None:
+        return None
+    try:
+        return parse_shard(shard)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--shard'") from None
+
+
+def discover_inputs(inputs, no_recursive: bool = False, extensions=(), null: bool = False,
+                    shard: tuple[int, int] | None = None) -> list:
+    """The run's inputs, checked before anything is loaded: a path that does not exist is a usage
+    error; no image at all (before --shard) ends the command with EXIT_NO_IMAGES."""
+    from gradcam_cli.io.discover import DEFAULT_EXTENSIONS, in_shard, iter_inputs, missing_arguments
+
+    if null and "-" not in inputs:
+        raise click.UsageError("--null only applies when '-' (paths on stdin) is among the inputs")
+    missing = missing_arguments(inputs)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CliError(f"input {missing[0]} does not exist{more}; check the path", EXIT_USAGE)
+    exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions) or DEFAULT_EXTENSIONS
+    refs = list(iter_inputs(inputs, recursive=not no_recursive, extensions=exts, stdin=sys.stdin, null=null))
+    if not refs:
+        where = "stdin" if list(inputs) == ["-"] else " ".join(inputs)
+        raise CliError(f"no images found in {where} (looked for {' '.join(exts)}; --ext adds others)",
+                       EXIT_NO_IMAGES)
+    return [ref for ref in refs if shard is None or in_shard(ref, *shard)]
+
+
+def print_table(rows, headers) -> None:
+    """Rows of cells as left-aligned columns under ``headers``, two spaces apart (trailing spaces cut)."""
+    widths = [max(len(str(h)), *(len(str(row[i])) for row in rows)) for i, h in enumerate(headers)]
+    for row in (headers, *rows):
+        click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -4,24 +4,46 @@ pointing game and the sanity check, for every method and the random / centre bas
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
-from gradcam_cli.cli.common import EXIT_OK, EXIT_SOME_FAILED, errors, make_cam, model_options, model_settings
-from gradcam_cli.cli.explain import _inputs, _methods
+from gradcam_cli.cli.common import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    discover_inputs,
+    errors,
+    make_cam,
+    print_table,
+)
 from gradcam_cli.cli.main import main
+from gradcam_cli.cli.options import (
+    io_threads_option,
+    method_option,
+    method_options,
+    method_settings,
+    model_options,
+    model_settings,
+    quiet_option,
+)
+from gradcam_cli.metrics import get_metric, metric_names
+from gradcam_cli.metrics.baselines import BASELINES
+from gradcam_cli.metrics.perturbation import BASELINES as FILLS
+from gradcam_cli.metrics.registry import default_metric_names
+from gradcam_cli.settings import EvalSettings
 
-METRIC_NAMES = ("deletion", "insertion", "confidence", "road", "pointing", "localisation")
+DEFAULTS = EvalSettings()
 
 
 def _metric_list(ctx, param, value):
-    names = list(METRIC_NAMES) if value.strip() == "all" else [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in METRIC_NAMES]
-    if unknown or not names:
-        raise click.BadParameter(f"unknown metric {', '.join(unknown) or '(none)'}; choose 'all' or a comma-separated "
-                                 f"list of: {', '.join(METRIC_NAMES)}")
-    return tuple(names)
+    names = metric_names() if value.strip() == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise click.BadParameter(f"no metric given; choose 'all' or a comma-separated list of: {', '.join(metric_names())}")
+    try:
+        return tuple(get_metric(name).name for name in names)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @main.command()
@@ -29,72 +51,122 @@ def _metric_list(ctx, param, value):
 @click.option("-o", "--out", "out_dir", default="gradcam_eval", show_default=True, type=click.Path(file_okay=False),
               help="Output folder: evaluation.json(l), curves.png, sanity.png.")
 @model_options
-@click.option("--method", "methods", multiple=True, default=("gradcam",), show_default=True, callback=_methods,
-              metavar="NAME", help="CAM method to evaluate; repeatable. The random and centre maps are always added.")
+@method_option("Repeatable: each is evaluated. The random and centre maps are always added.")
+@method_options
 @click.option("-c", "--class", "classes", multiple=True, help="Explain this class for every image (default: top-1).")
-@click.option("--metrics", "metrics", default="deletion,insertion,confidence,road", show_default=True,
-              callback=_metric_list, help=f"'all' or a comma-separated list of: {', '.join(METRIC_NAMES)}.")
-@click.option("--score", type=click.Choice(["probability", "logit"]), default="probability", show_default=True,
+@click.option("--metrics", "metrics", default=",".join(default_metric_names()), show_default=True,
+              callback=_metric_list, help=f"'all' or a comma-separated list of: {', '.join(metric_names())}.")
+@click.option("--score", type=click.Choice(["probability", "logit"]), default=DEFAULTS.score, show_default=True,
               help="The score the metrics read: after the head's softmax / sigmoid, or the logit before it.")
-@click.option("--steps", default=20, show_default=True, type=click.IntRange(2, 1000),
+@click.option("--steps", default=DEFAULTS.steps, show_default=True, type=click.IntRange(2, 1000),
               help="Deletion / insertion steps.")
-@click.option("--deletion-baseline", type=click.Choice(["black", "blur", "mean"]), default="black", show_default=True)
-@click.option("--insertion-baseline", type=click.Choice(["black", "blur", "mean"]), default="blur", show_default=True)
+@click.option("--deletion-baseline", type=click.Choice(FILLS), default=DEFAULTS.deletion_baseline, show_default=True)
+@click.option("--insertion-baseline", type=click.Choice(FILLS), default=DEFAULTS.insertion_baseline,
+              show_default=True)
 @click.option("--boxes-csv", default=None, type=click.Path(dir_okay=False),
               help="path,label,x0,y0,x1,y1 rows (original pixels): enables pointing and localisation.")
-@click.option("--tolerance", default=15.0, show_default=True, type=click.FloatRange(0),
+@click.option("--tolerance", default=DEFAULTS.tolerance, show_default=True, type=click.FloatRange(0),
               help="Pointing game: a hit within this many pixels of a box.")
 @click.option("--sanity", "sanity_images", default=0, type=click.IntRange(0, 256), metavar="N",
               help="Cascading randomisation on the first N images (0: off).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random map, ROAD noise, bootstrap.")
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int,
+              help="Seed of the random map, ROAD noise, bootstrap.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
-@click.option("--resume", is_flag=True, help="Keep the images already in evaluation.jsonl (same settings).")
-@click.option("-q", "--quiet", is_flag=True,
-              help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
-def evaluate(inputs, out_dir, methods, classes, metrics, score, steps, deletion_baseline, insertion_baseline,
-             boxes_csv, tolerance, sanity_images, seed, batch_size, resume, quiet, **model_params) -> None:
+@io_threads_option
+@click.option("--resume", is_flag=True,
+              help="Keep the images already evaluated in --out (same settings required); redo the rest.")
+@quiet_option
+def evaluate(**p) -> None:
     """Score each method's maps on a folder: a table (mean [95% bootstrap interval]) on stdout,
     evaluation.json, curves.png and sanity.png in --out.
+
+    Ctrl-C (or SIGTERM) finishes the batch in flight, writes evaluation.json for what is done
+    and exits 130 (143); rerun with --resume to go on.
 
     \b
     Example:
       gradcam evaluate sample_images/ --method gradcam --metrics all --sanity 4 --out eval/
     """
-    from gradcam_cli.run.evaluate import EvalSettings, evaluate_folder, read_boxes, table
+    from gradcam_cli.cli.interrupt import Interrupted, StopRequest
 
-    methods = tuple(m for m in methods if m not in ("random", "centre"))  # always scored as baselines
+    stop = StopRequest()
+    with stop.installed():
+        try:
+            code = _evaluate(stop, p)
+        except Interrupted as exc:  # before the run started, or a second signal
+            click.echo("gradcam: interrupted; rerun with --resume", err=True)
+            code = 128 + exc.signum
+    sys.exit(code)
+
+
+def _evaluate(stop, p: dict) -> int:
+    """The command's work (``p``: its parameters); returns the exit code."""
+    from gradcam_cli.run.evaluate import evaluate_folder, read_boxes
+
+    methods = tuple(m for m in p["methods"] if m not in BASELINES)  # always scored as baselines
     if not methods:
         raise click.UsageError("the random and centre maps are always scored; pass a --method to compare with them")
-    if ({"pointing", "localisation"} & set(metrics)) and boxes_csv is None:
-        raise click.UsageError("--metrics pointing / localisation need --boxes-csv path,label,x0,y0,x1,y1")
-    refs = _inputs(inputs, False, (), False, None)
-    settings = EvalSettings(methods=methods, metrics=metrics, classes=tuple(classes), score=score, steps=steps,
-                            deletion_baseline=deletion_baseline, insertion_baseline=insertion_baseline,
-                            boxes_csv=boxes_csv, tolerance=tolerance, seed=seed)
-    cam = make_cam(model_settings(model_params))
+    if any(get_metric(m).needs_boxes for m in p["metrics"]) and p["boxes_csv"] is None:
+        boxed = " / ".join(m for m in metric_names() if get_metric(m).needs_boxes)
+        raise click.UsageError(f"--metrics {boxed} need --boxes-csv path,label,x0,y0,x1,y1")
+    refs = discover_inputs(p["inputs"])
+    settings = EvalSettings(methods=methods, metrics=p["metrics"], classes=tuple(p["classes"]), score=p["score"],
+                            steps=p["steps"], deletion_baseline=p["deletion_baseline"],
+                            insertion_baseline=p["insertion_baseline"], boxes_csv=p["boxes_csv"],
+                            tolerance=p["tolerance"], seed=p["seed"], method_options=method_settings(p))
+    _precheck(p["out_dir"])
+    cam = make_cam(model_settings(p))
     from gradcam_cli.cli.progress import Progress
 
     with errors():
         cam.resolve_classes(settings.classes)
-        boxes = read_boxes(boxes_csv, cam.class_names, cam.split.num_classes) if boxes_csv else None
-    bar = Progress(len(refs), quiet)
-    failed = []
+        boxes = read_boxes(p["boxes_csv"], cam.class_names, cam.split.num_classes) if p["boxes_csv"] else None
+    bar = Progress(len(refs), p["quiet"])
 
     def on_record(record: dict) -> None:
         bar.update(1)
         if record["status"] != "ok":
-            failed.append(record)
             bar.write(f"gradcam: skipped {record['path']}: {record['message']}")
 
+    stop.running = True
     try:
         with errors():
-            document = evaluate_folder(cam, refs, settings, out_dir, batch_size=batch_size, resume=resume, boxes=boxes,
-                                       sanity_images=sanity_images, on_record=on_record)
+            document, summary = evaluate_folder(
+                cam, refs, settings, p["out_dir"], batch_size=p["batch_size"], resume=p["resume"], boxes=boxes,
+                sanity_images=p["sanity_images"], on_record=on_record, stop=stop, workers=p["io_threads"])
     finally:
+        stop.running = False
         bar.close()
-    for line in table(document):
-        click.echo(line)
+    if stop.signum is not None:
+        click.echo(f"gradcam: interrupted after {summary.records} of {summary.total} images; rerun with --resume",
+                   err=True)
+        return 128 + stop.signum
+    _print_table(document)
     for method, result in document.get("sanity", {}).items():
         verdict = "FAILED (maps barely change)" if result["failed"] else "passed"
         click.echo(f"sanity {method}: Spearman {json.dumps([round(v, 3) for v in result['spearman']])} -> {verdict}")
-    sys.exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+def _precheck(out_dir: str) -> None:
+    """The output folder, before the model loads: creatable, and not in use by another run."""
+    from gradcam_cli.io import writers
+
+    with errors():
+        writers.check_creatable(out_dir)
+        if os.path.isdir(out_dir):
+            writers.FolderLock(out_dir, None).check_free()
+
+
+def _print_table(document: dict) -> None:
+    """The aggregate on stdout: methods x tabled fields, mean [95% interval]."""
+    better = document["better"]
+    fields = [f for f in better if any(f in row for row in document["aggregate"].values())]
+    rows = []
+    for method, row in document["aggregate"].items():
+        cells = [method]
+        for f in fields:
+            v = row.get(f)
+            cells.append("-" if v is None else f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]")
+        rows.append(cells)
+    print_table(rows, ["method"] + [f"{f} ({better[f]})" for f in fields])

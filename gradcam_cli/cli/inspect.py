@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from gradcam_cli.cli.common import errors, make_cam, model_options, model_settings
+from gradcam_cli.cli.common import discover_inputs, errors, make_cam
+from gradcam_cli.cli.options import colormap_value, model_options, model_settings, quiet_option
 from gradcam_cli.cli.main import main
 from gradcam_cli.models.graph import PRECISIONS
 
@@ -46,8 +47,7 @@ def _bar(total: int, quiet: bool, unit: str, noun: str):
 @click.option("--colormap", default="viridis", show_default=True, help="Any OpenCV colormap name.")
 @click.option("--save-raw", is_flag=True, help="Also write each layer's activations as float32 .npy.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
-@click.option("-q", "--quiet", is_flag=True,
-              help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
+@quiet_option
 def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw, batch_size, quiet,
                 **model_params) -> None:
     """Every channel of the first layers' outputs, one PNG grid per image and layer (each channel
@@ -57,10 +57,9 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
     Example:
       gradcam activations sample_images/chelsea.jpg --out acts/ --first 8
     """
-    from gradcam_cli.cli.explain import _colormap, _inputs
 
-    _colormap(None, None, colormap)
-    refs = _inputs(inputs, False, (), False, None)
+    colormap_value(None, None, colormap)
+    refs = discover_inputs(inputs)
     cam = make_cam(model_settings(model_params))
     from gradcam_cli.errors import ImageError
     from gradcam_cli.inspect.activations import ActivationProbe, default_layers, write_activation_grids
@@ -107,8 +106,7 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
 @click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
               help="The layers' compute precision (weights and images stay float32). bfloat16 is several times "
                    "faster on CPUs with AMX / AVX512-BF16 and on GPUs with bfloat16 units, slower elsewhere.")
-@click.option("-q", "--quiet", is_flag=True,
-              help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
+@quiet_option
 def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, batch_size, precision, quiet,
             **model_params) -> None:
     """Filter patterns by gradient ascent (the book's recipe), all filters of the --layer in one

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from gradcam_cli.cli.common import errors as _errors, make_cam_without_weights, model_options, model_settings
+from gradcam_cli.cli.common import errors as _errors, make_cam_without_weights
+from gradcam_cli.cli.options import model_options, model_settings
 from gradcam_cli.cli.main import main
 
 
@@ -15,7 +16,12 @@ from gradcam_cli.cli.main import main
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def layers(as_json, **model_params) -> None:
     """List the layers Grad-CAM can target (4-D outputs with spatial extent), marking the one
-    `auto` picks (*) and the one in use (>). Backbones are built without weights."""
+    `auto` picks (*) and the one in use (>). Backbones are built without weights.
+
+    \b
+    Example:
+      gradcam layers --backbone resnet50
+    """
     cam = make_cam_without_weights(model_settings(model_params))
     from gradcam_cli.models.targets import auto_layer, candidate_layers
 

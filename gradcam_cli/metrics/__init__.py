@@ -17,6 +17,16 @@ Modules: ``scoring`` (the compiled scorer), ``perturbation`` (deletion, insertio
 ``confidence`` (average drop / increase), ``road`` (ROAD and its imputer),
 ``pointing`` (pointing game, localisation error, boxes CSV), ``sanity`` (cascading
 randomisation, Spearman, SSIM), ``stats`` (bootstrap intervals), ``baselines``
-(random and centre maps), ``bench`` (throughput figures). Importing this package
+(random and centre maps), ``registry`` (each metric registered where it is defined, with
+one signature: see :mod:`.registry`). Importing this package fills the registry and
 imports neither TensorFlow nor SciPy.
 """
+
+# registration order is the order of --metrics all, of the table's columns and of each record's fields
+from gradcam_cli.metrics import perturbation  # noqa: F401, I001  (deletion, insertion)
+from gradcam_cli.metrics import confidence  # noqa: F401, I001
+from gradcam_cli.metrics import road  # noqa: F401, I001
+from gradcam_cli.metrics import pointing  # noqa: F401, I001  (pointing, localisation)
+from gradcam_cli.metrics.registry import METRICS, Metric, MetricBatch, get_metric, metric_names, register_metric
+
+__all__ = ["METRICS", "Metric", "MetricBatch", "get_metric", "metric_names", "register_metric"]

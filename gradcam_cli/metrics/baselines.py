@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-BASELINE_MAPS = ("random", "centre")
+#: the baselines ``evaluate`` scores beside every method (the keys of their columns and records)
+BASELINES = ("random", "centre")
 CENTRE_SIGMA = 0.25  # of the short side
 
 
@@ -41,4 +42,4 @@ def baseline_maps(name: str, count: int, size: tuple[int, int], *, seed: int = 0
         return random_maps(count, size, seed=seed, start=start)
     if name == "centre":
         return centre_maps(count, size)
-    raise ValueError(f"baseline map must be one of {', '.join(BASELINE_MAPS)}, got {name!r}")
+    raise ValueError(f"baseline map must be one of {', '.join(BASELINES)}, got {name!r}")

@@ -18,8 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from .perturbation import check_inputs
-from .scoring import score_inputs
+from gradcam_cli.metrics.perturbation import check_inputs
+from gradcam_cli.metrics.registry import MetricBatch, register_metric
+from gradcam_cli.metrics.scoring import score_inputs
+from gradcam_cli.settings import EvalSettings
 
 EPSILON = 1e-7
 
@@ -65,3 +67,10 @@ def confidence(
     s, s_masked = scores[:n], scores[n:]
     drop = np.maximum(s - s_masked, 0.0) / (s + EPSILON)
     return Confidence(scores=s, masked=s_masked, drop=drop, increase=s_masked > s)
+
+
+@register_metric("confidence", better={"average_drop": "lower", "increase": "higher"})
+def confidence_metric(batch: MetricBatch, score_fn: Callable, settings: EvalSettings) -> dict:
+    """Average drop and increase in confidence, in percent."""
+    conf = confidence(batch.pixels, batch.maps, batch.classes, score_fn)
+    return {"average_drop": 100.0 * conf.drop, "increase": 100.0 * conf.increase}

@@ -30,7 +30,9 @@ from typing import Callable
 
 import numpy as np
 
-from .scoring import score_inputs
+from gradcam_cli.metrics.registry import MetricBatch, register_metric
+from gradcam_cli.metrics.scoring import score_inputs
+from gradcam_cli.settings import EvalSettings
 
 BASELINES = ("blur", "mean", "black")
 BLUR_KERNEL = 11
@@ -178,3 +180,19 @@ def insertion(
     Same contract as :func:`deletion`; the default baseline is ``blur`` (RISE's choice for insertion).
     """
     return _curves(images, maps, classes, score_fn, baseline, steps, chunk, insert=True)
+
+
+@register_metric("deletion", better={"deletion": "lower"}, curves=("deletion_curve",))
+def deletion_metric(batch: MetricBatch, score_fn: Callable, settings: EvalSettings) -> dict:
+    """Deletion AUC and curve, from ``--deletion-baseline`` in ``--steps`` steps."""
+    curves = deletion(batch.pixels, batch.maps, batch.classes, score_fn, baseline=settings.deletion_baseline,
+                      steps=settings.steps)
+    return {"deletion": curves.auc, "deletion_curve": curves.scores}
+
+
+@register_metric("insertion", better={"insertion": "higher"}, curves=("insertion_curve",))
+def insertion_metric(batch: MetricBatch, score_fn: Callable, settings: EvalSettings) -> dict:
+    """Insertion AUC and curve, onto ``--insertion-baseline`` in ``--steps`` steps."""
+    curves = insertion(batch.pixels, batch.maps, batch.classes, score_fn, baseline=settings.insertion_baseline,
+                       steps=settings.steps)
+    return {"insertion": curves.auc, "insertion_curve": curves.scores}

@@ -26,14 +26,15 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from gradcam_cli.errors import BoxesError
+from gradcam_cli.metrics.registry import MetricBatch, register_metric
 from gradcam_cli.render.boxes import map_box
 from gradcam_cli.render.resample import Upsampler, upsample_linear
-from gradcam_cli.settings import BOX_THRESHOLD
+from gradcam_cli.settings import BOX_THRESHOLD, EvalSettings
 
 TOLERANCE = 15
 IOU_HIT = 0.5
@@ -169,3 +170,29 @@ def localisation_error(
                 iou(box, gt.corners) >= IOU_HIT for gt in image_boxes if gt.label == str(label)
             )
     return errors
+
+
+def _on_boxed_images(batch: MetricBatch, measure: Callable) -> list[float | None]:
+    """``measure(maps, sizes, boxes, labels)`` -> bool per image, on the images with boxes, as
+    percentages (None for the others)."""
+    keep = batch.with_boxes()
+    out: list[float | None] = [None] * len(batch.classes)
+    if keep:
+        values = measure(batch.small[keep], [batch.sizes[i] for i in keep], [batch.boxes[i] for i in keep],
+                         [str(int(batch.classes[i])) for i in keep])
+        for i, value in zip(keep, values):
+            out[i] = 100.0 * float(value)
+    return out
+
+
+@register_metric("pointing", better={"pointing": "higher"}, needs_boxes=True)
+def pointing_metric(batch: MetricBatch, score_fn: Callable, settings: EvalSettings) -> dict:
+    """Pointing game hits (percent), within ``--tolerance`` pixels of a box of the explained class."""
+    return {"pointing": _on_boxed_images(batch, lambda *a: pointing_game(*a, tolerance=settings.tolerance,
+                                                                         upsample=batch.upsample))}
+
+
+@register_metric("localisation", better={"localisation_error": "lower"}, needs_boxes=True)
+def localisation_metric(batch: MetricBatch, score_fn: Callable, settings: EvalSettings) -> dict:
+    """Top-1 localisation error (percent): the map's box against the boxes of the explained class."""
+    return {"localisation_error": _on_boxed_images(batch, lambda *a: localisation_error(*a, upsample=batch.upsample))}

@@ -40,8 +40,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .perturbation import check_inputs, pixel_ranks
-from .scoring import score_inputs
+from gradcam_cli.metrics.perturbation import check_inputs, pixel_ranks
+from gradcam_cli.metrics.registry import MetricBatch, register_metric
+from gradcam_cli.metrics.scoring import score_inputs
+from gradcam_cli.settings import EvalSettings
 
 PERCENTAGES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 NOISE = 0.01
@@ -181,3 +183,11 @@ def road(
     scores = score_inputs(score_fn, build, n * per_image, np.repeat(classes, per_image), chunk)
     scores = scores.reshape(n, 2, len(percentages))
     return Road(morf=scores[:, 0], lerf=scores[:, 1], percentages=percentages)
+
+
+@register_metric("road", better={"road_morf": "lower", "road_lerf": "higher", "road_combined": "higher"})
+def road_metric(batch: MetricBatch, score_fn: Callable, settings: EvalSettings) -> dict:
+    """ROAD's MoRF and LeRF means over the percentages, and their combination; noise seeded per image."""
+    result = road(batch.pixels, batch.maps, batch.classes, score_fn, seed=settings.seed, image_ids=list(batch.ids))
+    return {"road_morf": result.morf.mean(axis=1), "road_lerf": result.lerf.mean(axis=1),
+            "road_combined": result.combined}

@@ -54,7 +54,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import ModelError
+from gradcam_cli.errors import ModelError
 
 FAIL_CORRELATION = 0.5
 MAX_STEPS = 10

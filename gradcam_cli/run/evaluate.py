@@ -14,50 +14,32 @@ from __future__ import annotations
 
 import os
 import pathlib
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from gradcam_cli._version import __version__
 from gradcam_cli.io import writers
-from gradcam_cli.io.discover import batched
 from gradcam_cli.io.preprocess import resize
+from gradcam_cli.metrics import MetricBatch, get_metric, metric_names
+from gradcam_cli.metrics.baselines import baseline_maps
+from gradcam_cli.metrics.registry import better, curve_kinds
+from gradcam_cli.render.plots import curves_png, sanity_png
+from gradcam_cli.results import Explanation
+from gradcam_cli.run.folder import io_threads, run_pipeline
+from gradcam_cli.run.journal import JournalFiles, RunJournal, Summary
 from gradcam_cli.run.step import Item, decode_item
+from gradcam_cli.settings import EvalSettings
+
+if TYPE_CHECKING:
+    from gradcam_cli.cam import GradCAM
+    from gradcam_cli.io.discover import InputRef
 
 EVAL_JSON = "evaluation.json"
 EVAL_JSONL = "evaluation.jsonl"
-BASELINE_METHODS = ("random", "centre")
-#: metric -> (record fields, True when higher is better) for the table
-METRICS = {
-    "deletion": (("deletion",), False),
-    "insertion": (("insertion",), True),
-    "confidence": (("average_drop", "increase"), None),
-    "road": (("road_morf", "road_lerf", "road_combined"), None),
-    "pointing": (("pointing",), True),
-    "localisation": (("localisation_error",), False),
-}
-BETTER = {"deletion": "lower", "insertion": "higher", "average_drop": "lower", "increase": "higher",
-          "road_morf": "lower", "road_lerf": "higher", "road_combined": "higher", "pointing": "higher",
-          "localisation_error": "lower"}
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """What ``evaluate`` measures; recorded in ``evaluation.json`` and compared on ``--resume``."""
-
-    methods: tuple[str, ...] = ("gradcam",)
-    baselines: tuple[str, ...] = BASELINE_METHODS
-    metrics: tuple[str, ...] = ("deletion", "insertion", "confidence", "road")
-    classes: tuple[str, ...] = ()  # explain this class for every image instead of the top-1
-    score: str = "probability"  # or "logit": the pre-activation score
-    steps: int = 20
-    deletion_baseline: str = "black"
-    insertion_baseline: str = "blur"
-    boxes_csv: str | None = None
-    tolerance: float = 15.0
-    seed: int = 0
-    max_pixels: int | None = None
+EVAL_FILES = JournalFiles(EVAL_JSON, EVAL_JSONL, ".gradcam-evaluate.json")
 
 
 def read_boxes(path: str, class_names: Any, num_classes: int) -> dict[str, list]:
@@ -78,180 +60,136 @@ def read_boxes(path: str, class_names: Any, num_classes: int) -> dict[str, list]
 
 
 class Evaluator:
-    """The metrics of one batch of decoded images (see the module docstring)."""
+    """The metrics of one batch of decoded images (see the module docstring). ``index``: each
+    input's position in the run (it seeds the random map and ROAD's noise, whatever the batching)."""
 
-    def __init__(self, cam: Any, settings: EvalSettings, boxes: dict[str, list] | None = None):
+    def __init__(self, cam: GradCAM, settings: EvalSettings, boxes: dict[str, list] | None = None,
+                 index: dict[str, int] | None = None):
         from gradcam_cli.io.preprocess import normalise
         from gradcam_cli.metrics.scoring import make_score_fn
 
-        self.cam, self.settings, self.boxes = cam, settings, boxes or {}
+        self.cam, self.settings, self.boxes, self.index = cam, settings, boxes or {}, index or {}
         self.indices = cam.resolve_classes(settings.classes) if settings.classes else None
         activation = "logit" if settings.score == "logit" else cam.split.activation
         profile = cam.profile
         self.score_fn = make_score_fn(lambda x: cam.split.full(x)[1], lambda p: normalise(p, profile),
                                       activation=activation, chunk=32)
         self.size = tuple(profile.input_size)
+        self.metrics = [get_metric(name) for name in metric_names() if name in settings.metrics]
 
     def maps(self, batch: np.ndarray, method: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list]:
         """(explained classes (B,), maps at the target layer (B, h, w), explanations) for one method."""
-        from gradcam_cli.metrics.baselines import baseline_maps
-
-        if method in BASELINE_METHODS:
+        if method in self.settings.baselines:
             h, w = self.cam.split.feature_shape[:2]
             maps = [baseline_maps(method, 1, (h, w), seed=self.settings.seed, start=i)[0] for i in ids]
             return None, np.stack(maps), None
-        found = self.cam.explain_prepared(batch, top=1, indices=self.indices, method=method)
+        found = self.cam.explain_prepared(batch, top=1, indices=self.indices, method=method,
+                                          options=self.settings.method_options)
         return np.array([e.predictions[0].class_index for e in found]), np.stack([e.maps[0] for e in found]), found
 
-    def __call__(self, items: Sequence[Item], ids: Sequence[int]) -> list[dict]:
-        """One record per item: its class and, per method, every metric (and the curves). ``ids``: each
-        item's index in the run (it seeds the random map and ROAD's noise, whatever the batching)."""
+    def __call__(self, items: Sequence[Item], submit: Callable | None = None) -> list[dict]:
+        """One record per item: its class and, per method, every metric (and the curves)."""
+        ids = [self.index.get(item.ref.path, i) for i, item in enumerate(items)]
         batch = np.stack([item.model_input for item in items])
         pixels = np.stack([resize(item.image, self.size) for item in items])
         classes, first, explained = self.maps(batch, self.settings.methods[0], ids)  # the class is the first's
         records = [self._record(item, e) for item, e in zip(items, explained)]
+        boxes = [self.boxes.get(os.path.realpath(item.ref.path)) for item in items]
         for m, method in enumerate((*self.settings.methods, *self.settings.baselines)):
             small = first if m == 0 else self.maps(batch, method, ids)[1]
-            maps = np.stack([self.cam.upsampler(m, self.size) for m in small])
-            scores = self._metrics(pixels, maps, classes, small, items, ids)
-            for record, values in zip(records, scores):
+            maps = np.stack([self.cam.upsampler(cam, self.size) for cam in small])
+            scored = MetricBatch(pixels, maps, small, classes, [item.image.shape[:2] for item in items], boxes, ids,
+                                 self.cam.upsampler)
+            for record, values in zip(records, self._metrics(scored)):
                 record["metrics"][method] = values
         return records
 
-    def _record(self, item: Item, explanation: Any) -> dict:
+    def _record(self, item: Item, explanation: Explanation) -> dict:
         p = explanation.predictions[0]
         height, width = item.image.shape[:2]
         return {"path": item.ref.path, "status": "ok", "width": width, "height": height,
                 "class_index": p.class_index, "label": p.label, "probability": p.probability, "metrics": {}}
 
-    def _metrics(self, pixels, maps, classes, small, items, ids) -> list[dict]:
-        from gradcam_cli.metrics import confidence, perturbation, road
-
-        s, n = self.settings, len(items)
-        out: list[dict] = [{} for _ in range(n)]
-        if "deletion" in s.metrics:
-            curves = perturbation.deletion(pixels, maps, classes, self.score_fn, baseline=s.deletion_baseline,
-                                           steps=s.steps)
-            _fill(out, deletion=curves.auc, deletion_curve=curves.scores)
-        if "insertion" in s.metrics:
-            curves = perturbation.insertion(pixels, maps, classes, self.score_fn, baseline=s.insertion_baseline,
-                                            steps=s.steps)
-            _fill(out, insertion=curves.auc, insertion_curve=curves.scores)
-        if "confidence" in s.metrics:
-            conf = confidence.confidence(pixels, maps, classes, self.score_fn)
-            _fill(out, average_drop=100.0 * conf.drop, increase=100.0 * conf.increase)
-        if "road" in s.metrics:
-            result = road.road(pixels, maps, classes, self.score_fn, seed=s.seed, image_ids=list(ids))
-            _fill(out, road_morf=result.morf.mean(axis=1), road_lerf=result.lerf.mean(axis=1),
-                  road_combined=result.combined)
-        if self.boxes and ({"pointing", "localisation"} & set(s.metrics)):
-            self._localisation(out, small, classes, items)
+    def _metrics(self, batch: MetricBatch) -> list[dict]:
+        """Per image, every asked metric's fields (in registration order); a metric that needs
+        boxes runs only when some image of the batch has them."""
+        out: list[dict] = [{} for _ in batch.classes]
+        for metric in self.metrics:
+            if metric.needs_boxes and not batch.with_boxes():
+                continue
+            for name, values in metric.fn(batch, self.score_fn, self.settings).items():
+                for record, value in zip(out, values):
+                    if value is not None:
+                        record[name] = np.asarray(value).tolist() if np.ndim(value) else float(value)
         return out
-
-    def _localisation(self, out: list[dict], small, classes, items) -> None:
-        from gradcam_cli.metrics import pointing
-
-        keep = [i for i, item in enumerate(items) if os.path.realpath(item.ref.path) in self.boxes]
-        if not keep:
-            return
-        sizes = [items[i].image.shape[:2] for i in keep]
-        boxes = [self.boxes[os.path.realpath(items[i].ref.path)] for i in keep]
-        labels = [str(int(classes[i])) for i in keep]
-        kwargs = dict(tolerance=self.settings.tolerance, upsample=self.cam.upsampler)
-        if "pointing" in self.settings.metrics:
-            hits = pointing.pointing_game(small[keep], sizes, boxes, labels, **kwargs)
-            for i, hit in zip(keep, hits):
-                out[i]["pointing"] = 100.0 * float(hit)
-        if "localisation" in self.settings.metrics:
-            errors = pointing.localisation_error(small[keep], sizes, boxes, labels, upsample=self.cam.upsampler)
-            for i, error in zip(keep, errors):
-                out[i]["localisation_error"] = 100.0 * float(error)
-
-
-def _fill(out: list[dict], **columns) -> None:
-    for name, values in columns.items():
-        for record, value in zip(out, values):
-            record[name] = np.asarray(value).tolist() if np.ndim(value) else float(value)
 
 
 def aggregate(records: Sequence[dict], settings: EvalSettings) -> dict:
-    """method -> metric -> {mean, low, high, n} (95% bootstrap, seeded), over the ok records."""
+    """method -> tabled field -> {mean, low, high, n} (95% bootstrap, seeded), over the ok records."""
     from gradcam_cli.metrics.stats import bootstrap
 
     table: dict = {}
     for method in (*settings.methods, *settings.baselines):
         row = {}
-        for metric, (fields, _) in METRICS.items():
-            for field in fields:
-                values = [r["metrics"][method][field] for r in records
-                          if r.get("status") == "ok" and field in r["metrics"].get(method, {})]
-                if values:
-                    row[field] = asdict(bootstrap(values, seed=settings.seed))
+        for field in better():
+            values = [r["metrics"][method][field] for r in records
+                      if r.get("status") == "ok" and field in r["metrics"].get(method, {})]
+            if values:
+                row[field] = asdict(bootstrap(values, seed=settings.seed))
         table[method] = row
     return table
 
 
 def mean_curves(records: Sequence[dict], settings: EvalSettings) -> dict:
-    """method -> {"deletion": mean curve, "insertion": mean curve}."""
+    """method -> curve name (``deletion``, ``insertion``) -> the mean curve."""
     curves: dict = {}
     for method in (*settings.methods, *settings.baselines):
-        for kind in ("deletion", "insertion"):
-            rows = [r["metrics"][method][f"{kind}_curve"] for r in records
-                    if r.get("status") == "ok" and f"{kind}_curve" in r["metrics"].get(method, {})]
+        for field, kind in curve_kinds().items():
+            rows = [r["metrics"][method][field] for r in records
+                    if r.get("status") == "ok" and field in r["metrics"].get(method, {})]
             if rows:
                 curves.setdefault(method, {})[kind] = np.mean(np.asarray(rows), axis=0).tolist()
     return curves
 
 
-def evaluate_folder(cam: Any, refs: Sequence[Any], settings: EvalSettings, out_dir: str | os.PathLike, *,
-                    batch_size: int = 16, resume: bool = False, boxes: dict | None = None,
-                    sanity_images: int = 0, on_record: Callable[[dict], None] | None = None) -> dict:
-    """Evaluate every input of ``refs``; write the JSON Lines log, ``evaluation.json`` and the plots.
-    Returns the evaluation document (without the per-image records)."""
-    from gradcam_cli.run.resume import check_same_settings, previous_records
-
-    out_dir = writers.check_writable(out_dir)
+def evaluate_folder(cam: GradCAM, refs: Sequence[InputRef], settings: EvalSettings, out_dir: str | os.PathLike, *,
+                    batch_size: int = 16, resume: bool = False, boxes: dict | None = None, sanity_images: int = 0,
+                    on_record: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None,
+                    workers: int | None = None) -> tuple[dict, Summary]:
+    """Evaluate every input of ``refs`` into ``out_dir`` on the shared run journal (folder lock,
+    torn-line repair, ``--resume``), decoding in I/O threads one batch ahead, as ``explain``
+    does; then the sanity check, ``evaluation.json`` and the plots. ``stop()`` -> True ends the
+    run between batches (no sanity check then). Returns the document (without the per-image
+    records) and the journal's summary."""
+    stop = stop or (lambda: False)
     recorded = {**_json(asdict(settings)), "model": cam.describe()}
-    run_file = out_dir / ".gradcam-evaluate.json"
-    log_path = out_dir / EVAL_JSONL
-    previous = {}
-    if resume:
-        check_same_settings(run_file, {"settings": recorded})
-        previous = previous_records(log_path)
-    writers.write_json(run_file, {"settings": {"settings": recorded}})
-    evaluator = Evaluator(cam, settings, boxes)
-    offsets: dict[str, int] = {}
-    with writers.JsonLines(log_path, append=resume) as log:
-        for start, chunk in _chunks(refs, batch_size):
-            todo = [ref for ref in chunk if ref.path not in previous]
-            for ref in chunk:
-                if ref.path in previous:
-                    offsets[ref.path] = previous[ref.path]
-                    if on_record:
-                        on_record(writers.read_record_at(log_path, previous[ref.path]))
-            decoded = [decode_item(ref, cam.profile, settings.max_pixels) for ref in todo]
-            good = [d for d in decoded if isinstance(d, Item)]
-            index = {ref.path: start + i for i, ref in enumerate(chunk)}
-            records = {r["path"]: r for r in (evaluator(good, [index[g.ref.path] for g in good]) if good else [])}
-            for value in decoded:
-                record = value if isinstance(value, dict) else records[value.ref.path]
-                offsets[record["path"]] = log.write(record)
-                if on_record:
-                    on_record(record)
-    ordered = list(writers.read_records_at(log_path, [offsets[r.path] for r in refs if r.path in offsets]))
-    document = _document(cam, settings, recorded, ordered)
-    if sanity_images:
-        document["sanity"] = sanity(cam, refs[:sanity_images], settings)
-    writers.write_json_document(out_dir / EVAL_JSON, document, iter(ordered))
-    plot(document, out_dir)
-    return document
+    index = {ref.path: i for i, ref in enumerate(refs)}
+    evaluator = Evaluator(cam, settings, boxes, index)
+    complete = lambda record, _: record.get("status") == "ok" and isinstance(record.get("metrics"), dict)  # noqa: E731
+    with RunJournal(out_dir, EVAL_FILES, recorded, resume=resume, complete=complete, on_record=on_record,
+                    total=len(refs)) as journal, \
+            ThreadPoolExecutor(io_threads(workers), thread_name_prefix="gradcam-io") as pool:
+        def start_decoding(chunk: list) -> list:
+            return [journal.lookup(ref.path) or pool.submit(decode_item, ref, cam.profile, settings.max_pixels)
+                    for ref in chunk]
 
+        run_pipeline(refs, batch_size, evaluator, pool, start_decoding, journal.add, stop)
+        checked = sanity(cam, refs[:sanity_images], settings) if sanity_images and not stop() else None
+        found: dict = {}
 
-def _chunks(refs, size):
-    start = 0
-    for chunk in batched(refs, size):
-        yield start, chunk
-        start += len(chunk)
+        def header(counts: Summary, records: Callable[[], Iterator[dict]]) -> dict:
+            found.update(_document(cam, settings, counts, list(records())))
+            if checked is not None:
+                found["sanity"] = checked
+            return found
+
+        summary = journal.write_document(refs, header)
+        for name, png in (("curves.png", curves_png(found.get("mean_curves", {}), list(curve_kinds().values()),
+                                                    settings.baselines)),
+                          ("sanity.png", sanity_png(found.get("sanity", {})))):
+            if png is not None:
+                writers.write_bytes(journal.out_dir / name, png)
+    return found, summary
 
 
 def _json(value):
@@ -260,32 +198,33 @@ def _json(value):
     return json.loads(json.dumps(value))
 
 
-def _document(cam: Any, settings: EvalSettings, recorded: dict, records: list[dict]) -> dict:
-    ok = [r for r in records if r.get("status") == "ok"]
+def _document(cam: GradCAM, settings: EvalSettings, counts: Summary, records: list[dict]) -> dict:
     return {
         "tool": "gradcam-cli", "version": __version__, **cam.describe(), "settings": _json(asdict(settings)),
-        "summary": {"images": len(records), "done": len(ok), "failed": len(records) - len(ok)},
-        "better": BETTER, "aggregate": aggregate(records, settings), "mean_curves": mean_curves(records, settings),
+        "summary": {"images": counts.records, "done": counts.done, "failed": counts.failed},
+        "better": better(), "aggregate": aggregate(records, settings), "mean_curves": mean_curves(records, settings),
     }
 
 
-def sanity(cam: Any, refs: Sequence[Any], settings: EvalSettings) -> dict:
+def sanity(cam: GradCAM, refs: Sequence[InputRef], settings: EvalSettings) -> dict:
     """Cascading randomisation (Adebayo et al. 2018) of each method on the first images: rank correlation
-    and SSIM of the randomised models' maps with the original maps, block by block from the top."""
-    from gradcam_cli.engine.explainer import Explainer
+    and SSIM of the randomised models' maps with the original maps, block by block from the top. Each
+    randomised model is explained through the front door (:class:`GradCAM` on the same layer and
+    profile), with the run's method options."""
+    from gradcam_cli.cam import GradCAM
     from gradcam_cli.metrics.sanity import cascading_randomisation
-    from gradcam_cli.models.split import split_model
 
     items = [d for d in (decode_item(ref, cam.profile) for ref in refs) if isinstance(d, Item)]
     batch = np.stack([item.model_input for item in items])
-    classes = np.array([e.predictions[0].class_index for e in cam.explain_prepared(batch, top=1)], np.int32)
+    classes = [e.predictions[0].class_index for e in cam.explain_prepared(batch, top=1)]
     size = tuple(cam.profile.input_size)
     out = {}
     for method in settings.methods:
         def maps_fn(model, method=method):
-            split = split_model(model, cam.layer, output=cam.profile.output)
-            result = Explainer(split, top=1, extra_class=True, method=method)(batch, classes)
-            return np.stack([cam.upsampler(m, size) for m in result.maps[:, -1]])
+            randomised = GradCAM(model=model, layer=cam.layer, profile=cam.profile)
+            found = randomised.explain_prepared(batch, top=1, truth=classes, method=method,
+                                                options=settings.method_options)
+            return np.stack([randomised.upsampler(_map_of(e, c), size) for e, c in zip(found, classes)])
 
         result = cascading_randomisation(cam.model, maps_fn, seed=settings.seed)
         out[method] = {"blocks": [list(b) for b in result.blocks], "spearman": result.mean_spearman.tolist(),
@@ -293,58 +232,7 @@ def sanity(cam: Any, refs: Sequence[Any], settings: EvalSettings) -> dict:
     return out
 
 
-def plot(document: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
-    """``curves.png`` (mean deletion / insertion curves per method) and ``sanity.png`` (the cascade)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    written = []
-    curves = document.get("mean_curves", {})
-    kinds = [k for k in ("deletion", "insertion") if any(k in by_kind for by_kind in curves.values())]
-    if kinds:  # one panel per curve measured (an empty one would warn that its legend has no lines)
-        fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), constrained_layout=True, squeeze=False)
-        for ax, kind in zip(axes[0], kinds):
-            for method, by_kind in curves.items():
-                if kind in by_kind:
-                    y = by_kind[kind]
-                    ax.plot(np.linspace(0, 1, len(y)), y, label=method, linestyle="--" if method in BASELINE_METHODS else "-")
-            ax.set(title=f"{kind} (mean over images)", xlabel="fraction of pixels", ylabel="score")
-            ax.legend(fontsize=8)
-        written.append(_save(fig, out_dir / "curves.png", plt, io))
-    if document.get("sanity"):
-        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-        for method, result in document["sanity"].items():
-            ax.plot(range(1, len(result["spearman"]) + 1), result["spearman"], marker="o", label=f"{method} Spearman")
-            ax.plot(range(1, len(result["ssim"]) + 1), result["ssim"], marker="x", linestyle=":", label=f"{method} SSIM")
-        ax.axhline(0.5, color="grey", linewidth=0.8)
-        ax.set(title="sanity check: layers randomised from the top", xlabel="blocks randomised", ylabel="similarity")
-        ax.legend(fontsize=8)
-        written.append(_save(fig, out_dir / "sanity.png", plt, io))
-    return written
-
-
-def _save(fig, path: pathlib.Path, plt, io) -> pathlib.Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    writers.write_bytes(path, buffer.getvalue())
-    return path
-
-
-def table(document: dict) -> list[str]:
-    """The aggregate as text rows: methods x metrics, mean [95% interval]."""
-    fields = [f for f in BETTER if any(f in row for row in document["aggregate"].values())]
-    head = ["method"] + [f"{f} ({BETTER[f]})" for f in fields]
-    rows = [head]
-    for method, row in document["aggregate"].items():
-        cells = [method]
-        for f in fields:
-            v = row.get(f)
-            cells.append("-" if v is None else f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]")
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+def _map_of(explanation: Explanation, class_index: int) -> np.ndarray:
+    """The map of ``class_index`` in an explanation (top-1 and the true class: the true class's map
+    is last, or the top-1 map when it is the same class)."""
+    return explanation.maps[[p.class_index for p in explanation.predictions].index(class_index)]

@@ -2,7 +2,7 @@
 
 Decoding the next batch and writing the previous ones overlap with the model in
 one bounded thread pool. Each image's record goes to the run's journal
-(:class:`~gradcam_cli.run.journal.RunJournal`: ``predictions.jsonl`` as soon as its
+(:class:`~gradcam_cli.run.journal.ExplainJournal`: ``predictions.jsonl`` as soon as its
 files are written, ``predictions.json`` in input order at the end), the same journal
 the Ray engine writes, so either can resume the other's run.
 """
@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from gradcam_cli.io.discover import batched
-from gradcam_cli.run.journal import RunJournal, Summary
+from gradcam_cli.run.journal import ExplainJournal, Summary
 from gradcam_cli.run.step import BatchStep, Item, decode_item
 from gradcam_cli.settings import RunOptions, RunSettings
 
@@ -57,7 +57,7 @@ def run_folder(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, op
     """
     stop = stop or (lambda: False)
     step = BatchStep(cam, settings, options.out_dir, truth=truth)
-    with RunJournal(cam, settings, options, step.outputs, on_record=on_record, total=len(refs)) as journal, \
+    with ExplainJournal(cam, settings, options, step.outputs, on_record=on_record, total=len(refs)) as journal, \
             ThreadPoolExecutor(io_threads(options.workers), thread_name_prefix="gradcam-io") as pool:
         def emit(item: Item | dict | Future) -> None:
             journal.add(item.result() if isinstance(item, Future) else item)  # a write's OutputError stops the run
@@ -68,12 +68,18 @@ def run_folder(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, op
                                                              step.true_class(ref.path), step.decode_floor)
                     for ref in chunk]
 
-        _pipeline(refs, options.batch_size, step, pool, start_decoding, emit, stop)
+        run_pipeline(refs, options.batch_size, step, pool, start_decoding, emit, stop)
         return journal.finish(refs, cam.max_batch)
 
 
-def _pipeline(refs, batch_size, step, pool, start_decoding, emit, stop) -> None:
-    """Decode one batch ahead, compute in order, emit with at most WRITE_DEPTH batches in flight."""
+def run_pipeline(refs: Sequence[InputRef], batch_size: int, step: Callable, pool: ThreadPoolExecutor,
+                 start_decoding: Callable[[list], list], emit: Callable, stop: Callable[[], bool]) -> None:
+    """Decode one batch ahead, compute in order, emit with at most WRITE_DEPTH batches in flight.
+
+    ``start_decoding(refs)``: per input, a kept record or a decode future; ``step(items,
+    submit=)``: records (or write futures) of the decoded :class:`Item` s, in order (the
+    :class:`BatchStep` of ``explain``, ``evaluate``'s evaluator); ``emit``: each, in input order;
+    ``stop()`` -> True: take no new batch."""
     decoding: deque = deque()  # batches being decoded (one ahead of the model)
     writing: deque = deque()  # batches whose records or write futures wait to be emitted, in order
     for chunk in batched(refs, batch_size):
@@ -96,7 +102,7 @@ def _pipeline(refs, batch_size, step, pool, start_decoding, emit, stop) -> None:
             emit(item)
 
 
-def compute_batch(step: BatchStep, pending: list, pool: ThreadPoolExecutor) -> list:
+def compute_batch(step: Callable, pending: list, pool: ThreadPoolExecutor) -> list:
     """Wait for a batch's decodes; run the step on the good images; keep everything in input order."""
     resolved = [item.result() if isinstance(item, Future) else item for item in pending]
     good = [i for i, value in enumerate(resolved) if isinstance(value, Item)]

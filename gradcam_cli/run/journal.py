@@ -1,28 +1,30 @@
 """What a run writes besides the per-image files, the same for every engine.
 
 The run file (settings, for ``--resume``), the JSON Lines log (one record per
-image, appended as it arrives, in any order) and, at the end, ``predictions.json``
-(the run header, a summary, and the records in input order). The folder runner
-and the Ray engine both go through :class:`RunJournal`, so a run started by one
-can be resumed by the other.
+image, appended as it arrives, in any order) and, at the end, the document
+(``predictions.json``, ``evaluation.json``: a header, a summary, and the records in
+input order). The folder runner and the Ray engine both go through
+:class:`ExplainJournal`, so a run started by one can be resumed by the other;
+``evaluate`` goes through the same :class:`RunJournal`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+import pathlib
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from gradcam_cli._version import __version__
 from gradcam_cli.io import writers
 from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import JSON_NAME, JSONL_NAME, RUN_FILE, result_names
+from gradcam_cli.run.outputs import Output, record_complete
 from gradcam_cli.run.resume import Resumed, ResumeIndex, check_same_settings
 from gradcam_cli.settings import RunOptions, RunSettings
 
 if TYPE_CHECKING:
     from gradcam_cli.cam import GradCAM
     from gradcam_cli.io.discover import InputRef
-    from gradcam_cli.run.outputs import Output
 
 
 @dataclass
@@ -93,48 +95,60 @@ def recorded_settings(cam: GradCAM, settings: RunSettings) -> dict:
     return recorded
 
 
-class RunJournal:
-    """The run file, the JSON Lines log and the final document of one run into ``options.out_dir``.
+@dataclass(frozen=True)
+class JournalFiles:
+    """The names of what a run writes beside its per-image files, inside its output folder."""
 
-    Opening it locks the folder (:class:`~gradcam_cli.io.writers.FolderLock`; ``BusyError``
-    when another run holds it), refuses ``--resume`` with other settings
-    (:class:`~gradcam_cli.errors.ResumeError`), indexes the previous run's complete images
-    (``outputs``: the run's output plug-ins) and opens the log. ``on_record`` is called with
-    every record, kept or new, as it is added. Use as a context manager; :meth:`finish`
-    writes ``predictions.json``: these inputs first, in input order, then (resuming) the
-    log's other images in log order, except those whose files this run replaced.
+    document: str  # predictions.json, evaluation.json: a header and every record in input order
+    log: str  # its JSON Lines log: one record per image, appended as each is done
+    run_file: str  # the recorded settings, compared on --resume
+
+
+def _no_files(record: dict) -> list[str]:
+    return []
+
+
+class RunJournal:
+    """The run file, the JSON Lines log and the final document of one run into ``out_dir``.
+
+    Opening it locks the folder (:class:`~gradcam_cli.io.writers.FolderLock`, per ``part`` of a
+    sharded run; ``BusyError`` when another run holds it), refuses ``resume`` with other
+    ``recorded`` settings (:class:`~gradcam_cli.errors.ResumeError`), repairs a torn log, removes
+    stale temporary files, indexes the previous run's images that ``complete(record, out_dir)``
+    accepts, and opens the log. ``files(record)``: the files a record says it wrote (a later
+    record naming one of them replaces an earlier image's). ``on_record`` is called with every
+    record, kept or new, as it is added. Use as a context manager; :meth:`finish` writes the
+    document: these inputs first, in input order, then (resuming) the log's other images in log
+    order, except those whose files this run replaced. ``explain`` (either engine) and
+    ``evaluate`` share it.
     """
 
-    def __init__(self, cam: GradCAM, settings: RunSettings, options: RunOptions, outputs: Sequence[Output],
-                 on_record: Callable[[dict], None] | None = None, total: int = 0):
-        self.cam, self.settings, self.options, self.on_record = cam, settings, options, on_record
-        self.outputs = outputs
-        self.out_dir = writers.check_writable(options.out_dir)
-        part = None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}"
+    def __init__(self, out_dir, names: JournalFiles, recorded: dict, *, resume: bool,
+                 complete: Callable[[dict, pathlib.Path], bool], files: Callable[[dict], list[str]] = _no_files,
+                 part: str | None = None, on_record: Callable[[dict], None] | None = None, total: int = 0):
+        self.on_record, self.files, self.recorded = on_record, files, recorded
+        self.out_dir = writers.check_writable(out_dir)
         self._lock = writers.FolderLock(self.out_dir, part).__enter__()
         try:
-            names = result_names(options.shard)
-            self.jsonl_path, self.json_path = self.out_dir / names[JSONL_NAME], self.out_dir / names[JSON_NAME]
-            self.recorded = recorded_settings(cam, settings)
-            if options.resume:
-                check_same_settings(self.out_dir / names[RUN_FILE], self.recorded)
-            self.resume = ResumeIndex(self.out_dir, self.jsonl_path, outputs, options.resume)
-            writers.write_json(self.out_dir / names[RUN_FILE], {"settings": self.recorded})
+            self.jsonl_path, self.json_path = self.out_dir / names.log, self.out_dir / names.document
+            if resume:
+                check_same_settings(self.out_dir / names.run_file, recorded)
+            self.resume = ResumeIndex(self.out_dir, self.jsonl_path, lambda r: complete(r, self.out_dir), resume)
+            writers.write_json(self.out_dir / names.run_file, {"settings": recorded})
             self.summary = Summary(out_dir=str(self.out_dir), total=total)
             self.offsets: dict[str, int] = {}  # path -> offset of its record in the log (this run's or kept)
             self.claimed: set[str] = set()  # the files this run's records name
-            self._log = writers.JsonLines(self.jsonl_path, append=options.resume)
+            self._log = writers.JsonLines(self.jsonl_path, append=resume)
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
 
     def lookup(self, path: str) -> Resumed | None:
-        """The previous run's record of ``path`` when its outputs are complete (``--resume``), else None."""
+        """The previous run's record of ``path`` when it is complete (``--resume``), else None."""
         return self.resume.lookup(path)
 
     def _files(self, record: dict) -> list[str]:
-        return [name for output in self.outputs for name in output.files(record) if name] \
-            if record.get("status") == "ok" else []
+        return [name for name in self.files(record) if name] if record.get("status") == "ok" else []
 
     def add(self, item: dict | Resumed) -> bool:
         """Log a new record (or count a kept one). False, and nothing logged, when this run has a
@@ -160,28 +174,29 @@ class RunJournal:
         self.summary.replaced = len(others) - len(earlier)
         return ours, earlier
 
-    def finish(self, refs: Sequence[InputRef], max_batch: int | None = None) -> Summary:
-        """Close the log; write ``predictions.json``; release the folder.
+    def finish(self, refs: Sequence[InputRef], header: Callable[[Summary, Callable[[], Iterator[dict]]], dict]
+               ) -> Summary:
+        """:meth:`write_document`, then release the folder."""
+        summary = self.write_document(refs, header)
+        self.close()
+        return summary
 
-        ``max_batch``: the batch size the model was cut to after running out of memory, if it was.
-        """
+    def write_document(self, refs: Sequence[InputRef],
+                       header: Callable[[Summary, Callable[[], Iterator[dict]]], dict]) -> Summary:
+        """Close the log and write the document (the folder stays locked). ``header(counts,
+        records)``: the document's header from the counts of the records it lists and a
+        function that reads those records afresh, in document order."""
         self._log.close()
         self.summary.interrupted = self.summary.records < len(refs)
         ours, earlier = self._document_offsets(refs)
         self.summary.earlier = len(earlier)
         order = {ref.path: i for i, ref in enumerate(refs)}
         self.summary.misclassified.sort(key=lambda path: order.get(path, len(order)))
-        document = Summary()
-        for record in writers.read_records_at(self.jsonl_path, ours + earlier):
-            document.add(record, False)
-        header = run_header(self.cam, self.settings, self.options)
-        header["summary"] = {"images": document.records, "done": document.done, "failed": document.failed}
-        if document.accuracy() is not None:
-            header["summary"]["accuracy"] = document.accuracy()
-        if max_batch is not None:  # the model ran out of memory and the batch was halved
-            header["summary"]["batch_size_after_out_of_memory"] = max_batch
-        writers.write_json_document(self.json_path, header, writers.read_records_at(self.jsonl_path, ours + earlier))
-        self.close()
+        records = lambda: writers.read_records_at(self.jsonl_path, ours + earlier)  # noqa: E731
+        counts = Summary()
+        for record in records():
+            counts.add(record, False)
+        writers.write_json_document(self.json_path, header(counts, records), records())
         return self.summary
 
     def close(self) -> None:
@@ -195,3 +210,36 @@ class RunJournal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ExplainJournal(RunJournal):
+    """``explain``'s journal (the folder runner and the Ray engine): ``predictions.json(l)`` and
+    the run file, named per shard; complete means every output file is there and whole."""
+
+    def __init__(self, cam: GradCAM, settings: RunSettings, options: RunOptions, outputs: Sequence[Output],
+                 on_record: Callable[[dict], None] | None = None, total: int = 0):
+        names = result_names(options.shard)
+        super().__init__(
+            options.out_dir, JournalFiles(names[JSON_NAME], names[JSONL_NAME], names[RUN_FILE]),
+            recorded_settings(cam, settings), resume=options.resume,
+            complete=lambda record, out_dir: record_complete(record, outputs, out_dir),
+            files=lambda record: [name for output in outputs for name in output.files(record)],
+            part=None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}",
+            on_record=on_record, total=total,
+        )
+        self.cam, self.settings, self.options = cam, settings, options
+
+    def finish(self, refs: Sequence[InputRef], max_batch: int | None = None) -> Summary:  # type: ignore[override]
+        """Write ``predictions.json``. ``max_batch``: the batch size the model was cut to after
+        running out of memory, if it was."""
+
+        def header(counts: Summary, records: Callable[[], Iterator[dict]]) -> dict:
+            head = run_header(self.cam, self.settings, self.options)
+            head["summary"] = {"images": counts.records, "done": counts.done, "failed": counts.failed}
+            if counts.accuracy() is not None:
+                head["summary"]["accuracy"] = counts.accuracy()
+            if max_batch is not None:  # the model ran out of memory and the batch was halved
+                head["summary"]["batch_size_after_out_of_memory"] = max_batch
+            return head
+
+        return super().finish(refs, header)

@@ -7,7 +7,7 @@ keeps what ``--resume`` finds complete, and sends the rest as small items
 model once, decodes with the project's decoder and calls the per-batch step,
 which writes every file through the atomic writers under fixed names; it returns
 the records as JSON text. The driver logs them through the same
-:class:`~gradcam_cli.run.journal.RunJournal` as the folder runner, so a run started
+:class:`~gradcam_cli.run.journal.ExplainJournal` as the folder runner, so a run started
 by one engine can be resumed by the other.
 
 Ray restarts an actor that dies and runs its batch again: the files are rewritten
@@ -30,7 +30,7 @@ from gradcam_cli._version import __version__
 from gradcam_cli.errors import EngineError, GradcamError, first_line
 from gradcam_cli.io import writers
 from gradcam_cli.run.folder import compute_batch
-from gradcam_cli.run.journal import RunJournal, Summary, recorded_settings
+from gradcam_cli.run.journal import ExplainJournal, Summary, recorded_settings
 from gradcam_cli.run.memory import keep_large_blocks
 from gradcam_cli.run.outputs import outputs_for
 from gradcam_cli.run.step import BatchStep, decode_item
@@ -216,7 +216,7 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
     """
     require_ray()
     out_dir = os.path.abspath(options.out_dir)
-    with RunJournal(cam, settings, options, outputs_for(settings), on_record=on_record) as journal:
+    with ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record) as journal:
         todo = []
         for index, ref in enumerate(refs):
             kept = journal.lookup(ref.path)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import pathlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable
 
 from gradcam_cli.errors import ResumeError
 from gradcam_cli.io import writers
-from gradcam_cli.run.outputs import Output, record_complete
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,8 @@ def check_same_settings(run_file: pathlib.Path, settings: dict) -> None:
         before = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
     except (OSError, ValueError):
         return
+    if set(before) == {"settings"} and "settings" not in settings:  # evaluate's run file before 0.3 nested it
+        before = before["settings"]
     changed = [k for k in settings if k in before and before[k] != settings[k]]
     if changed:
         what = ", ".join(f"{k} {before[k]!r} -> {settings[k]!r}" for k in changed)
@@ -49,10 +50,11 @@ def previous_records(jsonl_path: pathlib.Path) -> dict[str, int]:
 
 
 class ResumeIndex:
-    """The complete images of a previous run in ``out_dir`` (empty when not resuming)."""
+    """The complete images (``complete(record)``) of a previous run in ``out_dir`` (empty when not resuming)."""
 
-    def __init__(self, out_dir: pathlib.Path, jsonl_path: pathlib.Path, outputs: Sequence[Output], enabled: bool):
-        self.out_dir, self.jsonl_path, self.outputs = out_dir, jsonl_path, outputs
+    def __init__(self, out_dir: pathlib.Path, jsonl_path: pathlib.Path, complete: Callable[[dict], bool],
+                 enabled: bool):
+        self.out_dir, self.jsonl_path, self.complete = out_dir, jsonl_path, complete
         #: lines of the log that were not whole JSON objects, dropped before reading it
         self.dropped = writers.repair_json_lines(jsonl_path) if enabled else 0
         self.offsets = previous_records(jsonl_path) if enabled else {}
@@ -64,4 +66,4 @@ class ResumeIndex:
         if offset is None:
             return None
         record = writers.read_record_at(self.jsonl_path, offset)
-        return Resumed(offset, record) if record_complete(record, self.outputs, self.out_dir) else None
+        return Resumed(offset, record) if self.complete(record) else None

@@ -1,0 +1,233 @@
+"""Every option bundle the commands share, each with the function that turns its values into its
+settings record; choices and defaults come from their sources (the registries, ``settings``).
+
+A bundle is a decorator adding its options to a command; the command passes ``**params`` on to
+the bundle's record function. Nothing here loads a model or imports TensorFlow (``--help``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from gradcam_cli.config.profiles import DEFAULT_BACKBONE, PREPROCESSING
+from gradcam_cli.methods import method_names
+from gradcam_cli.settings import (
+    BOX_THRESHOLD,
+    DEFAULT_ALPHA,
+    DEFAULT_COLORMAP,
+    DEFAULT_METHOD,
+    DEFAULT_QUALITY,
+    BoxSettings,
+    GifSettings,
+    GridSettings,
+    MethodOptions,
+    ModelSettings,
+    OutputSettings,
+    OverlaySettings,
+)
+
+
+def _apply(command, options: list):
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+config_dir_option = click.option(
+    "--config-dir",
+    "config_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Extra folder of backbone profiles (*.toml); repeatable. Also $GRADCAM_CONFIG_DIR.",
+)
+
+
+def model_options(command):
+    """The options that choose and adapt the model (every command that builds one); their record:
+    :func:`model_settings`."""
+    return _apply(command, [
+        click.option("-b", "--backbone", default=DEFAULT_BACKBONE, show_default=True,
+                     help="Backbone profile name (see `gradcam backbones`)."),
+        click.option("--weights", default=ModelSettings().weights, show_default=True,
+                     help="'imagenet' (the profile's pretrained weights), 'none' (random), or a local weights file."),
+        click.option("-m", "--model", "model_path", default=None, type=click.Path(),
+                     help="Your own saved model (.keras or .h5) instead of a backbone."),
+        click.option("--custom-objects", default=None, type=click.Path(),
+                     help="A Python file defining the custom layers / functions your model needs."),
+        click.option("--layer", default=None,
+                     help="Target layer: a name, a nested path (resnet50/conv5_block3_out), or 'auto' "
+                          "(the last 4-D layer with spatial extent; the default for --model)."),
+        click.option("--output", default=None, help="Which output of a multi-output model to explain (name or index)."),
+        click.option("--input-size", default=None, type=click.IntRange(32, 4096),
+                     help="Resize images to this many pixels square (default: the profile's or the model's)."),
+        click.option("--preprocess", default=None,
+                     type=click.Choice(list(PREPROCESSING)),
+                     help="Input normalisation (default: the profile's; 'none' = raw 0..255 for --model)."),
+        click.option("--mean", default=None, type=float, help="With --preprocess mean_std: the mean (0..255)."),
+        click.option("--std", default=None, type=float, help="With --preprocess mean_std: the std (0..255)."),
+        click.option("--labels", default=None, type=click.Path(),
+                     help="Class names: a text file (one per line) or JSON list, in output order."),
+        config_dir_option,
+    ])
+
+
+def model_settings(params: dict, precision: str = "float32") -> ModelSettings:
+    """The :class:`ModelSettings` that the model options describe (checks flags that exclude each other)."""
+    ctx = click.get_current_context()
+    model_path = params["model_path"]
+    if model_path and ctx.get_parameter_source("backbone") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("give either --backbone or --model, not both")
+    if model_path and ctx.get_parameter_source("weights") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--weights applies to --backbone; a saved --model carries its own weights")
+    labels = params["labels"]
+    return ModelSettings(
+        backbone=None if model_path else params["backbone"], model=model_path, weights=params["weights"],
+        layer=params["layer"], output=params["output"], input_size=params["input_size"],
+        preprocessing=params["preprocess"], mean=params["mean"], std=params["std"],
+        labels=None if labels is None else os.path.abspath(labels), custom_objects=params["custom_objects"],
+        config_dirs=tuple(params["config_dirs"]), precision=precision,
+    )
+
+
+def unit_interval(ctx, param, value):
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise click.BadParameter(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def batch_size_value(ctx, param, value):
+    if value == "auto":
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= 4096:
+        raise click.BadParameter(f"must be a whole number from 1 to 4096, or 'auto'; got {value!r}")
+    return size
+
+
+def method_names_value(ctx, param, value):
+    from gradcam_cli.methods import get_method
+
+    try:
+        names = tuple(get_method(name).name for name in value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"each method may be given once, got {', '.join(names)}")
+    return names
+
+
+def colormap_value(ctx, param, value):
+    from gradcam_cli.render.overlay import colormap_id
+
+    try:
+        colormap_id(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def picture_options(command):
+    """Grids, GIFs and boxes (the output plug-ins beyond overlays)."""
+    grid, gif = GridSettings(), GifSettings()
+    return _apply(command, [
+        click.option("--grid", is_flag=True, help="Per image, one JPEG: the original and every overlay, titled."),
+        click.option("--grid-columns", default=grid.columns, show_default=True, type=click.IntRange(1, 32),
+                     help="Tiles per row of --grid."),
+        click.option("--grid-tile", default=grid.tile, show_default=True, type=click.IntRange(64, 4096),
+                     help="Long side of each --grid tile, in pixels."),
+        click.option("--gif", is_flag=True, help="Per image, an animated GIF: original, then each overlay, captioned."),
+        click.option("--gif-ms", default=gif.ms, show_default=True, type=click.IntRange(1, 60000),
+                     help="Milliseconds per --gif frame."),
+        click.option("--boxes", is_flag=True,
+                     help="The paper's localisation box per map: in the records ('box', original pixels) and drawn "
+                          "on the overlays."),
+        click.option("--box-threshold", default=BOX_THRESHOLD, show_default=True, type=float, callback=unit_interval,
+                     help="--boxes: keep the map above this fraction of its maximum, then its largest segment."),
+        click.option("--no-overlays", is_flag=True,
+                     help="Write no overlay JPEGs: records, --save-raw maps and other asked outputs only (fastest)."),
+        click.option("--overlay-max-side", default=None, type=click.IntRange(16, 65536), metavar="PX",
+                     help="Overlays (grids, GIFs) at most PX on their long side (default: the original size); "
+                          "large JPEGs are then decoded reduced, several times faster."),
+    ])
+
+
+def engine_options(command):
+    """Where the job runs: here, or on a Ray cluster (actors with one model each)."""
+    return _apply(command, [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="'ray': run on a Ray cluster (the [ray] extra: pip install -e '.[ray]' in a clone); same "
+                          "outputs, and --resume works across engines. See docs/cluster.md."),
+        click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="--engine ray: 'auto' (the cluster this machine belongs to) or ray://host:port; "
+                          "default: a local Ray started for the run."),
+        click.option("--workers", type=click.IntRange(1), default=None,
+                     help="--engine ray: actors, one model each (default: as many as the cluster's GPUs, or CPUs, hold)."),
+        click.option("--gpus-per-worker", type=click.FloatRange(0, 64), default=None,
+                     help="--engine ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0)."),
+        click.option("--cpus-per-worker", type=click.FloatRange(1, 1024), default=None,
+                     help="--engine ray: CPUs per actor, and its TensorFlow threads (default: 1 with GPUs, else the CPUs / --workers, at most 4)."),
+    ])
+
+
+def method_option(help: str):
+    """``--method NAME`` (repeatable), its choices from the method registry; ``help`` says what the
+    command does with several."""
+    return click.option("--method", "methods", multiple=True, default=(DEFAULT_METHOD,), show_default=True,
+                        callback=method_names_value, metavar="NAME",
+                        help=f"CAM method: {', '.join(method_names())} (see docs/methods.md). {help}")
+
+
+def method_options(command):
+    """The options of particular methods (Score-CAM's, smoothing); their record: :func:`method_settings`."""
+    defaults = MethodOptions()
+    return _apply(command, [
+        click.option("--scorecam-batch", default=defaults.scorecam_batch, show_default=True, type=click.IntRange(1),
+                     help="Score-CAM: masked inputs per forward pass (bounds its memory)."),
+        click.option("--scorecam-channels", default=None, type=click.IntRange(1), metavar="M",
+                     help="Score-CAM: use only the M channels of highest spatial variance (Faster Score-CAM)."),
+        click.option("--aug-smooth", is_flag=True,
+                     help="Average each map over horizontal flip x input times 0.9/1.0/1.1 (6 passes; classes from the plain one)."),
+        click.option("--eigen-smooth", is_flag=True,
+                     help="Map = first principal component of the weighted activations instead of their sum."),
+    ])
+
+
+def method_settings(p: dict) -> MethodOptions:
+    return MethodOptions(scorecam_batch=p["scorecam_batch"], scorecam_channels=p["scorecam_channels"],
+                         aug_smooth=p["aug_smooth"], eigen_smooth=p["eigen_smooth"])
+
+
+def overlay_options(command):
+    """How overlays look and are saved (the picture outputs are :func:`picture_options`)."""
+    return _apply(command, [
+        click.option("--alpha", default=DEFAULT_ALPHA, show_default=True, type=float, callback=unit_interval,
+                     help="Heatmap opacity in the overlay."),
+        click.option("--colormap", default=DEFAULT_COLORMAP, show_default=True, callback=colormap_value,
+                     help="Any OpenCV colormap name: jet, turbo, viridis, inferno, magma, hot, ...") ,
+        click.option("--quality", default=DEFAULT_QUALITY, show_default=True, type=click.IntRange(1, 100),
+                     help="JPEG quality."),
+        click.option("--save-raw", is_flag=True,
+                     help="Also write each map as float32 .npy at the target layer's resolution."),
+    ])
+
+
+def output_settings(p: dict) -> OutputSettings:
+    """The record of :func:`overlay_options` and :func:`picture_options`."""
+    return OutputSettings(
+        overlay=OverlaySettings(alpha=p["alpha"], colormap=p["colormap"], quality=p["quality"],
+                                max_side=p["overlay_max_side"], enabled=not p["no_overlays"]),
+        raw=p["save_raw"], boxes=BoxSettings(enabled=p["boxes"], threshold=p["box_threshold"]),
+        grid=GridSettings(enabled=p["grid"], columns=p["grid_columns"], tile=p["grid_tile"]),
+        gif=GifSettings(enabled=p["gif"], ms=p["gif_ms"]),
+    )
+
+
+quiet_option = click.option("-q", "--quiet", is_flag=True,
+                            help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
+io_threads_option = click.option("--io-threads", default=None, type=click.IntRange(1, 256), metavar="N",
+                                 help="Decode / write threads (default: one per CPU this process may use, at least 2).")
