@@ -216,7 +216,7 @@ class GradCAM:
     # -- arrays in, arrays out -------------------------------------------------
     def prepare(self, images: Sequence[np.ndarray], value_range: tuple[float, float] | None = None) -> np.ndarray:
         """Images of any size (see :meth:`explain` for what is accepted) -> the model's float32 input batch."""
-        from gradcam_cli.io.images import to_rgb_uint8
+        from gradcam_cli.io.pixels import to_rgb_uint8
         from gradcam_cli.io.preprocess import normalise, resize
 
         rgb = [to_rgb_uint8(img, value_range) for img in _image_list(images)]
