@@ -30,7 +30,8 @@ from gradcam_cli.config.profiles import (
 )
 from gradcam_cli.errors import ModelError, OptionError
 from gradcam_cli.io.discover import batched
-from gradcam_cli.models.geometry import STRETCH, Geometry, layer_geometry, upsample
+from gradcam_cli.models.geometry import STRETCH, Geometry, upsample
+from gradcam_cli.models.layer_walk import layer_geometry
 from gradcam_cli.render.resample import Upsampler, upsample_linear
 from gradcam_cli.results import Explanation, Prediction, explained_targets, rank_of
 from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_METHOD, DEFAULT_TOP, PRECISIONS, MethodOptions, ModelSettings
