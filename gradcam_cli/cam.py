@@ -30,7 +30,8 @@ from gradcam_cli.config.profiles import (
 )
 from gradcam_cli.errors import ModelError, OptionError
 from gradcam_cli.io.discover import batched
-from gradcam_cli.models.geometry import STRETCH, Geometry, layer_geometry, upsample
+from gradcam_cli.models.geometry import STRETCH, Geometry, upsample
+from gradcam_cli.models.layer_walk import layer_geometry
 from gradcam_cli.render.resample import Upsampler, upsample_linear
 from gradcam_cli.results import Explanation, Prediction, explained_targets, rank_of
 from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_METHOD, DEFAULT_TOP, PRECISIONS, MethodOptions, ModelSettings
@@ -216,7 +217,7 @@ class GradCAM:
     # -- arrays in, arrays out -------------------------------------------------
     def prepare(self, images: Sequence[np.ndarray], value_range: tuple[float, float] | None = None) -> np.ndarray:
         """Images of any size (see :meth:`explain` for what is accepted) -> the model's float32 input batch."""
-        from gradcam_cli.io.images import to_rgb_uint8
+        from gradcam_cli.io.pixels import to_rgb_uint8
         from gradcam_cli.io.preprocess import normalise, resize
 
         rgb = [to_rgb_uint8(img, value_range) for img in _image_list(images)]

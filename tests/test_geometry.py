@@ -24,10 +24,10 @@ from gradcam_cli.models.geometry import (
     STRETCH,
     Geometry,
     cell_to_image,
-    layer_geometry,
     stretch_geometry,
     upsample,
 )
+from gradcam_cli.models.layer_walk import layer_geometry
 
 L = keras.layers
 

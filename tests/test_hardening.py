@@ -455,7 +455,7 @@ def test_explain_accepts_grey_rgba_and_float_with_a_range(tiny_cam):
      "got an array of shape (8, 8, 3) and dtype float32: it holds NaN or infinite values"),
 ])
 def test_explain_refuses_other_arrays_with_one_line(tiny_cam, image, kwargs, message):
-    from gradcam_cli.io.images import ACCEPTED_ARRAYS
+    from gradcam_cli.io.pixels import ACCEPTED_ARRAYS
 
     with pytest.raises(ValueError) as info:
         tiny_cam.explain([image], **kwargs)

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, ImageFile
 
 from gradcam_cli.errors import GradcamError, ImageError
-from gradcam_cli.io.images import BACKGROUND, DEFAULT_MAX_PIXELS, decode
+from gradcam_cli.io.images import DEFAULT_MAX_PIXELS, decode
+from gradcam_cli.io.pixels import BACKGROUND
 
 RNG = np.random.default_rng(1234)
 

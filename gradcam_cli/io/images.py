@@ -10,7 +10,7 @@ Conversions (documented behaviour):
 * EXIF orientation is applied first, so the result is upright and its
   width/height are the displayed ones. An unreadable EXIF block is ignored.
 * Transparency (alpha channels, palette/greyscale/RGB ``transparency``
-  entries) is composited on :data:`BACKGROUND` (white).
+  entries) is composited on :data:`~gradcam_cli.io.pixels.BACKGROUND` (white).
 * 16-bit images (``I;16*``, and ``I`` holding values in 0..65535) are scaled
   by their bit depth (``value >> (bits - 8)``, e.g. ``>> 8`` for 16 bits;
   ``bits`` from TIFF ``BitsPerSample`` when present, else 16), not clipped.
@@ -36,18 +36,18 @@ import contextlib
 import os
 import stat
 import threading
-from typing import Any, Iterator
+from typing import BinaryIO, Iterator
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gradcam_cli.errors import ImageError
+from gradcam_cli.io.pixels import pillow_to_rgb
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's default bomb limit; adjustable by the caller
-BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
 
-__all__ = ["DEFAULT_MAX_PIXELS", "BACKGROUND", "decode"]
+__all__ = ["DEFAULT_MAX_PIXELS", "decode"]
 
 _ORIENTATION_TAG = 0x0112
 
@@ -138,89 +138,6 @@ def _orientation(im: Image.Image) -> int:
     return value if 1 <= value <= 8 else 1
 
 
-def _composite(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Alpha-composite ``rgb`` (H,W,3 uint8) with ``alpha`` (H,W uint8) on BACKGROUND."""
-    a = alpha.astype(np.uint32)[..., None]
-    bg = np.asarray(BACKGROUND, dtype=np.uint32)
-    out = (rgb.astype(np.uint32) * a + bg * (255 - a) + 127) // 255
-    return out.astype(np.uint8)
-
-
-def _tiff_tag(im: Image.Image, tag: int) -> int | None:
-    tags = getattr(im, "tag_v2", None)
-    if tags is None:
-        return None
-    try:
-        value = tags.get(tag)
-        if isinstance(value, tuple):
-            value = value[0] if value else None
-        return int(value) if value is not None else None
-    except Exception:  # noqa: BLE001 - metadata is best effort
-        return None
-
-
-def _int_to_8bit(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Modes I;16*, I -> (H, W) uint8 grey and an optional alpha plane.
-
-    Scaled by the bit depth: TIFF ``BitsPerSample`` when known, else 16 for
-    ``I;16*`` and, for ``I``, 16 when every value fits 0..65535 (16-bit PNG /
-    PGM decoded to ``I``), otherwise 32. Signed 32-bit data (TIFF
-    ``SampleFormat`` 2, or negative values) is offset by 2**31 first.
-    """
-    raw = np.asarray(im).astype(np.int64)
-    alpha = None
-    trns = im.info.get("transparency")
-    if isinstance(trns, int):
-        alpha = np.where(raw == trns, 0, 255).astype(np.uint8)
-    lo, hi = (int(raw.min()), int(raw.max())) if raw.size else (0, 0)
-    bits = _tiff_tag(im, 258)  # BitsPerSample
-    if bits is not None and not 1 <= bits <= 32:
-        bits = None
-    if im.mode.startswith("I;16"):
-        bits = bits if bits is not None and bits <= 16 else 16
-    elif bits is None:
-        bits = 16 if lo >= 0 and hi <= 0xFFFF else 32
-    if bits > 16 and (_tiff_tag(im, 339) == 2 or lo < 0):  # SampleFormat: signed
-        raw = raw + 2 ** (bits - 1)
-    grey = raw >> (bits - 8) if bits > 8 else raw
-    return np.clip(grey, 0, 255).astype(np.uint8), alpha
-
-
-def _float_to_8bit(im: Image.Image) -> np.ndarray:
-    raw = np.asarray(im, dtype=np.float64)
-    raw = np.where(np.isfinite(raw), raw, np.nan)
-    finite = raw[~np.isnan(raw)]
-    if finite.size == 0:
-        return np.zeros(raw.shape, np.uint8)
-    lo, hi = float(finite.min()), float(finite.max())
-    if lo >= 0.0 and hi <= 1.0:
-        scaled = raw * 255.0
-    elif lo >= 0.0 and hi <= 255.0:
-        scaled = raw
-    else:
-        scaled = (raw - lo) * (255.0 / (hi - lo)) if hi > lo else raw * 0.0
-    scaled = np.nan_to_num(scaled, nan=0.0)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> (H, W, 3) uint8, transparency composited on white."""
-    mode = im.mode
-    if mode == "RGB" and "transparency" not in im.info:
-        return np.array(im, dtype=np.uint8)
-    if mode.startswith("I;16") or mode == "I":
-        grey, alpha = _int_to_8bit(im)
-        rgb = np.repeat(grey[..., None], 3, axis=2)
-        return _composite(rgb, alpha) if alpha is not None else rgb
-    if mode == "F":
-        return np.repeat(_float_to_8bit(im)[..., None], 3, axis=2)
-    has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
-    if has_alpha:
-        rgba = np.array(im.convert("RGBA"), dtype=np.uint8)
-        return _composite(rgba[..., :3], rgba[..., 3])
-    return np.array(im.convert("RGB"), dtype=np.uint8)
-
-
 def _header_error(path: str, exc: BaseException, head: bytes, size: int) -> ImageError:
     """The ImageError for a file whose header Pillow could not read."""
     fmt = _sniff(head)
@@ -308,6 +225,33 @@ def decode_sized(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
       before decoding pixels);
     * ``corrupt``: any other decoding or conversion error.
     """
+    _check_regular_file(path)
+    fh = _open_file(path)
+    with fh, _pillow_limit_off():
+        size, head = _read_head(path, fh)
+        try:
+            im = Image.open(fh)
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types
+            raise _header_error(path, exc, head, size) from None
+
+        with im:
+            width, height = _checked_size(path, im, max_pixels)
+            fmt = im.format or "image"
+            if fmt == "JPEG" and im.mode == "RGB" and _orientation(im) == 1:
+                scale = reduction(height, width, at_least(height, width) if at_least else None)
+                fast = _decode_plain_jpeg(fh, width, height, scale)
+                if fast is not None:
+                    return fast, (height, width)
+            _load_pixels(path, im, fmt)
+            arr = _upright_rgb(path, im, fmt)
+
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ImageError(path, "corrupt", f"unexpected decoded shape {arr.shape}")
+    return np.ascontiguousarray(arr), arr.shape[:2]
+
+
+def _check_regular_file(path: str) -> None:
+    """``missing`` or ``unreadable`` unless ``path`` is an existing regular file."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -323,8 +267,11 @@ def decode_sized(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     if not stat.S_ISREG(st.st_mode):
         raise ImageError(path, "unreadable", "is not a regular file (device, pipe or socket)")
 
+
+def _open_file(path: str) -> BinaryIO:
+    """``path`` opened for binary reading; ``missing`` or ``unreadable`` when it cannot be."""
     try:
-        fh = open(path, "rb")
+        return open(path, "rb")
     except FileNotFoundError:
         raise ImageError(path, "missing", "file vanished before it could be read") from None
     except PermissionError:
@@ -334,102 +281,60 @@ def decode_sized(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     except OSError as exc:
         raise ImageError(path, "unreadable", f"cannot open file: {_describe(exc)}") from None
 
-    with fh, _pillow_limit_off():
-        try:
-            size = os.fstat(fh.fileno()).st_size
-            head = fh.read(16)
-            fh.seek(0)
-        except OSError as exc:
-            raise ImageError(path, "unreadable", f"cannot read file: {_describe(exc)}") from None
-        if size == 0:
-            raise ImageError(path, "empty", "file is empty (0 bytes)")
 
-        try:
-            im = Image.open(fh)
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many types
-            raise _header_error(path, exc, head, size) from None
-
-        with im:
-            width, height = im.size
-            if width <= 0 or height <= 0:
-                raise ImageError(path, "corrupt", f"image has an invalid size {width}x{height}")
-            pixels = width * height
-            if pixels > max_pixels:
-                raise ImageError(
-                    path, "too_large",
-                    f"image is {width}x{height} = {pixels:,} pixels, over the limit of {max_pixels:,}; "
-                    "raise it with --max-pixels if the file is trusted",
-                )
-            fmt = im.format or "image"
-            if fmt == "JPEG" and im.mode == "RGB" and _orientation(im) == 1:
-                scale = reduction(height, width, at_least(height, width) if at_least else None)
-                fast = _decode_plain_jpeg(fh, width, height, scale)
-                if fast is not None:
-                    return fast, (height, width)
-            try:
-                im.load()  # force the full decode of the first frame here
-            except MemoryError:
-                raise  # a machine problem, not a property of the file
-            except Exception as exc:  # noqa: BLE001
-                if _looks_truncated(exc):
-                    raise ImageError(
-                        path, "truncated", f"{fmt} file is truncated (it ends before the image data does; re-copy or re-export it)"
-                    ) from None
-                raise ImageError(path, "corrupt", f"cannot decode {fmt} data: {_describe(exc)}") from None
-
-            try:
-                orientation = _orientation(im)
-                upright = ImageOps.exif_transpose(im) if orientation != 1 else im
-                arr = _to_rgb(upright)
-            except MemoryError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                if _looks_truncated(exc):
-                    raise ImageError(path, "truncated", f"{fmt} file is truncated: {_describe(exc)}") from None
-                raise ImageError(
-                    path, "corrupt", f"cannot convert {fmt} image (mode {im.mode}) to RGB: {_describe(exc)}"
-                ) from None
-
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ImageError(path, "corrupt", f"unexpected decoded shape {arr.shape}")
-    return np.ascontiguousarray(arr), arr.shape[:2]
+def _read_head(path: str, fh) -> tuple[int, bytes]:
+    """The open file's size and first 16 bytes (rewound after); ``empty`` for 0 bytes."""
+    try:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(16)
+        fh.seek(0)
+    except OSError as exc:
+        raise ImageError(path, "unreadable", f"cannot read file: {_describe(exc)}") from None
+    if size == 0:
+        raise ImageError(path, "empty", "file is empty (0 bytes)")
+    return size, head
 
 
+def _checked_size(path: str, im: Image.Image, max_pixels: int) -> tuple[int, int]:
+    """The header's (width, height); ``corrupt`` if not positive, ``too_large`` over ``max_pixels``."""
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageError(path, "corrupt", f"image has an invalid size {width}x{height}")
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageError(
+            path, "too_large",
+            f"image is {width}x{height} = {pixels:,} pixels, over the limit of {max_pixels:,}; "
+            "raise it with --max-pixels if the file is trusted",
+        )
+    return width, height
 
-ACCEPTED_ARRAYS = ("(H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA arrays, uint8 (0..255), or float "
-                   "with value_range=(0, 1) or (0, 255)")
+
+def _load_pixels(path: str, im: Image.Image, fmt: str) -> None:
+    """Force the full decode of the first frame; ``truncated`` or ``corrupt`` when it fails."""
+    try:
+        im.load()  # force the full decode of the first frame here
+    except MemoryError:
+        raise  # a machine problem, not a property of the file
+    except Exception as exc:  # noqa: BLE001
+        if _looks_truncated(exc):
+            raise ImageError(
+                path, "truncated", f"{fmt} file is truncated (it ends before the image data does; re-copy or re-export it)"
+            ) from None
+        raise ImageError(path, "corrupt", f"cannot decode {fmt} data: {_describe(exc)}") from None
 
 
-def to_rgb_uint8(image: Any, value_range: tuple[float, float] | None = None) -> np.ndarray:
-    """An in-memory image as RGB uint8 (H, W, 3), as :func:`decode` gives files.
-
-    Accepted: (H, W) and (H, W, 1) grey, (H, W, 3) RGB, (H, W, 4) RGBA (composited on
-    white); uint8, or a float dtype with an explicit ``value_range`` of (0, 1) or
-    (0, 255) (values are clipped to it and rounded). Anything else: one ``ValueError``
-    naming the shape and dtype received and what is accepted.
-    """
-    array = np.asarray(image)
-    shape, dtype = tuple(array.shape), array.dtype
-    received = f"got an array of shape {shape} and dtype {dtype}"
-    if not (array.ndim == 2 or (array.ndim == 3 and shape[2] in (1, 3, 4))) or 0 in shape:
-        raise ValueError(f"images must be {ACCEPTED_ARRAYS}; {received}")
-    if value_range is not None:
-        if tuple(value_range) not in ((0, 1), (0, 255)):
-            raise ValueError(f"value_range must be (0, 1) or (0, 255), got {value_range!r}")
-        value_range = tuple(value_range)
-    if np.issubdtype(dtype, np.floating):
-        if value_range is None:
-            raise ValueError(f"{received}: a float image needs value_range=(0, 1) or (0, 255) to say its scale")
-        if not np.isfinite(array).all():
-            raise ValueError(f"{received}: it holds NaN or infinite values")
-        array = np.rint(np.clip(array, 0, value_range[1]) * (255.0 / value_range[1])).astype(np.uint8)
-    elif dtype != np.uint8 or value_range not in (None, (0, 255)):
-        raise ValueError(f"images must be {ACCEPTED_ARRAYS}; {received}"
-                         + (f" and value_range={value_range!r}" if dtype == np.uint8 else ""))
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.shape[2] == 1:
-        return np.repeat(array, 3, axis=2)
-    if array.shape[2] == 4:
-        return _composite(array[..., :3], array[..., 3])
-    return array
+def _upright_rgb(path: str, im: Image.Image, fmt: str) -> np.ndarray:
+    """The loaded image, EXIF orientation applied, as RGB (:func:`~gradcam_cli.io.pixels.pillow_to_rgb`)."""
+    try:
+        orientation = _orientation(im)
+        upright = ImageOps.exif_transpose(im) if orientation != 1 else im
+        return pillow_to_rgb(upright)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        if _looks_truncated(exc):
+            raise ImageError(path, "truncated", f"{fmt} file is truncated: {_describe(exc)}") from None
+        raise ImageError(
+            path, "corrupt", f"cannot convert {fmt} image (mode {im.mode}) to RGB: {_describe(exc)}"
+        ) from None

@@ -82,8 +82,6 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
     multi-output model to explain, by its name (the dict key, or the name of the
     layer producing it) or its index; required when there are several.
     """
-    from keras import ops
-
     graph = flatten(model)
     if len(graph.input_keys) != 1:
         raise ModelError(
@@ -91,47 +89,18 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         )
     index = select_output(graph, output)
     out_key = graph.output_keys[index]
-    out_tensor = graph.tensors[out_key]
-    out_shape = tuple(out_tensor.shape)
-    if len(out_shape) not in (1, 2) or (len(out_shape) == 2 and out_shape[-1] is None):
-        raise OptionError(
-            f"output '{graph.output_names[index]}' of model '{model.name}' has shape {out_shape}; Grad-CAM needs "
-            "one score per class, (batch, classes): pick another output with --output"
-        )
+    out_shape = _score_shape(graph, index, model)
     units = 1 if len(out_shape) == 1 else int(out_shape[-1])
-
-    if layer_name == "auto" and not any(s.path == "auto" for s in graph.steps):
-        step, _ = auto_step(graph, [out_key])
-        path, target = step.path, step.outputs[0]
-    else:
-        path, target, _ = resolve_target(graph, layer_name)
+    path, target = _target(graph, layer_name, out_key)
     target_tensor = graph.tensors[target]
 
     last = graph.producer.get(out_key)
-    removed = squashing_op(last.op) if last is not None else None
-    if removed == "softmax":
-        head_type, activation = "softmax", "softmax"
-    elif removed == "sigmoid":
-        head_type, activation = ("binary" if units == 1 else "multilabel"), "sigmoid"
-    else:
-        head_type, activation = "linear", "linear"
+    head_type, activation = _head_type(last, units)
     num_classes = 2 if head_type == "binary" else units
 
     (inp,) = graph.input_keys
-    order = {id(s): i for i, s in enumerate(graph.steps)}
-    trunk_ids = graph.ancestors([target])
-    out_ids = graph.ancestors([out_key])
-    trunk_steps = [s for s in graph.steps if id(s) in trunk_ids]
-    head_steps = [s for s in graph.steps if id(s) in out_ids and id(s) not in trunk_ids]
-    full_steps = sorted([s for s in graph.steps if id(s) in trunk_ids | out_ids], key=lambda s: order[id(s)])
-
-    def scores_of(z: Any) -> Any:
-        z = ops.cast(z, "float32")
-        if len(out_shape) == 1:
-            z = ops.expand_dims(z, -1)
-        if head_type == "binary":
-            z = ops.concatenate([-z, z], axis=-1)
-        return z
+    trunk_steps, head_steps, full_steps = _steps(graph, target, out_key)
+    scores_of = _scores(out_shape, head_type)
 
     def trunk(x: Any) -> Any:
         return execute(trunk_steps, {inp: x})[target]
@@ -170,3 +139,60 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         heavy_head=head_ok and any(big_dense(step.op, HEAVY_KERNEL) for step in head_steps),
         channel_head=channel_head if head_ok and channel_means else None,
     )
+
+
+def _score_shape(graph: Any, index: int, model: Any) -> tuple:
+    """The shape of output ``index``: (batch,) or (batch, classes); OptionError for any other."""
+    out_shape = tuple(graph.tensors[graph.output_keys[index]].shape)
+    if len(out_shape) not in (1, 2) or (len(out_shape) == 2 and out_shape[-1] is None):
+        raise OptionError(
+            f"output '{graph.output_names[index]}' of model '{model.name}' has shape {out_shape}; Grad-CAM needs "
+            "one score per class, (batch, classes): pick another output with --output"
+        )
+    return out_shape
+
+
+def _target(graph: Any, layer_name: str, out_key: Any) -> tuple[str, Any]:
+    """The target layer's resolved path and the key of its output tensor (``"auto"``: the auto layer)."""
+    if layer_name == "auto" and not any(s.path == "auto" for s in graph.steps):
+        step, _ = auto_step(graph, [out_key])
+        return step.path, step.outputs[0]
+    path, target, _ = resolve_target(graph, layer_name)
+    return path, target
+
+
+def _head_type(last: Any, units: int) -> tuple[str, str]:
+    """(head_type, activation) from the squashing op that produces the output (see :class:`Split`)."""
+    removed = squashing_op(last.op) if last is not None else None
+    if removed == "softmax":
+        return "softmax", "softmax"
+    if removed == "sigmoid":
+        return ("binary" if units == 1 else "multilabel"), "sigmoid"
+    return "linear", "linear"
+
+
+def _steps(graph: Any, target: Any, out_key: Any) -> tuple[list, list, list]:
+    """The steps of the trunk (input -> target), of the head (target -> output) and of both, in graph order."""
+    order = {id(s): i for i, s in enumerate(graph.steps)}
+    trunk_ids = graph.ancestors([target])
+    out_ids = graph.ancestors([out_key])
+    trunk_steps = [s for s in graph.steps if id(s) in trunk_ids]
+    head_steps = [s for s in graph.steps if id(s) in out_ids and id(s) not in trunk_ids]
+    full_steps = sorted([s for s in graph.steps if id(s) in trunk_ids | out_ids], key=lambda s: order[id(s)])
+    return trunk_steps, head_steps, full_steps
+
+
+def _scores(out_shape: tuple, head_type: str) -> Callable[[Any], Any]:
+    """The model output -> float32 scores (batch, num_classes): a (batch,) output gets its class axis,
+    a binary head's logit z becomes ``[-z, z]``."""
+    from keras import ops
+
+    def scores_of(z: Any) -> Any:
+        z = ops.cast(z, "float32")
+        if len(out_shape) == 1:
+            z = ops.expand_dims(z, -1)
+        if head_type == "binary":
+            z = ops.concatenate([-z, z], axis=-1)
+        return z
+
+    return scores_of
