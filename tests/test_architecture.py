@@ -90,12 +90,6 @@ def test_the_ground_floor_imports_no_stage():
 #: over MAX_FUNCTION_LINES lines (from its ``def`` line to its last line, decorators excluded)
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
-#: modules (relative to gradcam_cli/) still over the limit: being split in the redesign (issue 21
-#: item 7); remove when done
-ALLOWED_OVERSIZE = {"cli/explain.py", "models/lite0.py"}
-#: functions ("module:qualified.name") still over the limit: being split in the redesign (issue 21
-#: item 7); remove when done
-ALLOWED_LONG: set[str] = set()
 
 
 def functions_of(path: pathlib.Path) -> list[tuple[str, int]]:
@@ -122,7 +116,7 @@ def test_no_module_is_over_400_lines():
         lines = len(path.read_text(encoding="utf-8").splitlines())
         if lines > MAX_MODULE_LINES:
             oversize[path.relative_to(PACKAGE).as_posix()] = lines
-    assert {name: n for name, n in oversize.items() if name not in ALLOWED_OVERSIZE} == {}
+    assert oversize == {}
 
 
 def test_no_function_is_over_80_lines():
@@ -131,7 +125,7 @@ def test_no_function_is_over_80_lines():
         for name, lines in functions_of(path):
             if lines > MAX_FUNCTION_LINES:
                 long[f"{path.relative_to(PACKAGE).as_posix()}:{name}"] = lines
-    assert {name: n for name, n in long.items() if name not in ALLOWED_LONG} == {}
+    assert long == {}
     assert any(name == "split_model" for name, _ in functions_of(PACKAGE / "models" / "split.py"))  # the walk saw it
 
 

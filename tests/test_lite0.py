@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradcam_cli.models import lite0
+from gradcam_cli.models import lite0, lite0_graph
 from gradcam_cli.errors import ModelError, WeightsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,8 +158,8 @@ def test_tf_same_pad_formula(kernel: int) -> None:
     for size in range(1, 40):
         out = -(-size // 2)
         total = max((out - 1) * 2 + kernel - size, 0)
-        assert lite0._tf_same_pad(size, kernel) == (total // 2, total - total // 2), size
-    assert lite0._tf_same_pad(None, kernel) == lite0._tf_same_pad(224, kernel)
+        assert lite0_graph._tf_same_pad(size, kernel) == (total // 2, total - total // 2), size
+    assert lite0_graph._tf_same_pad(None, kernel) == lite0_graph._tf_same_pad(224, kernel)
 
 
 # --------------------------------------------------------------------------
