@@ -307,3 +307,48 @@ def two_headed(as_dict: bool):
     size = keras.layers.Dense(2, name="size")(pooled)
     outputs = {"kind": kind, "size": size} if as_dict else [kind, size]
     return keras.Model(inp, outputs, name="two_headed")
+
+
+# ---------------------------------------------------------------------------
+# a model with a custom layer: saved, it needs --custom-objects (CUSTOM_SOURCE defines the layer)
+
+
+CUSTOM_SOURCE = '''
+import keras
+
+
+class ChannelScale(keras.layers.Layer):
+    """Multiplies each channel by a learned factor."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+
+def helper():
+    return 1
+'''
+
+
+class ChannelScale(keras.layers.Layer):
+    """The same class as CUSTOM_SOURCE's, defined here to build and save the model."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+
+def custom_model() -> keras.Model:
+    keras.utils.set_random_seed(8)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inp)
+    x = ChannelScale(name="scaled")(x)
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="target")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
+    model.get_layer("scaled").scale.assign(np.linspace(0.5, 2.0, 6).astype(np.float32))
+    return model

@@ -238,3 +238,12 @@ def test_baseline_methods_for_comparison_overlays(tmp_path):
     assert not np.allclose(noise[0, 0], noise[1, 0])  # differs between images
     again = Explainer(split, top=2, method=["random", "centre"])(x[::-1])  # another batch order
     np.testing.assert_allclose(again.method_maps[::-1, :, 0], noise, atol=1e-6)
+
+
+def test_no_test_file_imports_another():
+    """Shared test code lives in helpers.py, builders.py and reference.py, never in a test file."""
+    tests = pathlib.Path(__file__).resolve().parent
+    names = {p.stem for p in tests.rglob("test_*.py")}
+    problems = [f"{p.name} imports {name}" for p in tests.rglob("test_*.py") for name in imports_of(p)
+                if name.split(".")[0] in names]
+    assert problems == []

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from builders import (
+    custom_model,
     EXPECTED, SIZE, dense_logits, last_dense, mobilenet_wrapped, peak_on, scenes, score_of, tape_map, trained,
     two_headed,
 )
@@ -224,8 +225,6 @@ def test_saved_model_dir_and_missing_custom_object_are_one_line(tmp_path):
     assert result.exit_code == 4 and "SavedModel" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
-    from test_own_models import custom_model
-
     custom_model().save(tmp_path / "custom.keras")
     result = invoke("explain", "sample_images/coffee.jpg", "--model", tmp_path / "custom.keras", "-q",
                     "--out", tmp_path / "o")
@@ -240,8 +239,6 @@ def test_saved_model_dir_and_missing_custom_object_are_one_line(tmp_path):
     ("corrupt model file", 4, "not a valid .keras file"),
 ])
 def test_model_option_errors_exit_2_model_errors_exit_4(tmp_path, case, code, words):
-    from test_own_models import custom_model
-
     model = tmp_path / "custom.keras"
     custom_model().save(model)
     extra = []

@@ -17,6 +17,8 @@ import pytest
 import tensorflow as tf
 
 from builders import (
+    CUSTOM_SOURCE,
+    custom_model,
     EXPECTED,
     mobilenet_wrapped,
     two_headed,
@@ -366,47 +368,6 @@ def test_loading_errors_are_one_line_and_name_the_path(tmp_path):
             load_user_model(path)
         assert str(path) in one_line(exc)
         assert isinstance(load_user_model(path, safe_mode=False), keras.Model)
-
-
-CUSTOM_SOURCE = '''
-import keras
-
-
-class ChannelScale(keras.layers.Layer):
-    """Multiplies each channel by a learned factor."""
-
-    def build(self, input_shape):
-        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
-
-    def call(self, x):
-        return x * self.scale
-
-
-def helper():
-    return 1
-'''
-
-
-class ChannelScale(keras.layers.Layer):
-    """The same class as CUSTOM_SOURCE's, defined here to build and save the model."""
-
-    def build(self, input_shape):
-        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
-
-    def call(self, x):
-        return x * self.scale
-
-
-def custom_model() -> keras.Model:
-    keras.utils.set_random_seed(8)
-    inp = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inp)
-    x = ChannelScale(name="scaled")(x)
-    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="target")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
-    model.get_layer("scaled").scale.assign(np.linspace(0.5, 2.0, 6).astype(np.float32))
-    return model
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
