@@ -89,6 +89,8 @@ class Evaluator:
 
     def __call__(self, items: Sequence[Item], submit: Callable | None = None) -> list[dict]:
         """One record per item: its class and, per method, every metric (and the curves)."""
+        if not items:  # every image of the batch was kept from the previous run, or failed to decode
+            return []
         ids = [self.index.get(item.ref.path, i) for i, item in enumerate(items)]
         batch = np.stack([item.model_input for item in items])
         pixels = np.stack([resize(item.image, self.size) for item in items])
