@@ -247,3 +247,14 @@ def test_weights_path_loads_a_local_file(tmp_path):
                  "--weights", tmp_path / "mine.weights.h5")
     assert bad.exit_code == 4 and "cannot load weights" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_every_command_has_help_with_an_example():
+    from gradcam_cli.cli import main as group
+
+    assert sorted(group.commands) == ["activations", "backbones", "evaluate", "explain", "filters", "layers", "report"]
+    for name in group.commands:
+        result = invoke(name, "--help")
+        assert result.exit_code == 0, name
+        example = result.stdout.split("Example:\n", 1)
+        assert len(example) == 2 and f"gradcam {name} " in example[1].split("\n\n")[0], name
