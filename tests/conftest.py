@@ -13,9 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "sample_images"
-
 
 @pytest.fixture(scope="session")
 def registry():
@@ -32,3 +29,15 @@ def lite0_cam():
     return GradCAM("efficientnet_lite0")
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(model options, folder of 6 images) for a fast own-model run."""
+    from builders import small_cnn
+    from helpers import make_images
+
+    root = tmp_path_factory.mktemp("tiny")
+    small_cnn("softmax").save(root / "model.keras")
+    (root / "labels.txt").write_text("red\ngreen\nblue\n")
+    images = make_images(root / "images", 6)
+    return ["--model", root / "model.keras", "--labels", root / "labels.txt", "--preprocess", "scale", "--top", 1,
+            "-q"], images

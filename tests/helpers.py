@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
 import numpy as np
+from PIL import Image
 from click.testing import CliRunner
 
 from gradcam_cli.cli import main
+
+#: the checkout (tests run from it: sample_images/ and README.md are read relative to it)
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_images"
 
 
 def invoke(*args, input=None):
@@ -74,3 +86,43 @@ def assert_same_pictures(a, b, where: str = "") -> None:
 def assert_same_raws(a, b, where: str = "") -> None:
     """Two saved ``.npy`` maps (paths) equal within ``FLOAT_ATOL``."""
     np.testing.assert_allclose(np.load(a), np.load(b), atol=FLOAT_ATOL, err_msg=where)
+
+
+# ---------------------------------------------------------------------------
+# runs of a small own model on generated images (the ``tiny`` fixture of conftest.py)
+
+
+def make_images(folder: pathlib.Path, n: int, size: int = 40) -> pathlib.Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)).save(folder / f"im{i:03d}.png")
+    return folder
+
+
+def cli(*args, **popen) -> subprocess.Popen:
+    """``python -m gradcam_cli explain ARGS`` in a child process (this checkout's code)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "gradcam_cli", "explain", *map(str, args)], env=env, **popen)
+
+
+def wait_for_records(jsonl: pathlib.Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if jsonl.exists() and jsonl.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no {n} records in {jsonl} (exit {proc.poll()})")
+
+
+def log_records(out: pathlib.Path, name: str = "predictions.jsonl") -> list[dict]:
+    lines = (out / name).read_bytes().splitlines()
+    return [json.loads(line) for line in lines]  # every line is JSON
+
+
+def document(out: pathlib.Path, name: str = "predictions.json") -> dict:
+    return json.loads((out / name).read_text())
+
+
+def temp_files(out: pathlib.Path) -> list[str]:
+    return [p.name for p in out.rglob("*") if ".tmp-" in p.name]

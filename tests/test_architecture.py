@@ -247,3 +247,14 @@ def test_no_test_file_imports_another():
     problems = [f"{p.name} imports {name}" for p in tests.rglob("test_*.py") for name in imports_of(p)
                 if name.split(".")[0] in names]
     assert problems == []
+
+
+def test_tests_mirror_the_package():
+    """Each test file lives in the folder of the stage it tests (the ground floor's and the layering
+    rule's at tests/ itself), and no two share a name (tests/ has no __init__.py files)."""
+    tests = pathlib.Path(__file__).resolve().parent
+    files = list(tests.rglob("test_*.py"))
+    stages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert {p.parent.name for p in files if p.parent != tests} <= stages
+    assert len({p.name for p in files}) == len(files)
+    assert len([p for p in files if p.parent != tests]) > 30  # the walk saw the folders

@@ -82,7 +82,7 @@ def decode_floor(outputs: Sequence[Output], input_size: tuple[int, int]) -> Call
     libjpeg's reduced decode is itself an averaging shrink: resized on to the model input from
     there, the input differs from the full decode's by 0.2-0.4 grey levels on average (99th
     percentile <= 3) even when the reduced image is only 1.07x the input, less than the resize's
-    own difference to one exact area average (0.5-1.6); tests/test_feed.py holds it to that."""
+    own difference to one exact area average (0.5-1.6); tests/io/test_feed.py holds it to that."""
     sides = [output.picture_side() for output in outputs]
     if None in sides:
         return None

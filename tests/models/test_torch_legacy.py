@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import REPO
+
 from gradcam_cli.errors import GradcamError, ModelError, WeightsError
 from gradcam_cli.models.torch_legacy import LEGACY_MAGIC_NUMBER, load_state_dict
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------

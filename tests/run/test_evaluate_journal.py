@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 from builders import small_cnn
-from helpers import assert_close, invoke
+from helpers import REPO, assert_close, invoke
 from PIL import Image
 
 from gradcam_cli.io import writers
@@ -57,7 +57,7 @@ def assert_same_evaluation(out: pathlib.Path, reference: pathlib.Path) -> None:
 
 
 def evaluate_process(*args) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
     return subprocess.Popen([sys.executable, "-m", "gradcam_cli", "evaluate", *map(str, args)], env=env,
                             stderr=subprocess.PIPE, text=True)
 

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import REPO
+
 from gradcam_cli.models import lite0, lite0_graph
 from gradcam_cli.errors import ModelError, WeightsError
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "sample_images"
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967

@@ -15,14 +15,14 @@ import time
 
 import numpy as np
 import pytest
-from helpers import assert_close, assert_same_pictures, assert_same_raws, invoke
+from helpers import REPO, assert_close, assert_same_pictures, assert_same_raws, invoke
 from PIL import Image
 
 from gradcam_cli.errors import EngineError, ImageError, OutputError
 
 pytestmark = pytest.mark.ray
 
-SAMPLES = pathlib.Path(__file__).resolve().parents[1] / "sample_images"
+SAMPLES = REPO / "sample_images"
 OPTIONS = ["--top", "2", "--save-raw", "--batch-size", "2", "--labels-csv", "labels.csv", "-q"]
 INPUTS = 10  # 4 photos, 4 crops, a corrupt and an empty file
 

@@ -14,7 +14,7 @@ from gradcam_cli.render import overlay as render
 from gradcam_cli.render import boxes, gif, grid
 from gradcam_cli.render.text import text_strip
 
-from conftest import SAMPLES
+from helpers import SAMPLES
 
 
 @pytest.fixture(scope="module")

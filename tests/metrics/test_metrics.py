@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SAMPLES
+from helpers import SAMPLES
 
 from gradcam_cli.errors import BoxesError
 from gradcam_cli.metrics import baselines, bench, confidence, perturbation, pointing, road, sanity, stats

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 import types
 import warnings
 
@@ -19,6 +18,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from helpers import REPO
 
 from gradcam_cli.models.load import load_user_model
 from gradcam_cli.errors import OptionError
@@ -43,7 +44,7 @@ from gradcam_cli.inspect.filters import (
 )
 from gradcam_cli.io.preprocess import _affine
 
-SAMPLES = pathlib.Path(__file__).resolve().parents[1] / "sample_images"
+SAMPLES = REPO / "sample_images"
 
 LITE0_FIRST8 = [
     "stem_conv",

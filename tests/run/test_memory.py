@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
+from helpers import REPO
+
 from gradcam_cli.run import memory
 
-REPO = str(pathlib.Path(__file__).resolve().parents[1])
 
 PROBE = """
 import ctypes, resource, sys, threading
@@ -47,7 +47,7 @@ glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("C
 
 def faults_per_cycle(tune: bool, sizes: list[int], thread: bool) -> tuple[str, list[int]]:
     env = {k: v for k, v in os.environ.items() if k not in (*memory.USER_SETTINGS, "LD_PRELOAD")}
-    code = PROBE.format(repo=REPO, tune=tune, sizes=sizes, thread=thread)
+    code = PROBE.format(repo=str(REPO), tune=tune, sizes=sizes, thread=thread)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     took, *faults = out.stdout.split()
     return took, [int(n) for n in faults]

@@ -254,7 +254,7 @@ def benchmark_report(n: int = 10000) -> dict:
                 "cards_shown": cards}
 
 
-if __name__ == "__main__":  # python tests/test_report_browser.py [N]
+if __name__ == "__main__":  # python tests/report/test_report_browser.py [N]
     import sys
 
     print(json.dumps(benchmark_report(int(sys.argv[1]) if len(sys.argv) > 1 else 10000)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from reference import gradcam_reference
 
 SHIPPED = sorted(p.stem for p in (REPO / "configs" / "backbones").glob("*.toml"))
