@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Callable, TextIO
 
@@ -18,46 +19,86 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Count images as they are done. ``write`` prints a diagnostic line without breaking the bar."""
+    """Count items as they are done. ``write`` prints a diagnostic line without breaking the bar.
+
+    On a terminal, tqdm's bar; otherwise (a log file) a plain line every ``interval`` seconds,
+    also while nothing finishes (a ticker thread; ``ticker=False`` leaves the ticking to
+    :meth:`tick`, for tests with their own ``clock``). The rate and the time left count from
+    the first items done, so the model's start-up (loading, the first batch's compile) does
+    not enter them; below one item a second the rate reads as seconds per item."""
 
     def __init__(self, total: int, quiet: bool, stream: TextIO | None = None, interval: float = PLAIN_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic, unit: str = "img", noun: str = "images"):
+                 clock: Callable[[], float] = time.monotonic, unit: str = "img", noun: str = "images",
+                 ticker: bool = True):
         self.total, self.quiet, self.stream = total, quiet, stream or sys.stderr
         self.unit, self.noun = unit, noun
         self.interval, self.clock = interval, clock
         self.done = 0
-        self.start = self.last = clock()
+        self.last = clock()
+        self.first: tuple[float, int] | None = None  # (when, how many) the first items were done
         self.bar = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
         if not quiet and _isatty(self.stream):
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit=unit, file=self.stream, dynamic_ncols=True, delay=0.5)
+        elif not quiet and ticker:
+            threading.Thread(target=self._tick_until_closed, name="gradcam-progress", daemon=True).start()
 
     def update(self, n: int = 1) -> None:
-        self.done += n
+        with self._lock:
+            self.done += n
+            if self.first is None:
+                self.first = (self.clock(), self.done)
         if self.bar is not None:
             self.bar.update(n)
-        elif not self.quiet and self.clock() - self.last >= self.interval:
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        """Print the plain line when ``interval`` has passed since the last one."""
+        if self.quiet or self.bar is not None:
+            return
+        with self._lock:
+            if self._closed.is_set() or self.clock() - self.last < self.interval:
+                return
             self.last = self.clock()
-            self.stream.write(self.line() + "\n")
-            self.stream.flush()
+            try:
+                self.stream.write(self._line() + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed under us: progress is not worth an error
+                self._closed.set()
+
+    def _tick_until_closed(self) -> None:
+        while not self._closed.wait(min(1.0, self.interval / 4)):
+            self.tick()
 
     def line(self) -> str:
         """``gradcam: 120 of 3000 images (4%), 12.3 img/s, 3m54s left``"""
-        elapsed = max(self.clock() - self.start, 1e-9)
-        rate = self.done / elapsed
-        left = f", {_duration((self.total - self.done) / rate)} left" if rate > 0 else ""
+        with self._lock:
+            return self._line()
+
+    def _line(self) -> str:
         share = 100 * self.done / self.total if self.total else 100
-        return f"gradcam: {self.done} of {self.total} {self.noun} ({share:.0f}%), {rate:.1f} {self.unit}/s{left}"
+        line = f"gradcam: {self.done} of {self.total} {self.noun} ({share:.0f}%)"
+        if self.first is None or self.done <= self.first[1] or self.clock() <= self.first[0]:
+            return line  # no rate before a second lot of items is done
+        rate = (self.done - self.first[1]) / (self.clock() - self.first[0])
+        speed = f"{rate:.1f} {self.unit}/s" if rate >= 1 else f"{1 / rate:.1f} s/{self.unit}"
+        return f"{line}, {speed}, {_duration((self.total - self.done) / rate)} left"
 
     def write(self, line: str) -> None:
         if self.bar is not None:
             self.bar.write(line, file=self.stream)
         else:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+            with self._lock:
+                self.stream.write(line + "\n")
+                self.stream.flush()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed.set()
         if self.bar is not None:
             self.bar.close()
 

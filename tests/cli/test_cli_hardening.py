@@ -28,8 +28,8 @@ def test_progress_in_a_file_is_a_plain_line_every_ten_seconds():
 
     now = [0.0]
     stream = io.StringIO()
-    progress = Progress(100, quiet=False, stream=stream, clock=lambda: now[0])
-    for _ in range(30):  # 30 images, one every 0.5 s: a line at 10 s (20 done)
+    progress = Progress(100, quiet=False, stream=stream, clock=lambda: now[0], ticker=False)
+    for _ in range(30):  # 30 images, one every 0.5 s: a line at 10 s (20 done), rate from the first
         now[0] += 0.5
         progress.update()
     progress.write("gradcam: skipped x.jpg: empty file")
@@ -38,11 +38,45 @@ def test_progress_in_a_file_is_a_plain_line_every_ten_seconds():
                                  "gradcam: skipped x.jpg: empty file\n")
     assert "\r" not in stream.getvalue()
     quiet = io.StringIO()
-    silent = Progress(100, quiet=True, stream=quiet, clock=lambda: now[0])
+    silent = Progress(100, quiet=True, stream=quiet, clock=lambda: now[0], ticker=False)
     for _ in range(30):
         now[0] += 1.0
         silent.update()
     assert quiet.getvalue() == ""
+
+
+def test_progress_leaves_out_the_start_up_and_ticks_while_nothing_finishes():
+    """A 30 s start-up, then 10 images in 10 s: 1 img/s, not 10 / 40 s; a slow item reads as s/img;
+    the ticker prints every interval even when no item finishes (a long evaluate)."""
+    import io
+    import time
+
+    from gradcam_cli.cli.progress import Progress
+
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(1000, quiet=False, stream=stream, clock=lambda: now[0], interval=10.0, ticker=False)
+    now[0] = 30.0  # the model loads and compiles: nothing done
+    progress.tick()
+    assert stream.getvalue() == "gradcam: 0 of 1000 images (0%)\n"
+    for _ in range(10):
+        now[0] += 1.0
+        progress.update()
+    now[0] += 0.5
+    progress.tick()
+    assert stream.getvalue().splitlines()[-1] == "gradcam: 10 of 1000 images (1%), 1.0 img/s, 16m30s left"
+    slow = io.StringIO()
+    evaluate = Progress(4, quiet=False, stream=slow, clock=lambda: now[0], interval=10.0, ticker=False)
+    for _ in range(2):
+        now[0] += 40.0
+        evaluate.update()
+    assert slow.getvalue().splitlines()[-1] == "gradcam: 2 of 4 images (50%), 40.0 s/img, 1m20s left"
+
+    ticking = io.StringIO()
+    real = Progress(5, quiet=False, stream=ticking, interval=0.2)
+    time.sleep(1.5)  # nothing finishes
+    real.close()
+    assert ticking.getvalue().count("gradcam: 0 of 5 images (0%)\n") >= 2
 
 
 # ---------------------------------------------------------------------------
