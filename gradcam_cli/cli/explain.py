@@ -251,6 +251,9 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
 
 
 def _report(summary, quiet: bool) -> None:
+    if summary.cleared:
+        click.echo(f"gradcam: {summary.out_dir} held an earlier run: its {summary.cleared} files were removed "
+                   "first (--resume keeps and completes a run instead)", err=True)
     accuracy = summary.accuracy()
     if accuracy is not None:
         click.echo(

@@ -10,15 +10,16 @@ input order). The folder runner and the Ray engine both go through
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
 import pathlib
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from gradcam_cli._version import __version__
 from gradcam_cli.io import writers
 from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import JSON_NAME, JSONL_NAME, RUN_FILE, result_names
-from gradcam_cli.run.outputs import Output, record_complete
+from gradcam_cli.run.outputs import Output, outputs_for, record_complete
 from gradcam_cli.run.resume import Resumed, ResumeIndex, check_same_settings
 from gradcam_cli.settings import RunOptions, RunSettings
 
@@ -42,6 +43,7 @@ class Summary:
     interrupted: bool = False  # stopped before every input had a record
     earlier: int = 0  # --resume: records of earlier runs' images that are not among these inputs
     replaced: int = 0  # --resume: earlier images left out because this run wrote files of the same names
+    cleared: int = 0  # without --resume: files of an earlier run in the folder, removed before this one
 
     def add(self, record: dict, resumed: bool) -> None:
         self.records += 1
@@ -125,7 +127,8 @@ class RunJournal:
 
     def __init__(self, out_dir, names: JournalFiles, recorded: dict, *, resume: bool,
                  complete: Callable[[dict, pathlib.Path], bool], files: Callable[[dict], list[str]] = _no_files,
-                 part: str | None = None, on_record: Callable[[dict], None] | None = None, total: int = 0):
+                 part: str | None = None, on_record: Callable[[dict], None] | None = None, total: int = 0,
+                 earlier_files: Callable[[dict], Callable[[dict], list[str]]] | None = None):
         self.on_record, self.files, self.recorded = on_record, files, recorded
         self.out_dir = writers.check_writable(out_dir)
         self._lock = writers.FolderLock(self.out_dir, part).__enter__()
@@ -133,15 +136,40 @@ class RunJournal:
             self.jsonl_path, self.json_path = self.out_dir / names.log, self.out_dir / names.document
             if resume:
                 check_same_settings(self.out_dir / names.run_file, recorded)
+            cleared = 0 if resume else self._clear_earlier_run(names.run_file, earlier_files)
             self.resume = ResumeIndex(self.out_dir, self.jsonl_path, lambda r: complete(r, self.out_dir), resume)
             writers.write_json(self.out_dir / names.run_file, {"settings": recorded})
-            self.summary = Summary(out_dir=str(self.out_dir), total=total)
+            self.summary = Summary(out_dir=str(self.out_dir), total=total, cleared=cleared)
             self.offsets: dict[str, int] = {}  # path -> offset of its record in the log (this run's or kept)
             self.claimed: set[str] = set()  # the files this run's records name
             self._log = writers.JsonLines(self.jsonl_path, append=resume)
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
+
+    def _clear_earlier_run(self, run_file: str, earlier_files: Callable | None) -> int:
+        """A run without ``--resume`` into a folder that holds an earlier run's log (of the same
+        part): remove the files its records name, so that none is left behind unlisted.
+        ``earlier_files(settings)``: the files a record names under the earlier run's recorded
+        settings (default: this run's ``files``). Only regular files inside the folder are
+        removed; the folder is locked. Returns the count."""
+        if not self.jsonl_path.exists():
+            return 0
+        files = self.files
+        if earlier_files is not None:
+            try:
+                files = earlier_files(json.loads((self.out_dir / run_file).read_text(encoding="utf-8"))["settings"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # no readable run file: what this run's outputs would name
+        folder = self.out_dir.resolve()
+        removed = 0
+        for _, record in writers.read_json_lines_with_offsets(self.jsonl_path):
+            for name in (files(record) if isinstance(record, dict) else []):
+                path = (self.out_dir / name)
+                if name and path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(folder):
+                    path.unlink()
+                    removed += 1
+        return removed
 
     def lookup(self, path: str) -> Resumed | None:
         """The previous run's record of ``path`` when it is complete (``--resume``), else None."""
@@ -196,7 +224,10 @@ class RunJournal:
         counts = Summary()
         for record in records():
             counts.add(record, False)
-        writers.write_json_document(self.json_path, header(counts, records), records())
+        head = header(counts, records)
+        if self.summary.interrupted:  # the document lists what is done: say that it is not all
+            head["summary"].update(interrupted=True, inputs=len(refs))
+        writers.write_json_document(self.json_path, head, records())
         return self.summary
 
     def close(self) -> None:
@@ -212,6 +243,12 @@ class RunJournal:
         self.close()
 
 
+def _files_under(recorded: dict) -> Callable[[dict], list[str]]:
+    """The files an explain record names under the settings a run file recorded."""
+    outputs = outputs_for(RunSettings.from_json({k: v for k, v in recorded.items() if k in RunSettings().to_json()}))
+    return lambda record: [name for output in outputs for name in output.files(record)]
+
+
 class ExplainJournal(RunJournal):
     """``explain``'s journal (the folder runner and the Ray engine): ``predictions.json(l)`` and
     the run file, named per shard; complete means every output file is there and whole."""
@@ -225,7 +262,7 @@ class ExplainJournal(RunJournal):
             complete=lambda record, out_dir: record_complete(record, outputs, out_dir),
             files=lambda record: [name for output in outputs for name in output.files(record)],
             part=None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}",
-            on_record=on_record, total=total,
+            on_record=on_record, total=total, earlier_files=_files_under,
         )
         self.cam, self.settings, self.options = cam, settings, options
 

@@ -98,7 +98,8 @@ def test_a_stopped_evaluate_resumes_to_the_uninterrupted_result(tmp_path, setup,
         assert err == f"gradcam: interrupted after {len(done)} of {IMAGES} images; rerun with --resume\n"
         partial = document(out)
         assert [r["path"] for r in partial["images"]] == [str(p) for p in sorted(folder.glob("*.png"))][: len(done)]
-        assert partial["summary"] == {"images": len(done), "done": len(done), "failed": 0}
+        assert partial["summary"] == {"images": len(done), "done": len(done), "failed": 0, "interrupted": True,
+                                      "inputs": IMAGES}
     resumed = invoke("evaluate", folder, "--out", out, "--batch-size", 4, "--resume", *options)
     assert resumed.exit_code == 0, resumed.stderr
     assert_same_evaluation(out, full)

@@ -130,7 +130,8 @@ def test_a_signal_stops_between_batches_and_resume_completes(tmp_path, long_run,
     assert 1 <= len(done) < 300
     assert err == f"gradcam: interrupted after {len(done)} of 300 images; rerun with --resume\n"
     doc = document(out)
-    assert doc["images"] == done and doc["summary"] == {"images": len(done), "done": len(done), "failed": 0}
+    assert doc["images"] == done and doc["summary"] == {"images": len(done), "done": len(done), "failed": 0,
+                                                        "interrupted": True, "inputs": 300}
     assert [r["path"] for r in done] == [str(p) for p in sorted(src.glob("*.png"))][: len(done)]
     for record in done:
         assert (out / record["predictions"][0]["overlay"]).is_file()
@@ -225,3 +226,20 @@ def test_a_regression_output_reports_a_value_not_a_probability(tmp_path):
         [entry] = record["predictions"]
         assert set(entry) == {"rank", "class_index", "class_id", "label", "value", "overlay"}
         assert entry["value"] == pytest.approx(float(value), abs=1e-5)
+
+
+def test_a_new_run_without_resume_removes_what_the_earlier_run_wrote(tmp_path, tiny):
+    """Without --resume the earlier run's files go first, so none is left behind unlisted; files the
+    run did not write stay."""
+    options, images = tiny
+    out = tmp_path / "o"
+    options = [o for o in options if o not in ("--top", 1)]
+    assert invoke("explain", images, "--out", out, "--top", 2, "--save-raw", *options).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    again = invoke("explain", images, "--out", out, "--top", 1, *options)
+    assert again.exit_code == 0, again.stderr
+    assert again.stderr == (f"gradcam: {out} held an earlier run: its 24 files were removed first (--resume keeps "
+                            "and completes a run instead)\n")  # 6 images x 2 maps x (overlay + raw)
+    listed = {p["overlay"] for r in document(out)["images"] for p in r["predictions"]}
+    assert {p.name for p in out.glob("*.jpg")} == listed and len(listed) == 6
+    assert not list(out.glob("*.npy")) and (out / "notes.txt").read_text() == "mine"
