@@ -181,3 +181,14 @@ def print_table(rows, headers) -> None:
     widths = [max(len(str(h)), *(len(str(row[i])) for row in rows)) for i, h in enumerate(headers)]
     for row in (headers, *rows):
         click.echo("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def precheck_out(out_dir, part: str | None = None, lock: bool = False) -> None:
+    """The output folder, before any model loads: creatable (nothing is created), and with ``lock``
+    not in use by another run (of the same ``part``, a shard)."""
+    from gradcam_cli.io import writers
+
+    with errors():
+        writers.check_creatable(out_dir)
+        if lock and os.path.isdir(out_dir):
+            writers.FolderLock(out_dir, part).check_free()

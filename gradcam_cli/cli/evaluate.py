@@ -4,7 +4,6 @@ pointing game and the sanity check, for every method and the random / centre bas
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
@@ -15,10 +14,12 @@ from gradcam_cli.cli.common import (
     discover_inputs,
     errors,
     make_cam,
+    precheck_out,
     print_table,
 )
 from gradcam_cli.cli.main import main
 from gradcam_cli.cli.options import (
+    input_options,
     io_threads_option,
     method_option,
     method_options,
@@ -50,6 +51,7 @@ def _metric_list(ctx, param, value):
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", "out_dir", default="gradcam_eval", show_default=True, type=click.Path(file_okay=False),
               help="Output folder: evaluation.json(l), curves.png, sanity.png.")
+@input_options
 @model_options
 @method_option("Repeatable: each is evaluated. The random and centre maps are always added.")
 @method_options
@@ -109,12 +111,12 @@ def _evaluate(stop, p: dict) -> int:
     if any(get_metric(m).needs_boxes for m in p["metrics"]) and p["boxes_csv"] is None:
         boxed = " / ".join(m for m in metric_names() if get_metric(m).needs_boxes)
         raise click.UsageError(f"--metrics {boxed} need --boxes-csv path,label,x0,y0,x1,y1")
-    refs = discover_inputs(p["inputs"])
+    refs = discover_inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"])
     settings = EvalSettings(methods=methods, metrics=p["metrics"], classes=tuple(p["classes"]), score=p["score"],
                             steps=p["steps"], deletion_baseline=p["deletion_baseline"],
                             insertion_baseline=p["insertion_baseline"], boxes_csv=p["boxes_csv"],
                             tolerance=p["tolerance"], seed=p["seed"], method_options=method_settings(p))
-    _precheck(p["out_dir"])
+    precheck_out(p["out_dir"], lock=True)
     cam = make_cam(model_settings(p))
     from gradcam_cli.cli.progress import Progress
 
@@ -146,16 +148,6 @@ def _evaluate(stop, p: dict) -> int:
         verdict = "FAILED (maps barely change)" if result["failed"] else "passed"
         click.echo(f"sanity {method}: Spearman {json.dumps([round(v, 3) for v in result['spearman']])} -> {verdict}")
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
-
-
-def _precheck(out_dir: str) -> None:
-    """The output folder, before the model loads: creatable, and not in use by another run."""
-    from gradcam_cli.io import writers
-
-    with errors():
-        writers.check_creatable(out_dir)
-        if os.path.isdir(out_dir):
-            writers.FolderLock(out_dir, None).check_free()
 
 
 def _print_table(document: dict) -> None:

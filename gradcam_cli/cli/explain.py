@@ -19,12 +19,14 @@ from gradcam_cli.cli.common import (
     make_cam,
     make_cam_without_weights,
     parse_shard_option,
+    precheck_out,
     quiet_tensorflow,
 )
 from gradcam_cli.cli.main import main
 from gradcam_cli.cli.options import (
     batch_size_value,
     engine_options,
+    input_options,
     io_threads_option,
     method_option,
     method_options,
@@ -62,10 +64,7 @@ from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_TOP, PRECISIONS, RunOpti
 @click.option("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
               help="'mixed': float16 compute (for GPUs with tensor cores); maps stay float32.")
 @overlay_options
-@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
-@click.option("--ext", "extensions", multiple=True,
-              help="File extension to take from folders (repeatable; default: common image types).")
-@click.option("--null", is_flag=True, help="With '-': paths on stdin are NUL-separated (find -print0).")
+@input_options
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse images with more pixels than this (decompression-bomb guard). Default: 178,956,970 "
                    "(Pillow's). One image of P pixels peaks at about 18 P bytes of memory with --top 1 (+3 P per "
@@ -176,14 +175,10 @@ def _precheck(settings, out_dir, shard) -> dict | None:
     """Everything that can be checked before the model loads: the output folder (nothing is created),
     the class names (--class, --labels, the labels CSV's labels) when they are known without
     the model. Returns the labels CSV (real path -> label), or None."""
-    from gradcam_cli.io import writers
-
+    if out_dir is not None:
+        precheck_out(out_dir, None if shard is None else f"{shard[0]}-of-{shard[1]}", lock=True)
     labels = None
     with errors():
-        if out_dir is not None:
-            writers.check_creatable(out_dir)
-            if os.path.isdir(out_dir):
-                writers.FolderLock(out_dir, None if shard is None else f"{shard[0]}-of-{shard[1]}").check_free()
         if settings.targets.labels_csv is not None:
             from gradcam_cli.io.labels_csv import load_labels_csv
 

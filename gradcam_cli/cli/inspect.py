@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from gradcam_cli.cli.common import discover_inputs, errors, make_cam
-from gradcam_cli.cli.options import colormap_value, model_options, model_settings, quiet_option
+from gradcam_cli.cli.common import discover_inputs, errors, make_cam, precheck_out
+from gradcam_cli.cli.interrupt import run_interruptible
+from gradcam_cli.cli.options import colormap_value, input_options, model_options, model_settings, quiet_option
 from gradcam_cli.cli.main import main
 from gradcam_cli.models.graph import PRECISIONS
 
@@ -39,6 +39,7 @@ def _bar(total: int, quiet: bool, unit: str, noun: str):
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--out", "out_dir", default="gradcam_activations", show_default=True,
               type=click.Path(file_okay=False), help="Output folder: OUT/IMAGE/LAYER.png and activations.json.")
+@input_options
 @model_options
 @click.option("--layers", "layer_list", default=None, help="Comma-separated layer names or nested paths.")
 @click.option("--first", default=8, show_default=True, type=click.IntRange(1, 1000),
@@ -49,7 +50,7 @@ def _bar(total: int, quiet: bool, unit: str, noun: str):
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 1024))
 @quiet_option
 def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw, batch_size, quiet,
-                **model_params) -> None:
+                no_recursive, extensions, null, **model_params) -> None:
     """Every channel of the first layers' outputs, one PNG grid per image and layer (each channel
     standardised, a dead channel flat grey), from one model call per batch for all layers.
 
@@ -57,10 +58,17 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
     Example:
       gradcam activations sample_images/chelsea.jpg --out acts/ --first 8
     """
-
     colormap_value(None, None, colormap)
-    refs = discover_inputs(inputs)
-    cam = make_cam(model_settings(model_params))
+    refs = discover_inputs(inputs, no_recursive, extensions, null)
+    precheck_out(out_dir)
+    settings = model_settings(model_params)
+    run_interruptible(lambda: _activations(refs, out_dir, settings, layer_list, first, per_row, colormap, save_raw,
+                                           batch_size, quiet),
+                      f"the grids written so far are in {out_dir}; activations.json is written at the end")
+
+
+def _activations(refs, out_dir, settings, layer_list, first, per_row, colormap, save_raw, batch_size, quiet) -> int:
+    cam = make_cam(settings)
     from gradcam_cli.errors import ImageError
     from gradcam_cli.inspect.activations import ActivationProbe, default_layers, write_activation_grids
     from gradcam_cli.io.images import decode
@@ -84,7 +92,7 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
         bar.close()
     click.echo(json.dumps({"out": str(out_dir), "images": len(index.get("images", images)), "layers": layers,
                            "index": "activations.json"}, ensure_ascii=False))
-    sys.exit(1 if failed else 0)
+    return 1 if failed else 0
 
 
 @main.command()
@@ -119,12 +127,21 @@ def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, 
     filter_layer = model_params["layer"]
     if (filter_layer is None) == (not unit_mode):
         raise click.UsageError("give --layer NAME (a layer's filters) or --unit (the output units), one of them")
-    cam = make_cam(model_settings(model_params))
+    precheck_out(out_dir)
+    settings = model_settings(model_params)
+    run_interruptible(lambda: _filters(settings, None if unit_mode else filter_layer, out_dir, filters, steps,
+                                       step_size, size, seed, per_row, batch_size, precision, quiet),
+                      f"the patterns written so far are in {out_dir}; filters.json is written at the end")
+
+
+def _filters(settings, filter_layer, out_dir, filters, steps, step_size, size, seed, per_row, batch_size, precision,
+             quiet) -> int:
+    cam = make_cam(settings)
     from gradcam_cli.inspect.filters import FilterAscent, preprocess_tensor, write_filter_outputs
 
     profile = cam.profile
     with errors():
-        ascent = FilterAscent(cam.model, None if unit_mode else filter_layer, lambda x: preprocess_tensor(x, profile),
+        ascent = FilterAscent(cam.model, filter_layer, lambda x: preprocess_tensor(x, profile),
                               size=size, steps=steps, step_size=step_size, precision=precision)
         ascent.check_filters(filters)
     bar = _bar(len(filters) * steps, quiet, "step", "filter-steps")
@@ -136,3 +153,4 @@ def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, 
         bar.close()
     click.echo(json.dumps({"out": str(out_dir), "layer": index.get("layer"), "filters": len(filters),
                            "index": "filters.json"}, ensure_ascii=False))
+    return 0

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Iterator
+from typing import Callable, Iterator, NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -65,3 +65,19 @@ class StopRequest:
             os.close(devnull)
         except (OSError, ValueError, io.UnsupportedOperation):
             pass  # not a real file (tests' captured stdout)
+
+
+def run_interruptible(work: Callable[[], int], after: str) -> NoReturn:
+    """Exit with ``work()``'s code; SIGINT / SIGTERM stop it at once with one line (``gradcam:
+    interrupted; AFTER``) and exit 130 / 143. For commands without batches to finish or a
+    ``--resume``: every file they write is whole or absent (atomic writes), so nothing is torn."""
+    import click
+
+    stop = StopRequest()  # never ``running``: the first signal raises Interrupted where the work is
+    with stop.installed():
+        try:
+            code = work()
+        except Interrupted as exc:
+            click.echo(f"gradcam: interrupted; {after}", err=True)
+            code = 128 + exc.signum
+    sys.exit(code)

@@ -227,6 +227,17 @@ def output_settings(p: dict) -> OutputSettings:
     )
 
 
+def input_options(command):
+    """How folders are walked and stdin is read (every command that takes INPUTS); see
+    :func:`gradcam_cli.cli.common.discover_inputs`."""
+    return _apply(command, [
+        click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders."),
+        click.option("--ext", "extensions", multiple=True,
+                     help="File extension to take from folders (repeatable; default: common image types)."),
+        click.option("--null", is_flag=True, help="With '-': paths on stdin are NUL-separated (find -print0)."),
+    ])
+
+
 quiet_option = click.option("-q", "--quiet", is_flag=True,
                             help="No progress (a bar on a terminal; a plain line every 10 s when stderr is a file).")
 io_threads_option = click.option("--io-threads", default=None, type=click.IntRange(1, 256), metavar="N",

@@ -46,8 +46,12 @@ def load_run(path: pathlib.Path) -> dict:
     try:
         run = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ReportError(f"no {path.name} in {path.parent}: expected the --out folder of a finished "
-                          "`gradcam explain` run; run it first, or name the right folder") from None
+        shards = sorted(p.name for p in path.parent.glob("predictions.*-of-*.json"))
+        if shards:
+            raise ReportError(f"no {path.name} in {path.parent}, which holds the shards {', '.join(shards)}: "
+                              f"pass --predictions {shards[0]} for one shard's report") from None
+        raise ReportError(f"no {path.name} in {path.parent}: expected a folder that `gradcam explain ... --out "
+                          f"{path.parent}` wrote; run it first, or name the right folder") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ReportError(f"cannot read {path}: {exc}; expected the JSON that `gradcam explain` writes") from None
     if not isinstance(run, dict) or not isinstance(run.get("images"), list):

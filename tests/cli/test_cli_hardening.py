@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -248,3 +251,63 @@ def test_help_and_readme_show_the_max_pixels_default_and_every_exit_code():
     assert "143 for SIGTERM" in readme
     for code in codes:
         assert f" {code} " in text, code
+
+
+# ---------------------------------------------------------------------------
+# issue 22: 11. one Ctrl-C contract for every command, 15. options a command has, checks before loading
+
+
+def _handles(pid: int, signum: int) -> bool:
+    """Has process ``pid`` installed a handler for ``signum`` (Linux: SigCgt in /proc/PID/status)?"""
+    status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signum - 1)))
+
+
+@pytest.mark.parametrize("command", ["activations", "filters"])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_inspect_commands_stop_on_a_signal_with_one_line(tmp_path, tiny, command, signum, code):
+    options, images = tiny
+    model = options[options.index("--model") + 1]
+    out = tmp_path / "o"
+    args = ([images, "--layers", "target"] if command == "activations"
+            else ["--layer", "target", "--filters", "0-31", "--steps", 10000])
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "gradcam_cli", command, *map(str, args), "--model", str(model),
+                             "--preprocess", "scale", "--out", str(out), "-q"], env=env, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 60
+    # SIGTERM: Python itself catches SIGINT from its start; the command installs both handlers at once
+    while not _handles(proc.pid, signal.SIGTERM) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # into the model's load or the work
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    if command == "activations" and proc.returncode == 0:
+        pytest.fail("activations finished before the signal: give it more work")  # not a skip: the test is void
+    assert proc.returncode == code, err
+    assert len(err.splitlines()) == 1 and err.startswith("gradcam: interrupted; the ") and str(out) in err, err
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize("command", ["activations", "filters", "evaluate"])
+def test_an_unwritable_out_is_found_before_the_model_loads(tmp_path, tiny, command):
+    options, images = tiny
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_text("not a model")  # loading it would exit 4: the output folder must be checked first
+    args = {"activations": [images], "filters": ["--layer", "target"], "evaluate": [images]}[command]
+    result = invoke(command, *args, "--model", corrupt, "--out", blocker / "out")
+    assert result.exit_code == 3, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(blocker) in result.stderr
+
+
+def test_evaluate_takes_the_input_options_its_messages_name(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "a.txt").write_text("x")
+    result = invoke("evaluate", folder, "--out", tmp_path / "o")
+    assert result.exit_code == 5
+    assert result.stderr.strip().endswith("; --ext adds others)")
+    assert "--ext" in invoke("evaluate", "--help").stdout and "--no-recursive" in invoke("activations", "--help").stdout

@@ -88,8 +88,19 @@ def test_test_set_summary_and_class_table(tmp_path):
 
 
 def test_refusals(tmp_path):
-    with pytest.raises(ReportError, match="no predictions.json in .*run it first"):
+    with pytest.raises(ReportError) as missing:
         build_report(tmp_path)
+    assert str(missing.value) == (f"no predictions.json in {tmp_path}: expected a folder that `gradcam explain ... "
+                                  f"--out {tmp_path}` wrote; run it first, or name the right folder")
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for k in (2, 1):
+        (shards / f"predictions.{k}-of-2.json").write_text("{}")
+    with pytest.raises(ReportError) as sharded:  # a folder of shards: name --predictions, report's own option
+        build_report(shards)
+    assert str(sharded.value) == (f"no predictions.json in {shards}, which holds the shards predictions.1-of-2.json, "
+                                  "predictions.2-of-2.json: pass --predictions predictions.1-of-2.json for one "
+                                  "shard's report")
     (tmp_path / "predictions.json").write_text("{not json")
     with pytest.raises(ReportError, match="cannot read"):
         build_report(tmp_path)
