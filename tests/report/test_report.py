@@ -92,7 +92,7 @@ def test_refusals(tmp_path):
         build_report(tmp_path)
     assert str(missing.value) == (f"no predictions.json in {tmp_path}: expected a folder that `gradcam explain ... "
                                   f"--out {tmp_path}` wrote; run it first, or name the right folder")
-    shards = tmp_path / "shards"
+    shards = tmp_path.parent / f"{tmp_path.name}-shards"
     shards.mkdir()
     for k in (2, 1):
         (shards / f"predictions.{k}-of-2.json").write_text("{}")
