@@ -120,7 +120,8 @@ def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, 
     if (filter_layer is None) == (not unit_mode):
         raise click.UsageError("give --layer NAME (a layer's filters) or --unit (the output units), one of them")
     cam = make_cam(model_settings(model_params))
-    from gradcam_cli.inspect.filters import FilterAscent, preprocess_tensor, write_filter_outputs
+    from gradcam_cli.inspect.filters import FilterAscent, write_filter_outputs
+    from gradcam_cli.io.preprocess import preprocess_tensor
 
     profile = cam.profile
     with errors():

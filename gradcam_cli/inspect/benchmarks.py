@@ -38,7 +38,8 @@ def benchmark_filters(
     import keras
 
     from gradcam_cli.config.profiles import get_profile, load_registry
-    from gradcam_cli.inspect.filters import FilterAscent, book_loop, preprocess_tensor
+    from gradcam_cli.inspect.filters import FilterAscent, book_loop
+    from gradcam_cli.io.preprocess import preprocess_tensor
 
     profile = get_profile(load_registry(), "vgg16")
     model = keras.applications.VGG16(weights=None, include_top=False)

@@ -3,7 +3,8 @@
 Deep Learning with Python, 5.4.2, batched: every requested filter gets its own
 image in one batch, and one compiled step (``tf.function`` with a None batch
 dimension) moves all of them at once. The images live in 0..255 pixel space;
-the model's preprocessing runs inside the graph (:func:`preprocess_tensor`).
+the model's preprocessing runs inside the graph
+(:func:`gradcam_cli.io.preprocess.preprocess_tensor`).
 :func:`book_loop` is the book's one-filter-at-a-time loop, kept as the reference.
 """
 
@@ -17,37 +18,8 @@ import numpy as np
 from gradcam_cli.errors import ModelError, OptionError
 from gradcam_cli.inspect.targets import computing_in, flatten, input_shape, locate, output_target, runner
 
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
 #: the book's noise: grey 128 plus 20 * U[0, 1)
 NOISE_BASE, NOISE_SPAN = 128.0, 20.0
-
-
-def preprocess_tensor(x: Any, profile: Any) -> Any:
-    """float32 RGB 0..255 tensor (..., 3) -> model input, inside the graph.
-
-    The same formula as ``gradcam_cli.io.preprocess`` for the profile's
-    ``preprocessing`` (caffe, tf, torch, scale, mean_std, none) with its
-    ``mean`` / ``std``; differentiable.
-    """
-    import tensorflow as tf
-
-    mode = profile.preprocessing
-    x = tf.cast(x, tf.float32)
-    if mode == "caffe":
-        return x[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR, tf.float32)
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "torch":
-        return (x / 255.0 - tf.constant(_TORCH_MEAN, tf.float32)) / tf.constant(_TORCH_STD, tf.float32)
-    if mode == "scale":
-        return x / 255.0
-    if mode == "mean_std":
-        return (x - tf.constant(profile.mean, tf.float32)) / tf.constant(profile.std, tf.float32)
-    if mode == "none":
-        return x
-    raise ValueError(f"unknown preprocessing '{mode}'; expected caffe, tf, torch, scale, mean_std or none")
 
 
 def deprocess(images: np.ndarray) -> np.ndarray:

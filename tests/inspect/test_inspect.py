@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import types
 import warnings
 
 import cv2
@@ -39,10 +38,9 @@ from gradcam_cli.inspect.filters import (
     feature_extractor,
     noise,
     pattern_grid,
-    preprocess_tensor,
     write_filter_outputs,
 )
-from gradcam_cli.io.preprocess import _affine
+from gradcam_cli.io.preprocess import preprocess_tensor
 
 SAMPLES = REPO / "sample_images"
 
@@ -229,15 +227,6 @@ def test_unknown_and_non_spatial_layers_are_refused():
 
 # ---------------------------------------------------------------------------
 # filters
-
-
-@pytest.mark.parametrize("mode", ["caffe", "tf", "torch", "none", "scale", "mean_std"])
-def test_preprocess_tensor_is_the_numpy_formula(mode):
-    mean, std = ((120.0, 110.0, 100.0), (60.0, 61.0, 62.0)) if mode == "mean_std" else (None, None)
-    profile = types.SimpleNamespace(preprocessing=mode, mean=mean, std=std)
-    x = np.random.default_rng(2).uniform(0, 255, (2, 5, 4, 3)).astype(np.float32)
-    got = preprocess_tensor(tf.constant(x), profile).numpy()
-    np.testing.assert_allclose(got, _affine(x, mode, mean, std), rtol=1e-6, atol=1e-5)
 
 
 def test_one_batched_step_equals_the_per_filter_tape_step():
