@@ -94,7 +94,9 @@ def benchmark_activations(image_path: str | pathlib.Path = SAMPLE, *, first: int
     import cv2
 
     from gradcam_cli.cam import GradCAM
-    from gradcam_cli.inspect.activations import ActivationProbe, channel_grid, default_layers, encode_png
+    from gradcam_cli.inspect.activations import ActivationProbe, default_layers
+    from gradcam_cli.render.channels import channel_grid
+    from gradcam_cli.render.overlay import encode_png
 
     image = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     load_s, cam = _seconds(lambda: GradCAM("efficientnet_lite0"))

@@ -17,17 +17,11 @@ import numpy as np
 
 from gradcam_cli.errors import ModelError, OptionError
 from gradcam_cli.inspect.targets import computing_in, flatten, input_shape, locate, output_target, runner
+from gradcam_cli.render.channels import deprocess, pattern_grid
+from gradcam_cli.render.overlay import encode_png
 
 #: the book's noise: grey 128 plus 20 * U[0, 1)
 NOISE_BASE, NOISE_SPAN = 128.0, 20.0
-
-
-def deprocess(images: np.ndarray) -> np.ndarray:
-    """Float images (N, H, W, 3) -> RGB uint8, each on its own: centre, std 0.1, + 0.5, clip, x 255."""
-    x = np.asarray(images, np.float64)
-    x = x - x.mean(axis=(1, 2, 3), keepdims=True)
-    x = x / (x.std(axis=(1, 2, 3), keepdims=True) + 1e-5) * 0.1 + 0.5
-    return (np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def noise(filters: Sequence[int], shape: tuple, seed: int) -> np.ndarray:
@@ -179,21 +173,6 @@ class FilterAscent:
         return deprocess(images), np.concatenate(finals), np.concatenate(initials)
 
 
-def pattern_grid(patterns: np.ndarray, per_row: int = 8, margin: int = 5) -> np.ndarray:
-    """Patterns (F, s, s, 3) uint8 -> one RGB uint8 grid, ``per_row`` across, black ``margin`` px between."""
-    patterns = np.asarray(patterns)
-    if patterns.ndim != 4 or len(patterns) == 0 or per_row < 1 or margin < 0:
-        raise ValueError(f"pattern_grid needs (F, h, w, 3) patterns, per_row >= 1, margin >= 0; got {patterns.shape}")
-    count, h, w, c = patterns.shape
-    cols = min(per_row, count)
-    rows = -(-count // cols)
-    grid = np.zeros((rows * h + (rows - 1) * margin, cols * w + (cols - 1) * margin, c), np.uint8)
-    for i, pattern in enumerate(patterns):
-        row, col = divmod(i, cols)
-        grid[row * (h + margin) : row * (h + margin) + h, col * (w + margin) : col * (w + margin) + w] = pattern
-    return grid
-
-
 # ---------------------------------------------------------------------------
 # the book's loop, the reference and the benchmark's baseline
 
@@ -276,7 +255,6 @@ def write_filter_outputs(
     """Run ``ascent`` and write ``out_dir/grid.png``, ``out_dir/filter_NNNN.png`` per filter and
     ``out_dir/filters.json`` (each filter's mean activation before and after); returns that index."""
     from gradcam_cli.io import writers
-    from gradcam_cli.inspect.activations import encode_png
 
     filters = [int(f) for f in ascent.check_filters(filters)]
     patterns, final, initial = ascent.run(filters, batch_size=batch_size, seed=seed, progress=progress)

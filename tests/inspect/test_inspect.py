@@ -22,25 +22,17 @@ from helpers import REPO
 
 from gradcam_cli.models.load import load_user_model
 from gradcam_cli.errors import OptionError
-from gradcam_cli.inspect.activations import (
-    BACKGROUND,
-    ActivationProbe,
-    channel_grid,
-    default_layers,
-    grid_layout,
-    standardise,
-    write_activation_grids,
-)
+from gradcam_cli.inspect.activations import ActivationProbe, default_layers, write_activation_grids
 from gradcam_cli.inspect.filters import (
     FilterAscent,
     book_loop,
     book_step,
     feature_extractor,
     noise,
-    pattern_grid,
     write_filter_outputs,
 )
 from gradcam_cli.io.preprocess import preprocess_tensor
+from gradcam_cli.render.channels import BACKGROUND, channel_grid, channel_layout, pattern_grid, standardise
 
 SAMPLES = REPO / "sample_images"
 
@@ -137,7 +129,7 @@ def test_probe_values_and_grid_tiles_at_their_places():
     np.testing.assert_array_equal(out["pool"], keras.Model(model.input, model.get_layer("pool").output)(x))
 
     grid = channel_grid(mix[1], per_row=3, min_tile=16, gap=2, title="mix")
-    layout = grid_layout(6, 8, 4, per_row=3, min_tile=16, gap=2, title="mix")
+    layout = channel_layout(6, 8, 4, per_row=3, min_tile=16, gap=2, title="mix")
     scale = math.ceil(16 / 6)
     assert (layout.tile_h, layout.tile_w, layout.rows, layout.cols) == (6 * scale, 8 * scale, 2, 3)
     assert layout.title_height > 0
