@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gradcam_cli.inspect.targets import Target, conv_pool_layers, flatten, input_shape, locate, runner
+from gradcam_cli.models.graph import flatten
+from gradcam_cli.models.probe import Target, conv_pool_layers, input_shape, locate, runner
 from gradcam_cli.render.channels import channel_grid
 from gradcam_cli.render.overlay import encode_png
 

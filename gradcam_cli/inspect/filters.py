@@ -16,7 +16,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gradcam_cli.errors import ModelError, OptionError
-from gradcam_cli.inspect.targets import computing_in, flatten, input_shape, locate, output_target, runner
+from gradcam_cli.models.graph import flatten
+from gradcam_cli.models.probe import computing_in, input_shape, locate, output_target, runner
 from gradcam_cli.render.channels import deprocess, pattern_grid
 from gradcam_cli.render.overlay import encode_png
 

@@ -207,11 +207,11 @@ def test_nested_model_by_path_equals_the_inner_sub_model():
 
 def test_unknown_and_non_spatial_layers_are_refused():
     model = small_cnn()
-    with pytest.raises(OptionError, match=r"no layer 'c3' \(did you mean 'c2', 'c1'.*`gradcam layers` lists"):
+    with pytest.raises(OptionError, match=r"no layer 'c3' \(did you mean 'c2', 'c1'\?\); pass one of its 4-D layers \(`gradcam layers` lists"):
         ActivationProbe(model, ["c3"])
-    with pytest.raises(OptionError, match=r"'gap' .*\(batch, 8\), without spatial and channel axes"):
+    with pytest.raises(OptionError, match=r"'gap' .*\(None, 8\), not 4-D .*no spatial and channel axes; pass a 4-D"):
         ActivationProbe(model, ["gap"])
-    with pytest.raises(OptionError, match="without spatial and channel axes"):
+    with pytest.raises(OptionError, match="no spatial and channel axes"):
         FilterAscent(model, "dense", size=8)
     with pytest.raises(OptionError, match="did you mean 'pool'"):
         FilterAscent(model, "poll", size=8)
