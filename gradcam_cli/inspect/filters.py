@@ -5,7 +5,7 @@ image in one batch, and one compiled step (``tf.function`` with a None batch
 dimension) moves all of them at once. The images live in 0..255 pixel space;
 the model's preprocessing runs inside the graph
 (:func:`gradcam_cli.io.preprocess.preprocess_tensor`).
-:func:`book_loop` is the book's one-filter-at-a-time loop, kept as the reference.
+The book's one-filter-at-a-time loop, the reference, is ``tests/reference.py:book_loop``.
 """
 
 from __future__ import annotations
@@ -172,74 +172,6 @@ class FilterAscent:
             initials.append(initial)
             finals.append(final)
         return deprocess(images), np.concatenate(finals), np.concatenate(initials)
-
-
-# ---------------------------------------------------------------------------
-# the book's loop, the reference and the benchmark's baseline
-
-
-def feature_extractor(model: Any, layer: str, preprocess: Callable[[Any], Any] | None = None) -> Callable:
-    """As the book: ``keras.Model(model.inputs, layer.output)`` for a top-level layer (the graph
-    executor for a nested path), after ``preprocess``; image 0..255 -> layer output."""
-    import keras
-
-    prep = preprocess or (lambda x: x)
-    try:
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        sub = keras.Model(inputs, model.get_layer(layer).output)
-        return lambda image: sub(prep(image), training=False)
-    except ValueError:
-        graph = flatten(model)
-        run = runner(graph, [locate(graph, layer).key])
-        return lambda image: run(prep(image))[0]
-
-
-def book_step(extractor: Callable, image: Any, filter_index: Any, step_size: float) -> tuple[Any, Any]:
-    """One of the book's steps for one image (1, H, W, 3) and one filter: (new image, loss)."""
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        tape.watch(image)
-        loss = tf.reduce_mean(tf.gather(extractor(image), filter_index, axis=-1))
-    grads = tape.gradient(loss, image)
-    grads /= tf.sqrt(tf.reduce_mean(tf.square(grads))) + 1e-5
-    return image + step_size * grads, loss
-
-
-def book_loop(
-    model: Any,
-    layer: str,
-    filters: Sequence[int],
-    size: int | tuple[int, int],
-    steps: int,
-    step_size: float,
-    preprocess: Callable[[Any], Any] | None = None,
-    seed: int = 0,
-    *,
-    compiled: bool = False,
-) -> np.ndarray:
-    """The book's loop in TensorFlow 2: one filter at a time, a GradientTape per filter per step,
-    from the same noise as :meth:`FilterAscent.run`. ``compiled``: the step in a ``tf.function``
-    (the filter index a tensor, so one trace serves every filter) instead of eager.
-    Returns patterns RGB uint8 (F, H, W, 3)."""
-    import tensorflow as tf
-
-    extractor = feature_extractor(model, layer, preprocess)
-
-    def step(image: Any, f: Any) -> tuple[Any, Any]:
-        return book_step(extractor, image, f, step_size)
-
-    if compiled:
-        step = tf.function(step, autograph=False)
-    shape = (size, size) if isinstance(size, int) else tuple(size)
-    start = noise(filters, (*shape, 3), seed)
-    out = []
-    for f, image in zip(filters, start):
-        x = tf.constant(image[None])
-        for _ in range(steps):
-            x, _ = step(x, tf.constant(int(f)))
-        out.append(x.numpy()[0])
-    return deprocess(np.stack(out))
 
 
 def write_filter_outputs(

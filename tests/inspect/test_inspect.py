@@ -17,20 +17,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import book_loop, book_step, feature_extractor
 
 from helpers import REPO
 
 from gradcam_cli.models.load import load_user_model
 from gradcam_cli.errors import OptionError
 from gradcam_cli.inspect.activations import ActivationProbe, default_layers, write_activation_grids
-from gradcam_cli.inspect.filters import (
-    FilterAscent,
-    book_loop,
-    book_step,
-    feature_extractor,
-    noise,
-    write_filter_outputs,
-)
+from gradcam_cli.inspect.filters import FilterAscent, noise, write_filter_outputs
 from gradcam_cli.io.preprocess import preprocess_tensor
 from gradcam_cli.render.channels import BACKGROUND, channel_grid, channel_layout, pattern_grid, standardise
 
