@@ -26,7 +26,7 @@ from gradcam_cli.errors import OptionError
 from gradcam_cli.inspect.activations import ActivationProbe, default_layers, write_activation_grids
 from gradcam_cli.inspect.filters import FilterAscent, noise, write_filter_outputs
 from gradcam_cli.io.preprocess import preprocess_tensor
-from gradcam_cli.render.channels import BACKGROUND, channel_grid, channel_layout, pattern_grid, standardise
+from gradcam_cli.render.channels import BACKGROUND, channel_grid, channel_layout, standardise
 
 SAMPLES = REPO / "sample_images"
 
@@ -326,18 +326,6 @@ def test_unit_mode_raises_the_logit_before_softmax():
     _, final, initial = ascent.run([2], seed=0)
     np.testing.assert_allclose(initial, (features @ kernel + bias)[:, 2], rtol=1e-5, atol=1e-6)
     assert final[0] > initial[0]
-
-
-def test_pattern_grid_layout_and_margins():
-    patterns = np.stack([np.full((4, 6, 3), 10 + i, np.uint8) for i in range(10)])
-    grid = pattern_grid(patterns, per_row=8, margin=5)
-    assert grid.shape == (2 * 4 + 5, 8 * 6 + 7 * 5, 3)
-    for i in range(10):
-        row, col = divmod(i, 8)
-        y, x = row * 9, col * 11
-        assert np.all(grid[y : y + 4, x : x + 6] == 10 + i)
-    assert np.all(grid[4:9] == 0) and np.all(grid[:, 6:11] == 0)
-    assert np.all(grid[9:, 2 * 11 :] == 0)  # the empty cells of the last row
 
 
 # ---------------------------------------------------------------------------
