@@ -30,19 +30,19 @@ sys.path.insert(0, str(REPO / "tests"))
 def run_all(which: list[str]) -> dict:
     results: dict = {}
     if "filters" in which:
-        from gradcam_cli.inspect.benchmarks import benchmark_filters
+        from inspect_bench import benchmark_filters
 
         results["filters"] = benchmark_filters()
     if "activations" in which:
-        from gradcam_cli.inspect.benchmarks import benchmark_activations
+        from inspect_bench import benchmark_activations
 
         results["activations"] = benchmark_activations()
     if "evaluate" in which:
-        from gradcam_cli.metrics.bench import benchmark_evaluate
+        from evaluate_bench import benchmark_evaluate
 
         results["evaluate"] = benchmark_evaluate()
     if "report" in which:
-        from test_report_browser import benchmark_report
+        from report_bench import benchmark_report
 
         results["report"] = benchmark_report(10000)
     return results

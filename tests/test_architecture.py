@@ -30,7 +30,7 @@ ALLOWED = {
     "config": set(),
     "io": {"config"},
     "render": set(),
-    "inspect": {"cam", "models", "config", "io", "render", "engine"},
+    "inspect": {"models", "config", "io", "render"},
     "metrics": {"io", "render", "config"},
     "report": {"io", "config"},
 }
@@ -127,6 +127,18 @@ def test_no_function_is_over_80_lines():
                 long[f"{path.relative_to(PACKAGE).as_posix()}:{name}"] = lines
     assert long == {}
     assert any(name == "split_model" for name, _ in functions_of(PACKAGE / "models" / "split.py"))  # the walk saw it
+
+
+def test_images_are_encoded_in_render_only_and_the_package_holds_no_benchmarks():
+    """One PNG and one JPEG encoder (render/overlay.py); benchmark code lives in benchmarks/, not the wheel."""
+    encoders = []
+    for path in PACKAGE.rglob("*.py"):
+        stage = stage_of(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "imencode" and stage != "render":
+                encoders.append(str(path.relative_to(PACKAGE)))
+    assert encoders == []
+    assert [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*bench*.py")] == []
 
 
 def gap_model() -> keras.Model:

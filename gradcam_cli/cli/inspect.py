@@ -137,7 +137,8 @@ def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, 
 def _filters(settings, filter_layer, out_dir, filters, steps, step_size, size, seed, per_row, batch_size, precision,
              quiet) -> int:
     cam = make_cam(settings)
-    from gradcam_cli.inspect.filters import FilterAscent, preprocess_tensor, write_filter_outputs
+    from gradcam_cli.inspect.filters import FilterAscent, write_filter_outputs
+    from gradcam_cli.io.preprocess import preprocess_tensor
 
     profile = cam.profile
     with errors():

@@ -1,29 +1,22 @@
 """Intermediate activations: every channel of chosen layers, as one image grid per layer.
 
 ``ActivationProbe`` runs the model once per batch and returns every requested
-layer's output; ``channel_grid`` draws one layer's channels as coloured tiles
-(Deep Learning with Python, 5.4.1: each channel standardised, 16 per row).
-Arrays in, arrays out; :func:`write_activation_grids` writes PNGs and a JSON
+layer's output (arrays in, arrays out); :func:`write_activation_grids` draws each
+with :func:`gradcam_cli.render.channels.channel_grid` and writes PNGs and a JSON
 index through :mod:`gradcam_cli.io.writers`.
 """
 
 from __future__ import annotations
 
-import math
 import pathlib
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 
-from gradcam_cli.inspect.targets import Target, conv_pool_layers, flatten, input_shape, locate, runner
-
-#: background of the grid (gaps and title band), RGB
-BACKGROUND = (255, 255, 255)
-TITLE_COLOUR = (0, 0, 0)
-_TITLE_PAD = 3
+from gradcam_cli.models.graph import flatten
+from gradcam_cli.models.probe import Target, conv_pool_layers, input_shape, locate, runner
+from gradcam_cli.render.channels import channel_grid
+from gradcam_cli.render.overlay import encode_png
 
 
 def default_layers(model: Any, first: int = 8) -> list[str]:
@@ -74,136 +67,6 @@ class ActivationProbe:
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         outputs = self._fn(np.asarray(batch, np.float32))
         return {t.path: np.asarray(v) for t, v in zip(self.targets, outputs)}
-
-
-def standardise(channel: np.ndarray) -> np.ndarray:
-    """One channel (h, w) -> uint8 levels: ``(x - mean) / std * 64 + 128``, rounded, clipped to 0..255.
-
-    A channel with no spread (std 0, or below float rounding of its mean) is flat 128:
-    no NaN, no warning.
-    """
-    return _levels(np.asarray(channel)[..., None])[..., 0]
-
-
-def _levels(activation: np.ndarray) -> np.ndarray:
-    """(h, w, C) -> (h, w, C) uint8: :func:`standardise` per channel, vectorised."""
-    x = np.asarray(activation, np.float64)
-    mean = x.mean(axis=(0, 1))
-    std = x.std(axis=(0, 1))
-    dead = (x.max(axis=(0, 1)) == x.min(axis=(0, 1))) | (std <= 1e-9 * np.abs(mean))
-    scale = np.where(dead, 0.0, 64.0 / np.where(dead, 1.0, std))
-    levels = (x - mean) * scale + 128.0
-    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)
-
-
-@lru_cache(maxsize=1)
-def _font() -> Any:
-    from PIL import ImageFont
-
-    return ImageFont.load_default()
-
-
-def _title_size(title: str) -> tuple[int, int]:
-    """(width, height) of the title band for ``title`` ('' -> no band)."""
-    if not title:
-        return 0, 0
-    left, top, right, bottom = _font().getbbox(title)
-    height = _font().getbbox("Ag|")[3]
-    return right + 2 * _TITLE_PAD, height + 2 * _TITLE_PAD
-
-
-@dataclass(frozen=True)
-class GridLayout:
-    """Where :func:`channel_grid` puts things: channel ``i`` is at row ``i // cols``, column
-    ``i % cols``; its top-left pixel is ``(title_height + row * (tile_h + gap), col * (tile_w + gap))``."""
-
-    scale: int  # integer nearest-neighbour upscale factor of each tile
-    tile_h: int
-    tile_w: int
-    rows: int
-    cols: int
-    gap: int
-    title_height: int
-    height: int
-    width: int
-
-    def origin(self, i: int) -> tuple[int, int]:
-        row, col = divmod(i, self.cols)
-        return self.title_height + row * (self.tile_h + self.gap), col * (self.tile_w + self.gap)
-
-
-def grid_layout(h: int, w: int, channels: int, *, per_row: int = 16, min_tile: int = 32, gap: int = 2,
-                title: str = "") -> GridLayout:
-    """The layout of a grid of ``channels`` tiles of (h, w) each (see :class:`GridLayout`)."""
-    if per_row < 1 or min_tile < 1 or gap < 0 or channels < 1 or h < 1 or w < 1:
-        raise ValueError(
-            f"grid needs per_row >= 1, min_tile >= 1, gap >= 0 and a non-empty (h, w, C) activation; got "
-            f"per_row={per_row}, min_tile={min_tile}, gap={gap}, shape=({h}, {w}, {channels})"
-        )
-    scale = max(1, math.ceil(min_tile / min(h, w)))
-    cols = min(per_row, channels)
-    rows = math.ceil(channels / cols)
-    tile_h, tile_w = h * scale, w * scale
-    title_w, title_h = _title_size(title)
-    width = max(cols * tile_w + (cols - 1) * gap, title_w)
-    height = title_h + rows * tile_h + (rows - 1) * gap
-    return GridLayout(scale, tile_h, tile_w, rows, cols, gap, title_h, height, width)
-
-
-def channel_grid(
-    activation: np.ndarray,
-    *,
-    per_row: int = 16,
-    min_tile: int = 32,
-    gap: int = 2,
-    colormap: str = "viridis",
-    title: str | None = None,
-) -> np.ndarray:
-    """One layer's activation (h, w, C) -> RGB uint8 grid image, laid out as :func:`grid_layout` says.
-
-    Each channel is :func:`standardise`-d, coloured with the OpenCV ``colormap``
-    and upscaled by an integer factor (nearest neighbour) so that its shorter side
-    is at least ``min_tile`` px. ``title`` (default ``"h x w x C"``) is drawn above
-    with Pillow's default font; ``""`` draws none. Gaps and title band are white.
-    """
-    from gradcam_cli.render.overlay import colormap_id
-
-    activation = np.asarray(activation)
-    if activation.ndim != 3:
-        raise ValueError(f"activation must be (h, w, channels), got shape {activation.shape}")
-    h, w, channels = activation.shape
-    title = f"{h} x {w} x {channels}" if title is None else title
-    layout = grid_layout(h, w, channels, per_row=per_row, min_tile=min_tile, gap=gap, title=title)
-    levels = _levels(activation)  # (h, w, C)
-    strip = levels.transpose(0, 2, 1).reshape(h, channels * w)  # channels side by side
-    coloured = cv2.cvtColor(cv2.applyColorMap(strip, colormap_id(colormap)), cv2.COLOR_BGR2RGB)
-    tiles = coloured.reshape(h, channels, w, 3).transpose(1, 0, 2, 3)  # (C, h, w, 3)
-    if layout.scale > 1:
-        tiles = tiles.repeat(layout.scale, axis=1).repeat(layout.scale, axis=2)
-    canvas = np.empty((layout.height, layout.width, 3), np.uint8)
-    canvas[:] = BACKGROUND
-    for i in range(channels):
-        y, x = layout.origin(i)
-        canvas[y : y + layout.tile_h, x : x + layout.tile_w] = tiles[i]
-    if title:
-        _draw_title(canvas, title)
-    return canvas
-
-
-def _draw_title(canvas: np.ndarray, title: str) -> None:
-    from PIL import Image, ImageDraw
-
-    image = Image.fromarray(canvas)
-    ImageDraw.Draw(image).text((_TITLE_PAD, _TITLE_PAD), title, fill=TITLE_COLOUR, font=_font())
-    canvas[:] = np.asarray(image)
-
-
-def encode_png(image_rgb: np.ndarray) -> bytes:
-    """RGB uint8 (H, W, 3) -> PNG bytes."""
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover - OpenCV only fails here on invalid arrays
-        raise ValueError("OpenCV could not encode the image as PNG")
-    return buffer.tobytes()
 
 
 def layer_file_stem(path: str) -> str:

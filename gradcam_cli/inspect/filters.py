@@ -3,8 +3,9 @@
 Deep Learning with Python, 5.4.2, batched: every requested filter gets its own
 image in one batch, and one compiled step (``tf.function`` with a None batch
 dimension) moves all of them at once. The images live in 0..255 pixel space;
-the model's preprocessing runs inside the graph (:func:`preprocess_tensor`).
-:func:`book_loop` is the book's one-filter-at-a-time loop, kept as the reference.
+the model's preprocessing runs inside the graph
+(:func:`gradcam_cli.io.preprocess.preprocess_tensor`).
+The book's one-filter-at-a-time loop, the reference, is ``tests/reference.py:book_loop``.
 """
 
 from __future__ import annotations
@@ -15,47 +16,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gradcam_cli.errors import ModelError, OptionError
-from gradcam_cli.inspect.targets import computing_in, flatten, input_shape, locate, output_target, runner
+from gradcam_cli.models.graph import flatten
+from gradcam_cli.models.probe import computing_in, input_shape, locate, output_target, runner
+from gradcam_cli.render.channels import deprocess, pattern_grid
+from gradcam_cli.render.overlay import encode_png
 
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_TORCH_MEAN = (0.485, 0.456, 0.406)
-_TORCH_STD = (0.229, 0.224, 0.225)
 #: the book's noise: grey 128 plus 20 * U[0, 1)
 NOISE_BASE, NOISE_SPAN = 128.0, 20.0
-
-
-def preprocess_tensor(x: Any, profile: Any) -> Any:
-    """float32 RGB 0..255 tensor (..., 3) -> model input, inside the graph.
-
-    The same formula as ``gradcam_cli.io.preprocess`` for the profile's
-    ``preprocessing`` (caffe, tf, torch, scale, mean_std, none) with its
-    ``mean`` / ``std``; differentiable.
-    """
-    import tensorflow as tf
-
-    mode = profile.preprocessing
-    x = tf.cast(x, tf.float32)
-    if mode == "caffe":
-        return x[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR, tf.float32)
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "torch":
-        return (x / 255.0 - tf.constant(_TORCH_MEAN, tf.float32)) / tf.constant(_TORCH_STD, tf.float32)
-    if mode == "scale":
-        return x / 255.0
-    if mode == "mean_std":
-        return (x - tf.constant(profile.mean, tf.float32)) / tf.constant(profile.std, tf.float32)
-    if mode == "none":
-        return x
-    raise ValueError(f"unknown preprocessing '{mode}'; expected caffe, tf, torch, scale, mean_std or none")
-
-
-def deprocess(images: np.ndarray) -> np.ndarray:
-    """Float images (N, H, W, 3) -> RGB uint8, each on its own: centre, std 0.1, + 0.5, clip, x 255."""
-    x = np.asarray(images, np.float64)
-    x = x - x.mean(axis=(1, 2, 3), keepdims=True)
-    x = x / (x.std(axis=(1, 2, 3), keepdims=True) + 1e-5) * 0.1 + 0.5
-    return (np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def noise(filters: Sequence[int], shape: tuple, seed: int) -> np.ndarray:
@@ -207,89 +174,6 @@ class FilterAscent:
         return deprocess(images), np.concatenate(finals), np.concatenate(initials)
 
 
-def pattern_grid(patterns: np.ndarray, per_row: int = 8, margin: int = 5) -> np.ndarray:
-    """Patterns (F, s, s, 3) uint8 -> one RGB uint8 grid, ``per_row`` across, black ``margin`` px between."""
-    patterns = np.asarray(patterns)
-    if patterns.ndim != 4 or len(patterns) == 0 or per_row < 1 or margin < 0:
-        raise ValueError(f"pattern_grid needs (F, h, w, 3) patterns, per_row >= 1, margin >= 0; got {patterns.shape}")
-    count, h, w, c = patterns.shape
-    cols = min(per_row, count)
-    rows = -(-count // cols)
-    grid = np.zeros((rows * h + (rows - 1) * margin, cols * w + (cols - 1) * margin, c), np.uint8)
-    for i, pattern in enumerate(patterns):
-        row, col = divmod(i, cols)
-        grid[row * (h + margin) : row * (h + margin) + h, col * (w + margin) : col * (w + margin) + w] = pattern
-    return grid
-
-
-# ---------------------------------------------------------------------------
-# the book's loop, the reference and the benchmark's baseline
-
-
-def feature_extractor(model: Any, layer: str, preprocess: Callable[[Any], Any] | None = None) -> Callable:
-    """As the book: ``keras.Model(model.inputs, layer.output)`` for a top-level layer (the graph
-    executor for a nested path), after ``preprocess``; image 0..255 -> layer output."""
-    import keras
-
-    prep = preprocess or (lambda x: x)
-    try:
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        sub = keras.Model(inputs, model.get_layer(layer).output)
-        return lambda image: sub(prep(image), training=False)
-    except ValueError:
-        graph = flatten(model)
-        run = runner(graph, [locate(graph, layer).key])
-        return lambda image: run(prep(image))[0]
-
-
-def book_step(extractor: Callable, image: Any, filter_index: Any, step_size: float) -> tuple[Any, Any]:
-    """One of the book's steps for one image (1, H, W, 3) and one filter: (new image, loss)."""
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        tape.watch(image)
-        loss = tf.reduce_mean(tf.gather(extractor(image), filter_index, axis=-1))
-    grads = tape.gradient(loss, image)
-    grads /= tf.sqrt(tf.reduce_mean(tf.square(grads))) + 1e-5
-    return image + step_size * grads, loss
-
-
-def book_loop(
-    model: Any,
-    layer: str,
-    filters: Sequence[int],
-    size: int | tuple[int, int],
-    steps: int,
-    step_size: float,
-    preprocess: Callable[[Any], Any] | None = None,
-    seed: int = 0,
-    *,
-    compiled: bool = False,
-) -> np.ndarray:
-    """The book's loop in TensorFlow 2: one filter at a time, a GradientTape per filter per step,
-    from the same noise as :meth:`FilterAscent.run`. ``compiled``: the step in a ``tf.function``
-    (the filter index a tensor, so one trace serves every filter) instead of eager.
-    Returns patterns RGB uint8 (F, H, W, 3)."""
-    import tensorflow as tf
-
-    extractor = feature_extractor(model, layer, preprocess)
-
-    def step(image: Any, f: Any) -> tuple[Any, Any]:
-        return book_step(extractor, image, f, step_size)
-
-    if compiled:
-        step = tf.function(step, autograph=False)
-    shape = (size, size) if isinstance(size, int) else tuple(size)
-    start = noise(filters, (*shape, 3), seed)
-    out = []
-    for f, image in zip(filters, start):
-        x = tf.constant(image[None])
-        for _ in range(steps):
-            x, _ = step(x, tf.constant(int(f)))
-        out.append(x.numpy()[0])
-    return deprocess(np.stack(out))
-
-
 def write_filter_outputs(
     ascent: FilterAscent,
     filters: Sequence[int],
@@ -304,7 +188,6 @@ def write_filter_outputs(
     """Run ``ascent`` and write ``out_dir/grid.png``, ``out_dir/filter_NNNN.png`` per filter and
     ``out_dir/filters.json`` (each filter's mean activation before and after); returns that index."""
     from gradcam_cli.io import writers
-    from gradcam_cli.inspect.activations import encode_png
 
     filters = [int(f) for f in ascent.check_filters(filters)]
     patterns, final, initial = ascent.run(filters, batch_size=batch_size, seed=seed, progress=progress)

@@ -1,4 +1,7 @@
-"""Resize and normalise image batches for a profile. NumPy and OpenCV only."""
+"""Resize and normalise image batches for a profile. NumPy and OpenCV only.
+
+One normalisation formula (:func:`_affine`) and one set of constants serve NumPy batches
+(:func:`normalise`) and tensors inside a traced graph (:func:`preprocess_tensor`)."""
 
 from __future__ import annotations
 
@@ -43,8 +46,12 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _affine(x: np.ndarray, mode: str, mean, std) -> np.ndarray:
-    """The profile's normalisation, elementwise, on float32 RGB: the reference formula."""
+def _affine(x, mode: str, mean, std):
+    """The profile's normalisation, elementwise, on float32 RGB: the reference formula.
+
+    Plain arithmetic and slicing only, so ``x`` may be a NumPy array or a TensorFlow tensor
+    (differentiable; the constants become float32 constants of the graph).
+    """
     if mode == "caffe":
         return x[..., ::-1] - _CAFFE_MEAN_BGR
     if mode == "tf":
@@ -55,7 +62,9 @@ def _affine(x: np.ndarray, mode: str, mean, std) -> np.ndarray:
         return x / 255.0
     if mode == "mean_std":
         return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return x  # "none"
+    if mode == "none":
+        return x
+    raise ValueError(f"unknown preprocessing '{mode}'; expected caffe, tf, torch, scale, mean_std or none")
 
 
 @lru_cache(maxsize=16)
@@ -86,3 +95,10 @@ def normalise(batch: np.ndarray, profile: Profile) -> np.ndarray:
     table = _table(mode, None if mean is None else tuple(mean), None if std is None else tuple(std))
     out = cv2.LUT(rows, table)
     return out.reshape(batch.shape)
+
+
+def preprocess_tensor(x, profile: Profile):
+    """float32 RGB 0..255 tensor (..., 3) -> model input, inside the graph: the formula of
+    :func:`normalise` for the profile's ``preprocessing`` (with its ``mean`` / ``std``), with
+    the same constants; differentiable, so gradients reach the pixels (``gradcam filters``)."""
+    return _affine(x, profile.preprocessing, profile.mean, profile.std)

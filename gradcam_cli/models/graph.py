@@ -59,6 +59,10 @@ class Graph:
     containers: dict  # path of an inlined model -> [(its output keys, the model), one per call]
     producer: dict  # key -> Step
 
+    def shape(self, key: tuple) -> tuple:
+        """The static shape of tensor ``key`` without the batch axis (None where not fixed)."""
+        return tuple(None if d is None else int(d) for d in self.tensors[key].shape[1:])
+
     def ancestors(self, keys) -> set:
         """Ids of the steps needed to compute ``keys``."""
         seen: set = set()

@@ -97,10 +97,42 @@ def auto_layer(model: Any, output: str | int | None = None) -> str:
     return step.path
 
 
-def resolve_target(graph: Graph, name: str) -> tuple[str, tuple, Any]:
-    """``(path, key, op)`` of the layer addressed by ``name`` (see :func:`split_model` for the rules)."""
+#: where every layer-lookup error points for the list of layers
+LAYERS_HINT = "`gradcam layers` lists them"
+
+
+def _fix(hint: str | None, what: str) -> str:
+    """The fix at the end of a lookup error: ``pass --layer with X``, or ``pass X`` without a hint."""
+    return f"pass {hint} with {what}" if hint else f"pass {what}"
+
+
+def _no_layer(graph: Graph, name: str, wanted: str, targets: dict, hint: str | None) -> OptionError:
+    """The error for a name that addresses no layer, with close matches among the 4-D layers."""
     import difflib
 
+    four_d = [
+        path for path, calls in targets.items()
+        if len(calls) == 1 and len(calls[0][0]) == 1 and len(graph.tensors[calls[0][0][0]].shape) == 4
+    ]
+    pool = list(dict.fromkeys([*four_d, *sorted({p.rsplit("/", 1)[-1] for p in four_d})]))
+    close = difflib.get_close_matches(wanted, pool, n=3, cutoff=0.5)
+    listing = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    return OptionError(
+        f"model '{graph.model.name}' has no layer '{name}'{listing}; {_fix(hint, 'one of its 4-D layers')} "
+        f"({LAYERS_HINT})"
+    )
+
+
+def resolve_target(graph: Graph, name: str, *, hint: str | None = "--layer") -> tuple[str, tuple, Any]:
+    """``(path, key, op)`` of the layer addressed by ``name`` (see the module docstring for the rules),
+    checked to have one 4-D output.
+
+    OptionError, one message per mistake: no such layer (close 4-D layers suggested), an
+    ambiguous bare name, a shared layer, several outputs, an output that is not 4-D, the
+    model input. Each ends in its fix, which names ``hint``, the option that takes the
+    layer (``pass --layer with the full path``); ``hint=None`` for a caller without one
+    (``pass the full path``).
+    """
     model = graph.model
     by_path: dict[str, list] = {}
     for step in graph.steps:
@@ -119,40 +151,34 @@ def resolve_target(graph: Graph, name: str) -> tuple[str, tuple, Any]:
         if len(nested) > 1:
             raise OptionError(
                 f"layer name '{name}' is ambiguous in model '{model.name}': it matches "
-                f"{', '.join(repr(p) for p in nested)}; pass --layer with the full path"
+                f"{', '.join(repr(p) for p in nested)}; {_fix(hint, 'the full path')}"
             )
         path = nested[0] if nested else None
     else:
         path = None
     if path is None:
-        pool = list(dict.fromkeys([*targets, *sorted({p.rsplit("/", 1)[-1] for p in targets})]))
-        close = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-        raise OptionError(
-            f"model '{model.name}' has no layer '{name}'{hint}; pass --layer with one of its 4-D layers "
-            "(`gradcam layers` lists them)"
-        )
+        raise _no_layer(graph, name, wanted, targets, hint)
     calls = targets[path]
     if len(calls) > 1:
         raise OptionError(
             f"layer '{path}' of model '{model.name}' is called {len(calls)} times (a shared layer or model), "
-            "so its activations are ambiguous; pass --layer with a layer that is used once"
+            f"so its activations are ambiguous; {_fix(hint, 'a layer that is used once')}"
         )
     keys, op = calls[0]
     if len(keys) != 1:
         raise OptionError(
-            f"layer '{path}' of model '{model.name}' has {len(keys)} outputs; Grad-CAM needs one 4-D output: "
-            "pass --layer with a 4-D layer"
+            f"layer '{path}' of model '{model.name}' has {len(keys)} outputs, not one 4-D output; "
+            f"{_fix(hint, 'a 4-D layer')}"
         )
     shape = tuple(graph.tensors[keys[0]].shape)
     if len(shape) != 4:
         raise OptionError(
             f"layer '{path}' of model '{model.name}' has output shape {shape}, not 4-D (batch, height, width, "
-            "channels); Grad-CAM needs a convolutional layer: pass --layer with a 4-D layer"
+            f"channels): it has no spatial and channel axes; {_fix(hint, 'a 4-D layer')} ({LAYERS_HINT})"
         )
     if keys[0] in graph.input_keys:
         raise OptionError(
-            f"layer '{path}' of model '{model.name}' is the model input; pass --layer with a convolutional layer"
+            f"layer '{path}' of model '{model.name}' is the model input; {_fix(hint, 'a convolutional layer')}"
         )
     return path, keys[0], op
 

@@ -1,7 +1,7 @@
-"""Heatmap colouring and blending. Arrays in, arrays out; no file I/O.
+"""Heatmap colouring and blending, and the image encoders. Arrays in, arrays or bytes out; no file I/O.
 
-The only module that converts between RGB (everywhere else) and OpenCV's BGR:
-``overlays`` takes an RGB image and returns BGR arrays ready for ``cv2.imencode``.
+Images are RGB everywhere else; OpenCV's BGR stays inside render: ``overlays`` takes an
+RGB image and returns BGR arrays ready for :func:`encode_jpeg`; :func:`encode_png` takes RGB.
 """
 
 from __future__ import annotations
@@ -85,17 +85,9 @@ def encode_jpeg(image_bgr: np.ndarray, quality: int = 90) -> bytes:
     return buffer.tobytes()
 
 
-def guided_bgr(guided: np.ndarray) -> np.ndarray:
-    """A Guided Grad-CAM image (H, W, 3) float, RGB order, as BGR uint8 for display: centred,
-    scaled to 0.1 per standard deviation around mid-grey, clipped (as pytorch-grad-cam shows it)."""
-    g = guided.astype(np.float64)
-    g = (g - g.mean()) / (g.std() + 1e-5) * 0.1 + 0.5
-    rgb = (np.clip(g, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-
-
-def encode_png(image_bgr: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", image_bgr)
+def encode_png(image_rgb: np.ndarray) -> bytes:
+    """RGB uint8 (H, W, 3) -> PNG bytes."""
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV only fails here on invalid arrays
         raise ValueError("OpenCV could not encode the image as PNG")
     return buffer.tobytes()

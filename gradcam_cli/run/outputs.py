@@ -185,12 +185,13 @@ class GuidedOutput(Output):
 
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
-        from gradcam_cli.render.overlay import encode_png, guided_bgr
+        from gradcam_cli.render.channels import deprocess
+        from gradcam_cli.render.overlay import encode_png
 
         several = len(result.explanation.maps_by_method) > 1
         for name, entry, image in zip(result.names, result.entries, result.explanation.guided):
             file = f"{method_name(name, GUIDED, several)}.png"
-            writers.write_bytes(out_dir / file, encode_png(guided_bgr(image)))
+            writers.write_bytes(out_dir / file, encode_png(deprocess(image, nearest=True)))
             entry[self.key] = file
 
 

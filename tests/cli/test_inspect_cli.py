@@ -10,7 +10,8 @@ import numpy as np
 from helpers import invoke
 from PIL import Image
 
-from gradcam_cli.inspect.activations import channel_grid, default_layers
+from gradcam_cli.inspect.activations import default_layers
+from gradcam_cli.render.channels import channel_grid
 
 
 def test_activations_of_the_default_backbone(tmp_path, lite0_cam):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras.applications import imagenet_utils
 
-from gradcam_cli.io.preprocess import normalise, resize
+from gradcam_cli.io.preprocess import normalise, preprocess_tensor, resize
 from gradcam_cli.config.profiles import Profile
 
 
@@ -40,6 +40,23 @@ def test_uint8_table_path_equals_the_formula_exactly(mode, mean, std):
         np.testing.assert_array_equal(got, want)
     # float input takes the formula itself
     np.testing.assert_array_equal(normalise(batch.astype(np.float32), p), expected)
+
+
+@pytest.mark.parametrize("mode, mean, std", MODES)
+def test_the_tensor_path_is_the_numpy_formula(mode, mean, std):
+    """``preprocess_tensor`` (inside ``gradcam filters``' graph) gives ``normalise``'s values."""
+    import tensorflow as tf
+
+    p = profile(mode, mean, std)
+    x = np.random.default_rng(2).uniform(0, 255, (2, 5, 4, 3)).astype(np.float32)
+    got = preprocess_tensor(tf.constant(x), p)
+    assert isinstance(got, tf.Tensor) and got.dtype == tf.float32
+    np.testing.assert_allclose(got.numpy(), normalise(x, p), rtol=1e-6, atol=1e-5)
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="unknown preprocessing 'cafe'; expected caffe, tf, torch"):
+        normalise(np.zeros((1, 2, 2, 3), np.float32), profile("cafe"))
 
 
 def test_other_modes():

@@ -19,7 +19,7 @@ import tensorflow as tf
 from helpers import SAMPLES
 
 from gradcam_cli.errors import BoxesError
-from gradcam_cli.metrics import baselines, bench, confidence, perturbation, pointing, road, sanity, stats
+from gradcam_cli.metrics import baselines, confidence, perturbation, pointing, road, sanity, stats
 from gradcam_cli.metrics.scoring import make_score_fn, score_inputs
 from gradcam_cli.render.boxes import box_from_map
 
@@ -468,7 +468,7 @@ def test_spearman_and_ssim_against_independent_references():
 
 
 # ---------------------------------------------------------------------------
-# statistics, baseline maps, the benchmark
+# statistics, baseline maps
 
 
 def test_bootstrap_interval():
@@ -495,14 +495,6 @@ def test_baseline_maps():
     assert not np.array_equal(baselines.random_maps(1, (8, 9), seed=2), rand[:1])
 
 
-def test_benchmark_function_reports_its_figures():
-    model = small_cnn(seed=16)
-    figures = bench.benchmark_evaluate(model, preprocess=scale01, images=2, steps=4, chunk=4, rounds=1)
-    assert figures["inputs"] == 10 and figures["input_size"] == [SIZE, SIZE]
-    for key in ("forward_inputs_per_s", "evaluate_inputs_per_s", "ratio_vs_forward", "predict_loop_inputs_per_s"):
-        assert math.isfinite(figures[key]) and figures[key] > 0
-
-
 def test_contract_errors_and_light_imports():
     import subprocess
     import sys
@@ -519,7 +511,7 @@ def test_contract_errors_and_light_imports():
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         perturbation.insertion(images, np.zeros((2, 8, 8)), [0, 0], f, steps=0)
     code = (
-        "import sys; from gradcam_cli.metrics import baselines, bench, confidence, perturbation, pointing, "
+        "import sys; from gradcam_cli.metrics import baselines, confidence, perturbation, pointing, "
         "road, sanity, scoring, stats; heavy = {'tensorflow', 'keras', 'scipy'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

@@ -1,4 +1,5 @@
-"""Overlays equal the blend formula: (1 - alpha) * image + alpha * colormap(upsampled map)."""
+"""Overlays equal the blend formula: (1 - alpha) * image + alpha * colormap(upsampled map); PNGs take RGB;
+deprocessing and the pattern grid (render.channels) are their formulas."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from gradcam_cli.render import overlay as render
+from gradcam_cli.render.channels import deprocess, pattern_grid
 
 
 def reference(image_rgb, cam, alpha, colormap):
@@ -68,3 +70,33 @@ def test_overlay_takes_a_colour_table_of_ones_own():
     table[:, 0, 1] = np.arange(256)  # green = level
     (hot,) = render.overlays(np.zeros((8, 8, 3), np.uint8), np.ones((1, 2, 2), np.float32), alpha=1.0, colormap=table)
     assert (hot[..., 1] == 255).all() and (hot[..., [0, 2]] == 0).all()
+
+
+def test_png_takes_rgb_and_decodes_to_the_same_pixels():
+    rgb = np.random.default_rng(5).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    decoded = cv2.imdecode(np.frombuffer(render.encode_png(rgb), np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decoded[..., ::-1], rgb)  # OpenCV decodes BGR
+
+
+def test_deprocess_is_the_display_formula_per_image():
+    rng = np.random.default_rng(6)
+    images = rng.normal(size=(3, 5, 4, 3)) * np.array([1.0, 1e3, 1e-3])[:, None, None, None] + 7.0
+    out = deprocess(images)
+    assert out.dtype == np.uint8 and out.shape == images.shape
+    for image, got in zip(images, out):
+        scaled = np.clip((image - image.mean()) / (image.std() + 1e-5) * 0.1 + 0.5, 0.0, 1.0) * 255.0
+        np.testing.assert_array_equal(got, scaled.astype(np.uint8))  # each image on its own; levels rounded down
+        np.testing.assert_array_equal(deprocess(image, nearest=True), np.rint(scaled).astype(np.uint8))
+    assert np.all(deprocess(np.full((4, 4, 3), 2.5)) == 127)  # no spread: mid-grey, no NaN
+
+
+def test_pattern_grid_layout_and_margins():
+    patterns = np.stack([np.full((4, 6, 3), 10 + i, np.uint8) for i in range(10)])
+    grid = pattern_grid(patterns, per_row=8, margin=5)
+    assert grid.shape == (2 * 4 + 5, 8 * 6 + 7 * 5, 3)
+    for i in range(10):
+        row, col = divmod(i, 8)
+        y, x = row * 9, col * 11
+        assert np.all(grid[y : y + 4, x : x + 6] == 10 + i)
+    assert np.all(grid[4:9] == 0) and np.all(grid[:, 6:11] == 0)
+    assert np.all(grid[9:, 2 * 11 :] == 0)  # the empty cells of the last row

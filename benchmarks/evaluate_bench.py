@@ -1,4 +1,4 @@
-"""Throughput of the batched perturbation scorer, for benchmarks/bench.py. Plain Python, no asserts.
+"""Throughput of the batched perturbation scorer, for ``bench_features.py``. Plain Python, no asserts.
 
 Three figures on the same number of inputs (B images x (steps + 1) deletion steps):
 
@@ -19,8 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .perturbation import deletion, make_baseline, pixel_ranks, step_counts
-from .scoring import make_score_fn
+from gradcam_cli.metrics.perturbation import deletion, make_baseline, pixel_ranks, step_counts
+from gradcam_cli.metrics.scoring import make_score_fn
 
 
 def _default_model():

@@ -1,6 +1,7 @@
-"""Speed figures for the inspect tools, as plain dicts (called from ``benchmarks/bench.py``).
+"""Speed figures for the inspect tools, as plain dicts (called from ``bench_features.py``).
 
 Nothing here asserts a speed: the functions measure, in one process, and return numbers.
+The book's loop is the tests' reference, ``tests/reference.py`` (``tests`` on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "sample_images" / "chelsea.jpg"
+SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "sample_images" / "chelsea.jpg"
 
 
 def _seconds(fn: Any) -> tuple[float, Any]:
@@ -36,9 +37,11 @@ def benchmark_filters(
     included) is reported separately.
     """
     import keras
+    from reference import book_loop
 
     from gradcam_cli.config.profiles import get_profile, load_registry
-    from gradcam_cli.inspect.filters import FilterAscent, book_loop, preprocess_tensor
+    from gradcam_cli.inspect.filters import FilterAscent
+    from gradcam_cli.io.preprocess import preprocess_tensor
 
     profile = get_profile(load_registry(), "vgg16")
     model = keras.applications.VGG16(weights=None, include_top=False)
@@ -93,7 +96,9 @@ def benchmark_activations(image_path: str | pathlib.Path = SAMPLE, *, first: int
     import cv2
 
     from gradcam_cli.cam import GradCAM
-    from gradcam_cli.inspect.activations import ActivationProbe, channel_grid, default_layers, encode_png
+    from gradcam_cli.inspect.activations import ActivationProbe, default_layers
+    from gradcam_cli.render.channels import channel_grid
+    from gradcam_cli.render.overlay import encode_png
 
     image = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     load_s, cam = _seconds(lambda: GradCAM("efficientnet_lite0"))
