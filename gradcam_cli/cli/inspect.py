@@ -59,7 +59,7 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
     """
 
     colormap_value(None, None, colormap)
-    refs = discover_inputs(inputs)
+    refs = discover_inputs(inputs, out_dir=out_dir)
     cam = make_cam(model_settings(model_params))
     from gradcam_cli.errors import ImageError
     from gradcam_cli.inspect.activations import ActivationProbe, default_layers, write_activation_grids

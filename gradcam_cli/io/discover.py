@@ -69,6 +69,8 @@ def iter_inputs(
     extensions: Iterable[str] = DEFAULT_EXTENSIONS,
     stdin: IO[str] | None = None,
     null: bool = False,
+    skip: Sequence[str] = (),
+    left_out: list | None = None,
 ) -> Iterator[InputRef]:
     """Yield one :class:`InputRef` per input image, in a deterministic order.
 
@@ -87,14 +89,20 @@ def iter_inputs(
       followed but no directory is walked twice (``(st_dev, st_ino)``), so
       symlink loops terminate. A directory that cannot be
       listed is yielded itself, so that decoding reports it as
-      ``unreadable`` instead of it disappearing silently.
+      ``unreadable`` instead of it disappearing silently. A folder that holds a
+      gradcam run's output (:func:`~gradcam_cli.io.walk.holds_run`: a run file,
+      a predictions or evaluation log or document, the folder lock) or is in
+      ``skip`` (the run's ``--out``) is never walked into, an argument or a
+      folder met below one alike; ``left_out`` (a list) receives (folder, reason)
+      for each.
     * An existing file, or a path without glob magic characters: yielded as
       is, whatever its extension or hidden-ness, and even if it does not
       exist (decoding then reports ``missing``). A path that exists is never
       treated as a glob, so a file
       literally named ``a[1].jpg`` works.
     * Otherwise a glob pattern (``*``, ``?``, ``[...]``, ``**`` for any depth).
-      Matches come in sorted order; wildcards never match hidden names;
+      Matches come in sorted order; wildcards never match hidden names, and
+      ``**`` leaves out the folders a directory walk leaves out;
       matched files are filtered by ``extensions``; a matched directory is
       walked as if it were a directory argument (as after shell expansion).
       **A glob that
@@ -126,8 +134,10 @@ def iter_inputs(
     Since inputs are processed in a deterministic order, the same arguments
     over the same file tree always give the same stems.
     """
-    listing = Listing(recursive, normalise_extensions(extensions))
+    listing = Listing(recursive, normalise_extensions(extensions), skip)
     found = list(found_files(inputs, listing, stdin, null))
+    if left_out is not None:
+        left_out.extend(listing.left_out)
     common = common_folder(listing.bases)
     for path, name in found:
         yield InputRef(path, listing.claim_stem(relative_parts(path, common), name))

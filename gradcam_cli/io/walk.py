@@ -15,7 +15,7 @@ import re
 import stat
 import sys
 import unicodedata
-from typing import IO, Iterable, Iterator, Sequence
+from typing import IO, Callable, Iterable, Iterator, Sequence
 
 # --------------------------------------------------------------------------- #
 # listing
@@ -56,16 +56,59 @@ def _stem_key(stem: str) -> str:
     return unicodedata.normalize("NFC", stem).casefold()
 
 
-class Listing:
-    """State of one ``iter_inputs`` call: seen files, taken stems, walked dirs."""
+#: The names a gradcam run leaves in its output folder: explain's run file, log and document (run/naming.py;
+#: a shard's carry ``.K-of-N``), evaluate's (run/evaluate.py's EVAL_FILES) and the folder lock (io/writers.py's
+#: LOCK_NAME; a shard's ``.gradcam.K-of-N.lock``). io may not import run: tests/io/test_walk.py keeps them in step.
+_RUN_MARK = re.compile(r"(\.gradcam-(run|evaluate)|predictions|evaluation)(\.[0-9]+-of-[0-9]+)?\.jsonl?"
+                       r"|\.gradcam(\.[0-9]+-of-[0-9]+)?\.lock")
 
-    def __init__(self, recursive: bool, extensions: frozenset[str]):
+
+def holds_run(names: Iterable[str]) -> bool:
+    """Whether a folder holding files ``names`` holds a gradcam run's output (never walked into)."""
+    return any(_RUN_MARK.fullmatch(name) for name in names)
+
+
+def _folder_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+class Listing:
+    """State of one ``iter_inputs`` call: seen files, taken stems, walked dirs.
+
+    ``skip``: folders never walked into (the run's ``--out``; one that does not exist yet holds
+    nothing to skip). ``left_out`` collects (folder, reason) for every folder not walked into
+    because it is one of them or holds a gradcam run (:func:`holds_run`).
+    """
+
+    def __init__(self, recursive: bool, extensions: frozenset[str], skip: Sequence[str] = ()):
         self.recursive = recursive
         self.extensions = extensions
         self.seen_files: set = set()
         self.taken_stems: set[str] = set()
         self.walked_dirs: set[tuple[int, int]] = set()
         self.bases: list[str] = []  # absolute folders the inputs came from (a folder argument, a file's folder)
+        self.skip = {key for key in map(_folder_key, skip) if key is not None}
+        self.left_out: list[tuple[str, str]] = []
+
+    def leaves_out(self, path: str, key: tuple[int, int] | None, names: Iterable[str] | None = None) -> bool:
+        """Whether folder ``path`` (``key``: its (st_dev, st_ino); ``names``: its listing, read when
+        None) is not to be walked into; noted in ``left_out`` when so."""
+        if key is not None and key in self.skip:
+            self.left_out.append((path, "is this run's output folder (--out)"))
+            return True
+        if names is None:
+            try:
+                names = os.listdir(path)
+            except OSError:
+                return False
+        if holds_run(names):
+            self.left_out.append((path, "holds a gradcam run's output"))
+            return True
+        return False
 
     # -- identity ----------------------------------------------------------- #
 
@@ -140,6 +183,8 @@ class Listing:
             try:
                 with os.scandir(dpath) as it:
                     entries = sorted(it, key=lambda e: e.name)
+                if self.leaves_out(dpath, dkey, [e.name for e in entries]):
+                    continue
             except OSError:
                 # Cannot list it (permission denied, vanished...). Rather than
                 # dropping it silently, hand the directory itself on: decoding
@@ -182,7 +227,7 @@ class Listing:
 
     def glob(self, pattern: str) -> Iterator[tuple[str, str]]:
         """Expand a glob pattern; see :func:`~gradcam_cli.io.discover.iter_inputs`."""
-        for match in _expand_glob(pattern):
+        for match in _expand_glob(pattern, lambda path: self.leaves_out(path, _folder_key(path))):
             try:
                 st = os.stat(match)
             except OSError:
@@ -221,13 +266,14 @@ def relative_parts(path: str, common: str | None) -> tuple[str, ...]:
     return () if os.pardir in parts else parts
 
 
-def _expand_glob(pattern: str) -> Iterator[str]:
+def _expand_glob(pattern: str, avoid: Callable[[str], bool] = lambda path: False) -> Iterator[str]:
     """Deterministic, loop-safe glob expansion.
 
     Like :func:`glob.glob` with ``recursive=True``, except that results come
     out in sorted order (component by component, depth-first), ``**`` never
     follows a directory (symlink loop) twice, and wildcards never match hidden
-    names. A literal hidden component (``.cache/*.jpg``) is honoured.
+    names. A literal hidden component (``.cache/*.jpg``) is honoured. ``**`` never descends into
+    a folder for which ``avoid(path)`` is true.
     """
     drive, rest = os.path.splitdrive(pattern)
     if os.path.isabs(rest):
@@ -238,7 +284,7 @@ def _expand_glob(pattern: str) -> Iterator[str]:
     parts = [p for p in re.split(r"[/\\]" if os.sep == "\\" else "/", rest) if p != ""]
     if not parts:
         return
-    yield from _glob_parts(root, parts, set())
+    yield from _glob_parts(root, parts, set(), avoid)
 
 
 def _join(base: str, name: str) -> str:
@@ -253,7 +299,7 @@ def _sorted_listing(dirpath: str) -> list[os.DirEntry]:
         return []
 
 
-def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
+def _glob_parts(base: str, parts: list[str], rec_seen: set, avoid: Callable[[str], bool]) -> Iterator[str]:
     head, tail = parts[0], parts[1:]
     if head == "**":
         # Each real directory is expanded once per remaining pattern, so
@@ -268,7 +314,7 @@ def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
         rec_seen.add(key)
         # zero directories ...
         if tail:
-            yield from _glob_parts(base, tail, rec_seen)
+            yield from _glob_parts(base, tail, rec_seen, avoid)
         elif base:
             yield base if base.endswith(os.sep) else base + os.sep
         # ... or one more (non-hidden) directory level
@@ -280,7 +326,8 @@ def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
             except OSError:
                 continue
             if is_dir:
-                yield from _glob_parts(_join(base, entry.name), parts, rec_seen)
+                if not avoid(_join(base, entry.name)):
+                    yield from _glob_parts(_join(base, entry.name), parts, rec_seen, avoid)
             elif not tail:
                 yield _join(base, entry.name)
         return
@@ -290,7 +337,7 @@ def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
             if os.path.lexists(path):
                 yield path
         elif os.path.isdir(path):
-            yield from _glob_parts(path, tail, rec_seen)
+            yield from _glob_parts(path, tail, rec_seen, avoid)
         return
     for entry in _sorted_listing(base):
         name = entry.name
@@ -304,7 +351,7 @@ def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
         else:
             try:
                 if entry.is_dir():
-                    yield from _glob_parts(path, tail, rec_seen)
+                    yield from _glob_parts(path, tail, rec_seen, avoid)
             except OSError:
                 continue
 
