@@ -87,14 +87,13 @@ def iter_inputs(
       order. Hidden files and directories are skipped, files are kept only if
       their extension is in ``extensions`` (case-insensitive), symlinks are
       followed but no directory is walked twice (``(st_dev, st_ino)``), so
-      symlink loops terminate. A directory that cannot be
-      listed is yielded itself, so that decoding reports it as
-      ``unreadable`` instead of it disappearing silently. A folder that holds a
-      gradcam run's output (:func:`~gradcam_cli.io.walk.holds_run`: a run file,
-      a predictions or evaluation log or document, the folder lock) or is in
-      ``skip`` (the run's ``--out``) is never walked into, an argument or a
-      folder met below one alike; ``left_out`` (a list) receives (folder, reason)
-      for each.
+      symlink loops terminate. What cannot be read (a folder that cannot be
+      listed, a broken link, a symlink loop, what lies in a folder without
+      search permission; a link only if its name has an input extension or
+      none) is yielded for decoding to name the cause, never dropped silently.
+      A folder holding a gradcam run (:func:`~gradcam_cli.io.marks.holds_run`)
+      or in ``skip`` (the run's ``--out``) is never walked into, be it an
+      argument or below one; ``left_out`` (a list) receives (folder, reason).
     * An existing file, or a path without glob magic characters: yielded as
       is, whatever its extension or hidden-ness, and even if it does not
       exist (decoding then reports ``missing``). A path that exists is never
@@ -146,7 +145,19 @@ def iter_inputs(
 def missing_arguments(inputs: Sequence[str]) -> list[str]:
     """The arguments that name nothing: not ``-``, not an existing path, not a glob pattern.
     (A glob that matches nothing is not missing; it yields no image.)"""
-    return [arg for arg in inputs if arg != "-" and not os.path.lexists(arg) and not _glob.has_magic(arg)]
+    return [arg for arg in inputs if arg != "-" and not _exists(arg) and not _glob.has_magic(arg)]
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` names something (a broken link does); one in a folder that may not be entered
+    is not known to be missing (decoding reports the permission)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 _SHARD_RE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")

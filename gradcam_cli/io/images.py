@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import threading
 from typing import BinaryIO, Iterator
 
@@ -43,6 +42,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gradcam_cli.errors import ImageError
+from gradcam_cli.io.access import check_regular_file as _check_regular_file
 from gradcam_cli.io.pixels import pillow_to_rgb
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's default bomb limit; adjustable by the caller
@@ -248,24 +248,6 @@ def decode_sized(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ImageError(path, "corrupt", f"unexpected decoded shape {arr.shape}")
     return np.ascontiguousarray(arr), arr.shape[:2]
-
-
-def _check_regular_file(path: str) -> None:
-    """``missing`` or ``unreadable`` unless ``path`` is an existing regular file."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ImageError(path, "missing", "file not found (check the path; it may have been moved or deleted)") from None
-    except NotADirectoryError:
-        raise ImageError(path, "missing", "file not found (a parent in the path is a file, not a folder)") from None
-    except PermissionError:
-        raise ImageError(path, "unreadable", "permission denied (check the folder's permissions)") from None
-    except OSError as exc:
-        raise ImageError(path, "unreadable", f"cannot access file: {_describe(exc)}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ImageError(path, "unreadable", "is a directory, not an image file (list its images or pass the folder as an input)")
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageError(path, "unreadable", "is not a regular file (device, pipe or socket)")
 
 
 def _open_file(path: str) -> BinaryIO:

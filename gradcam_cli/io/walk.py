@@ -17,6 +17,8 @@ import sys
 import unicodedata
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
+from gradcam_cli.io.marks import holds_run
+
 # --------------------------------------------------------------------------- #
 # listing
 
@@ -54,18 +56,6 @@ def _stem_key(stem: str) -> str:
     # that the outputs do not collide on case-insensitive / normalising file
     # systems (macOS, Windows) either.
     return unicodedata.normalize("NFC", stem).casefold()
-
-
-#: The names a gradcam run leaves in its output folder: explain's run file, log and document (run/naming.py;
-#: a shard's carry ``.K-of-N``), evaluate's (run/evaluate.py's EVAL_FILES) and the folder lock (io/writers.py's
-#: LOCK_NAME; a shard's ``.gradcam.K-of-N.lock``). io may not import run: tests/io/test_walk.py keeps them in step.
-_RUN_MARK = re.compile(r"(\.gradcam-(run|evaluate)|predictions|evaluation)(\.[0-9]+-of-[0-9]+)?\.jsonl?"
-                       r"|\.gradcam(\.[0-9]+-of-[0-9]+)?\.lock")
-
-
-def holds_run(names: Iterable[str]) -> bool:
-    """Whether a folder holding files ``names`` holds a gradcam run's output (never walked into)."""
-    return any(_RUN_MARK.fullmatch(name) for name in names)
 
 
 def _folder_key(path: str) -> tuple[int, int] | None:
@@ -195,47 +185,56 @@ class Listing:
                 continue
             subdirs = []
             for entry in entries:
-                if _is_hidden(entry.name):
-                    continue
-                try:
-                    is_dir = entry.is_dir()  # follows symlinks
-                    is_file = not is_dir and entry.is_file()
-                except OSError:
-                    continue
-                if is_dir:
-                    if self.recursive:
-                        subdirs.append(entry)
-                    continue
-                if not is_file:  # broken symlink, fifo, socket, device...
-                    continue
-                if _split_name(entry.name)[1].lower() not in self.extensions:
-                    continue
-                try:
-                    st = entry.stat()  # follows symlinks
-                except OSError:
-                    continue
-                if not self.first_time(entry.path, st):
-                    continue
-                yield entry.path, entry.name
+                if not _is_hidden(entry.name):
+                    yield from self._entry(entry, subdirs)
             # push in reverse so the smallest name is processed first
             for entry in reversed(subdirs):
                 try:
                     st = entry.stat()
-                except OSError:
+                except OSError:  # a folder that may not be entered: decoding names the cause
+                    if self.first_time(entry.path, None):
+                        yield entry.path, entry.name
                     continue
                 stack.append((entry.path, rel + (entry.name,), st))
+
+    def _entry(self, entry: os.DirEntry, subdirs: list) -> Iterator[tuple[str, str]]:
+        """One listed entry: an image file yielded, a folder noted in ``subdirs``. What cannot be read
+        (a broken link, a symlink loop, a folder that may not be entered) is yielded when its name
+        could be an input (an image extension, or none: a folder), for decoding to name the cause."""
+        try:
+            is_dir = entry.is_dir()  # follows symlinks
+            is_file = not is_dir and entry.is_file()
+            broken = not is_dir and not is_file and entry.is_symlink()
+        except OSError:  # permission denied on this folder, a symlink loop...
+            is_dir = is_file = False
+            broken = True
+        ext = _split_name(entry.name)[1].lower()
+        if is_dir:
+            if self.recursive:
+                subdirs.append(entry)
+            return
+        if broken and (ext in self.extensions or not ext) and self.first_time(entry.path, None):
+            yield entry.path, entry.name
+        if not is_file or ext not in self.extensions:  # a fifo, socket, device... is not an input
+            return
+        try:
+            st = entry.stat()  # follows symlinks
+        except OSError:
+            st = None  # decoding names the cause
+        if self.first_time(entry.path, st):
+            yield entry.path, entry.name
 
     def glob(self, pattern: str) -> Iterator[tuple[str, str]]:
         """Expand a glob pattern; see :func:`~gradcam_cli.io.discover.iter_inputs`."""
         for match in _expand_glob(pattern, lambda path: self.leaves_out(path, _folder_key(path))):
             try:
                 st = os.stat(match)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
+            except OSError:  # a broken link, a loop, no search permission: decoding names the cause
+                st = None
+            if st is not None and stat.S_ISDIR(st.st_mode):
                 yield from self.walk(match, st)
                 continue
-            if not stat.S_ISREG(st.st_mode):
+            if st is not None and not stat.S_ISREG(st.st_mode):
                 continue
             name = os.path.basename(match)
             if _split_name(name)[1].lower() not in self.extensions:

@@ -41,3 +41,40 @@ def test_only_a_run_folder_given_says_why_nothing_was_found(tmp_path, tiny):
     result = invoke("explain", tmp_path / "o", "--out", tmp_path / "o2", *options)
     assert result.exit_code == 5
     assert "holds a gradcam run" in result.stderr and "\n" not in result.stderr.strip()
+
+
+def test_what_the_walk_cannot_read_gets_error_records_and_the_run_goes_on(tmp_path, tiny):
+    """Run in a child that permission bits bind (root reads through them otherwise)."""
+    import os
+    import sys
+
+    from helpers import run_bound_by_permissions
+
+    options, images = tiny
+    t = tmp_path / "t"
+    shutil.copytree(images, t)
+    shutil.copytree(images, t / "locked")
+    shutil.copytree(images, t / "noenter")
+    os.symlink("nowhere.png", t / "broken.png")
+    os.symlink("loop.png", t / "loop.png")
+    (t / "locked").chmod(0o300)
+    (t / "noenter").chmod(0o600)
+    try:
+        done = run_bound_by_permissions(
+            [sys.executable, "-m", "gradcam_cli", "explain", "t", "t/noenter/im000.png", "--out", "o", *options],
+            cwd=tmp_path)
+    finally:
+        for folder in (t / "locked", t / "noenter"):
+            folder.chmod(0o755)
+    assert "Traceback" not in done.stderr and "does not exist" not in done.stderr, done.stderr
+    records = {r["path"]: r for r in _records(tmp_path / "o")}
+    assert sum(r["status"] == "ok" for r in records.values()) == 6
+    errors = {path: (r["kind"], r["message"]) for path, r in records.items() if r["status"] == "error"}
+    assert errors["t/broken.png"] == ("missing", "broken symbolic link to nowhere.png (fix or remove the link)")
+    assert errors["t/loop.png"][0] == "unreadable" and "symlink loop" in errors["t/loop.png"][1]
+    assert errors["t/locked"][0] == "unreadable" and "cannot be listed" in errors["t/locked"][1]
+    noenter = [path for path in errors if path.startswith("t/noenter/")]
+    assert sorted(noenter) == [f"t/noenter/im{i:03d}.png" for i in range(6)]
+    for path in noenter:
+        assert "permission denied on folder t/noenter" in errors[path][1]
+    assert done.returncode == 1 and len(errors) == 9  # some images failed
