@@ -127,6 +127,8 @@ def _evaluate(stop, p: dict) -> int:
         bar.update(1)
         if record["status"] != "ok":
             bar.write(f"gradcam: skipped {record['path']}: {record['message']}")
+        for warning in record.get("warnings", ()):
+            bar.write(f"gradcam: warning: {record['path']}: {warning}")
 
     stop.running = True
     try:

@@ -230,6 +230,8 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
         progress.update(1)
         if record["status"] != "ok":
             progress.write(f"gradcam: skipped {record['path']}: {record['message']}")
+        for warning in record.get("warnings", ()):
+            progress.write(f"gradcam: warning: {record['path']}: {warning}")
         if jsonl and not stop.pipe_closed:
             try:
                 sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")

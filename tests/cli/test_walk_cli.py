@@ -78,3 +78,27 @@ def test_what_the_walk_cannot_read_gets_error_records_and_the_run_goes_on(tmp_pa
     for path in noenter:
         assert "permission denied on folder t/noenter" in errors[path][1]
     assert done.returncode == 1 and len(errors) == 9  # some images failed
+
+
+def test_a_corrupt_jpeg_is_recorded_with_libjpegs_warning_and_its_name(tmp_path, tiny, capfd):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    options, _ = tiny
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    (photos / "bad.jpg").write_bytes(data[:-2] + b"\x12\x34" * 50 + data[-2:])  # whole, junk before its end marker
+    (photos / "good.jpg").write_bytes(data)
+    result = invoke("explain", photos, "--out", tmp_path / "o", *options)
+    assert result.exit_code == 0, result.output
+    records = {r["path"]: r for r in _records(tmp_path / "o")}
+    bad, good = records[str(photos / "bad.jpg")], records[str(photos / "good.jpg")]
+    assert bad["status"] == "ok" and len(bad["warnings"]) == 1 and bad["warnings"][0].startswith("Corrupt JPEG data:")
+    assert good["status"] == "ok" and "warnings" not in good
+    assert f"gradcam: warning: {photos / 'bad.jpg'}: Corrupt JPEG data:" in result.stderr
+    assert "Corrupt JPEG" not in capfd.readouterr().err  # libjpeg's own line, without the file's name
