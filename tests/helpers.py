@@ -126,3 +126,26 @@ def document(out: pathlib.Path, name: str = "predictions.json") -> dict:
 
 def temp_files(out: pathlib.Path) -> list[str]:
     return [p.name for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+# ---------------------------------------------------------------------------
+# permissions: the tests run as root, whom no permission bit stops (CAP_DAC_OVERRIDE)
+
+
+def run_bound_by_permissions(argv, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``argv`` in a child process (this checkout's code) that permission bits bind: as root, it
+    drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its bounding set before exec, so the owner's
+    bits apply to it (root's own files included: chmod 0o300 makes a folder unlistable to it); as
+    another user they bind already."""
+    import ctypes
+
+    def drop():
+        if os.geteuid() == 0:
+            libc = ctypes.CDLL(None, use_errno=True)
+            for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH; 24 is PR_CAPBSET_DROP
+                if libc.prctl(24, cap, 0, 0, 0) != 0:
+                    raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(list(map(str, argv)), cwd=cwd, env=env, preexec_fn=drop, capture_output=True, text=True,
+                          timeout=timeout)

@@ -156,9 +156,10 @@ def parse_shard_option(shard: str | None) -> tuple[int, int] | None:
 
 
 def discover_inputs(inputs, no_recursive: bool = False, extensions=(), null: bool = False,
-                    shard: tuple[int, int] | None = None) -> list:
+                    shard: tuple[int, int] | None = None, out_dir=None) -> list:
     """The run's inputs, checked before anything is loaded: a path that does not exist is a usage
-    error; no image at all (before --shard) ends the command with EXIT_NO_IMAGES."""
+    error; no image at all (before --shard) ends the command with EXIT_NO_IMAGES. The walk never
+    enters ``out_dir`` nor a folder holding a gradcam run."""
     from gradcam_cli.io.discover import DEFAULT_EXTENSIONS, in_shard, iter_inputs, missing_arguments
 
     if null and "-" not in inputs:
@@ -168,10 +169,14 @@ def discover_inputs(inputs, no_recursive: bool = False, extensions=(), null: boo
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise CliError(f"input {missing[0]} does not exist{more}; check the path", EXIT_USAGE)
     exts = tuple(e if e.startswith(".") else f".{e}" for e in extensions) or DEFAULT_EXTENSIONS
-    refs = list(iter_inputs(inputs, recursive=not no_recursive, extensions=exts, stdin=sys.stdin, null=null))
+    left_out: list = []
+    refs = list(iter_inputs(inputs, recursive=not no_recursive, extensions=exts, stdin=sys.stdin, null=null,
+                            skip=() if out_dir is None else (out_dir,), left_out=left_out))
     if not refs:
-        where = "stdin" if list(inputs) == ["-"] else " ".join(inputs)
-        raise CliError(f"no images found in {where} (looked for {' '.join(exts)}; --ext adds others)",
+        where = "stdin" if list(inputs) == ["-"] else " ".join(map(str, inputs))
+        why = (f"; {left_out[0][0]} {left_out[0][1]} and is never walked into (name its files to explain them)"
+               if left_out else "")
+        raise CliError(f"no images found in {where} (looked for {' '.join(exts)}; --ext adds others){why}",
                        EXIT_NO_IMAGES)
     return [ref for ref in refs if shard is None or in_shard(ref, *shard)]
 

@@ -111,7 +111,7 @@ def _evaluate(stop, p: dict) -> int:
     if any(get_metric(m).needs_boxes for m in p["metrics"]) and p["boxes_csv"] is None:
         boxed = " / ".join(m for m in metric_names() if get_metric(m).needs_boxes)
         raise click.UsageError(f"--metrics {boxed} need --boxes-csv path,label,x0,y0,x1,y1")
-    refs = discover_inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"])
+    refs = discover_inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], out_dir=p["out_dir"])
     settings = EvalSettings(methods=methods, metrics=p["metrics"], classes=tuple(p["classes"]), score=p["score"],
                             steps=p["steps"], deletion_baseline=p["deletion_baseline"],
                             insertion_baseline=p["insertion_baseline"], boxes_csv=p["boxes_csv"],
@@ -129,6 +129,8 @@ def _evaluate(stop, p: dict) -> int:
         bar.update(1)
         if record["status"] != "ok":
             bar.write(f"gradcam: skipped {record['path']}: {record['message']}")
+        for warning in record.get("warnings", ()):
+            bar.write(f"gradcam: warning: {record['path']}: {warning}")
 
     stop.running = True
     try:

@@ -118,7 +118,7 @@ def _explain(stop, p: dict) -> int:
         classes = (str(p["target_unit"]),)
     shard = parse_shard_option(p["shard"])
     ray_options = _ray_options(p["engine"], p["ray_address"], p["workers"], p["gpus_per_worker"], p["cpus_per_worker"])
-    refs = discover_inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], shard)
+    refs = discover_inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], shard, p["out_dir"])
     labels_csv = p["labels_csv"]
     settings = RunSettings(
         model=model_settings(p, p["precision"]),
@@ -225,6 +225,8 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
         progress.update(1)
         if record["status"] != "ok":
             progress.write(f"gradcam: skipped {record['path']}: {record['message']}")
+        for warning in record.get("warnings", ()):
+            progress.write(f"gradcam: warning: {record['path']}: {warning}")
         if jsonl and not stop.pipe_closed:
             try:
                 sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -59,7 +59,7 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
       gradcam activations sample_images/chelsea.jpg --out acts/ --first 8
     """
     colormap_value(None, None, colormap)
-    refs = discover_inputs(inputs, no_recursive, extensions, null)
+    refs = discover_inputs(inputs, no_recursive, extensions, null, out_dir=out_dir)
     precheck_out(out_dir)
     settings = model_settings(model_params)
     run_interruptible(lambda: _activations(refs, out_dir, settings, layer_list, first, per_row, colormap, save_raw,

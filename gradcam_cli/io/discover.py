@@ -69,6 +69,8 @@ def iter_inputs(
     extensions: Iterable[str] = DEFAULT_EXTENSIONS,
     stdin: IO[str] | None = None,
     null: bool = False,
+    skip: Sequence[str] = (),
+    left_out: list | None = None,
 ) -> Iterator[InputRef]:
     """Yield one :class:`InputRef` per input image, in a deterministic order.
 
@@ -85,16 +87,21 @@ def iter_inputs(
       order. Hidden files and directories are skipped, files are kept only if
       their extension is in ``extensions`` (case-insensitive), symlinks are
       followed but no directory is walked twice (``(st_dev, st_ino)``), so
-      symlink loops terminate. A directory that cannot be
-      listed is yielded itself, so that decoding reports it as
-      ``unreadable`` instead of it disappearing silently.
+      symlink loops terminate. What cannot be read (a folder that cannot be
+      listed, a broken link, a symlink loop, what lies in a folder without
+      search permission; a link only if its name has an input extension or
+      none) is yielded for decoding to name the cause, never dropped silently.
+      A folder holding a gradcam run (:func:`~gradcam_cli.io.marks.holds_run`)
+      or in ``skip`` (the run's ``--out``) is never walked into, be it an
+      argument or below one; ``left_out`` (a list) receives (folder, reason).
     * An existing file, or a path without glob magic characters: yielded as
       is, whatever its extension or hidden-ness, and even if it does not
       exist (decoding then reports ``missing``). A path that exists is never
       treated as a glob, so a file
       literally named ``a[1].jpg`` works.
     * Otherwise a glob pattern (``*``, ``?``, ``[...]``, ``**`` for any depth).
-      Matches come in sorted order; wildcards never match hidden names;
+      Matches come in sorted order; wildcards never match hidden names, and
+      ``**`` leaves out the folders a directory walk leaves out;
       matched files are filtered by ``extensions``; a matched directory is
       walked as if it were a directory argument (as after shell expansion).
       **A glob that
@@ -126,8 +133,10 @@ def iter_inputs(
     Since inputs are processed in a deterministic order, the same arguments
     over the same file tree always give the same stems.
     """
-    listing = Listing(recursive, normalise_extensions(extensions))
+    listing = Listing(recursive, normalise_extensions(extensions), skip)
     found = list(found_files(inputs, listing, stdin, null))
+    if left_out is not None:
+        left_out.extend(listing.left_out)
     common = common_folder(listing.bases)
     for path, name in found:
         yield InputRef(path, listing.claim_stem(relative_parts(path, common), name))
@@ -136,7 +145,19 @@ def iter_inputs(
 def missing_arguments(inputs: Sequence[str]) -> list[str]:
     """The arguments that name nothing: not ``-``, not an existing path, not a glob pattern.
     (A glob that matches nothing is not missing; it yields no image.)"""
-    return [arg for arg in inputs if arg != "-" and not os.path.lexists(arg) and not _glob.has_magic(arg)]
+    return [arg for arg in inputs if arg != "-" and not _exists(arg) and not _glob.has_magic(arg)]
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` names something (a broken link does); one in a folder that may not be entered
+    is not known to be missing (decoding reports the permission)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
 
 
 _SHARD_RE = re.compile(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*")

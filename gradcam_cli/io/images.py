@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import threading
 from typing import BinaryIO, Iterator
 
@@ -43,6 +42,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gradcam_cli.errors import ImageError
+from gradcam_cli.io.access import check_regular_file as _check_regular_file
+from gradcam_cli.io.libjpeg import noting
 from gradcam_cli.io.pixels import pillow_to_rgb
 
 DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's default bomb limit; adjustable by the caller
@@ -182,7 +183,7 @@ def reduction(height: int, width: int, at_least: tuple[int, int] | None) -> int:
     return max([k for k in _REDUCED if -(-height // k) >= at_least[0] and -(-width // k) >= at_least[1]], default=1)
 
 
-def _decode_plain_jpeg(fh, width: int, height: int, scale: int = 1) -> np.ndarray | None:
+def _decode_plain_jpeg(fh, width: int, height: int, scale: int = 1, notes: list | None = None) -> np.ndarray | None:
     """The common case, a whole upright YCbCr JPEG, decoded by OpenCV (~2x faster than Pillow);
     ``scale`` 2, 4 or 8 decodes it reduced in libjpeg's DCT (several times faster again).
 
@@ -196,7 +197,7 @@ def _decode_plain_jpeg(fh, width: int, height: int, scale: int = 1) -> np.ndarra
     flags = _REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION
     if _RGB is not None:
         flags = (flags & ~cv2.IMREAD_COLOR) | _RGB
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    pixels = noting(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), flags), notes)  # libjpeg's warnings: notes
     if pixels is None or pixels.shape != (-(-height // scale), -(-width // scale), 3):
         return None
     return pixels if _RGB is not None else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
@@ -208,11 +209,12 @@ def decode(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 
 def decode_sized(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 at_least=None) -> tuple[np.ndarray, tuple[int, int]]:
+                 at_least=None, notes: list | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode ``path`` into an upright, C-contiguous ``(H, W, 3)`` uint8 RGB array and its full size
     (height, width). With ``at_least``, a function of the full (height, width) that returns the
     smallest (height, width) the caller needs (or None for full size), a plain JPEG may be
     decoded reduced by 2, 4 or 8 in libjpeg (:func:`reduction`); other files decode at full size.
+    ``notes`` (a list) receives libjpeg's warnings ("Corrupt JPEG data: ..."), kept off stderr.
 
     Raises :class:`ImageError` with ``kind``:
 
@@ -239,7 +241,7 @@ def decode_sized(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             fmt = im.format or "image"
             if fmt == "JPEG" and im.mode == "RGB" and _orientation(im) == 1:
                 scale = reduction(height, width, at_least(height, width) if at_least else None)
-                fast = _decode_plain_jpeg(fh, width, height, scale)
+                fast = _decode_plain_jpeg(fh, width, height, scale, notes)
                 if fast is not None:
                     return fast, (height, width)
             _load_pixels(path, im, fmt)
@@ -248,24 +250,6 @@ def decode_sized(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ImageError(path, "corrupt", f"unexpected decoded shape {arr.shape}")
     return np.ascontiguousarray(arr), arr.shape[:2]
-
-
-def _check_regular_file(path: str) -> None:
-    """``missing`` or ``unreadable`` unless ``path`` is an existing regular file."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise ImageError(path, "missing", "file not found (check the path; it may have been moved or deleted)") from None
-    except NotADirectoryError:
-        raise ImageError(path, "missing", "file not found (a parent in the path is a file, not a folder)") from None
-    except PermissionError:
-        raise ImageError(path, "unreadable", "permission denied (check the folder's permissions)") from None
-    except OSError as exc:
-        raise ImageError(path, "unreadable", f"cannot access file: {_describe(exc)}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ImageError(path, "unreadable", "is a directory, not an image file (list its images or pass the folder as an input)")
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageError(path, "unreadable", "is not a regular file (device, pipe or socket)")
 
 
 def _open_file(path: str) -> BinaryIO:

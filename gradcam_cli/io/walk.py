@@ -15,7 +15,9 @@ import re
 import stat
 import sys
 import unicodedata
-from typing import IO, Iterable, Iterator, Sequence
+from typing import IO, Callable, Iterable, Iterator, Sequence
+
+from gradcam_cli.io.marks import holds_run
 
 # --------------------------------------------------------------------------- #
 # listing
@@ -56,16 +58,47 @@ def _stem_key(stem: str) -> str:
     return unicodedata.normalize("NFC", stem).casefold()
 
 
-class Listing:
-    """State of one ``iter_inputs`` call: seen files, taken stems, walked dirs."""
+def _folder_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
-    def __init__(self, recursive: bool, extensions: frozenset[str]):
+
+class Listing:
+    """State of one ``iter_inputs`` call: seen files, taken stems, walked dirs.
+
+    ``skip``: folders never walked into (the run's ``--out``; one that does not exist yet holds
+    nothing to skip). ``left_out`` collects (folder, reason) for every folder not walked into
+    because it is one of them or holds a gradcam run (:func:`holds_run`).
+    """
+
+    def __init__(self, recursive: bool, extensions: frozenset[str], skip: Sequence[str] = ()):
         self.recursive = recursive
         self.extensions = extensions
         self.seen_files: set = set()
         self.taken_stems: set[str] = set()
         self.walked_dirs: set[tuple[int, int]] = set()
         self.bases: list[str] = []  # absolute folders the inputs came from (a folder argument, a file's folder)
+        self.skip = {key for key in map(_folder_key, skip) if key is not None}
+        self.left_out: list[tuple[str, str]] = []
+
+    def leaves_out(self, path: str, key: tuple[int, int] | None, names: Iterable[str] | None = None) -> bool:
+        """Whether folder ``path`` (``key``: its (st_dev, st_ino); ``names``: its listing, read when
+        None) is not to be walked into; noted in ``left_out`` when so."""
+        if key is not None and key in self.skip:
+            self.left_out.append((path, "is this run's output folder (--out)"))
+            return True
+        if names is None:
+            try:
+                names = os.listdir(path)
+            except OSError:
+                return False
+        if holds_run(names):
+            self.left_out.append((path, "holds a gradcam run's output"))
+            return True
+        return False
 
     # -- identity ----------------------------------------------------------- #
 
@@ -140,6 +173,8 @@ class Listing:
             try:
                 with os.scandir(dpath) as it:
                     entries = sorted(it, key=lambda e: e.name)
+                if self.leaves_out(dpath, dkey, [e.name for e in entries]):
+                    continue
             except OSError:
                 # Cannot list it (permission denied, vanished...). Rather than
                 # dropping it silently, hand the directory itself on: decoding
@@ -150,47 +185,56 @@ class Listing:
                 continue
             subdirs = []
             for entry in entries:
-                if _is_hidden(entry.name):
-                    continue
-                try:
-                    is_dir = entry.is_dir()  # follows symlinks
-                    is_file = not is_dir and entry.is_file()
-                except OSError:
-                    continue
-                if is_dir:
-                    if self.recursive:
-                        subdirs.append(entry)
-                    continue
-                if not is_file:  # broken symlink, fifo, socket, device...
-                    continue
-                if _split_name(entry.name)[1].lower() not in self.extensions:
-                    continue
-                try:
-                    st = entry.stat()  # follows symlinks
-                except OSError:
-                    continue
-                if not self.first_time(entry.path, st):
-                    continue
-                yield entry.path, entry.name
+                if not _is_hidden(entry.name):
+                    yield from self._entry(entry, subdirs)
             # push in reverse so the smallest name is processed first
             for entry in reversed(subdirs):
                 try:
                     st = entry.stat()
-                except OSError:
+                except OSError:  # a folder that may not be entered: decoding names the cause
+                    if self.first_time(entry.path, None):
+                        yield entry.path, entry.name
                     continue
                 stack.append((entry.path, rel + (entry.name,), st))
 
+    def _entry(self, entry: os.DirEntry, subdirs: list) -> Iterator[tuple[str, str]]:
+        """One listed entry: an image file yielded, a folder noted in ``subdirs``. What cannot be read
+        (a broken link, a symlink loop, a folder that may not be entered) is yielded when its name
+        could be an input (an image extension, or none: a folder), for decoding to name the cause."""
+        try:
+            is_dir = entry.is_dir()  # follows symlinks
+            is_file = not is_dir and entry.is_file()
+            broken = not is_dir and not is_file and entry.is_symlink()
+        except OSError:  # permission denied on this folder, a symlink loop...
+            is_dir = is_file = False
+            broken = True
+        ext = _split_name(entry.name)[1].lower()
+        if is_dir:
+            if self.recursive:
+                subdirs.append(entry)
+            return
+        if broken and (ext in self.extensions or not ext) and self.first_time(entry.path, None):
+            yield entry.path, entry.name
+        if not is_file or ext not in self.extensions:  # a fifo, socket, device... is not an input
+            return
+        try:
+            st = entry.stat()  # follows symlinks
+        except OSError:
+            st = None  # decoding names the cause
+        if self.first_time(entry.path, st):
+            yield entry.path, entry.name
+
     def glob(self, pattern: str) -> Iterator[tuple[str, str]]:
         """Expand a glob pattern; see :func:`~gradcam_cli.io.discover.iter_inputs`."""
-        for match in _expand_glob(pattern):
+        for match in _expand_glob(pattern, lambda path: self.leaves_out(path, _folder_key(path))):
             try:
                 st = os.stat(match)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
+            except OSError:  # a broken link, a loop, no search permission: decoding names the cause
+                st = None
+            if st is not None and stat.S_ISDIR(st.st_mode):
                 yield from self.walk(match, st)
                 continue
-            if not stat.S_ISREG(st.st_mode):
+            if st is not None and not stat.S_ISREG(st.st_mode):
                 continue
             name = os.path.basename(match)
             if _split_name(name)[1].lower() not in self.extensions:
@@ -221,13 +265,14 @@ def relative_parts(path: str, common: str | None) -> tuple[str, ...]:
     return () if os.pardir in parts else parts
 
 
-def _expand_glob(pattern: str) -> Iterator[str]:
+def _expand_glob(pattern: str, avoid: Callable[[str], bool] = lambda path: False) -> Iterator[str]:
     """Deterministic, loop-safe glob expansion.
 
     Like :func:`glob.glob` with ``recursive=True``, except that results come
     out in sorted order (component by component, depth-first), ``**`` never
     follows a directory (symlink loop) twice, and wildcards never match hidden
-    names. A literal hidden component (``.cache/*.jpg``) is honoured.
+    names. A literal hidden component (``.cache/*.jpg``) is honoured. ``**`` never descends into
+    a folder for which ``avoid(path)`` is true.
     """
     drive, rest = os.path.splitdrive(pattern)
     if os.path.isabs(rest):
@@ -238,7 +283,7 @@ def _expand_glob(pattern: str) -> Iterator[str]:
     parts = [p for p in re.split(r"[/\\]" if os.sep == "\\" else "/", rest) if p != ""]
     if not parts:
         return
-    yield from _glob_parts(root, parts, set())
+    yield from _glob_parts(root, parts, set(), avoid)
 
 
 def _join(base: str, name: str) -> str:
@@ -253,7 +298,7 @@ def _sorted_listing(dirpath: str) -> list[os.DirEntry]:
         return []
 
 
-def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
+def _glob_parts(base: str, parts: list[str], rec_seen: set, avoid: Callable[[str], bool]) -> Iterator[str]:
     head, tail = parts[0], parts[1:]
     if head == "**":
         # Each real directory is expanded once per remaining pattern, so
@@ -268,7 +313,7 @@ def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
         rec_seen.add(key)
         # zero directories ...
         if tail:
-            yield from _glob_parts(base, tail, rec_seen)
+            yield from _glob_parts(base, tail, rec_seen, avoid)
         elif base:
             yield base if base.endswith(os.sep) else base + os.sep
         # ... or one more (non-hidden) directory level
@@ -280,7 +325,8 @@ def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
             except OSError:
                 continue
             if is_dir:
-                yield from _glob_parts(_join(base, entry.name), parts, rec_seen)
+                if not avoid(_join(base, entry.name)):
+                    yield from _glob_parts(_join(base, entry.name), parts, rec_seen, avoid)
             elif not tail:
                 yield _join(base, entry.name)
         return
@@ -290,7 +336,7 @@ def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
             if os.path.lexists(path):
                 yield path
         elif os.path.isdir(path):
-            yield from _glob_parts(path, tail, rec_seen)
+            yield from _glob_parts(path, tail, rec_seen, avoid)
         return
     for entry in _sorted_listing(base):
         name = entry.name
@@ -304,7 +350,7 @@ def _glob_parts(base: str, parts: list[str], rec_seen: set) -> Iterator[str]:
         else:
             try:
                 if entry.is_dir():
-                    yield from _glob_parts(path, tail, rec_seen)
+                    yield from _glob_parts(path, tail, rec_seen, avoid)
             except OSError:
                 continue
 

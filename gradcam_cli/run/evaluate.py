@@ -110,6 +110,7 @@ class Evaluator:
         p = explanation.predictions[0]
         height, width = item.image.shape[:2]
         return {"path": item.ref.path, "status": "ok", "width": width, "height": height,
+                **({"warnings": list(item.warnings)} if item.warnings else {}),
                 "class_index": p.class_index, "label": p.label, "probability": p.probability, "metrics": {}}
 
     def _metrics(self, batch: MetricBatch) -> list[dict]:

@@ -39,6 +39,7 @@ class Item:
     model_input: np.ndarray  # resized and normalised: float32 (H, W, 3)
     true_class: int | None = None  # test-set mode: its true label's class index
     size: tuple[int, int] | None = None  # the file's full (height, width) when ``image`` was decoded reduced
+    warnings: tuple[str, ...] = ()  # what the decoder warned (libjpeg's "Corrupt JPEG data: ...")
 
     @property
     def full_size(self) -> tuple[int, int]:
@@ -65,13 +66,14 @@ def decode_item(ref: InputRef, profile: Profile, max_pixels: int | None = None, 
     from gradcam_cli.io import images
     from gradcam_cli.io.preprocess import normalise, resize
 
+    notes: list = []
     try:
-        image, size = images.decode_sized(ref.path, at_least=at_least,
+        image, size = images.decode_sized(ref.path, at_least=at_least, notes=notes,
                                           **({"max_pixels": max_pixels} if max_pixels else {}))
     except ImageError as exc:
         return error_record(ref.path, exc)
     return Item(ref, image, normalise(resize(image, profile.input_size), profile), true_class,
-                None if size == image.shape[:2] else size)
+                None if size == image.shape[:2] else size, tuple(notes))
 
 
 def decode_floor(outputs: Sequence[Output], input_size: tuple[int, int]) -> Callable | None:
@@ -145,7 +147,8 @@ class BatchStep:
             for slot, p in enumerate(result.predictions, start=1)
         ]
         entries = [_entry(p, self.cam.split.head_type) for p in result.predictions]
-        record: dict = {"path": item.ref.path, "status": "ok", "width": width, "height": height}
+        record: dict = {"path": item.ref.path, "status": "ok", "width": width, "height": height,
+                        **({"warnings": list(item.warnings)} if item.warnings else {})}
         true = item.true_class
         if true is not None:
             record["true_label"] = {"class_index": true, "label": self.cam.class_names.label(true),
