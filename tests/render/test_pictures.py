@@ -279,6 +279,27 @@ def test_map_box_uses_the_given_upsampler():
     assert boxes.map_box(cam, (70, 140)) != box
 
 
+def test_box_at_the_image_is_the_papers_box_at_the_model_input_scaled():
+    """The Grad-CAM paper's code stretches the map bilinearly to the 224 px model input (the whole
+    image squashed, as here) and boxes it there; map_box boxes the map stretched to the original
+    image. The two agree up to the pixel grids, and a whole-image box is one in both: it comes from
+    the map, not from where it is upsampled."""
+    rng = np.random.default_rng(3)
+    whole = 0
+    for k in range(40):
+        cam = cv2.GaussianBlur(rng.uniform(0, 1, (7, 7)).astype(np.float32) ** 3, (0, 0), 0.8 + k % 3 * 0.4)
+        cam = np.maximum(cam - np.quantile(cam, 0.3), 0)
+        cam /= cam.max()
+        height, width = [(300, 451), (427, 640), (1411, 1000), (172, 448)][k % 4]
+        a, b = boxes.map_box(cam, (height, width)), boxes.map_box(cam, (224, 224))
+        scaled = [b[0] * width / 224, b[1] * height / 224, b[2] * width / 224, b[3] * height / 224]
+        slack = [width / 224 + 1, height / 224 + 1] * 2
+        assert all(abs(x - y) <= d for x, y, d in zip(a, scaled, slack)), (k, a, scaled)
+        whole += a == [0, 0, width, height]
+        assert (a == [0, 0, width, height]) == (b == [0, 0, 224, 224])
+    assert 0 < whole < 40  # both kinds of map were drawn
+
+
 def test_draw_box_outlines_the_edge_pixels():
     image = np.zeros((20, 30, 3), np.uint8)
     out = boxes.draw_box(image, [5, 4, 15, 10], colour=(0, 0, 255), thickness=1)
