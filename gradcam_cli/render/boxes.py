@@ -4,6 +4,12 @@ Selvaraju et al. (2017), section 4.1: "we threshold the map at 15% of its maximu
 intensity, take the bounding box of the largest connected segment". Boxes are
 ``[x0, y0, x1, y1]`` in original-image pixels, inclusive-exclusive (``x1 - x0`` is
 the width), or ``None`` for an all-zero map.
+
+The paper's code stretches the map bilinearly to the model input (the whole image squashed) and
+boxes it there; stretching it to the original image instead gives the same box up to the pixel
+grids. A coarse map (7 x 7 cells) often passes 15% of its peak up to every edge: the box is then
+the whole image, which is the protocol's answer, not an upsampling artefact (docs/explain.md
+gives the measurements, ``tools/box_coverage.py``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""One picture per image: the original, then one titled tile per map, ``columns`` per row.
+"""One picture per image: the original alone in the first row, then one row per method.
 
-Every tile is fitted to ``tile`` px on its long side (aspect kept), letterboxed on a
-neutral grey in a cell ``tile`` px wide, under a title strip. :func:`grid_layout` gives the rectangles, so a
-caller (or a test) can cut any tile back out of the grid.
+Each method's maps (``groups``: how many pictures each method has, in order) start a new row and
+wrap after ``columns`` tiles, so a row never mixes methods. Every tile is fitted to ``tile`` px on
+its long side (aspect kept), letterboxed on a neutral grey in a cell ``tile`` px wide, under a
+title strip. :func:`grid_layout` gives the rectangles, so a caller (or a test) can cut any tile
+back out of the grid.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class GridLayout:
     tile: int
     titles: list[Rect]  # the title strip of each tile
     pictures: list[Rect]  # the fitted picture of each tile (letterbox excluded)
+    cells: list[tuple[int, int]]  # the (row, column) of each tile
 
 
 def tile_title(prediction: dict, method: str | None = None) -> str:
@@ -57,8 +60,20 @@ def fit_image(image: np.ndarray, tile: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def grid_layout(sizes: list[tuple[int, int]], *, columns: int = 3, tile: int = 384) -> GridLayout:
-    """The layout of a grid of pictures of ``sizes`` [(height, width), ...], in reading order.
+def grid_cells(groups: list[int], columns: int) -> list[tuple[int, int]]:
+    """The (row, column) of the original, then of each group's pictures: the original alone in
+    row 0; each group (a method's maps) starts a new row and wraps after ``columns``."""
+    cells, row = [(0, 0)], 1
+    for count in groups:
+        cells += [(row + k // columns, k % columns) for k in range(count)]
+        row += math.ceil(count / columns)
+    return cells
+
+
+def grid_layout(sizes: list[tuple[int, int]], *, columns: int = 3, tile: int = 384,
+                groups: list[int] | None = None) -> GridLayout:
+    """The layout of a grid of pictures of ``sizes`` [(height, width), ...]: ``sizes[0]`` the
+    original, then the maps, ``groups`` (default: one group of them all) at a time (:func:`grid_cells`).
 
     Every cell is ``tile`` px wide (room for its title) and as tall as the tallest
     fitted picture, so a grid of landscape pictures wastes no rows of background.
@@ -67,26 +82,30 @@ def grid_layout(sizes: list[tuple[int, int]], *, columns: int = 3, tile: int = 3
         raise ValueError("a grid needs at least one picture; got none")
     if columns < 1 or tile < 16:
         raise ValueError(f"expected columns >= 1 and tile >= 16 px; got columns={columns}, tile={tile}")
-    columns = min(columns, len(sizes))
-    rows = math.ceil(len(sizes) / columns)
+    groups = [len(sizes) - 1] if groups is None else [int(g) for g in groups]
+    if any(g < 0 for g in groups) or sum(groups) != len(sizes) - 1:
+        raise ValueError(f"expected groups that count the {len(sizes) - 1} pictures after the original; got {groups}")
+    columns = max(1, min(columns, max(groups, default=0)))
+    cells = grid_cells(groups, columns)
     fitted = [fit_size(height, width, tile) for height, width in sizes]
     title_h = strip_height(font_size_for(tile))
     picture_h = max(fh for fh, _ in fitted)
     cell_h = title_h + picture_h
     titles, pictures = [], []
-    for i, (fh, fw) in enumerate(fitted):
-        x = GAP + (i % columns) * (tile + GAP)
-        y = GAP + (i // columns) * (cell_h + GAP)
+    for (row, column), (fh, fw) in zip(cells, fitted):
+        x = GAP + column * (tile + GAP)
+        y = GAP + row * (cell_h + GAP)
         titles.append((x, y, x + tile, y + title_h))
         px, py = x + (tile - fw) // 2, y + title_h + (picture_h - fh) // 2
         pictures.append((px, py, px + fw, py + fh))
     return GridLayout(
-        height=GAP + rows * (cell_h + GAP),
+        height=GAP + (cells[-1][0] + 1) * (cell_h + GAP),
         width=GAP + columns * (tile + GAP),
         columns=columns,
         tile=tile,
         titles=titles,
         pictures=pictures,
+        cells=cells,
     )
 
 
@@ -99,8 +118,11 @@ def grid_image(
     tile: int = 384,
     channels: str = "bgr",
     original_title: str = "original",
+    groups: list[int] | None = None,
 ) -> np.ndarray:
-    """The grid of one image, RGB uint8: ``original_rgb`` first, then ``overlays`` titled ``titles``.
+    """The grid of one image, RGB uint8: ``original_rgb`` alone in the first row, then ``overlays``
+    titled ``titles``, a new row for each group (``groups``: the number of overlays of each method,
+    in order; default one group).
 
     ``overlays`` are uint8 HWC pictures in ``channels`` order ("bgr", as
     ``render.overlays`` returns them, or "rgb"); one title per overlay (see
@@ -112,7 +134,7 @@ def grid_image(
         raise ValueError(f"expected one title per overlay; got {len(titles)} titles for {len(overlays)} overlays")
     pictures = [_rgb(original_rgb, "original_rgb")]
     pictures += [_rgb(o if channels == "rgb" else o[..., ::-1], f"overlays[{i}]") for i, o in enumerate(overlays)]
-    layout = grid_layout([p.shape[:2] for p in pictures], columns=columns, tile=tile)
+    layout = grid_layout([p.shape[:2] for p in pictures], columns=columns, tile=tile, groups=groups)
     canvas = np.empty((layout.height, layout.width, 3), np.uint8)
     canvas[:] = BACKGROUND_RGB
     size = font_size_for(tile)

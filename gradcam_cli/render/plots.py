@@ -45,16 +45,51 @@ def curves_png(mean_curves: dict[str, dict[str, list]], kinds: Sequence[str],
     return _png(fig, plt)
 
 
+def method_colours(n: int) -> list[tuple]:
+    """``n`` distinct RGBA colours, one per method: matplotlib's tab10 up to 10 (its grey left to
+    last), tab20's dark then light halves up to 20, then ``n`` evenly spaced hues of the perceptual
+    ``turbo`` map."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        tab10 = colormaps["tab10"].colors
+        return [tuple(c) + (1.0,) for c in (tab10[:7] + tab10[8:] + tab10[7:8])[:n]]
+    if n <= 20:
+        tab20 = colormaps["tab20"].colors
+        return [tuple(c) + (1.0,) for c in (tab20[0::2] + tab20[1::2])[:n]]
+    return [tuple(colormaps["turbo"](x)) for x in np.linspace(0.05, 0.95, n)]
+
+
+#: legend entries per legend column of the sanity plot (more methods: more columns)
+_LEGEND_ROWS = 16
+
+
 def sanity_png(sanity: dict[str, dict]) -> bytes | None:
-    """The cascade (method -> its ``spearman`` and ``ssim`` per blocks randomised); None when empty."""
+    """The cascade (method -> its ``spearman`` and ``ssim`` per blocks randomised); None when empty.
+
+    One colour per method (:func:`method_colours`), Spearman solid with circles, SSIM dotted with
+    crosses in the same colour; the legend (methods, then the two line styles) to the right of the
+    axes, never over the curves."""
     if not sanity:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for method, result in sanity.items():
-        ax.plot(range(1, len(result["spearman"]) + 1), result["spearman"], marker="o", label=f"{method} Spearman")
-        ax.plot(range(1, len(result["ssim"]) + 1), result["ssim"], marker="x", linestyle=":", label=f"{method} SSIM")
-    ax.axhline(0.5, color="grey", linewidth=0.8)
+    from matplotlib.lines import Line2D
+
+    entries = len(sanity) + 3
+    columns = -(-entries // _LEGEND_ROWS)
+    fig, ax = plt.subplots(figsize=(6 + 1.8 * columns, max(4.0, 0.22 * min(entries, _LEGEND_ROWS) + 1)),
+                           layout="constrained")
+    handles = []
+    for (method, result), colour in zip(sanity.items(), method_colours(len(sanity))):
+        ax.plot(range(1, len(result["spearman"]) + 1), result["spearman"], color=colour, marker="o", linestyle="-",
+                label=f"{method} Spearman")
+        ax.plot(range(1, len(result["ssim"]) + 1), result["ssim"], color=colour, marker="x", linestyle=":",
+                label=f"{method} SSIM")
+        handles.append(Line2D([], [], color=colour, linewidth=3, label=method))
+    ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
+    handles += [Line2D([], [], color="black", marker="o", linestyle="-", label="Spearman"),
+                Line2D([], [], color="black", marker="x", linestyle=":", label="SSIM"),
+                Line2D([], [], color="black", linewidth=0.8, linestyle="--", label="0.5: fails if above at the end")]
     ax.set(title="sanity check: layers randomised from the top", xlabel="blocks randomised", ylabel="similarity")
-    ax.legend(fontsize=8)
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, ncols=columns)
     return _png(fig, plt)

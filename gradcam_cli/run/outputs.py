@@ -12,7 +12,7 @@ a per-map output writes one file per method, named ``NAME.METHOD.ext``, and note
 them as a dict under its plural key, ``"overlays": {"gradcam": ..., "layercam": ...}``;
 with one method it keeps the single ``"overlay": ...`` field. Boxes follow the same rule
 (``"box"``, or ``"boxes": {method: box}``); grids and GIFs show every method's maps, method by
-method, each titled with its method.
+method, each titled with its method (a grid gives each method its own rows).
 """
 
 from __future__ import annotations
@@ -221,7 +221,8 @@ class BoxOutput(Output):
 
 
 class GridOutput(Output):
-    """One JPEG per image: the original, then every map's overlay, titled (``grid``)."""
+    """One JPEG per image: the original alone in the first row, then a row (or rows, past ``columns``
+    maps) per method of its maps' overlays, titled (``grid``)."""
 
     key = "grid"
     per_map = False
@@ -238,11 +239,12 @@ class GridOutput(Output):
         from gradcam_cli.render.overlay import encode_jpeg
 
         several = several_methods(result)
-        tiles, titles = [], []
+        tiles, titles, groups = [], [], []
         for method, pictures in self.overlay.pictures(result).items():
             tiles += pictures
             titles += [tile_title(entry, method if several else None) for entry in result.entries]
-        picture = grid_image(result.image, tiles, titles, columns=self.columns, tile=self.tile)
+            groups.append(len(pictures))
+        picture = grid_image(result.image, tiles, titles, columns=self.columns, tile=self.tile, groups=groups)
         name = f"{result.stem}.grid.jpg"
         writers.write_bytes(out_dir / name, encode_jpeg(np.ascontiguousarray(picture[..., ::-1]), self.quality))
         result.record[self.key] = name

@@ -136,40 +136,65 @@ def test_picture_options_are_checked():
 
 
 def test_grid_gif_boxes_and_report_show_every_method(tmp_path, lite0_cam):
-    """Two methods, top 2: the grid has the original then four tiles (method by method, titled with
-    the method), the GIF five frames, each map its own box, the report an image per overlay."""
-    from gradcam_cli.render.grid import fit_image, grid_layout
+    """Two methods, top 3: the grid holds the original alone in its first row, then one row per
+    method with its three maps in rank order (titled with the method), the GIF seven frames, each
+    map its own box, the report an image per overlay."""
+    from gradcam_cli.render.grid import (
+        BACKGROUND_RGB,
+        GAP,
+        fit_image,
+        fit_size,
+        tile_title,
+    )
+    from gradcam_cli.render.text import font_size_for, strip_height, text_strip
 
-    methods = ("gradcam", "layercam")
+    methods, tile = ("gradcam", "layercam"), 160
     out = tmp_path / "o"
-    result = invoke("explain", "sample_images/chelsea.jpg", "--out", out, "-q", "--top", 2, "--grid", "--grid-columns",
-                    2, "--grid-tile", 160, "--gif", "--boxes", "--report", *[x for m in methods for x in ("--method", m)])
+    result = invoke("explain", "sample_images/chelsea.jpg", "--out", out, "-q", "--top", 3, "--grid", "--grid-columns",
+                    3, "--grid-tile", tile, "--gif", "--boxes", "--report", *[x for m in methods for x in ("--method", m)])
     assert result.exit_code == 0, result.output
     [record] = json.loads((out / "predictions.json").read_text())["images"]
     image = np.asarray(Image.open(record["path"]).convert("RGB"))
-    [expected] = lite0_cam.explain([image], top=2, method=list(methods))
+    [expected] = lite0_cam.explain([image], top=3, method=list(methods))
     height, width = image.shape[:2]
     for rank, entry in enumerate(record["predictions"]):
         assert "box" not in entry and set(entry["boxes"]) == set(methods)
         for m in methods:
             assert entry["boxes"][m] == map_box(expected.maps_by_method[m][rank], (height, width))
 
+    # the cells, computed here: `tile` px wide, a title strip over the fitted picture, GAP between
     grid = np.asarray(Image.open(out / record["grid"]).convert("RGB")).astype(int)
-    layout = grid_layout([(height, width)] * 5, columns=2, tile=160)
-    assert grid.shape[:2] == (layout.height, layout.width)
-    tiles = [(m, entry) for m in methods for entry in record["predictions"]]
-    for (m, entry), (x0, y0, x1, y1) in zip(tiles, layout.pictures[1:]):
-        overlay = np.asarray(Image.open(out / entry["overlays"][m]).convert("RGB"))
-        others = [np.asarray(Image.open(out / e["overlays"][n]).convert("RGB")) for n, e in tiles if e["overlays"][n]
-                  != entry["overlays"][m]]
-        cut = grid[y0:y1, x0:x1]
-        error = np.abs(cut - fit_image(overlay, 160).astype(int)).mean()
+    title_h, (fit_h, fit_w) = strip_height(font_size_for(tile)), fit_size(height, width, tile)
+    cell_h = title_h + fit_h
+    assert grid.shape[:2] == (GAP + 3 * (cell_h + GAP), GAP + 3 * (tile + GAP))
+
+    def cell(row, column):
+        x, y = GAP + column * (tile + GAP), GAP + row * (cell_h + GAP)
+        return grid[y:y + title_h, x:x + tile], grid[y + title_h:y + cell_h, x + (tile - fit_w) // 2:][:, :fit_w]
+
+    def near(cut, picture):
+        return np.abs(cut - fit_image(picture, tile).astype(int)).mean()
+
+    def reads(strip, title):  # a JPEG'd title strip against the strip drawn afresh (the last rows
+        # take up to 30 levels of a green box line on the picture below, by chroma subsampling)
+        return np.abs(strip - text_strip(title, tile).astype(int))[:-3].mean() < 4
+
+    title, picture = cell(0, 0)
+    assert reads(title, "original") and near(picture, image) < 6
+    for column in (1, 2):  # the original's row holds nothing else
+        assert all(np.abs(part - BACKGROUND_RGB).mean() < 2 for part in cell(0, column))
+    tiles = {(m, k): entry for m in methods for k, entry in enumerate(record["predictions"])}
+    overlays = {key: np.asarray(Image.open(out / e["overlays"][key[0]]).convert("RGB")) for key, e in tiles.items()}
+    for (m, k), entry in tiles.items():
+        title, cut = cell(1 + methods.index(m), k)
+        assert reads(title, tile_title(entry, m)), (m, k)
+        error = near(cut, overlays[m, k])
         assert error < 6, f"the tile of {entry['overlays'][m]} differs from its overlay by {error:.1f} levels"
         # two JPEG passes apart (~5 levels), and nearer its own overlay than any other map's (7-14 levels)
-        assert all(np.abs(cut - fit_image(o, 160).astype(int)).mean() > error + 1 for o in others)
+        assert all(near(cut, o) > error + 1 for key, o in overlays.items() if key != (m, k))
 
     gif = Image.open(out / record["gif"])
     assert gif.n_frames == 1 + len(tiles)
     html = (out / "report.html").read_text()
-    for _, entry in tiles:
+    for entry in tiles.values():
         assert all(name in html for name in entry["overlays"].values())

@@ -54,9 +54,9 @@ def test_grid_tiles_follow_the_records(chelsea, tmp_path):
     writers.write_bytes(tmp_path / "grid.png", cv2.imencode(".png", picture[..., ::-1])[1].tobytes())
     with Image.open(tmp_path / "grid.png") as back:
         size = back.size
-    # 5 tiles (original + 4 maps), 3 per row: 2 rows; each cell is a title strip over the fitted 200x133 picture
+    # the original alone, then 4 maps 3 per row: 3 rows; each cell is a title strip over the fitted 200x133 picture
     title_h = text_strip("x", tile).shape[0]
-    assert size == (grid.GAP + 3 * (tile + grid.GAP), grid.GAP + 2 * (title_h + 133 + grid.GAP))
+    assert size == (grid.GAP + 3 * (tile + grid.GAP), grid.GAP + 3 * (title_h + 133 + grid.GAP))
 
     layout = grid.grid_layout([image.shape[:2]] * 5, columns=3, tile=tile)
     assert len(layout.pictures) == 5 and layout.columns == 3
@@ -98,11 +98,36 @@ def test_grid_rgb_overlays_and_misuse(chelsea):
     as_bgr = grid.grid_image(image, overlays[:2], titles, tile=64)
     as_rgb = grid.grid_image(image, [o[..., ::-1] for o in overlays[:2]], titles, tile=64, channels="rgb")
     np.testing.assert_array_equal(as_bgr, as_rgb)
-    assert grid.grid_layout([(10, 10)] * 2, columns=3, tile=64).columns == 2  # no empty columns
+    assert grid.grid_layout([(10, 10)] * 3, columns=3, tile=64).columns == 2  # no empty columns
+    with pytest.raises(ValueError, match="groups that count the 2 pictures"):
+        grid.grid_image(image, overlays[:2], titles, groups=[1, 2])
     with pytest.raises(ValueError, match="one title per overlay"):
         grid.grid_image(image, overlays[:2], titles[:1])
     with pytest.raises(ValueError, match="uint8 HWC"):
         grid.grid_image(image, [overlays[0].astype(np.float32)], titles[:1])
+
+
+def test_grid_gives_the_original_its_own_row_and_each_method_its_rows(chelsea):
+    """Two methods of three maps, two columns: original / a1 a2 / a3 / b1 b2 / b3; each picture in
+    its cell's rectangle, so no row holds two methods' maps."""
+    image, _, predictions, overlays = chelsea
+    layout = grid.grid_layout([image.shape[:2]] * 7, columns=2, tile=100, groups=[3, 3])
+    assert layout.cells == [(0, 0), (1, 0), (1, 1), (2, 0), (3, 0), (3, 1), (4, 0)]
+    assert grid.grid_cells([3, 3], 3) == [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
+    cell_h = layout.titles[0][3] - layout.titles[0][1] + 67  # a 451x300 picture fitted to 100x67
+    assert (layout.width, layout.height) == (grid.GAP + 2 * 108, grid.GAP + 5 * (cell_h + grid.GAP))
+    for (row, column), (x0, y0, _, _) in zip(layout.cells, layout.titles):
+        assert (x0, y0) == (grid.GAP + column * 108, grid.GAP + row * (cell_h + grid.GAP))
+    titles = [grid.tile_title(p, m) for m in ("a", "b") for p in predictions[:3]]
+    tiles = [overlays[k % 4] for k in range(6)]
+    picture = grid.grid_image(image, tiles, titles, columns=2, tile=100, groups=[3, 3])
+    assert picture.shape[:2] == (layout.height, layout.width)
+    for k, ((tx0, ty0, tx1, ty1), (px0, py0, px1, py1)) in enumerate(zip(layout.titles, layout.pictures)):
+        np.testing.assert_array_equal(picture[ty0:ty1, tx0:tx1], text_strip((["original"] + titles)[k], 100))
+        source = image if k == 0 else tiles[k - 1][..., ::-1]
+        np.testing.assert_array_equal(picture[py0:py1, px0:px1], grid.fit_image(source, 100))
+    x0 = layout.titles[0][2]  # right of the original: the empty rest of its row
+    assert (picture[: layout.titles[1][1] - grid.GAP, x0:] == grid.BACKGROUND_RGB).all()
 
 
 def test_gif_frames_durations_loop(chelsea):
@@ -254,6 +279,27 @@ def test_map_box_uses_the_given_upsampler():
     assert boxes.map_box(cam, (70, 140)) != box
 
 
+def test_box_at_the_image_is_the_papers_box_at_the_model_input_scaled():
+    """The Grad-CAM paper's code stretches the map bilinearly to the 224 px model input (the whole
+    image squashed, as here) and boxes it there; map_box boxes the map stretched to the original
+    image. The two agree up to the pixel grids, and a whole-image box is one in both: it comes from
+    the map, not from where it is upsampled."""
+    rng = np.random.default_rng(3)
+    whole = 0
+    for k in range(40):
+        cam = cv2.GaussianBlur(rng.uniform(0, 1, (7, 7)).astype(np.float32) ** 3, (0, 0), 0.8 + k % 3 * 0.4)
+        cam = np.maximum(cam - np.quantile(cam, 0.3), 0)
+        cam /= cam.max()
+        height, width = [(300, 451), (427, 640), (1411, 1000), (172, 448)][k % 4]
+        a, b = boxes.map_box(cam, (height, width)), boxes.map_box(cam, (224, 224))
+        scaled = [b[0] * width / 224, b[1] * height / 224, b[2] * width / 224, b[3] * height / 224]
+        slack = [width / 224 + 1, height / 224 + 1] * 2
+        assert all(abs(x - y) <= d for x, y, d in zip(a, scaled, slack)), (k, a, scaled)
+        whole += a == [0, 0, width, height]
+        assert (a == [0, 0, width, height]) == (b == [0, 0, 224, 224])
+    assert 0 < whole < 40  # both kinds of map were drawn
+
+
 def test_draw_box_outlines_the_edge_pixels():
     image = np.zeros((20, 30, 3), np.uint8)
     out = boxes.draw_box(image, [5, 4, 15, 10], colour=(0, 0, 255), thickness=1)
@@ -280,7 +326,7 @@ def test_grid_and_gif_outputs_show_every_method_titled(chelsea, monkeypatch, tmp
                                  entries=entries, record={}, stem="chelsea")
     seen = {}
     monkeypatch.setattr(grid, "grid_image", lambda original, tiles, titles, **kw: seen.update(tiles=tiles,
-                        titles=titles) or np.zeros((8, 8, 3), np.uint8))
+                        titles=titles, groups=kw["groups"]) or np.zeros((8, 8, 3), np.uint8))
     monkeypatch.setattr(gif, "gif_bytes", lambda frames, captions, ms: seen.update(frames=frames,
                         captions=captions) or b"GIF89a")
     overlay = outputs.OverlayOutput(0.4, "jet", 90, boxes=True)
@@ -288,6 +334,7 @@ def test_grid_and_gif_outputs_show_every_method_titled(chelsea, monkeypatch, tmp
         output.write(result, tmp_path)
     assert seen["titles"] == [grid.tile_title(p, m) for m in by_method for p in predictions[:2]]
     assert seen["titles"][2] == "1. Egyptian_cat (285) 0.600 · layercam"
+    assert seen["groups"] == [2, 2]  # each method's maps on rows of their own
     assert seen["captions"][1:] == [f"{t.replace(') 0.', ') p 0.')}" for t in seen["titles"]]
     size = image.shape[:2]
     for k, (m, entry) in enumerate([(m, e) for m in by_method for e in entries]):
