@@ -100,10 +100,10 @@ def make_images(folder: pathlib.Path, n: int, size: int = 40) -> pathlib.Path:
     return folder
 
 
-def cli(*args, **popen) -> subprocess.Popen:
-    """``python -m gradcam_cli explain ARGS`` in a child process (this checkout's code)."""
+def cli(*args, command: str = "explain", **popen) -> subprocess.Popen:
+    """``python -m gradcam_cli COMMAND ARGS`` in a child process (this checkout's code)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "gradcam_cli", "explain", *map(str, args)], env=env, **popen)
+    return subprocess.Popen([sys.executable, "-m", "gradcam_cli", command, *map(str, args)], env=env, **popen)
 
 
 def wait_for_records(jsonl: pathlib.Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -4,7 +4,6 @@ pointing game and the sanity check, for every method and the random / centre bas
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
@@ -17,6 +16,7 @@ from gradcam_cli.cli.common import (
     precheck_out,
     print_table,
 )
+from gradcam_cli.cli.interrupt import interrupted_line, run_stopping_cleanly
 from gradcam_cli.cli.main import main
 from gradcam_cli.cli.options import (
     input_options,
@@ -89,16 +89,7 @@ def evaluate(**p) -> None:
     Example:
       gradcam evaluate sample_images/ --method gradcam --metrics all --sanity 4 --out eval/
     """
-    from gradcam_cli.cli.interrupt import Interrupted, StopRequest
-
-    stop = StopRequest()
-    with stop.installed():
-        try:
-            code = _evaluate(stop, p)
-        except Interrupted as exc:  # before the run started, or a second signal
-            click.echo("gradcam: interrupted; rerun with --resume", err=True)
-            code = 128 + exc.signum
-    sys.exit(code)
+    run_stopping_cleanly(lambda stop: _evaluate(stop, p))
 
 
 def _evaluate(stop, p: dict) -> int:
@@ -142,8 +133,7 @@ def _evaluate(stop, p: dict) -> int:
         stop.running = False
         bar.close()
     if stop.signum is not None:
-        click.echo(f"gradcam: interrupted after {summary.records} of {summary.total} images; rerun with --resume",
-                   err=True)
+        click.echo(interrupted_line(summary.records, summary.total), err=True)
         return 128 + stop.signum
     _print_table(document)
     for method, result in document.get("sanity", {}).items():

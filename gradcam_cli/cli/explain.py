@@ -22,6 +22,7 @@ from gradcam_cli.cli.common import (
     precheck_out,
     quiet_tensorflow,
 )
+from gradcam_cli.cli.interrupt import interrupted_line, run_stopping_cleanly
 from gradcam_cli.cli.main import main
 from gradcam_cli.cli.options import (
     batch_size_value,
@@ -97,16 +98,7 @@ def explain(**params) -> None:
     Example:
       gradcam explain photos/ --out heat/ --top 3 --method gradcam --method layercam --grid --report
     """
-    from gradcam_cli.cli.interrupt import Interrupted, StopRequest
-
-    stop = StopRequest()
-    with stop.installed():
-        try:
-            code = _explain(stop, params)
-        except Interrupted as exc:  # before the run started, or a second signal
-            click.echo("gradcam: interrupted; rerun with --resume", err=True)
-            code = 128 + exc.signum
-    sys.exit(code)
+    run_stopping_cleanly(lambda stop: _explain(stop, params))
 
 
 def _explain(stop, p: dict) -> int:
@@ -136,8 +128,7 @@ def _explain(stop, p: dict) -> int:
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
     if stop.signum is not None:
-        click.echo(f"gradcam: interrupted after {summary.records} of {summary.total} images; rerun with --resume",
-                   err=True)
+        click.echo(interrupted_line(summary.records, summary.total), err=True)
         return 128 + stop.signum
     if summary.earlier or summary.replaced:
         replaced = (f"; {summary.replaced} earlier images whose output files this run overwrote are left out"

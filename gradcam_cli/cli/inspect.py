@@ -7,7 +7,7 @@ import json
 import click
 
 from gradcam_cli.cli.common import discover_inputs, errors, make_cam, precheck_out
-from gradcam_cli.cli.interrupt import run_interruptible
+from gradcam_cli.cli.interrupt import run_stopping_cleanly
 from gradcam_cli.cli.options import colormap_value, input_options, model_options, model_settings, quiet_option
 from gradcam_cli.cli.main import main
 from gradcam_cli.models.graph import PRECISIONS
@@ -62,7 +62,7 @@ def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw,
     refs = discover_inputs(inputs, no_recursive, extensions, null, out_dir=out_dir)
     precheck_out(out_dir)
     settings = model_settings(model_params)
-    run_interruptible(lambda: _activations(refs, out_dir, settings, layer_list, first, per_row, colormap, save_raw,
+    run_stopping_cleanly(lambda _: _activations(refs, out_dir, settings, layer_list, first, per_row, colormap, save_raw,
                                            batch_size, quiet),
                       f"the grids written so far are in {out_dir}; activations.json is written at the end")
 
@@ -129,7 +129,7 @@ def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, 
         raise click.UsageError("give --layer NAME (a layer's filters) or --unit (the output units), one of them")
     precheck_out(out_dir)
     settings = model_settings(model_params)
-    run_interruptible(lambda: _filters(settings, None if unit_mode else filter_layer, out_dir, filters, steps,
+    run_stopping_cleanly(lambda _: _filters(settings, None if unit_mode else filter_layer, out_dir, filters, steps,
                                        step_size, size, seed, per_row, batch_size, precision, quiet),
                       f"the patterns written so far are in {out_dir}; filters.json is written at the end")
 

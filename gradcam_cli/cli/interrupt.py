@@ -67,17 +67,24 @@ class StopRequest:
             pass  # not a real file (tests' captured stdout)
 
 
-def run_interruptible(work: Callable[[], int], after: str) -> NoReturn:
-    """Exit with ``work()``'s code; SIGINT / SIGTERM stop it at once with one line (``gradcam:
-    interrupted; AFTER``) and exit 130 / 143. For commands without batches to finish or a
-    ``--resume``: every file they write is whole or absent (atomic writes), so nothing is torn."""
+def run_stopping_cleanly(work: Callable[[StopRequest], int], after: str = "rerun with --resume") -> NoReturn:
+    """Exit with ``work(stop)``'s code. A command that sets ``stop.running`` while its run goes
+    on finishes the batches in flight on the first SIGINT / SIGTERM and says so itself
+    (:func:`interrupted_line`); before that, a second signal, or a command that never sets it,
+    stops at once with one line (``gradcam: interrupted; AFTER``) and exits 130 / 143. Every
+    file is whole or absent (atomic writes), so nothing is torn either way."""
     import click
 
-    stop = StopRequest()  # never ``running``: the first signal raises Interrupted where the work is
+    stop = StopRequest()
     with stop.installed():
         try:
-            code = work()
+            code = work(stop)
         except Interrupted as exc:
             click.echo(f"gradcam: interrupted; {after}", err=True)
             code = 128 + exc.signum
     sys.exit(code)
+
+
+def interrupted_line(done: int, total: int) -> str:
+    """What a run stopped between batches says."""
+    return f"gradcam: interrupted after {done} of {total} images; rerun with --resume"

@@ -9,13 +9,11 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from builders import small_cnn
-from helpers import REPO, assert_close, invoke
+from helpers import assert_close, cli, invoke, wait_for_records
 from PIL import Image
 
 from gradcam_cli.io import writers
@@ -56,21 +54,6 @@ def assert_same_evaluation(out: pathlib.Path, reference: pathlib.Path) -> None:
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
 
-def evaluate_process(*args) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-m", "gradcam_cli", "evaluate", *map(str, args)], env=env,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_lines(path: pathlib.Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists() and path.read_bytes().count(b"\n") >= n:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"no {n} records in {path} (exit {proc.poll()}): {proc.stderr.read()}")
-
-
 def test_a_second_evaluate_into_a_busy_folder_is_refused_in_one_line(tmp_path, setup):
     options, folder, _ = setup
     out = tmp_path / "o"
@@ -86,8 +69,9 @@ def test_a_second_evaluate_into_a_busy_folder_is_refused_in_one_line(tmp_path, s
 def test_a_stopped_evaluate_resumes_to_the_uninterrupted_result(tmp_path, setup, signum, code):
     options, folder, full = setup
     out = tmp_path / "o"
-    proc = evaluate_process(folder, "--out", out, "--batch-size", 1, *options)
-    wait_for_lines(out / "evaluation.jsonl", 2, proc)
+    proc = cli(folder, "--out", out, "--batch-size", 1, *options, command="evaluate", stderr=subprocess.PIPE,
+               text=True)
+    wait_for_records(out / "evaluation.jsonl", 2, proc)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
