@@ -143,14 +143,20 @@ def _evaluate(stop, p: dict) -> int:
 
 
 def _print_table(document: dict) -> None:
-    """The aggregate on stdout: methods x tabled fields, mean [95% interval]."""
-    better = document["better"]
-    fields = [f for f in better if any(f in row for row in document["aggregate"].values())]
+    """The aggregate on stdout: methods x tabled fields, mean [95% interval]; each column's head says
+    how many images it covers (``n``: the pointing game only counts images with boxes), or each
+    cell does where the methods' counts differ."""
+    better, aggregate = document["better"], document["aggregate"]
+    fields = [f for f in better if any(f in row for row in aggregate.values())]
+    counts = {f: {row[f]["n"] for row in aggregate.values() if f in row} for f in fields}
     rows = []
-    for method, row in document["aggregate"].items():
+    for method, row in aggregate.items():
         cells = [method]
         for f in fields:
             v = row.get(f)
-            cells.append("-" if v is None else f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]")
+            cell = "-" if v is None else f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+            cells.append(cell if v is None or len(counts[f]) == 1 else f"{cell} n={v['n']}")
         rows.append(cells)
-    print_table(rows, ["method"] + [f"{f} ({better[f]})" for f in fields])
+    heads = [f"{f} ({better[f]}, n={next(iter(counts[f]))})" if len(counts[f]) == 1 else f"{f} ({better[f]})"
+             for f in fields]
+    print_table(rows, ["method"] + heads)

@@ -33,7 +33,7 @@ def test_table_json_plots_agree_and_resume_completes(tmp_path, two_images, lite0
     assert list(doc["aggregate"]) == ["gradcam", "random", "centre"]
     assert [r["label"] for r in doc["images"]] == ["Egyptian_cat", "espresso"]
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["method", "deletion", "(lower)"]
+    assert lines[0].split()[:4] == ["method", "deletion", "(lower,", "n=2)"]  # the images each column covers
     for line in lines[1:4]:  # every number of the table is the JSON's mean [low, high]
         method = line.split()[0]
         numbers = [float(x) for x in re.findall(r"-?\d+\.\d+", line)]
@@ -103,3 +103,17 @@ def test_curves_plot_has_one_panel_per_measured_curve_and_no_warning(tmp_path):
             png = curves_png(curves, ["deletion", "insertion"], dashed=("random",))
         assert Image.open(io.BytesIO(png)).size == (width, 440)
     assert curves_png({}, ["deletion", "insertion"]) is None
+
+
+def test_the_table_says_how_many_images_each_column_covers(capsys):
+    from gradcam_cli.cli.evaluate import _print_table
+
+    cell = lambda mean, n: {"mean": mean, "low": mean - 0.1, "high": mean + 0.1, "n": n}  # noqa: E731
+    _print_table({"better": {"deletion": "lower", "pointing": "higher"},
+                  "aggregate": {"gradcam": {"deletion": cell(0.2, 5), "pointing": cell(80.0, 3)},
+                                "random": {"deletion": cell(0.4, 5), "pointing": cell(40.0, 2)}}})
+    assert capsys.readouterr().out.splitlines() == [
+        "method   deletion (lower, n=5)  pointing (higher)",
+        "gradcam  0.200 [0.100, 0.300]   80.000 [79.900, 80.100] n=3",
+        "random   0.400 [0.300, 0.500]   40.000 [39.900, 40.100] n=2",
+    ]
