@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import sys
 
 import click
 
@@ -13,14 +15,17 @@ from gradcam_cli.cli.main import main
 
 @main.command()
 @model_options
+@click.option("--filter", "pattern", default=None, metavar="PATTERN",
+              help="Only the layers whose name matches: a glob (block6*_add) or, without * ? [, a part of the "
+                   "name (case-insensitive). Exit 1 when none does.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def layers(as_json, **model_params) -> None:
+def layers(pattern, as_json, **model_params) -> None:
     """List the layers Grad-CAM can target (4-D outputs with spatial extent), marking the one
     `auto` picks (*) and the one in use (>). Backbones are built without weights.
 
     \b
     Example:
-      gradcam layers --backbone resnet50
+      gradcam layers --backbone resnet50 --filter 'conv5*out'
     """
     cam = make_cam_without_weights(model_settings(model_params))
     from gradcam_cli.models.targets import auto_layer, candidate_layers
@@ -30,8 +35,12 @@ def layers(as_json, **model_params) -> None:
         auto = auto_layer(cam.model, output=cam.profile.output)
     table = [
         {"layer": r.name, "shape": list(r.shape), "type": r.kind, "auto": r.name == auto, "target": r.name == cam.layer}
-        for r in rows
+        for r in rows if pattern is None or _matches(r.name, pattern)
     ]
+    if not table:
+        click.echo(f"gradcam: no layer matches {pattern!r} (of {len(rows)} candidate layers; run without --filter "
+                   "to list them)", err=True)
+        sys.exit(1)
     if as_json:
         click.echo(json.dumps(table, indent=2))
         return
@@ -41,3 +50,10 @@ def layers(as_json, **model_params) -> None:
         shape = "x".join(map(str, r["shape"]))
         click.echo(f"{mark} {r['layer'].ljust(width)}  {shape.ljust(14)}  {r['type']}")
     click.echo(f"\n* picked by --layer auto   > in use ({cam.layer})")
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A glob when the pattern has one of * ? [, else a case-insensitive part of the name."""
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return pattern.lower() in name.lower()

@@ -258,3 +258,15 @@ def test_every_command_has_help_with_an_example():
         assert result.exit_code == 0, name
         example = result.stdout.split("Example:\n", 1)
         assert len(example) == 2 and f"gradcam {name} " in example[1].split("\n\n")[0], name
+
+
+def test_layers_filter_by_glob_or_part_of_the_name():
+    listed = invoke("layers", "--filter", "block6*_add", "--json")
+    assert listed.exit_code == 0
+    assert [r["layer"] for r in json.loads(listed.stdout)] == ["block6b_add", "block6c_add", "block6d_add"]
+    part = invoke("layers", "--filter", "TOP_ACT", "--json")
+    assert [(r["layer"], r["target"]) for r in json.loads(part.stdout)] == [("top_activation", True)]
+    none = invoke("layers", "--filter", "xyz")
+    assert none.exit_code == 1 and none.stdout == ""
+    assert none.stderr == ("gradcam: no layer matches 'xyz' (of 145 candidate layers; run without --filter to list "
+                           "them)\n")
