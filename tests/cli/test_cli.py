@@ -252,7 +252,8 @@ def test_weights_path_loads_a_local_file(tmp_path):
 def test_every_command_has_help_with_an_example():
     from gradcam_cli.cli import main as group
 
-    assert sorted(group.commands) == ["activations", "backbones", "evaluate", "explain", "filters", "layers", "report"]
+    assert sorted(group.commands) == ["activations", "backbones", "evaluate", "explain", "export", "filters", "layers",
+                                      "merge", "report"]
     for name in group.commands:
         result = invoke(name, "--help")
         assert result.exit_code == 0, name
