@@ -166,11 +166,11 @@ def engine_options(command):
                      help="--engine ray: 'auto' (the cluster this machine belongs to) or ray://host:port; "
                           "default: a local Ray started for the run."),
         click.option("--workers", type=click.IntRange(1), default=None,
-                     help="--engine ray: actors, one model each (default: as many as the cluster's GPUs, or CPUs, hold)."),
+                     help="--engine ray: actors, one model each (default: as many as the cluster's nodes hold)."),
         click.option("--gpus-per-worker", type=click.FloatRange(0, 64), default=None,
                      help="--engine ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0)."),
         click.option("--cpus-per-worker", type=click.FloatRange(1, 1024), default=None,
-                     help="--engine ray: CPUs per actor, and its TensorFlow threads (default: 1 with GPUs, else the CPUs / --workers, at most 4)."),
+                     help="--engine ray: CPUs per actor, and its TensorFlow threads (default: 1 with GPUs, else the CPUs / --workers, at most 4 and the largest node's)."),
     ])
 
 

@@ -33,6 +33,7 @@ from gradcam_cli.run.folder import compute_batch
 from gradcam_cli.run.journal import ExplainJournal, Summary, recorded_settings
 from gradcam_cli.run.memory import keep_large_blocks
 from gradcam_cli.run.outputs import outputs_for
+from gradcam_cli.run.ray_cluster import RayOptions, cluster_nodes, plan_pool  # noqa: F401 (RayOptions: the engine's face)
 from gradcam_cli.run.step import BatchStep, decode_item
 from gradcam_cli.settings import RunOptions, RunSettings
 
@@ -44,18 +45,6 @@ INSTALL_HINT = ("--engine ray needs Ray, which is not installed; install the [ra
                 "pip install -e '.[ray]' in a clone of gradcam-cli")
 #: environment variables that say where caches and profiles are; the driver's values go to every actor
 SHARED_ENV = ("XDG_CACHE_HOME", "KERAS_HOME", "GRADCAM_CONFIG_DIR", "TF_CPP_MIN_LOG_LEVEL")
-#: TensorFlow threads of a CPU actor when --cpus-per-worker is not given (more scale poorly per model)
-DEFAULT_CPU_THREADS = 4
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide the Ray engine runs (none of it changes the results)."""
-
-    address: str | None = None  # None: a local Ray for this run; "auto", "host:port" or "ray://host:port"
-    workers: int | None = None  # actors; None: as many as the cluster's GPUs (or CPUs) hold
-    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    cpus_per_worker: float | None = None  # None: 1 with GPUs, else the CPUs / workers, up to DEFAULT_CPU_THREADS
 
 
 def require_ray() -> None:
@@ -77,33 +66,6 @@ def keep_driver_off_gpus() -> None:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # already initialised (a library caller's models): leave it as it is
         pass
-
-
-def plan_pool(resources: dict, options: RayOptions, batches: int) -> tuple[int, float, float]:
-    """(actors, GPUs per actor, CPUs per actor) for a cluster's total ``resources`` (``"CPU"``, ``"GPU"``).
-
-    Never more actors than ``batches``; :class:`EngineError` when the cluster cannot hold what is asked.
-    """
-    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-    gpu = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
-    cpu = options.cpus_per_worker
-    if cpu is None:  # with GPUs one CPU feeds one; else a share of the CPUs, up to DEFAULT_CPU_THREADS
-        share = cpus // options.workers if options.workers else cpus
-        cpu = 1.0 if gpu else float(max(1, min(DEFAULT_CPU_THREADS, int(share))))
-    if options.workers is not None:
-        workers = options.workers
-    elif gpu:
-        workers = int(gpus // gpu)
-    else:
-        workers = int(cpus // cpu)
-    workers = max(1, min(workers, max(1, batches)))
-    if workers * cpu > cpus or workers * gpu > gpus:
-        raise EngineError(
-            f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs, but {workers} workers x "
-            f"({cpu:g} CPUs, {gpu:g} GPUs) were asked for; lower --workers, --cpus-per-worker or "
-            "--gpus-per-worker, or add nodes"
-        )
-    return workers, gpu, cpu
 
 
 @dataclass(frozen=True)
@@ -260,7 +222,7 @@ def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: 
         for handler in console:
             handler.setLevel(logging.CRITICAL)
         batches = -(-len(items) // batch_size)
-        workers, gpu, cpu = plan_pool(ray.cluster_resources(), ray_options, batches)
+        workers, gpu, cpu = plan_pool(cluster_nodes(), ray_options, batches)
         for key, value in _QUIET_CONTEXT.items():
             setattr(context, key, value)
         dataset = ray.data.from_items(items, override_num_blocks=_blocks(batches, workers)).map_batches(

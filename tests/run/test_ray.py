@@ -266,16 +266,17 @@ def test_the_pool_fits_the_cluster_or_is_refused():
 
     assert [_blocks(b, 2) for b in (1, 5, 8, 100, 62_500)] == [1, 5, 8, 13, 7813]  # a batch a block, then up to 8
 
-    assert plan_pool({"CPU": 16}, RayOptions(), batches=100) == (4, 0.0, 4.0)
-    assert plan_pool({"CPU": 16, "GPU": 4}, RayOptions(), batches=100) == (4, 1.0, 1.0)
-    assert plan_pool({"CPU": 16, "GPU": 4}, RayOptions(), batches=3) == (3, 1.0, 1.0)  # no idle actors
-    assert plan_pool({"CPU": 2}, RayOptions(workers=2, cpus_per_worker=1), batches=5) == (2, 0.0, 1.0)
-    assert plan_pool({"CPU": 2}, RayOptions(workers=2), batches=5) == (2, 0.0, 1.0)  # the CPUs shared out
-    assert plan_pool({"CPU": 32}, RayOptions(workers=2), batches=5) == (2, 0.0, 4.0)
-    with pytest.raises(EngineError, match=r"^the Ray cluster has 2 CPUs and 0 GPUs, but 3 workers x \(1 CPUs, 0 GPUs\)"):
-        plan_pool({"CPU": 2}, RayOptions(workers=3, cpus_per_worker=1), batches=5)
-    with pytest.raises(EngineError, match="lower --workers"):
-        plan_pool({"CPU": 8}, RayOptions(gpus_per_worker=1), batches=5)
+    assert plan_pool([{"CPU": 16}], RayOptions(), batches=100) == (4, 0.0, 4.0)  # one node each: the cluster
+    assert plan_pool([{"CPU": 16, "GPU": 4}], RayOptions(), batches=100) == (4, 1.0, 1.0)
+    assert plan_pool([{"CPU": 16, "GPU": 4}], RayOptions(), batches=3) == (3, 1.0, 1.0)  # no idle actors
+    assert plan_pool([{"CPU": 2}], RayOptions(workers=2, cpus_per_worker=1), batches=5) == (2, 0.0, 1.0)
+    assert plan_pool([{"CPU": 2}], RayOptions(workers=2), batches=5) == (2, 0.0, 1.0)  # the CPUs shared out
+    assert plan_pool([{"CPU": 32}], RayOptions(workers=2), batches=5) == (2, 0.0, 4.0)
+    with pytest.raises(EngineError, match=r"^the Ray cluster has 2 CPUs and 0 GPUs on 1 nodes, room for 2 workers x "
+                                          r"\(1 CPUs, 0 GPUs\), but 3 were asked for"):
+        plan_pool([{"CPU": 2}], RayOptions(workers=3, cpus_per_worker=1), batches=5)
+    with pytest.raises(EngineError, match="lower --cpus-per-worker or --gpus-per-worker"):
+        plan_pool([{"CPU": 8}], RayOptions(gpus_per_worker=1), batches=5)
 
 
 def test_a_local_run_is_finished_on_ray_redoing_only_what_is_incomplete(ray_address, base, local_run, monkeypatch):
