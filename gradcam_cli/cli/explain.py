@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -133,7 +134,13 @@ def _explain(stop, p: dict) -> int:
         return _dry_run(stop, settings, refs, p["jsonl"])
     options = RunOptions(out_dir=p["out_dir"], batch_size=p["batch_size"], workers=p["io_threads"], resume=p["resume"],
                          shard=shard)
-    summary = _run(stop, settings, options, refs, labels, p, ray_options)
+    with contextlib.ExitStack() as cluster:
+        if ray_options is not None:  # joined before the model loads: a wrong address is told at once
+            from gradcam_cli.run.ray_engine import connected
+
+            with errors():
+                cluster.enter_context(connected(ray_options))
+        summary = _run(stop, settings, options, refs, labels, p, ray_options)
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
     if stop.signum is not None:

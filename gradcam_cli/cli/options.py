@@ -163,8 +163,8 @@ def engine_options(command):
                      help="'ray': run on a Ray cluster (the [ray] extra: pip install -e '.[ray]' in a clone); same "
                           "outputs, and --resume works across engines. See docs/cluster.md."),
         click.option("--ray-address", default=None, metavar="ADDRESS",
-                     help="--engine ray: 'auto' (the cluster this machine belongs to) or ray://host:port; "
-                          "default: a local Ray started for the run."),
+                     help="--engine ray: 'auto' (the cluster this machine belongs to), host:port or ray://host:port; "
+                          "default: the cluster RAY_ADDRESS names, else a local Ray started for the run."),
         click.option("--workers", type=click.IntRange(1), default=None,
                      help="--engine ray: actors, one model each (default: as many as the cluster's nodes hold)."),
         click.option("--gpus-per-worker", type=click.FloatRange(0, 64), default=None,

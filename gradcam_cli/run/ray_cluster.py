@@ -1,17 +1,33 @@
-"""The Ray cluster of a run: sizing the actor pool from its nodes (:func:`plan_pool`, pure).
+"""The Ray cluster of a run: joining it (time-limited, one line when it fails, Ray's own log lines
+kept off the terminal) and sizing the actor pool from its nodes (:func:`plan_pool`, pure).
 
-Ray is imported only inside functions.
+A run joins ``--ray-address`` (``auto``, ``host:port``, ``ray://host:port``), else the cluster
+``RAY_ADDRESS`` names (Ray reads it when no address is given), else starts a local Ray for
+itself. Ray is imported only inside functions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import socket
+import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
-from gradcam_cli.errors import EngineError
+from gradcam_cli.errors import EngineError, first_line
 
 #: TensorFlow threads of a CPU actor when --cpus-per-worker is not given (more scale poorly per model)
 DEFAULT_CPU_THREADS = 4
+#: seconds to join an existing cluster (Ray itself may wait minutes, or for ever, on an address that does not answer)
+CONNECT_TIMEOUT = 60.0
+#: seconds for the TCP check of a host:port address before Ray is asked to join it
+PROBE_TIMEOUT = 10.0
+#: the fix when a cluster wants a token this driver does not have (or has none and this driver sends one)
+AUTH_HINT = ("the cluster and this machine disagree on authentication: for a cluster made with `ray start` that has "
+             "a token, set RAY_AUTH_MODE=token and give this machine the cluster's token (~/.ray/auth_token, or "
+             "RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH); see docs/cluster.md")
 
 
 @dataclass(frozen=True)
@@ -70,3 +86,83 @@ def cluster_nodes() -> list[dict]:
     import ray
 
     return [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+
+
+@contextlib.contextmanager
+def connected(options: RayOptions) -> Iterator[None]:
+    """Ray for the block: the one this process is connected to already, else the cluster of
+    ``options.address`` (or ``RAY_ADDRESS``), else a local Ray; left (or stopped) after the block.
+    :class:`EngineError` in one line when the cluster cannot be joined within CONNECT_TIMEOUT."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    connect(options)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def connect(options: RayOptions) -> None:
+    """``ray.init`` for a run: an existing cluster joined within CONNECT_TIMEOUT, one line when it
+    fails (:class:`EngineError`)."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    address = options.address or os.environ.get("RAY_ADDRESS") or None
+    kwargs = {"address": options.address, "log_to_driver": False, "logging_level": logging.WARNING}
+    if address is None:
+        kwargs["include_dashboard"] = False
+    where = f"{address} ({'--ray-address' if options.address else 'RAY_ADDRESS'})" if address else "a local Ray"
+    if address not in (None, "auto"):
+        _probe(address, where)
+    try:
+        if address is None:  # in this thread: the processes it starts die with the thread that started them
+            ray.init(**kwargs)
+        else:
+            _init_within(kwargs, CONNECT_TIMEOUT, where)
+    except EngineError:
+        raise
+    except Exception as exc:
+        auth = isinstance(exc, AuthenticationError) or "authentication" in str(exc).lower()
+        fix = AUTH_HINT if auth else "check the address, and that the cluster is up (ray status)"
+        said = first_line(exc, limit=300).split(". ")[0].rstrip(".")  # Ray's first sentence; its advice is ours
+        raise EngineError(f"cannot join the Ray cluster at {where}: {said}; {fix}") from None
+
+
+def _init_within(kwargs: dict, timeout: float, where: str) -> None:
+    """``ray.init(**kwargs)`` joining an existing cluster, given up after ``timeout`` seconds."""
+    import ray
+
+    outcome: list[BaseException | None] = []
+
+    def join() -> None:
+        try:
+            ray.init(**kwargs)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=join, name="gradcam-ray-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise EngineError(f"the Ray cluster at {where} did not answer within {timeout:g} s; check the address, "
+                          "and that the cluster is up (ray status)")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _probe(address: str, where: str) -> None:
+    """A TCP connection to ``host:port`` (of ``ray://host:port`` too): one line at once when nothing listens."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # not host:port: Ray says what it makes of it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, socket.timeout) else (exc.strerror or first_line(exc)).lower()
+        raise EngineError(f"nothing answers at {where}: {reason}; start the cluster (ray start --head) or give the "
+                          "address it printed") from None

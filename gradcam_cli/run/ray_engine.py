@@ -33,7 +33,7 @@ from gradcam_cli.run.folder import compute_batch
 from gradcam_cli.run.journal import ExplainJournal, Summary, recorded_settings
 from gradcam_cli.run.memory import keep_large_blocks
 from gradcam_cli.run.outputs import outputs_for
-from gradcam_cli.run.ray_cluster import RayOptions, cluster_nodes, plan_pool  # noqa: F401 (RayOptions: the engine's face)
+from gradcam_cli.run.ray_cluster import RayOptions, cluster_nodes, connected, plan_pool  # noqa: F401 (the engine's face)
 from gradcam_cli.run.step import BatchStep, decode_item
 from gradcam_cli.settings import RunOptions, RunSettings
 
@@ -173,12 +173,14 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
     ``cam``: the driver's model (it describes the run and is what every actor must
     equal); ``truth``: real path -> true class (test-set mode); ``actor``: the
     callable class the pool runs (a subclass may add behaviour). Uses the Ray the
-    process is connected to, or connects to ``ray_options.address`` (None: starts a
-    local one) for this run. :class:`EngineError` when Ray is missing or the job fails.
+    process is connected to, or joins ``ray_options.address`` (None: ``RAY_ADDRESS``,
+    else a local Ray it starts) for this run (:func:`~gradcam_cli.run.ray_cluster.connected`).
+    :class:`EngineError` when Ray is missing, cannot be joined, or the job fails.
     """
     require_ray()
     out_dir = os.path.abspath(options.out_dir)
-    with ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record) as journal:
+    with connected(ray_options), \
+            ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record) as journal:
         todo = []
         for index, ref in enumerate(refs):
             kept = journal.lookup(ref.path)
@@ -209,10 +211,6 @@ def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: 
     import ray
     import ray.data
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=ray_options.address, log_to_driver=False, logging_level=logging.WARNING,
-                 **({"include_dashboard": False} if ray_options.address is None else {}))
     context = ray.data.DataContext.get_current()
     saved = {key: getattr(context, key) for key in _QUIET_CONTEXT}
     # Ray Data's console: its notes and its copy of a failure's traceback stay in its log file (we say it in one line)
@@ -239,8 +237,6 @@ def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: 
             setattr(context, key, value)
         for handler, level in zip(console, levels):
             handler.setLevel(level)
-        if started:
-            ray.shutdown()
 
 
 #: Ray Data settings for a run: no progress bars or banners of its own (the CLI draws one), our exceptions as raised

@@ -4,7 +4,12 @@ The pool's plan is pure (node lists); the connection tests start no cluster."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+
 import pytest
+from helpers import cli, invoke
 
 from gradcam_cli.errors import EngineError
 
@@ -35,3 +40,72 @@ def test_actors_fit_the_largest_node_or_are_refused():
         "for; lower --workers, --cpus-per-worker or --gpus-per-worker, or add nodes")
     with pytest.raises(EngineError, match="^no node"):
         plan_pool([], RayOptions(), batches=5)  # no live node
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then let go)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.ray
+def test_an_address_where_nothing_listens_is_one_line_and_exit_2_at_once(tmp_path, tiny, monkeypatch):
+    options, images = tiny
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    port = free_port()
+    for address, env, source in ((f"ray://127.0.0.1:{port}", {}, "--ray-address"),
+                                 (None, {"RAY_ADDRESS": f"127.0.0.1:{port}"}, "RAY_ADDRESS")):  # "no address" joins it
+        out = tmp_path / source
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        started = time.monotonic()
+        proc = cli(images, "--out", out, *options, "--engine", "ray",
+                   *(["--ray-address", address] if address else []), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                   text=True)
+        _, err = proc.communicate(timeout=180)
+        took = time.monotonic() - started
+        assert proc.returncode == 2, err
+        assert err == (f"Error: nothing answers at {address or env['RAY_ADDRESS']} ({source}): connection refused; "
+                       "start the cluster (ray start --head) or give the address it printed\n")
+        assert took < 60, f"{took:.0f} s"  # Ray itself waits 30 s (ray://) or minutes (host:port), then a traceback
+        assert not out.exists()
+
+
+@pytest.mark.ray
+def test_credentials_the_cluster_refuses_are_one_line_naming_ray_auth_mode(tmp_path, tiny, monkeypatch):
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    def refuse(**kwargs):  # what Ray 2.60 raises when the cluster has a token and this driver another, or none
+        raise AuthenticationError(
+            "RPC error: InvalidAuthToken: Authentication token is missing or incorrect. Note: RAY_AUTH_MODE is "
+            "currently 'disabled' (not 'token'). Ensure that the token for the cluster is available ...")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    options, images = tiny
+    result = invoke("explain", images, "--out", tmp_path / "o", *options, "--engine", "ray", "--ray-address", "auto")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "Error: cannot join the Ray cluster at auto (--ray-address): RPC error: InvalidAuthToken: Authentication token "
+        "is missing or incorrect; the cluster and this machine disagree on authentication: for a cluster made with "
+        "`ray start` that has a token, set RAY_AUTH_MODE=token and give this machine the cluster's token "
+        "(~/.ray/auth_token, or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH); see docs/cluster.md"]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.ray
+def test_a_cluster_that_does_not_answer_is_given_up_after_the_time_limit(monkeypatch):
+    import ray
+
+    from gradcam_cli.run import ray_cluster
+
+    monkeypatch.setattr(ray, "init", lambda **kwargs: time.sleep(30))  # an address that takes the call, never answers
+    monkeypatch.setattr(ray_cluster, "CONNECT_TIMEOUT", 0.5)
+    started = time.monotonic()
+    with pytest.raises(EngineError) as raised:
+        ray_cluster.connect(ray_cluster.RayOptions(address="auto"))
+    assert time.monotonic() - started < 5
+    assert str(raised.value) == ("the Ray cluster at auto (--ray-address) did not answer within 0.5 s; check the "
+                                 "address, and that the cluster is up (ray status)")
