@@ -251,7 +251,7 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
                 return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
             from gradcam_cli.run.ray_engine import run_ray
 
-            return run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record)
+            return run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record, stop=stop)
     finally:
         stop.running = False
         progress.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def connected(options: RayOptions) -> Iterator[None]:
 
 def connect(options: RayOptions) -> None:
     """``ray.init`` for a run: an existing cluster joined within CONNECT_TIMEOUT, one line when it
-    fails (:class:`EngineError`)."""
+    fails (:class:`EngineError`), and this process's SIGTERM handler kept (ray.init replaces it)."""
     import ray
     from ray.exceptions import AuthenticationError
 
@@ -118,6 +119,7 @@ def connect(options: RayOptions) -> None:
     where = f"{address} ({'--ray-address' if options.address else 'RAY_ADDRESS'})" if address else "a local Ray"
     if address not in (None, "auto"):
         _probe(address, where)
+    saved = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
         if address is None:  # in this thread: the processes it starts die with the thread that started them
             ray.init(**kwargs)
@@ -130,6 +132,9 @@ def connect(options: RayOptions) -> None:
         fix = AUTH_HINT if auth else "check the address, and that the cluster is up (ray status)"
         said = first_line(exc, limit=300).split(". ")[0].rstrip(".")  # Ray's first sentence; its advice is ours
         raise EngineError(f"cannot join the Ray cluster at {where}: {said}; {fix}") from None
+    finally:
+        if saved is not None:  # ray.init's own handler exits at once, mid-batch; the run's stops it cleanly
+            signal.signal(signal.SIGTERM, saved)
 
 
 def _init_within(kwargs: dict, timeout: float, where: str) -> None:

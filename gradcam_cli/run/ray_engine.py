@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -81,6 +82,21 @@ class WorkerSpec:
     threads: int  # TensorFlow intra-op threads
     test_set: bool = False
     env: dict = field(default_factory=dict)
+    stop_flag: object = None  # a StopFlag actor: once it is set, batches not begun are skipped
+
+
+class StopFlag:
+    """Set by the driver when the run must stop (a signal, a closed stdout); asked by every actor
+    before each batch, so the batches in flight finish and the others are skipped."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def set(self) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
 
 
 def _configure_tensorflow(threads: int) -> None:
@@ -110,6 +126,7 @@ class ExplainActor:
 
     def __init__(self, spec: WorkerSpec):
         self.refused: GradcamError | None = None
+        self.stop_flag, self.stopped = spec.stop_flag, False
         try:
             self._start(spec)
         except GradcamError as exc:  # raised on the first batch: from __init__, Ray passes on only its text
@@ -148,7 +165,9 @@ class ExplainActor:
 
         if self.refused is not None:
             raise self.refused
-
+        if self._stopping():  # no records: the driver logs none, and --resume does these images
+            return {"index": np.zeros(0, np.int64), "record": np.array([], dtype=object),
+                    "max_batch": np.zeros(0, np.int64)}
         pending = [
             self.pool.submit(decode_item, InputRef(str(path), str(stem)), self.cam.profile, self.settings.max_pixels,
                              None if true < 0 else int(true))
@@ -163,16 +182,28 @@ class ExplainActor:
         }
 
 
+    def _stopping(self) -> bool:
+        """True once the driver has set the run's stop flag (asked until it is)."""
+        if not self.stopped and self.stop_flag is not None:
+            import ray
+
+            self.stopped = bool(ray.get(self.stop_flag.is_set.remote()))
+        return self.stopped
+
+
 def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, options: RunOptions,
             ray_options: RayOptions, *,
             truth: dict[str, int] | None = None, on_record: Callable[[dict], None] | None = None,
-            actor: type = ExplainActor) -> Summary:
+            stop: Callable[[], bool] | None = None, actor: type = ExplainActor) -> Summary:
     """Explain ``refs`` into ``options.out_dir`` on Ray; the same files and records as
     :func:`~gradcam_cli.run.folder.run_folder` with the same arguments.
 
     ``cam``: the driver's model (it describes the run and is what every actor must
     equal); ``truth``: real path -> true class (test-set mode); ``actor``: the
-    callable class the pool runs (a subclass may add behaviour). Uses the Ray the
+    callable class the pool runs (a subclass may add behaviour); ``stop``: as
+    :func:`~gradcam_cli.run.folder.run_folder`'s (asked every 0.1 s: once it returns True, the
+    batches the actors have begun are finished and logged, the others skipped, and
+    ``predictions.json`` lists what is done). Uses the Ray the
     process is connected to, or joins ``ray_options.address`` (None: ``RAY_ADDRESS``,
     else a local Ray it starts) for this run (:func:`~gradcam_cli.run.ray_cluster.connected`).
     :class:`EngineError` when Ray is missing, cannot be joined, or the job fails.
@@ -180,7 +211,8 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
     require_ray()
     out_dir = os.path.abspath(options.out_dir)
     with connected(ray_options), \
-            ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record) as journal:
+            ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record,
+                           total=len(refs)) as journal:
         todo = []
         for index, ref in enumerate(refs):
             kept = journal.lookup(ref.path)
@@ -195,7 +227,7 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
             spec = WorkerSpec(settings=settings, out_dir=out_dir, cwd=os.getcwd(), version=__version__,
                               recorded=journal.recorded, described=cam.describe(), threads=1, test_set=bool(truth),
                               env={k: os.environ[k] for k in SHARED_ENV if k in os.environ})
-            for records, cut in _execute(todo, spec, options.batch_size, ray_options, actor):
+            for records, cut in _execute(todo, spec, options.batch_size, ray_options, actor, stop):
                 for record in records:
                     journal.add(record)
                 if cut:
@@ -204,8 +236,10 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
         return journal.finish(refs, max_batch)
 
 
-def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: RayOptions, actor: type):
-    """Run the actor pool over ``items``; yield (records, max_batch) per batch as batches arrive."""
+def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: RayOptions, actor: type,
+             stop: Callable[[], bool] | None = None):
+    """Run the actor pool over ``items``; yield (records, max_batch) per batch as batches arrive
+    (once ``stop()``, only those of the batches begun)."""
     import logging
 
     import ray
@@ -216,6 +250,7 @@ def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: 
     # Ray Data's console: its notes and its copy of a failure's traceback stay in its log file (we say it in one line)
     console = [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
     levels = [h.level for h in console]
+    watching = threading.Event()
     try:
         for handler in console:
             handler.setLevel(logging.CRITICAL)
@@ -223,6 +258,9 @@ def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: 
         workers, gpu, cpu = plan_pool(cluster_nodes(), ray_options, batches)
         for key, value in _QUIET_CONTEXT.items():
             setattr(context, key, value)
+        if stop is not None:
+            spec = replace(spec, stop_flag=ray.remote(num_cpus=0)(StopFlag).remote())
+            _watch(stop, spec.stop_flag, watching)
         dataset = ray.data.from_items(items, override_num_blocks=_blocks(batches, workers)).map_batches(
             actor, fn_constructor_kwargs={"spec": _with_threads(spec, cpu)}, batch_size=batch_size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpu, num_gpus=gpu,
@@ -233,6 +271,7 @@ def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: 
     except Exception as exc:  # ours as they are; Ray's wrappers: ours inside, or the failure in one line
         raise _engine_error(exc) from None
     finally:
+        watching.set()
         for key, value in saved.items():
             setattr(context, key, value)
         for handler, level in zip(console, levels):
@@ -255,9 +294,18 @@ def _blocks(batches: int, workers: int) -> int:
 BATCHES_PER_BLOCK = 8
 
 
-def _with_threads(spec: WorkerSpec, cpus: float) -> WorkerSpec:
-    from dataclasses import replace
+def _watch(stop: Callable[[], bool], flag, done: threading.Event) -> None:
+    """A thread that sets the StopFlag actor ``flag`` once ``stop()`` is true, until ``done`` is set."""
+    def watch() -> None:
+        while not done.wait(0.1):
+            if stop():
+                flag.set.remote()
+                return
 
+    threading.Thread(target=watch, name="gradcam-ray-stop", daemon=True).start()
+
+
+def _with_threads(spec: WorkerSpec, cpus: float) -> WorkerSpec:
     return replace(spec, threads=max(1, int(cpus)))
 
 
