@@ -135,11 +135,13 @@ def _explain(stop, p: dict) -> int:
     options = RunOptions(out_dir=p["out_dir"], batch_size=p["batch_size"], workers=p["io_threads"], resume=p["resume"],
                          shard=shard)
     with contextlib.ExitStack() as cluster:
-        if ray_options is not None:  # joined before the model loads: a wrong address is told at once
-            from gradcam_cli.run.ray_engine import connected
+        if ray_options is not None:  # joined and the pool planned before the model loads and --out is made
+            from gradcam_cli.run.ray_engine import cluster_nodes, connected, plan_pool
 
             with errors():
                 cluster.enter_context(connected(ray_options))
+                size = options.batch_size
+                plan_pool(cluster_nodes(), ray_options, -(-len(refs) // size) if isinstance(size, int) else len(refs))
         summary = _run(stop, settings, options, refs, labels, p, ray_options)
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE

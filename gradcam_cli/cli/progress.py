@@ -8,6 +8,8 @@ from typing import Callable, TextIO
 
 #: seconds between plain progress lines when stderr is not a terminal
 PLAIN_INTERVAL = 10.0
+#: images done within this many seconds of the first one came with it (the rest of its batch): start-up, not rate
+FIRST_BURST = 0.1
 
 
 def _duration(seconds: float) -> str:
@@ -18,7 +20,13 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Count images as they are done. ``write`` prints a diagnostic line without breaking the bar."""
+    """Count images as they are done. ``write`` prints a diagnostic line without breaking the bar.
+
+    The rate and the time left are measured from the first image done (with the rest of its
+    batch): loading the model, starting Ray and its actors are not images, and would make the
+    first lines' rate too low and their time left too long. The first plain line comes
+    ``interval`` seconds after the first image.
+    """
 
     def __init__(self, total: int, quiet: bool, stream: TextIO | None = None, interval: float = PLAIN_INTERVAL,
                  clock: Callable[[], float] = time.monotonic, unit: str = "img", noun: str = "images"):
@@ -27,6 +35,7 @@ class Progress:
         self.interval, self.clock = interval, clock
         self.done = 0
         self.start = self.last = clock()
+        self.first: int | None = None  # images done by the time the rate's clock started (None: not yet)
         self.bar = None
         if not quiet and _isatty(self.stream):
             from tqdm import tqdm
@@ -34,6 +43,11 @@ class Progress:
             self.bar = tqdm(total=total, unit=unit, file=self.stream, dynamic_ncols=True, delay=0.5)
 
     def update(self, n: int = 1) -> None:
+        now = self.clock()
+        if self.first is None:
+            self.start = self.last = now
+        if now - self.start < FIRST_BURST:
+            self.first = self.done + n
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
@@ -45,7 +59,7 @@ class Progress:
     def line(self) -> str:
         """``gradcam: 120 of 3000 images (4%), 12.3 img/s, 3m54s left``"""
         elapsed = max(self.clock() - self.start, 1e-9)
-        rate = self.done / elapsed
+        rate = (self.done - (self.first or 0)) / elapsed
         left = f", {_duration((self.total - self.done) / rate)} left" if rate > 0 else ""
         share = 100 * self.done / self.total if self.total else 100
         return f"gradcam: {self.done} of {self.total} {self.noun} ({share:.0f}%), {rate:.1f} {self.unit}/s{left}"

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -108,12 +109,15 @@ def connected(options: RayOptions) -> Iterator[None]:
 
 def connect(options: RayOptions) -> None:
     """``ray.init`` for a run: an existing cluster joined within CONNECT_TIMEOUT, one line when it
-    fails (:class:`EngineError`), and this process's SIGTERM handler kept (ray.init replaces it)."""
+    fails (:class:`EngineError`), this process's SIGTERM handler kept (ray.init replaces it), and
+    Ray's own log lines off its stderr (:func:`_quiet_ray`)."""
     import ray
     from ray.exceptions import AuthenticationError
 
     address = options.address or os.environ.get("RAY_ADDRESS") or None
-    kwargs = {"address": options.address, "log_to_driver": False, "logging_level": logging.WARNING}
+    debug = bool(os.environ.get("GRADCAM_DEBUG"))
+    kwargs = {"address": options.address, "log_to_driver": False,
+              "logging_level": logging.INFO if debug else logging.CRITICAL}
     if address is None:
         kwargs["include_dashboard"] = False
     where = f"{address} ({'--ray-address' if options.address else 'RAY_ADDRESS'})" if address else "a local Ray"
@@ -121,10 +125,11 @@ def connect(options: RayOptions) -> None:
         _probe(address, where)
     saved = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     try:
-        if address is None:  # in this thread: the processes it starts die with the thread that started them
-            ray.init(**kwargs)
-        else:
-            _init_within(kwargs, CONNECT_TIMEOUT, where)
+        with _quiet_ray(debug):
+            if address is None:  # in this thread: the processes it starts die with the thread that started them
+                ray.init(**kwargs)
+            else:
+                _init_within(kwargs, CONNECT_TIMEOUT, where)
     except EngineError:
         raise
     except Exception as exc:
@@ -171,3 +176,30 @@ def _probe(address: str, where: str) -> None:
         reason = "no answer" if isinstance(exc, socket.timeout) else (exc.strerror or first_line(exc)).lower()
         raise EngineError(f"nothing answers at {where}: {reason}; start the cluster (ray start --head) or give the "
                           "address it printed") from None
+
+
+@contextlib.contextmanager
+def _quiet_ray(debug: bool) -> Iterator[None]:
+    """Ray's Python warnings and its C++ core worker's error lines stay off the driver's stderr: its
+    loggers at CRITICAL, RAY_BACKEND_LOG_LEVEL=fatal as the core worker starts (it reads it once; a
+    local Ray's own processes, started meanwhile, log to their files at that level too), and file
+    descriptor 2 on /dev/null while ray.init runs (where the core worker says it read that level).
+    GRADCAM_DEBUG=1 shows them."""
+    if debug:
+        yield
+        return
+    backend = os.environ.get("RAY_BACKEND_LOG_LEVEL")
+    logging.getLogger("ray").setLevel(logging.CRITICAL)  # ray.init warns before it applies logging_level
+    if backend is None:
+        os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        if backend is None:
+            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)

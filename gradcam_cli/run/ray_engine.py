@@ -17,6 +17,7 @@ is an error record, never an exception. Ray is imported only inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -210,9 +211,11 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
     """
     require_ray()
     out_dir = os.path.abspath(options.out_dir)
-    with connected(ray_options), \
-            ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record,
-                           total=len(refs)) as journal:
+    with contextlib.ExitStack() as run:
+        run.enter_context(connected(ray_options))
+        plan_pool(cluster_nodes(), ray_options, -(-len(refs) // options.batch_size))  # refused before --out is made
+        journal = run.enter_context(ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record,
+                                                  total=len(refs)))
         todo = []
         for index, ref in enumerate(refs):
             kept = journal.lookup(ref.path)

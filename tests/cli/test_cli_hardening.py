@@ -29,12 +29,12 @@ def test_progress_in_a_file_is_a_plain_line_every_ten_seconds():
     now = [0.0]
     stream = io.StringIO()
     progress = Progress(100, quiet=False, stream=stream, clock=lambda: now[0])
-    for _ in range(30):  # 30 images, one every 0.5 s: a line at 10 s (20 done)
+    for _ in range(30):  # 30 images, one every 0.5 s: a line 10 s after the first (21 done, 20 since the first)
         now[0] += 0.5
         progress.update()
     progress.write("gradcam: skipped x.jpg: empty file")
     progress.close()
-    assert stream.getvalue() == ("gradcam: 20 of 100 images (20%), 2.0 img/s, 0m40s left\n"
+    assert stream.getvalue() == ("gradcam: 21 of 100 images (21%), 2.0 img/s, 0m40s left\n"
                                  "gradcam: skipped x.jpg: empty file\n")
     assert "\r" not in stream.getvalue()
     quiet = io.StringIO()
@@ -43,6 +43,22 @@ def test_progress_in_a_file_is_a_plain_line_every_ten_seconds():
         now[0] += 1.0
         silent.update()
     assert quiet.getvalue() == ""
+
+
+def test_the_rate_and_time_left_leave_out_the_start_up():
+    import io
+
+    from gradcam_cli.cli.progress import Progress
+
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(400, quiet=False, stream=stream, clock=lambda: now[0])
+    for k in range(12):  # a minute of start-up (the model, Ray and its actors), then a batch of 16 every second
+        for i in range(16):
+            now[0] = 60.0 + k + i / 1000
+            progress.update()
+    # the first line 10 s after the first batch: the 145 images since it over those 10 s
+    assert stream.getvalue() == "gradcam: 161 of 400 images (40%), 14.5 img/s, 0m16s left\n"
 
 
 # ---------------------------------------------------------------------------
