@@ -39,7 +39,7 @@ Exit codes:
      backbone or class, or a model option that does not fit the model (--layer,
      --output, --input-size, --custom-objects); or --out is in use by another
      run (the message names its pid), or --engine ray that cannot run (Ray not
-     installed, workers that differ)
+     installed, a cluster that cannot be joined, workers that differ)
   3  the output directory cannot be written (a file, read-only, full disk, ...)
   4  the model or its weights cannot be loaded (missing, corrupt, not a Keras model)
   5  no images found in the inputs (nothing is loaded or written)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -124,7 +125,15 @@ def _explain(stop, p: dict) -> int:
         return _dry_run(stop, settings, refs, p["jsonl"])
     options = RunOptions(out_dir=p["out_dir"], batch_size=p["batch_size"], workers=p["io_threads"], resume=p["resume"],
                          shard=shard)
-    summary = _run(stop, settings, options, refs, labels, p, ray_options)
+    with contextlib.ExitStack() as cluster:
+        if ray_options is not None:  # joined and the pool planned before the model loads and --out is made
+            from gradcam_cli.run.ray_engine import cluster_nodes, connected, plan_pool
+
+            with errors():
+                cluster.enter_context(connected(ray_options))
+                size = options.batch_size
+                plan_pool(cluster_nodes(), ray_options, -(-len(refs) // size) if isinstance(size, int) else len(refs))
+        summary = _run(stop, settings, options, refs, labels, p, ray_options)
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
     if stop.signum is not None:
@@ -232,7 +241,7 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
                 return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
             from gradcam_cli.run.ray_engine import run_ray
 
-            return run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record)
+            return run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record, stop=stop)
     finally:
         stop.running = False
         progress.close()

@@ -163,14 +163,14 @@ def engine_options(command):
                      help="'ray': run on a Ray cluster (the [ray] extra: pip install -e '.[ray]' in a clone); same "
                           "outputs, and --resume works across engines. See docs/cluster.md."),
         click.option("--ray-address", default=None, metavar="ADDRESS",
-                     help="--engine ray: 'auto' (the cluster this machine belongs to) or ray://host:port; "
-                          "default: a local Ray started for the run."),
+                     help="--engine ray: 'auto' (the cluster this machine belongs to), host:port or ray://host:port; "
+                          "default: the cluster RAY_ADDRESS names, else a local Ray started for the run."),
         click.option("--workers", type=click.IntRange(1), default=None,
-                     help="--engine ray: actors, one model each (default: as many as the cluster's GPUs, or CPUs, hold)."),
+                     help="--engine ray: actors, one model each (default: as many as the cluster's nodes hold)."),
         click.option("--gpus-per-worker", type=click.FloatRange(0, 64), default=None,
                      help="--engine ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0)."),
         click.option("--cpus-per-worker", type=click.FloatRange(1, 1024), default=None,
-                     help="--engine ray: CPUs per actor, and its TensorFlow threads (default: 1 with GPUs, else the CPUs / --workers, at most 4)."),
+                     help="--engine ray: CPUs per actor, and its TensorFlow threads (default: 1 with GPUs, else the CPUs / --workers, at most 4 and the largest node's)."),
     ])
 
 

@@ -9,6 +9,8 @@ from typing import Callable, TextIO
 
 #: seconds between plain progress lines when stderr is not a terminal
 PLAIN_INTERVAL = 10.0
+#: items done within this many seconds of the first one came with it (the rest of its batch): start-up, not rate
+FIRST_BURST = 0.1
 
 
 def _duration(seconds: float) -> str:
@@ -24,8 +26,9 @@ class Progress:
     On a terminal, tqdm's bar; otherwise (a log file) a plain line every ``interval`` seconds,
     also while nothing finishes (a ticker thread; ``ticker=False`` leaves the ticking to
     :meth:`tick`, for tests with their own ``clock``). The rate and the time left count from
-    the first items done, so the model's start-up (loading, the first batch's compile) does
-    not enter them; below one item a second the rate reads as seconds per item."""
+    the first items done (with the rest of their batch: :data:`FIRST_BURST`), so the start-up
+    (loading the model, the first batch's compile, starting Ray and its actors) does not enter
+    them; below one item a second the rate reads as seconds per item."""
 
     def __init__(self, total: int, quiet: bool, stream: TextIO | None = None, interval: float = PLAIN_INTERVAL,
                  clock: Callable[[], float] = time.monotonic, unit: str = "img", noun: str = "images",
@@ -48,9 +51,10 @@ class Progress:
 
     def update(self, n: int = 1) -> None:
         with self._lock:
+            now = self.clock()
+            if self.first is None or now - self.first[0] < FIRST_BURST:  # the first lot: the rest of its batch
+                self.first = (now if self.first is None else self.first[0], self.done + n)
             self.done += n
-            if self.first is None:
-                self.first = (self.clock(), self.done)
         if self.bar is not None:
             self.bar.update(n)
         else:

@@ -17,11 +17,13 @@ is an error record, never an exception. Ray is imported only inside functions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -33,6 +35,7 @@ from gradcam_cli.run.folder import compute_batch
 from gradcam_cli.run.journal import ExplainJournal, Summary, recorded_settings
 from gradcam_cli.run.memory import keep_large_blocks
 from gradcam_cli.run.outputs import outputs_for
+from gradcam_cli.run.ray_cluster import RayOptions, cluster_nodes, connected, plan_pool  # noqa: F401 (the engine's face)
 from gradcam_cli.run.step import BatchStep, decode_item
 from gradcam_cli.settings import RunOptions, RunSettings
 
@@ -44,18 +47,6 @@ INSTALL_HINT = ("--engine ray needs Ray, which is not installed; install the [ra
                 "pip install -e '.[ray]' in a clone of gradcam-cli")
 #: environment variables that say where caches and profiles are; the driver's values go to every actor
 SHARED_ENV = ("XDG_CACHE_HOME", "KERAS_HOME", "GRADCAM_CONFIG_DIR", "TF_CPP_MIN_LOG_LEVEL")
-#: TensorFlow threads of a CPU actor when --cpus-per-worker is not given (more scale poorly per model)
-DEFAULT_CPU_THREADS = 4
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide the Ray engine runs (none of it changes the results)."""
-
-    address: str | None = None  # None: a local Ray for this run; "auto", "host:port" or "ray://host:port"
-    workers: int | None = None  # actors; None: as many as the cluster's GPUs (or CPUs) hold
-    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    cpus_per_worker: float | None = None  # None: 1 with GPUs, else the CPUs / workers, up to DEFAULT_CPU_THREADS
 
 
 def require_ray() -> None:
@@ -79,33 +70,6 @@ def keep_driver_off_gpus() -> None:
         pass
 
 
-def plan_pool(resources: dict, options: RayOptions, batches: int) -> tuple[int, float, float]:
-    """(actors, GPUs per actor, CPUs per actor) for a cluster's total ``resources`` (``"CPU"``, ``"GPU"``).
-
-    Never more actors than ``batches``; :class:`EngineError` when the cluster cannot hold what is asked.
-    """
-    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-    gpu = options.gpus_per_worker if options.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
-    cpu = options.cpus_per_worker
-    if cpu is None:  # with GPUs one CPU feeds one; else a share of the CPUs, up to DEFAULT_CPU_THREADS
-        share = cpus // options.workers if options.workers else cpus
-        cpu = 1.0 if gpu else float(max(1, min(DEFAULT_CPU_THREADS, int(share))))
-    if options.workers is not None:
-        workers = options.workers
-    elif gpu:
-        workers = int(gpus // gpu)
-    else:
-        workers = int(cpus // cpu)
-    workers = max(1, min(workers, max(1, batches)))
-    if workers * cpu > cpus or workers * gpu > gpus:
-        raise EngineError(
-            f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs, but {workers} workers x "
-            f"({cpu:g} CPUs, {gpu:g} GPUs) were asked for; lower --workers, --cpus-per-worker or "
-            "--gpus-per-worker, or add nodes"
-        )
-    return workers, gpu, cpu
-
-
 @dataclass(frozen=True)
 class WorkerSpec:
     """What every actor needs, and what it must find equal on its node."""
@@ -119,6 +83,21 @@ class WorkerSpec:
     threads: int  # TensorFlow intra-op threads
     test_set: bool = False
     env: dict = field(default_factory=dict)
+    stop_flag: object = None  # a StopFlag actor: once it is set, batches not begun are skipped
+
+
+class StopFlag:
+    """Set by the driver when the run must stop (a signal, a closed stdout); asked by every actor
+    before each batch, so the batches in flight finish and the others are skipped."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def set(self) -> None:
+        self.stopped = True
+
+    def is_set(self) -> bool:
+        return self.stopped
 
 
 def _configure_tensorflow(threads: int) -> None:
@@ -148,6 +127,7 @@ class ExplainActor:
 
     def __init__(self, spec: WorkerSpec):
         self.refused: GradcamError | None = None
+        self.stop_flag, self.stopped = spec.stop_flag, False
         try:
             self._start(spec)
         except GradcamError as exc:  # raised on the first batch: from __init__, Ray passes on only its text
@@ -186,7 +166,9 @@ class ExplainActor:
 
         if self.refused is not None:
             raise self.refused
-
+        if self._stopping():  # no records: the driver logs none, and --resume does these images
+            return {"index": np.zeros(0, np.int64), "record": np.array([], dtype=object),
+                    "max_batch": np.zeros(0, np.int64)}
         pending = [
             self.pool.submit(decode_item, InputRef(str(path), str(stem)), self.cam.profile, self.settings.max_pixels,
                              None if true < 0 else int(true))
@@ -201,22 +183,39 @@ class ExplainActor:
         }
 
 
+    def _stopping(self) -> bool:
+        """True once the driver has set the run's stop flag (asked until it is)."""
+        if not self.stopped and self.stop_flag is not None:
+            import ray
+
+            self.stopped = bool(ray.get(self.stop_flag.is_set.remote()))
+        return self.stopped
+
+
 def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, options: RunOptions,
             ray_options: RayOptions, *,
             truth: dict[str, int] | None = None, on_record: Callable[[dict], None] | None = None,
-            actor: type = ExplainActor) -> Summary:
+            stop: Callable[[], bool] | None = None, actor: type = ExplainActor) -> Summary:
     """Explain ``refs`` into ``options.out_dir`` on Ray; the same files and records as
     :func:`~gradcam_cli.run.folder.run_folder` with the same arguments.
 
     ``cam``: the driver's model (it describes the run and is what every actor must
     equal); ``truth``: real path -> true class (test-set mode); ``actor``: the
-    callable class the pool runs (a subclass may add behaviour). Uses the Ray the
-    process is connected to, or connects to ``ray_options.address`` (None: starts a
-    local one) for this run. :class:`EngineError` when Ray is missing or the job fails.
+    callable class the pool runs (a subclass may add behaviour); ``stop``: as
+    :func:`~gradcam_cli.run.folder.run_folder`'s (asked every 0.1 s: once it returns True, the
+    batches the actors have begun are finished and logged, the others skipped, and
+    ``predictions.json`` lists what is done). Uses the Ray the
+    process is connected to, or joins ``ray_options.address`` (None: ``RAY_ADDRESS``,
+    else a local Ray it starts) for this run (:func:`~gradcam_cli.run.ray_cluster.connected`).
+    :class:`EngineError` when Ray is missing, cannot be joined, or the job fails.
     """
     require_ray()
     out_dir = os.path.abspath(options.out_dir)
-    with ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record) as journal:
+    with contextlib.ExitStack() as run:
+        run.enter_context(connected(ray_options))
+        plan_pool(cluster_nodes(), ray_options, -(-len(refs) // options.batch_size))  # refused before --out is made
+        journal = run.enter_context(ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record,
+                                                  total=len(refs)))
         todo = []
         for index, ref in enumerate(refs):
             kept = journal.lookup(ref.path)
@@ -231,7 +230,7 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
             spec = WorkerSpec(settings=settings, out_dir=out_dir, cwd=os.getcwd(), version=__version__,
                               recorded=journal.recorded, described=cam.describe(), threads=1, test_set=bool(truth),
                               env={k: os.environ[k] for k in SHARED_ENV if k in os.environ})
-            for records, cut in _execute(todo, spec, options.batch_size, ray_options, actor):
+            for records, cut in _execute(todo, spec, options.batch_size, ray_options, actor, stop):
                 for record in records:
                     journal.add(record)
                 if cut:
@@ -240,29 +239,31 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
         return journal.finish(refs, max_batch)
 
 
-def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: RayOptions, actor: type):
-    """Run the actor pool over ``items``; yield (records, max_batch) per batch as batches arrive."""
+def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: RayOptions, actor: type,
+             stop: Callable[[], bool] | None = None):
+    """Run the actor pool over ``items``; yield (records, max_batch) per batch as batches arrive
+    (once ``stop()``, only those of the batches begun)."""
     import logging
 
     import ray
     import ray.data
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=ray_options.address, log_to_driver=False, logging_level=logging.WARNING,
-                 **({"include_dashboard": False} if ray_options.address is None else {}))
     context = ray.data.DataContext.get_current()
     saved = {key: getattr(context, key) for key in _QUIET_CONTEXT}
     # Ray Data's console: its notes and its copy of a failure's traceback stay in its log file (we say it in one line)
     console = [h for h in logging.getLogger("ray.data").handlers if isinstance(h, logging.StreamHandler)]
     levels = [h.level for h in console]
+    watching = threading.Event()
     try:
         for handler in console:
             handler.setLevel(logging.CRITICAL)
         batches = -(-len(items) // batch_size)
-        workers, gpu, cpu = plan_pool(ray.cluster_resources(), ray_options, batches)
+        workers, gpu, cpu = plan_pool(cluster_nodes(), ray_options, batches)
         for key, value in _QUIET_CONTEXT.items():
             setattr(context, key, value)
+        if stop is not None:
+            spec = replace(spec, stop_flag=ray.remote(num_cpus=0)(StopFlag).remote())
+            _watch(stop, spec.stop_flag, watching)
         dataset = ray.data.from_items(items, override_num_blocks=_blocks(batches, workers)).map_batches(
             actor, fn_constructor_kwargs={"spec": _with_threads(spec, cpu)}, batch_size=batch_size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpu, num_gpus=gpu,
@@ -273,12 +274,11 @@ def _execute(items: list[dict], spec: WorkerSpec, batch_size: int, ray_options: 
     except Exception as exc:  # ours as they are; Ray's wrappers: ours inside, or the failure in one line
         raise _engine_error(exc) from None
     finally:
+        watching.set()
         for key, value in saved.items():
             setattr(context, key, value)
         for handler, level in zip(console, levels):
             handler.setLevel(level)
-        if started:
-            ray.shutdown()
 
 
 #: Ray Data settings for a run: no progress bars or banners of its own (the CLI draws one), our exceptions as raised
@@ -297,9 +297,18 @@ def _blocks(batches: int, workers: int) -> int:
 BATCHES_PER_BLOCK = 8
 
 
-def _with_threads(spec: WorkerSpec, cpus: float) -> WorkerSpec:
-    from dataclasses import replace
+def _watch(stop: Callable[[], bool], flag, done: threading.Event) -> None:
+    """A thread that sets the StopFlag actor ``flag`` once ``stop()`` is true, until ``done`` is set."""
+    def watch() -> None:
+        while not done.wait(0.1):
+            if stop():
+                flag.set.remote()
+                return
 
+    threading.Thread(target=watch, name="gradcam-ray-stop", daemon=True).start()
+
+
+def _with_threads(spec: WorkerSpec, cpus: float) -> WorkerSpec:
     return replace(spec, threads=max(1, int(cpus)))
 
 

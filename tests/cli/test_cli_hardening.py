@@ -82,6 +82,23 @@ def test_progress_leaves_out_the_start_up_and_ticks_while_nothing_finishes():
     assert ticking.getvalue().count("gradcam: 0 of 5 images (0%)\n") >= 2
 
 
+def test_the_rate_leaves_out_the_first_batch_and_the_start_up_before_it():
+    import io
+
+    from gradcam_cli.cli.progress import Progress
+
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(400, quiet=False, stream=stream, clock=lambda: now[0], ticker=False)
+    for k in range(12):  # a minute of start-up (the model, Ray and its actors), then a batch of 16 every second
+        for i in range(16):
+            now[0] = 60.0 + k + i / 1000
+            progress.update()
+    # a line when the first batch comes (no rate yet), the next 10 s later: the 145 images since the first batch
+    assert stream.getvalue() == ("gradcam: 1 of 400 images (0%)\n"
+                                 "gradcam: 161 of 400 images (40%), 14.5 img/s, 0m16s left\n")
+
+
 # ---------------------------------------------------------------------------
 # 4-6. arguments checked before anything is loaded
 

@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 import pytest
-from helpers import REPO, assert_close, assert_same_pictures, assert_same_raws, invoke
+from helpers import (REPO, assert_close, assert_same_pictures, assert_same_raws, cli, invoke, make_images,
+                     temp_files, wait_for_records)
 from PIL import Image
 
 from gradcam_cli.errors import EngineError, ImageError, OutputError
@@ -266,16 +267,17 @@ def test_the_pool_fits_the_cluster_or_is_refused():
 
     assert [_blocks(b, 2) for b in (1, 5, 8, 100, 62_500)] == [1, 5, 8, 13, 7813]  # a batch a block, then up to 8
 
-    assert plan_pool({"CPU": 16}, RayOptions(), batches=100) == (4, 0.0, 4.0)
-    assert plan_pool({"CPU": 16, "GPU": 4}, RayOptions(), batches=100) == (4, 1.0, 1.0)
-    assert plan_pool({"CPU": 16, "GPU": 4}, RayOptions(), batches=3) == (3, 1.0, 1.0)  # no idle actors
-    assert plan_pool({"CPU": 2}, RayOptions(workers=2, cpus_per_worker=1), batches=5) == (2, 0.0, 1.0)
-    assert plan_pool({"CPU": 2}, RayOptions(workers=2), batches=5) == (2, 0.0, 1.0)  # the CPUs shared out
-    assert plan_pool({"CPU": 32}, RayOptions(workers=2), batches=5) == (2, 0.0, 4.0)
-    with pytest.raises(EngineError, match=r"^the Ray cluster has 2 CPUs and 0 GPUs, but 3 workers x \(1 CPUs, 0 GPUs\)"):
-        plan_pool({"CPU": 2}, RayOptions(workers=3, cpus_per_worker=1), batches=5)
-    with pytest.raises(EngineError, match="lower --workers"):
-        plan_pool({"CPU": 8}, RayOptions(gpus_per_worker=1), batches=5)
+    assert plan_pool([{"CPU": 16}], RayOptions(), batches=100) == (4, 0.0, 4.0)  # one node each: the cluster
+    assert plan_pool([{"CPU": 16, "GPU": 4}], RayOptions(), batches=100) == (4, 1.0, 1.0)
+    assert plan_pool([{"CPU": 16, "GPU": 4}], RayOptions(), batches=3) == (3, 1.0, 1.0)  # no idle actors
+    assert plan_pool([{"CPU": 2}], RayOptions(workers=2, cpus_per_worker=1), batches=5) == (2, 0.0, 1.0)
+    assert plan_pool([{"CPU": 2}], RayOptions(workers=2), batches=5) == (2, 0.0, 1.0)  # the CPUs shared out
+    assert plan_pool([{"CPU": 32}], RayOptions(workers=2), batches=5) == (2, 0.0, 4.0)
+    with pytest.raises(EngineError, match=r"^the Ray cluster has 2 CPUs and 0 GPUs on 1 nodes, room for 2 workers x "
+                                          r"\(1 CPUs, 0 GPUs\), but 3 were asked for"):
+        plan_pool([{"CPU": 2}], RayOptions(workers=3, cpus_per_worker=1), batches=5)
+    with pytest.raises(EngineError, match="lower --cpus-per-worker or --gpus-per-worker"):
+        plan_pool([{"CPU": 8}], RayOptions(gpus_per_worker=1), batches=5)
 
 
 def test_a_local_run_is_finished_on_ray_redoing_only_what_is_incomplete(ray_address, base, local_run, monkeypatch):
@@ -294,3 +296,61 @@ def test_a_local_run_is_finished_on_ray_redoing_only_what_is_incomplete(ray_addr
     assert f"({kept} kept from the previous run)" in result.stderr
     assert_same_run(out, local_run, resumed=True)
     assert len(log_records(out / "predictions.jsonl")) == INPUTS + INPUTS - kept  # the old log, then the redone
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """200 small images, for runs that are stopped part-way."""
+    return make_images(tmp_path_factory.mktemp("many") / "in", 200)
+
+
+def ray_driver(ray_address, tiny, src, out, *more, **popen) -> subprocess.Popen:
+    """``gradcam explain`` on the module's Ray in a child process: the small model, one image a batch, one actor."""
+    return cli(src, "--out", out, *tiny[0], "--batch-size", 1, "--engine", "ray", "--ray-address", ray_address,
+               "--workers", 1, *more, **popen)
+
+
+def assert_stopped_run(out: pathlib.Path, src: pathlib.Path, total: int) -> list[dict]:
+    """What a stopped run leaves: the images begun are done and listed in input order, no temp file."""
+    done = log_records(out / "predictions.jsonl")
+    assert 1 <= len(done) < total
+    order = [str(p) for p in sorted(src.glob("*.png"))]
+    doc = json.loads((out / "predictions.json").read_text())
+    assert doc["images"] == sorted(done, key=lambda r: order.index(r["path"]))
+    assert doc["summary"] == {"images": len(done), "done": len(done), "failed": 0}
+    for record in done:
+        assert (out / record["predictions"][0]["overlay"]).is_file()
+    assert temp_files(out) == []
+    return done
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_a_ray_run_between_batches(ray_address, tiny, many, tmp_path, signum, code):
+    out = tmp_path / "o"
+    proc = ray_driver(ray_address, tiny, many, out, stderr=subprocess.PIPE, text=True)
+    wait_for_records(out / "predictions.jsonl", 1, proc, timeout=240)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    done = assert_stopped_run(out, many, 200)
+    assert err == f"gradcam: interrupted after {len(done)} of 200 images; rerun with --resume\n"  # none of Ray's lines
+
+
+def test_a_closed_stdout_stops_a_ray_run_quietly(ray_address, tiny, many, tmp_path):
+    out = tmp_path / "o"
+    proc = ray_driver(ray_address, tiny, many, out, "--jsonl", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = json.loads(proc.stdout.readline())
+    proc.stdout.close()  # `| head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""
+    assert first in assert_stopped_run(out, many, 200)
+
+
+def test_a_pool_no_node_can_host_is_refused_before_anything_is_loaded_or_made(ray_address, tiny, tmp_path):
+    result = invoke("explain", tiny[1], "--out", tmp_path / "o", *tiny[0], "--engine", "ray", "--cpus-per-worker", 3)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "Error: no node of the Ray cluster can host a worker of 3 CPUs and 0 GPUs (its 1 nodes have at most 2 CPUs "
+        "and 0 GPUs each); lower --cpus-per-worker or --gpus-per-worker, or add a larger node"]
+    assert not (tmp_path / "o").exists()
