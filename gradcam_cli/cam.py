@@ -70,14 +70,27 @@ def preprocessing_description(profile: Profile) -> dict:
     return prep
 
 
-def _model_input_size(model: Any) -> tuple[int, int]:
+def _model_input_size(model: Any, asked: Sequence[int] | None) -> tuple[int, int]:
+    """The (height, width) the model is fed: its own fixed size, or ``asked`` (``--input-size`` or
+    the profile's ``input_size``) where it takes any; one-line OptionError where they disagree or
+    neither gives a size."""
     shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+    fixed = (shape[1], shape[2]) if len(shape) == 4 else (None, None)
+    if asked is None:
+        if len(shape) != 4 or None in fixed:
+            raise OptionError(
+                f"model '{model.name}' takes inputs of shape {shape}, without a fixed height and width; "
+                "pass --input-size"
+            )
+        return int(fixed[0]), int(fixed[1])
+    size = (int(asked[0]), int(asked[1]))
+    if any(f is not None and int(f) != a for f, a in zip(fixed, size)):
+        own = "x".join("any" if f is None else str(int(f)) for f in fixed)
         raise OptionError(
-            f"model '{model.name}' takes inputs of shape {shape}, without a fixed height and width; "
-            "pass --input-size"
+            f"model '{model.name}' takes {own} inputs, not the {size[0]}x{size[1]} asked (--input-size or the "
+            f"profile's input_size); drop --input-size (the size is read from the model) or give its own size"
         )
-    return int(shape[1]), int(shape[2])
+    return size
 
 
 @contextlib.contextmanager
@@ -174,10 +187,9 @@ class GradCAM:
                 self.model = load_user_model(self.profile.model, custom_objects)
             else:
                 self.model = build_model(self.profile, self.weights)
+        self.profile = replace(self.profile, input_size=_model_input_size(self.model, self.profile.input_size))
         self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output)
         self.layer = self.split.layer_name
-        if self.profile.input_size is None:
-            self.profile = replace(self.profile, input_size=_model_input_size(self.model))
         base = pathlib.Path(self.profile.source).parent if self.profile.source else None
         self.class_names = class_names.for_model(self.profile.classes, base, self.split.num_classes, self.split.head_type)
         self._explainers: dict[Any, Any] = {}

@@ -262,3 +262,23 @@ def test_model_option_errors_exit_2_model_errors_exit_4(tmp_path, case, code, wo
 def test_model_and_backbone_together_is_a_usage_error(tmp_path):
     result = invoke("explain", "sample_images/coffee.jpg", "--model", "x.keras", "-b", "vgg16", "--out", tmp_path / "o")
     assert result.exit_code == 2 and "either --backbone or --model" in result.stderr
+
+
+def test_input_size_that_does_not_fit_a_fixed_model_is_one_line(tmp_path, tiny):
+    """Issue 22.3: --input-size 128 on a model fixed at 48 px is one line naming the model's size and
+    the fix, exit 2, nothing written (it was a ValueError traceback, exit 1)."""
+    from gradcam_cli.cam import GradCAM
+    from gradcam_cli.errors import OptionError
+
+    model, images = tiny
+    out = tmp_path / "o"
+    result = invoke("explain", images, *model, "--input-size", 128, "--out", out)
+    assert result.exit_code == 2, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert f"{SIZE}x{SIZE}" in line and "128x128" in line and "--input-size" in line
+    assert not out.exists()
+    with pytest.raises(OptionError, match=f"takes {SIZE}x{SIZE} inputs"):
+        GradCAM(model=str(model[1]), input_size=128)
+    fits = invoke("explain", images, *model, "--input-size", SIZE, "--out", out)  # the model's own size is fine
+    assert fits.exit_code == 0, fits.stderr
