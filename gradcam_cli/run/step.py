@@ -35,8 +35,8 @@ class Item:
     """One decoded image, ready for the model."""
 
     ref: InputRef  # .path (as given) and .out_stem (unique relative output stem)
-    image: np.ndarray  # original resolution, RGB uint8
-    model_input: np.ndarray  # resized and normalised: float32 (H, W, 3)
+    image: np.ndarray  # original resolution, RGB uint8 (a grey model's: its grey, three equal channels)
+    model_input: np.ndarray  # resized and normalised: float32 (H, W, C), C = profile.channels
     true_class: int | None = None  # test-set mode: its true label's class index
     size: tuple[int, int] | None = None  # the file's full (height, width) when ``image`` was decoded reduced
 
@@ -63,13 +63,14 @@ def decode_item(ref: InputRef, profile: Profile, max_pixels: int | None = None, 
     """Decode, resize and normalise one image (in an I/O thread); an error record if it cannot be used.
     ``at_least``: see :func:`gradcam_cli.io.images.decode_sized` (and :func:`decode_floor`)."""
     from gradcam_cli.io import images
-    from gradcam_cli.io.preprocess import normalise, resize
+    from gradcam_cli.io.preprocess import as_model_sees, normalise, resize
 
     try:
         image, size = images.decode_sized(ref.path, at_least=at_least,
                                           **({"max_pixels": max_pixels} if max_pixels else {}))
     except ImageError as exc:
         return error_record(ref.path, exc)
+    image = as_model_sees(image, profile)  # a grey model's overlays are drawn on its grey image
     return Item(ref, image, normalise(resize(image, profile.input_size), profile), true_class,
                 None if size == image.shape[:2] else size)
 
