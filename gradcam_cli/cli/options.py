@@ -152,7 +152,8 @@ def picture_options(command):
                      help="Write no overlay JPEGs: records, --save-raw maps and other asked outputs only (fastest)."),
         click.option("--overlay-max-side", default=None, type=click.IntRange(16, 65536), metavar="PX",
                      help="Overlays (grids, GIFs) at most PX on their long side (default: the original size); "
-                          "large JPEGs are then decoded reduced, several times faster."),
+                          "large JPEGs are then decoded reduced for them, several times faster. Changes only "
+                          "the pictures and overlay_size: the model input, predictions and maps are the same."),
     ])
 
 
