@@ -67,17 +67,52 @@ def preprocessing_description(profile: Profile) -> dict:
     prep = {"mode": profile.preprocessing, "description": PREPROCESSING[profile.preprocessing]}
     if profile.preprocessing == "mean_std":
         prep.update(mean=list(profile.mean), std=list(profile.std))
+    if profile.channels == 1:
+        prep.update(channels=1, grey="ITU-R BT.601 luma of the RGB image (0.299 R + 0.587 G + 0.114 B)")
     return prep
 
 
-def _model_input_size(model: Any) -> tuple[int, int]:
+def _model_input_size(model: Any, asked: Sequence[int] | None) -> tuple[int, int]:
+    """The (height, width) the model is fed: its own fixed size, or ``asked`` (``--input-size`` or
+    the profile's ``input_size``) where it takes any; one-line OptionError where they disagree or
+    neither gives a size."""
     shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[1] is None or shape[2] is None:
+    fixed = (shape[1], shape[2]) if len(shape) == 4 else (None, None)
+    if asked is None:
+        if len(shape) != 4 or None in fixed:
+            raise OptionError(
+                f"model '{model.name}' takes inputs of shape {shape}, without a fixed height and width; "
+                "pass --input-size"
+            )
+        return int(fixed[0]), int(fixed[1])
+    size = (int(asked[0]), int(asked[1]))
+    if any(f is not None and int(f) != a for f, a in zip(fixed, size)):
+        own = "x".join("any" if f is None else str(int(f)) for f in fixed)
         raise OptionError(
-            f"model '{model.name}' takes inputs of shape {shape}, without a fixed height and width; "
-            "pass --input-size"
+            f"model '{model.name}' takes {own} inputs, not the {size[0]}x{size[1]} asked (--input-size or the "
+            f"profile's input_size); drop --input-size (the size is read from the model) or give its own size"
         )
-    return int(shape[1]), int(shape[2])
+    return size
+
+
+def _model_channels(model: Any, profile: Profile) -> int:
+    """The model input's channels: 3 (RGB), or 1 (grey: fed the BT.601 luma, whose one value a
+    per-RGB-channel preprocessing cannot normalise); anything else is a one-line error."""
+    from gradcam_cli.io.preprocess import PER_CHANNEL
+
+    shape = tuple(model.inputs[0].shape)
+    channels = shape[-1] if len(shape) == 4 else None
+    if channels in (None, 3):
+        return 3
+    if channels != 1:
+        raise ModelError(f"model '{model.name}' takes {channels}-channel inputs; gradcam feeds 3 (RGB) or 1 (grey)")
+    mode = profile.preprocessing
+    if mode in PER_CHANNEL or (mode == "mean_std" and (len(set(profile.mean)) > 1 or len(set(profile.std)) > 1)):
+        raise OptionError(
+            f"model '{model.name}' takes 1-channel (grey) inputs, but preprocessing '{mode}' is per RGB channel; "
+            "use --preprocess none, scale, tf, or mean_std with one --mean and --std"
+        )
+    return 1
 
 
 @contextlib.contextmanager
@@ -174,10 +209,10 @@ class GradCAM:
                 self.model = load_user_model(self.profile.model, custom_objects)
             else:
                 self.model = build_model(self.profile, self.weights)
+        self.profile = replace(self.profile, input_size=_model_input_size(self.model, self.profile.input_size),
+                               channels=_model_channels(self.model, self.profile))
         self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output)
         self.layer = self.split.layer_name
-        if self.profile.input_size is None:
-            self.profile = replace(self.profile, input_size=_model_input_size(self.model))
         base = pathlib.Path(self.profile.source).parent if self.profile.source else None
         self.class_names = class_names.for_model(self.profile.classes, base, self.split.num_classes, self.split.head_type)
         self._explainers: dict[Any, Any] = {}
@@ -216,7 +251,8 @@ class GradCAM:
 
     # -- arrays in, arrays out -------------------------------------------------
     def prepare(self, images: Sequence[np.ndarray], value_range: tuple[float, float] | None = None) -> np.ndarray:
-        """Images of any size (see :meth:`explain` for what is accepted) -> the model's float32 input batch."""
+        """Images of any size (see :meth:`explain` for what is accepted) -> the model's float32 input batch
+        (N, H, W, C): C = 1 (the BT.601 luma) for a grey model."""
         from gradcam_cli.io.pixels import to_rgb_uint8
         from gradcam_cli.io.preprocess import normalise, resize
 

@@ -352,3 +352,12 @@ def custom_model() -> keras.Model:
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="predictions")(x))
     model.get_layer("scaled").scale.assign(np.linspace(0.5, 2.0, 6).astype(np.float32))
     return model
+
+
+def grey_cnn(size: int = 64) -> keras.Model:
+    """A 1-channel (grey, X-ray-like) model: Conv2D -> GAP -> Dense, 3 classes."""
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((size, size, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="target")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="predictions")(x), name="grey")

@@ -139,7 +139,7 @@ def picture_options(command):
         click.option("--grid-columns", default=grid.columns, show_default=True, type=click.IntRange(1, 32),
                      help="Tiles per row of --grid."),
         click.option("--grid-tile", default=grid.tile, show_default=True, type=click.IntRange(64, 4096),
-                     help="Long side of each --grid tile, in pixels."),
+                     help="Long side of each --grid tile, in pixels (at most --overlay-max-side: no upscaled tiles)."),
         click.option("--gif", is_flag=True, help="Per image, an animated GIF: original, then each overlay, captioned."),
         click.option("--gif-ms", default=gif.ms, show_default=True, type=click.IntRange(1, 60000),
                      help="Milliseconds per --gif frame."),
@@ -152,7 +152,8 @@ def picture_options(command):
                      help="Write no overlay JPEGs: records, --save-raw maps and other asked outputs only (fastest)."),
         click.option("--overlay-max-side", default=None, type=click.IntRange(16, 65536), metavar="PX",
                      help="Overlays (grids, GIFs) at most PX on their long side (default: the original size); "
-                          "large JPEGs are then decoded reduced, several times faster."),
+                          "large JPEGs are then decoded reduced for them, several times faster. Changes only "
+                          "the pictures and overlay_size: the model input, predictions and maps are the same."),
     ])
 
 

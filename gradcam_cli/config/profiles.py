@@ -59,6 +59,9 @@ class Profile:
     weights_package: str | None = None
     description: str = ""
     source: str = field(default="", compare=False)
+    #: the model input's channels: 3 (RGB) or 1 (grey: the BT.601 luma of the decoded RGB image);
+    #: not a TOML key, the model decides (``GradCAM`` sets it once the model is loaded)
+    channels: int = 3
 
     def weights_source(self) -> str:
         """Human-readable origin of the pretrained weights."""
@@ -292,7 +295,7 @@ def override_profile(profile: Profile, *, input_size=None, preprocessing=None, m
         changes["output"] = str(output)
     if not changes:
         return profile
-    fields = {k: v for k, v in asdict(profile).items() if v not in (None, "") and k != "source"}
+    fields = {k: v for k, v in asdict(profile).items() if v not in (None, "") and k not in ("source", "channels")}
     if "builder" not in fields and "model" not in fields:
         fields["model"] = "<in-memory model>"  # a keras.Model object; restored below
     fields.update({k: v for k, v in changes.items() if v is not None})
@@ -302,5 +305,5 @@ def override_profile(profile: Profile, *, input_size=None, preprocessing=None, m
         if isinstance(fields.get(key), tuple):
             fields[key] = list(fields[key])
     checked = profile_from_mapping(fields, "the command-line options")
-    return replace(checked, source=profile.source, model=profile.model,
+    return replace(checked, source=profile.source, model=profile.model, channels=profile.channels,
                    classes=changes.get("classes", profile.classes))

@@ -183,15 +183,20 @@ def reduction(height: int, width: int, at_least: tuple[int, int] | None) -> int:
     return max([k for k in _REDUCED if -(-height // k) >= at_least[0] and -(-width // k) >= at_least[1]], default=1)
 
 
-def _decode_plain_jpeg(fh, width: int, height: int, scale: int = 1, notes: list | None = None) -> np.ndarray | None:
-    """The common case, a whole upright YCbCr JPEG, decoded by OpenCV (~2x faster than Pillow);
-    ``scale`` 2, 4 or 8 decodes it reduced in libjpeg's DCT (several times faster again).
+def _decode_plain_jpeg(source, width: int, height: int, scale: int = 1, notes: list | None = None
+                       ) -> np.ndarray | None:
+    """The common case, a whole upright YCbCr JPEG (an open file, or its bytes), decoded by OpenCV
+    (~2x faster than Pillow); ``scale`` 2, 4 or 8 decodes it reduced in libjpeg's DCT (several
+    times faster again). ``notes`` (a list) receives libjpeg's warnings, kept off stderr.
 
     Returns None (use Pillow) unless the file ends with the JPEG end-of-image
     marker, so a truncated file still gets Pillow's ``truncated`` verdict.
     """
-    fh.seek(0)
-    data = fh.read()
+    if isinstance(source, bytes):
+        data = source
+    else:
+        source.seek(0)
+        data = source.read()
     if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return None
     flags = _REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION
@@ -215,6 +220,21 @@ def decode_sized(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     smallest (height, width) the caller needs (or None for full size), a plain JPEG may be
     decoded reduced by 2, 4 or 8 in libjpeg (:func:`reduction`); other files decode at full size.
     ``notes`` (a list) receives libjpeg's warnings ("Corrupt JPEG data: ..."), kept off stderr.
+    Errors: see :func:`decode_pair`.
+    """
+    image, _, size = decode_pair(path, max_pixels=max_pixels, at_least=at_least, notes=notes)
+    return image, size
+
+
+def decode_pair(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, at_least=None,
+                model: tuple[int, int] | None = None, notes: list | None = None
+                ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """:func:`decode_sized`'s image (the pictures' decode, ``at_least``), the decode a model input is
+    made from, and the full size. The model's decode is the plain JPEG reduced as far as it stays at
+    least ``model`` = (height, width) on each side, whatever ``at_least`` asks, so the model sees
+    the same pixels whatever size the pictures are; it is the same array when both reductions agree
+    (and for every other file, decoded whole once). ``model=None``: the pictures' decode.
+    ``notes``: libjpeg's warnings, each once.
 
     Raises :class:`ImageError` with ``kind``:
 
@@ -239,17 +259,27 @@ def decode_sized(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         with im:
             width, height = _checked_size(path, im, max_pixels)
             fmt = im.format or "image"
+            small = None
             if fmt == "JPEG" and im.mode == "RGB" and _orientation(im) == 1:
+                fh.seek(0)
+                data = fh.read()
                 scale = reduction(height, width, at_least(height, width) if at_least else None)
-                fast = _decode_plain_jpeg(fh, width, height, scale, notes)
-                if fast is not None:
-                    return fast, (height, width)
+                own = scale if model is None else reduction(height, width, model)
+                small = _decode_plain_jpeg(data, width, height, own, notes)
+                again: list[str] = []
+                picture = (small if own == scale or small is None
+                           else _decode_plain_jpeg(data, width, height, scale, again))
+                if notes is not None:
+                    notes.extend(n for n in again if n not in notes)
+                if picture is not None:
+                    return picture, small, (height, width)
             _load_pixels(path, im, fmt)
             arr = _upright_rgb(path, im, fmt)
 
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ImageError(path, "corrupt", f"unexpected decoded shape {arr.shape}")
-    return np.ascontiguousarray(arr), arr.shape[:2]
+    arr = np.ascontiguousarray(arr)
+    return arr, arr if small is None else small, arr.shape[:2]
 
 
 def _open_file(path: str) -> BinaryIO:

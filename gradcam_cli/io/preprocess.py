@@ -78,8 +78,43 @@ def _table(mode: str, mean, std) -> np.ndarray:
     return np.ascontiguousarray(_affine(levels, mode, mean, std), dtype=np.float32)
 
 
+#: ITU-R BT.601 luma weights (R, G, B): what a 1-channel (grey) model is fed
+LUMA = (0.299, 0.587, 0.114)
+#: per-RGB-channel preprocessings, which a grey model cannot take
+PER_CHANNEL = ("caffe", "torch")
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """RGB (..., H, W, 3) -> the same shape, each channel the ITU-R BT.601 luma
+    0.299 R + 0.587 G + 0.114 B: uint8 by OpenCV's ``COLOR_RGB2GRAY`` (14-bit fixed point,
+    rounded; Pillow's ``convert("L")`` is the same luma within one level, equal on 99.9% of
+    pixels), float in float32. A grey image (three equal channels) is its own luma, exactly."""
+    if image.dtype != np.uint8:
+        luma = np.asarray(image, np.float32) @ np.asarray(LUMA, np.float32)
+        return np.repeat(luma[..., None], 3, axis=-1)
+    if image.size == 0:
+        return image
+    rows = np.ascontiguousarray(image).reshape(-1, image.shape[-2], 3)
+    luma = cv2.cvtColor(rows, cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(luma, cv2.COLOR_GRAY2RGB).reshape(image.shape)
+
+
+def as_model_sees(image: np.ndarray, profile: Profile) -> np.ndarray:
+    """An RGB image as the profile's model sees its colours: itself, or its :func:`grey` for a
+    1-channel model (the overlays are drawn on it)."""
+    return grey(image) if profile.channels == 1 else image
+
+
 def normalise(batch: np.ndarray, profile: Profile) -> np.ndarray:
-    """RGB (..., H, W, 3) -> float32 model input, as the profile's ``preprocessing`` says.
+    """RGB (..., H, W, 3) -> float32 model input (..., H, W, C), as the profile's ``preprocessing``
+    says; a 1-channel model (``profile.channels == 1``) gets the :func:`grey` luma as its one channel."""
+    if profile.channels == 1:
+        return np.ascontiguousarray(_normalise_rgb(grey(batch), profile)[..., :1])
+    return _normalise_rgb(batch, profile)
+
+
+def _normalise_rgb(batch: np.ndarray, profile: Profile) -> np.ndarray:
+    """RGB (..., H, W, 3) -> float32 model input (..., H, W, 3), as the profile's ``preprocessing`` says.
 
     Matches ``keras.applications.imagenet_utils.preprocess_input`` for caffe, tf and torch.
     uint8 input (the pipeline's) goes through a 256-entry table per channel

@@ -22,7 +22,6 @@ import numpy as np
 
 from gradcam_cli._version import __version__
 from gradcam_cli.io import writers
-from gradcam_cli.io.preprocess import resize
 from gradcam_cli.metrics import MetricBatch, get_metric, metric_names
 from gradcam_cli.metrics.baselines import baseline_maps
 from gradcam_cli.metrics.registry import better, curve_kinds
@@ -93,7 +92,7 @@ class Evaluator:
             return []
         ids = [self.index.get(item.ref.path, i) for i, item in enumerate(items)]
         batch = np.stack([item.model_input for item in items])
-        pixels = np.stack([resize(item.image, self.size) for item in items])
+        pixels = np.stack([item.pixels for item in items])  # the model input's own pixels
         classes, first, explained = self.maps(batch, self.settings.methods[0], ids)  # the class is the first's
         records = [self._record(item, e) for item, e in zip(items, explained)]
         boxes = [self.boxes.get(os.path.realpath(item.ref.path)) for item in items]

@@ -42,6 +42,7 @@ class ImageResult:
     record: dict  # the image's record (outputs may add image-level fields)
     stem: str = ""  # the image's output stem (per-image files: ``stem.grid.jpg``)
     pictures: dict | None = None  # method -> its overlays (BGR uint8), once the overlay output has made them
+    base: np.ndarray | None = None  # the image the overlays are drawn on (RGB uint8), once it is made
     upsample: Upsampler = upsample_linear  # how a map reaches the image (GradCAM.upsampler)
     size: tuple[int, int] | None = None  # the file's full (height, width): records and boxes are in its pixels
 
@@ -115,18 +116,25 @@ class OverlayOutput(Output):
     def picture_side(self) -> int | None:
         return self.max_side if self.enabled else 0
 
-    def base(self, result: ImageResult):
-        """The image the overlays are blended on: the decoded image, shrunk (area-averaged, by the
-        model input's resize: within a grey level of one INTER_AREA on average, in half its time) to
-        ``max_side`` on its long side when it is longer."""
+    def base(self, result: ImageResult) -> np.ndarray:
+        """The image the overlays are blended on, and the grid's and GIF's original: the decoded
+        image, shrunk (area-averaged, by the model input's resize: within a grey level of one
+        INTER_AREA on average, in half its time) to ``max_side`` on its long side when it is longer.
+        Made once per image (kept in ``result.base``)."""
         from gradcam_cli.io.preprocess import resize
 
-        image = result.image
-        height, width = image.shape[:2]
-        if self.max_side is None or max(height, width) <= self.max_side:
-            return image
-        scale = self.max_side / max(height, width)
-        return resize(image, (max(1, round(height * scale)), max(1, round(width * scale))))
+        if result.base is None:
+            image = result.image
+            height, width = image.shape[:2]
+            if self.max_side is not None and max(height, width) > self.max_side:
+                scale = self.max_side / max(height, width)
+                image = resize(image, (max(1, round(height * scale)), max(1, round(width * scale))))
+            result.base = image
+        return result.base
+
+    def tile(self, tile: int) -> int:
+        """A grid's tile side: ``tile``, at most ``max_side`` (capped pictures are not upscaled)."""
+        return tile if self.max_side is None else min(tile, self.max_side)
 
     def pictures(self, result: ImageResult) -> dict:
         """Each heat-map method's overlays (BGR, with its boxes when asked), made once per image and
@@ -244,7 +252,8 @@ class GridOutput(Output):
             tiles += pictures
             titles += [tile_title(entry, method if several else None) for entry in result.entries]
             groups.append(len(pictures))
-        picture = grid_image(result.image, tiles, titles, columns=self.columns, tile=self.tile, groups=groups)
+        picture = grid_image(self.overlay.base(result), tiles, titles, columns=self.columns,
+                             tile=self.overlay.tile(self.tile), groups=groups)
         name = f"{result.stem}.grid.jpg"
         writers.write_bytes(out_dir / name, encode_jpeg(np.ascontiguousarray(picture[..., ::-1]), self.quality))
         result.record[self.key] = name
@@ -270,7 +279,7 @@ class GifOutput(Output):
         from gradcam_cli.render.gif import gif_bytes
 
         several = several_methods(result)
-        frames, captions = [result.image], ["original"]
+        frames, captions = [self.overlay.base(result)], ["original"]  # the overlays' size
         for method, pictures in self.overlay.pictures(result).items():
             frames += [np.ascontiguousarray(p[..., ::-1]) for p in pictures]
             captions += [_caption(entry, method if several else None) for entry in result.entries]

@@ -35,10 +35,11 @@ class Item:
     """One decoded image, ready for the model."""
 
     ref: InputRef  # .path (as given) and .out_stem (unique relative output stem)
-    image: np.ndarray  # original resolution, RGB uint8
-    model_input: np.ndarray  # resized and normalised: float32 (H, W, 3)
+    image: np.ndarray  # original resolution, RGB uint8 (a grey model's: its grey, three equal channels)
+    model_input: np.ndarray  # resized and normalised: float32 (H, W, C), C = profile.channels
     true_class: int | None = None  # test-set mode: its true label's class index
     size: tuple[int, int] | None = None  # the file's full (height, width) when ``image`` was decoded reduced
+    pixels: np.ndarray | None = None  # the model input before normalising: RGB uint8 (H, W, 3)
     warnings: tuple[str, ...] = ()  # what the decoder warned (libjpeg's "Corrupt JPEG data: ...")
 
     @property
@@ -62,24 +63,31 @@ def error_record(path: str, exc: ImageError) -> dict:
 def decode_item(ref: InputRef, profile: Profile, max_pixels: int | None = None, true_class: int | None = None,
                 at_least: Callable | None = None) -> Item | dict:
     """Decode, resize and normalise one image (in an I/O thread); an error record if it cannot be used.
-    ``at_least``: see :func:`gradcam_cli.io.images.decode_sized` (and :func:`decode_floor`)."""
+    ``at_least`` (:func:`decode_floor`) sizes only ``Item.image``, the pictures' decode: the model
+    input always comes from the decode reduced to the model input
+    (:func:`gradcam_cli.io.images.decode_pair`), so no picture option changes what the model sees."""
     from gradcam_cli.io import images
-    from gradcam_cli.io.preprocess import normalise, resize
+    from gradcam_cli.io.preprocess import as_model_sees, normalise, resize
 
     notes: list = []
     try:
-        image, size = images.decode_sized(ref.path, at_least=at_least, notes=notes,
-                                          **({"max_pixels": max_pixels} if max_pixels else {}))
+        image, small, size = images.decode_pair(ref.path, at_least=at_least, model=tuple(profile.input_size),
+                                                notes=notes, **({"max_pixels": max_pixels} if max_pixels else {}))
     except ImageError as exc:
         return error_record(ref.path, exc)
-    return Item(ref, image, normalise(resize(image, profile.input_size), profile), true_class,
-                None if size == image.shape[:2] else size, tuple(notes))
+    same = small is image
+    image = as_model_sees(image, profile)  # a grey model's overlays are drawn on its grey image
+    pixels = resize(image if same else as_model_sees(small, profile), profile.input_size)
+    return Item(ref, image, normalise(pixels, profile), true_class, None if size == image.shape[:2] else size, pixels,
+                tuple(notes))
 
 
 def decode_floor(outputs: Sequence[Output], input_size: tuple[int, int]) -> Callable | None:
-    """How small a JPEG may be decoded and lose nothing the run writes: at least the model input
-    on each side, and the longest side any output asks of its pictures (:meth:`Output.picture_side`);
-    None (full size) when one asks for the original size.
+    """How small a JPEG may be decoded for the pictures and lose nothing the run draws: the longest
+    side any output asks of its pictures (:meth:`Output.picture_side`), and at least the model input
+    on each side (then the pictures' decode is the model's, one decode); None (full size) when one
+    asks for the original size. The model input is made from its own decode, always reduced to the
+    model input (:func:`decode_item`), whatever this floor is.
 
     libjpeg's reduced decode is itself an averaging shrink: resized on to the model input from
     there, the input differs from the full decode's by 0.2-0.4 grey levels on average (99th

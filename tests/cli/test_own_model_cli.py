@@ -262,3 +262,63 @@ def test_model_option_errors_exit_2_model_errors_exit_4(tmp_path, case, code, wo
 def test_model_and_backbone_together_is_a_usage_error(tmp_path):
     result = invoke("explain", "sample_images/coffee.jpg", "--model", "x.keras", "-b", "vgg16", "--out", tmp_path / "o")
     assert result.exit_code == 2 and "either --backbone or --model" in result.stderr
+
+
+def test_input_size_that_does_not_fit_a_fixed_model_is_one_line(tmp_path, tiny):
+    """Issue 22.3: --input-size 128 on a model fixed at 48 px is one line naming the model's size and
+    the fix, exit 2, nothing written (it was a ValueError traceback, exit 1)."""
+    from gradcam_cli.cam import GradCAM
+    from gradcam_cli.errors import OptionError
+
+    model, images = tiny
+    out = tmp_path / "o"
+    result = invoke("explain", images, *model, "--input-size", 128, "--out", out)
+    assert result.exit_code == 2, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert f"{SIZE}x{SIZE}" in line and "128x128" in line and "--input-size" in line
+    assert not out.exists()
+    with pytest.raises(OptionError, match=f"takes {SIZE}x{SIZE} inputs"):
+        GradCAM(model=str(model[1]), input_size=128)
+    fits = invoke("explain", images, *model, "--input-size", SIZE, "--out", out)  # the model's own size is fine
+    assert fits.exit_code == 0, fits.stderr
+
+
+def test_a_grey_model_gets_grey_images_and_grey_overlays(tmp_path):
+    """Issue 22.2: a 1-channel model is fed the BT.601 luma of each image (OpenCV's RGB2GRAY), and
+    its overlays, grid and GIF are drawn on that grey image; a per-RGB-channel preprocessing is one line."""
+    import cv2
+
+    from builders import grey_cnn
+    from gradcam_cli.io.preprocess import resize
+
+    model = grey_cnn()
+    model.save(tmp_path / "grey.keras")
+    images = tmp_path / "images"
+    images.mkdir()
+    yy, xx = np.mgrid[0:90, 0:120]
+    colour = np.stack([xx * 2, yy * 2, 255 - xx * 2], axis=-1).astype(np.uint8)
+    Image.fromarray(colour).save(images / "colour.png")
+    Image.fromarray(colour[..., 1]).save(images / "grey.png")  # an 'L' PNG
+    out = tmp_path / "o"
+    result = invoke("explain", images, "--model", tmp_path / "grey.keras", "--preprocess", "scale", "--top", 3,
+                    "--grid", "--gif", "-q", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads((out / "predictions.json").read_text())
+    assert doc["preprocessing"]["channels"] == 1 and "BT.601" in doc["preprocessing"]["grey"]
+    for record in doc["images"]:
+        rgb = np.asarray(Image.open(record["path"]).convert("RGB"))
+        luma = resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (64, 64))
+        probs = model.predict(luma[None, ..., None].astype(np.float32) / 255.0, verbose=0)[0]
+        for entry in record["predictions"]:
+            assert abs(entry["probability"] - float(probs[entry["class_index"]])) < 1e-5
+        grid = np.asarray(Image.open(out / record["grid"]).convert("RGB")).astype(int)
+        from gradcam_cli.render.grid import grid_layout
+
+        x0, y0, x1, y1 = grid_layout([(90, 120)] * 4, columns=3, tile=384).pictures[0]
+        original = grid[y0:y1, x0:x1]
+        assert np.abs(original[..., 0] - original[..., 2]).mean() < 2, "the original tile is not grey"
+    refused = invoke("explain", images, "--model", tmp_path / "grey.keras", "--preprocess", "caffe", "-q",
+                     "--out", tmp_path / "o2")
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "1-channel" in refused.stderr and "caffe" in refused.stderr

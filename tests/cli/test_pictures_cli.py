@@ -198,3 +198,35 @@ def test_grid_gif_boxes_and_report_show_every_method(tmp_path, lite0_cam):
     html = (out / "report.html").read_text()
     for entry in tiles.values():
         assert all(name in html for name in entry["overlays"].values())
+
+
+def test_capped_overlays_make_the_grid_and_gif_at_the_cap(tmp_path, tiny):
+    """Issue 22.1: with --overlay-max-side, the GIF's first frame and the grid's original tile are the
+    same capped base as the overlays (a GIF of one size, no traceback), and the grid's tiles are not
+    upscaled past the cap (the tile is at most the cap)."""
+    from gradcam_cli.render.gif import caption_height
+    from gradcam_cli.render.grid import grid_layout
+
+    model, _ = tiny
+    images = tmp_path / "big"
+    images.mkdir()
+    yy, xx = np.mgrid[0:150, 0:200]
+    smooth = np.stack([xx * 255 // 199, yy * 255 // 149, (xx + yy) * 255 // 348], axis=-1).astype(np.uint8)
+    Image.fromarray(smooth).save(images / "a.png")
+    out = tmp_path / "o"
+    result = invoke("explain", images, "--out", out, *model, "--top", 2, "--overlay-max-side", 100, "--gif",
+                    "--grid", "--grid-tile", 160, "--grid-columns", 3)
+    assert result.exit_code == 0, result.output
+    [record] = json.loads((out / "predictions.json").read_text())["images"]
+    assert record["overlay_size"] == [100, 75]
+    overlays = [np.asarray(Image.open(out / e["overlay"]).convert("RGB")) for e in record["predictions"]]
+    assert all(o.shape == (75, 100, 3) for o in overlays)
+    gif = Image.open(out / record["gif"])
+    assert gif.n_frames == 3 and gif.size == (100, 75 + caption_height(100))
+    grid = Image.open(out / record["grid"])
+    layout = grid_layout([(75, 100)] * 3, columns=3, tile=100)
+    assert (grid.height, grid.width) == (layout.height, layout.width)
+    x0, y0, x1, y1 = layout.pictures[0]
+    original = np.asarray(grid.convert("RGB"))[y0:y1, x0:x1].astype(int)
+    base = np.asarray(Image.open(images / "a.png").convert("RGB").resize((100, 75), Image.BOX)).astype(int)
+    assert original.shape == base.shape and np.abs(original - base).mean() < 3

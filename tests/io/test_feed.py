@@ -172,3 +172,45 @@ def test_no_overlays_and_overlay_max_side_from_the_cli(tmp_path, big_jpeg, lite0
     full = lite0_cam.explain([decode(str(big_jpeg))], top=1)[0].predictions[0]
     assert record["predictions"][0]["class_index"] == full.class_index
     assert abs(record["predictions"][0]["probability"] - full.probability) < 0.02
+
+
+def test_overlay_size_does_not_change_what_the_model_sees(tmp_path, tiny, monkeypatch):
+    """Issue 22.6: the model input comes from the decode reduced to the model input whatever the
+    pictures need: full-size overlays, --overlay-max-side 600 and --no-overlays feed the model
+    byte-identical batches (same images, same batches) and so give equal probabilities, on JPEGs
+    large enough to be decoded reduced (3000 x 2000, noisy)."""
+    from gradcam_cli.cam import GradCAM
+
+    model, _ = tiny
+    folder = tmp_path / "big"
+    folder.mkdir()
+    rng = np.random.default_rng(6)
+    base = cv2.resize(cv2.imread("sample_images/coffee.jpg"), (3000, 2000), interpolation=cv2.INTER_LINEAR)
+    for i in range(3):
+        noisy = (base.astype(np.int16) + rng.integers(-40, 41, base.shape)).clip(0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"p{i}.jpg"), np.roll(noisy, 500 * i, axis=1), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    seen: list = []
+    explain_prepared = GradCAM.explain_prepared
+
+    def recording(self, batch, **kwargs):
+        seen[-1].append(np.array(batch, copy=True))
+        return explain_prepared(self, batch, **kwargs)
+
+    monkeypatch.setattr(GradCAM, "explain_prepared", recording)
+    runs = {}
+    for name, extra in [("full", []), ("capped", ["--overlay-max-side", 600]), ("none", ["--no-overlays"])]:
+        seen.append([])
+        out = tmp_path / name
+        result = invoke("explain", folder, *model, "--out", out, "--batch-size", 3, *extra)
+        assert result.exit_code == 0, result.stderr
+        runs[name] = json.loads((out / "predictions.json").read_text())["images"]
+    assert "overlay_size" in runs["capped"][0] and "overlay" not in runs["none"][0]["predictions"][0]
+    first = seen[0]
+    assert len(first) == 1 and first[0].shape == (3, 48, 48, 3)
+    for batches in seen[1:]:
+        assert len(batches) == len(first) and all(a.tobytes() == b.tobytes() for a, b in zip(first, batches))
+    for name in ("capped", "none"):
+        for a, b in zip(runs["full"], runs[name]):
+            assert a["path"] == b["path"] and a["width"] == b["width"] == 3000
+            assert [(p["class_index"], p["probability"]) for p in a["predictions"]] == \
+                   [(p["class_index"], p["probability"]) for p in b["predictions"]]

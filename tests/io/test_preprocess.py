@@ -115,3 +115,23 @@ def test_resize_enlarges_and_keeps_the_target_size():
     assert resize(image[:100, :50], (224, 224)).shape == (224, 224, 3)  # enlarging
     same = image[:224, :224]
     assert resize(same, (224, 224)) is same
+
+
+def test_grey_is_bt601_luma_and_leaves_grey_unchanged():
+    """Issue 22.2: grey(): OpenCV's RGB2GRAY (0.299 R + 0.587 G + 0.114 B, rounded) on three equal
+    channels; a grey image is its own luma; Pillow's 'L' is the same luma to within one level."""
+    from PIL import Image
+
+    from gradcam_cli.io.preprocess import grey
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (2, 40, 50, 3), np.uint8)
+    out = grey(rgb)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    exact = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(out[..., 0] - exact).max() <= 0.51  # rounded, in 14-bit fixed point
+    pillow = np.asarray(Image.fromarray(rgb[0]).convert("L")).astype(int)
+    assert np.abs(out[0, ..., 0].astype(int) - pillow).max() <= 1
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)
+    assert (grey(levels) == levels).all()

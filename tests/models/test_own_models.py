@@ -428,3 +428,23 @@ def test_user_model_is_not_mutated(tmp_path):
     assert loaded.get_layer("predictions").activation.__name__ == "softmax"
     assert_unchanged(loaded, before)
     assert pathlib.Path(path).stat().st_size > 0
+
+
+def test_library_feeds_a_grey_model_the_luma_of_any_image():
+    """Issue 22.2: GradCAM.prepare / explain give a 1-channel model one channel, the BT.601 luma
+    (OpenCV's RGB2GRAY: a grey image is its own luma, so grey and RGB-of-grey inputs agree)."""
+    import cv2
+
+    from builders import grey_cnn
+    from gradcam_cli.cam import GradCAM
+
+    cam = GradCAM(model=grey_cnn(), preprocessing="scale")
+    assert cam.profile.channels == 1 and cam.profile.input_size == (64, 64)
+    rgb = np.random.default_rng(1).integers(0, 256, (64, 64, 3), np.uint8)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    batch = cam.prepare([rgb, grey, np.repeat(grey[..., None], 3, axis=2)])
+    assert batch.shape == (3, 64, 64, 1) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch[0, ..., 0], grey / np.float32(255))
+    assert (batch[0] == batch[1]).all() and (batch[1] == batch[2]).all()
+    a, b = cam.explain([rgb, grey], top=2)
+    assert a.maps.shape == (2, 64, 64) and a.predictions == b.predictions
