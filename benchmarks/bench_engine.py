@@ -28,8 +28,8 @@ small JPEGs, each in its own subprocess, and a per-stage profile of the CLI
 path (where the time goes: decode, resize, model, overlay, encode, write).
 
     python benchmarks/bench_engine.py                  # the full run (~20 min on 2 cores) -> benchmarks/results/engine.md
-    python benchmarks/bench_engine.py --quick --out /tmp/quick.md     # a few minutes
-    python benchmarks/bench_engine.py --backbones vgg16,resnet50 --no-memory --out ''   # print only
+    python benchmarks/bench_engine.py --quick                         # a few minutes, printed only
+    python benchmarks/bench_engine.py --backbones vgg16,resnet50 --no-memory --out /tmp/part.md
 
 Nothing in the library is modified: the stage profile wraps module functions
 (``images.decode``, ``preprocess.resize``, ``render.overlays``, ...) for the
@@ -904,8 +904,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help=f"fewer rounds and images; backbones {','.join(QUICK_BACKBONES)} unless --backbones")
     parser.add_argument("--backbones", help=f"comma-separated (default {','.join(DEFAULT_BACKBONES)})")
-    parser.add_argument("--out", default=str(RESULTS),
-                        help=f"also write the markdown report to this file (default {RESULTS.relative_to(REPO)}; '' for none)")
+    parser.add_argument("--out", help=f"also write the markdown report to this file (default: "
+                                      f"{RESULTS.relative_to(REPO)} for a full run, none with --quick)")
     parser.add_argument("--json", help="also write the raw measurements to this JSON file")
     parser.add_argument("--weights", default="none", help="none (default) or imagenet")
     parser.add_argument("--no-memory", action="store_true", help="skip the 100 vs 1,000 images memory test")
@@ -929,6 +929,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cli-seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--tutorial-images", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.out is None and not args.quick:
+        args.out = str(RESULTS)
 
     args.reps = args.reps or (2 if args.quick else 4)
     args.round_budget = args.round_budget if args.round_budget is not None else (10.0 if args.quick else 40.0)

@@ -25,6 +25,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "features.md"
+FEATURES = ("filters", "activations", "evaluate", "report")
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -73,10 +74,12 @@ def report(results: dict, seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(RESULTS),
-                        help=f"write the markdown report here (default {RESULTS.relative_to(REPO)}; '' for none)")
-    parser.add_argument("--only", default="filters,activations,evaluate,report")
+    parser.add_argument("--out", help=f"write the markdown report here (default: {RESULTS.relative_to(REPO)} "
+                                      "when every feature is measured, none with --only)")
+    parser.add_argument("--only", default=",".join(FEATURES))
     args = parser.parse_args()
+    if args.out is None and set(args.only.split(",")) >= set(FEATURES):
+        args.out = str(RESULTS)
     start = time.perf_counter()
     results = run_all(args.only.split(","))
     text = report(results, time.perf_counter() - start)
