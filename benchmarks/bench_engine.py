@@ -728,9 +728,9 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "**FAIL**"
 
 
-def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str, list]:
+def throughput_lines(meta: dict, results: dict, targets: list) -> list:
+    """The main table, one row per backbone, top and batch size, and what its columns mean; appends to ``targets``."""
     lines: list[str] = []
-    targets: list[tuple[str, float | None, str, bool | None]] = []
     lines.append("# gradcam-cli: Grad-CAM top-N vs a bare forward pass")
     lines.append("")
     lines.append("## Throughput (images/s; ratio = images/s / compiled forward images/s at the same batch size)")
@@ -783,6 +783,12 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
                  "image at a time whatever the batch column says; extrapolated from a few images; ratio "
                  "against that row's forward pass. Model only: no decoding or overlays.")
     lines.append("")
+    return lines
+
+
+def backbone_lines(results: dict) -> list:
+    """One row per backbone: its model, the run's rounds and sizes, and the other processes' load."""
+    lines: list[str] = []
     lines.append("| backbone | input | target layer (h, w, K) | engine path | params | weights | build s "
                  "| engine rounds (b1; b16) | CLI images/run x runs | engine traces | process min "
                  "| other load, cores: whole process (engine b1 / engine b16 / CLI / profile) |")
@@ -800,7 +806,12 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
             f"| {res['process_seconds'] / 60:.1f} | {fmt_load(res.get('other_cores'))} ("
             + " / ".join(fmt_load(res.get("other_load", {}).get(k)) for k in ("engine b1", "engine b16", "CLI", "profile"))
             + ") |")
+    return lines
 
+
+def memory_lines(meta: dict, memory: dict | None, targets: list) -> list:
+    """Peak RSS over 100 vs 1,000 images; appends to ``targets``."""
+    lines: list[str] = []
     if memory is not None:
         lines.append("")
         lines.append("## Peak memory: the whole pipeline over 100 vs 1,000 images")
@@ -825,7 +836,12 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
             lines.append("")
             lines.append(f"Peak RSS 1,000 / 100 images: **{ratio:.3f}x** (target ≤ {MEMORY_TARGET}x): {verdict(ok)}")
             targets.append(("peak RSS, 1,000 images / 100 images", ratio, f"≤ {MEMORY_TARGET}", ok))
+    return lines
 
+
+def profile_lines(meta: dict, results: dict) -> list:
+    """Where the CLI's time goes, per profiled backbone and top."""
+    lines: list[str] = []
     profiled = [(name, res) for name, res in results.items() if res and "error" not in res and res.get("profile")]
     if profiled:
         cores = meta["usable_cores"]
@@ -865,7 +881,12 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
                                  f"{1000 * s['seconds'] / images:.1f} | {', '.join(s['threads']) or '—'} |")
                 lines.append(f"| **sum** | | {1000 * alone_total / images:.1f} | 100% | "
                              f"{1000 * in_total / images:.1f} | |")
+    return lines
 
+
+def target_lines(targets: list) -> list:
+    """Every target, measured against wanted."""
+    lines: list[str] = []
     lines.append("")
     lines.append("## Targets")
     lines.append("")
@@ -873,7 +894,12 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
     lines.append("|---|---:|---:|---|")
     for what, value, want, ok in targets:
         lines.append(f"| {what} | {'—' if value is None else f'{value:.3f}'} | {want} | {verdict(ok)} |")
+    return lines
 
+
+def machine_lines(meta: dict) -> list:
+    """The machine, the library's version and the run's settings and command."""
+    lines: list[str] = []
     lines.append("")
     lines.append("## Machine and run")
     lines.append("")
@@ -895,10 +921,20 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
                  f"per top; weights {meta['weights']} (random weights run at the same speed); started "
                  f"{meta['started']}, wall time {meta['wall_s'] / 60:.1f} min.")
     lines.append(f"- Command: `{meta['command']}`")
+    return lines
+
+
+def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str, list]:
+    """The markdown report, and the list of (target, measured, wanted, ok)."""
+    targets: list[tuple[str, float | None, str, bool | None]] = []
+    lines = throughput_lines(meta, results, targets) + backbone_lines(results)
+    lines += memory_lines(meta, memory, targets) + profile_lines(meta, results)
+    lines += target_lines(targets) + machine_lines(meta)
     return "\n".join(lines) + "\n", targets
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The options, with the defaults of a full or a ``--quick`` run filled in."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
@@ -940,33 +976,11 @@ def main(argv=None) -> int:
     args.cli_seconds = args.cli_seconds or (4.0 if args.quick else 8.0)
     args.tutorial_images = args.tutorial_images or (2 if args.quick else 4)
     args.profile_backbones = [b for b in (args.profile_backbones or "").split(",") if b]
+    return args
 
-    if args.worker or args.memory_worker:
-        data = worker(args) if args.worker else memory_worker(args)
-        pathlib.Path(args.result).write_text(json.dumps(data, indent=1))
-        return 0
 
-    if args.render:
-        saved = json.loads(pathlib.Path(args.render).read_text(encoding="utf-8"))
-        memory = {int(k): v for k, v in saved["memory"].items()} if saved.get("memory") else None
-        report, _ = render_markdown(saved["meta"], saved["results"], memory)
-        print(report)
-        if args.out:
-            pathlib.Path(args.out).write_text(report, encoding="utf-8")
-        return 0
-
-    from gradcam_cli.config.profiles import load_registry
-
-    registry = load_registry()
-    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else \
-        list(QUICK_BACKBONES if args.quick else DEFAULT_BACKBONES)
-    unknown = [b for b in backbones if b not in registry]
-    if unknown:
-        parser.error(f"unknown backbone(s) {', '.join(unknown)}; choose from {', '.join(sorted(registry))}")
-
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    load_start = loadavg()
-    wall0 = perf()
+def measure_all(args, backbones: list) -> tuple[dict, dict | None]:
+    """Generate the JPEGs, run one worker process per backbone, then the two memory processes."""
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="gradcam-bench-"))
     try:
         cli_dir = tmp / "jpeg1024x768"
@@ -1002,7 +1016,11 @@ def main(argv=None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             log(f"kept {tmp}")
+    return results, memory
 
+
+def run_meta(args, argv, results: dict, started: str, load_start: str, wall0: float) -> dict:
+    """What the report says about the machine, the library and the run."""
     first = next((r for r in results.values() if r and "error" not in r), {})
     meta = {
         "cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
@@ -1019,7 +1037,42 @@ def main(argv=None) -> int:
         "started": started, "wall_s": perf() - wall0,
         "command": " ".join(["python", f"benchmarks/{pathlib.Path(__file__).name}", *(argv if argv is not None else sys.argv[1:])]),
     }
-    report, targets = render_markdown(meta, results, memory)
+    return meta
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker or args.memory_worker:
+        data = worker(args) if args.worker else memory_worker(args)
+        pathlib.Path(args.result).write_text(json.dumps(data, indent=1))
+        return 0
+
+    if args.render:
+        saved = json.loads(pathlib.Path(args.render).read_text(encoding="utf-8"))
+        memory = {int(k): v for k, v in saved["memory"].items()} if saved.get("memory") else None
+        report, _ = render_markdown(saved["meta"], saved["results"], memory)
+        print(report)
+        if args.out:
+            pathlib.Path(args.out).write_text(report, encoding="utf-8")
+        return 0
+
+    from gradcam_cli.config.profiles import load_registry
+
+    registry = load_registry()
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else \
+        list(QUICK_BACKBONES if args.quick else DEFAULT_BACKBONES)
+    unknown = [b for b in backbones if b not in registry]
+    if unknown:
+        print(f"bench_engine.py: error: unknown backbone(s) {', '.join(unknown)}; "
+              f"choose from {', '.join(sorted(registry))}", file=sys.stderr)
+        return 2
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load_start = loadavg()
+    wall0 = perf()
+    results, memory = measure_all(args, backbones)
+    meta = run_meta(args, argv, results, started, load_start, wall0)
+    report, _ = render_markdown(meta, results, memory)
     print(report)
     if args.out:
         pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
