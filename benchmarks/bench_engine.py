@@ -268,7 +268,7 @@ class StageProfiler:
 
 # stage name, (module, attribute)
 STAGES = (
-    ("decode (full res; OpenCV for whole JPEGs)", "gradcam_cli.io.images", "decode"),
+    ("decode (full res; OpenCV for whole JPEGs)", "gradcam_cli.io.images", "decode_sized"),  # decode calls it; run.step too
     ("resize to model input", "gradcam_cli.io.preprocess", "resize"),
     ("normalise", "gradcam_cli.io.preprocess", "normalise"),
     ("model (Explainer call)", "gradcam_cli.engine.explainer", "Explainer.__call__"),
@@ -848,7 +848,7 @@ def profile_lines(meta: dict, results: dict) -> list:
         lines.append("")
         lines.append("## Where the CLI's time goes (batch 16, 1024x768 JPEGs, ms per image)")
         lines.append("")
-        lines.append("*alone*: the pipeline's own stage functions (`images.decode`, `preprocess.resize`, "
+        lines.append("*alone*: the pipeline's own stage functions (`images.decode_sized`, `preprocess.resize`, "
                      "`preprocess.normalise`, `GradCAM.explain_prepared`, `render.overlays`, `render.encode_jpeg`, "
                      "`writers.write_bytes`) called one after the other on the same images, nothing beside them: "
                      "what each stage costs. *in the pipeline*: one more `run_folder` with the same functions "
