@@ -269,6 +269,8 @@ class StageProfiler:
 # stage name, (module, attribute)
 STAGES = (
     ("decode (full res; OpenCV for whole JPEGs)", "gradcam_cli.io.images", "decode_sized"),  # decode calls it; run.step too
+    # where the library has it (main after issue 22.6), run.step decodes through decode_pair instead
+    ("decode for the model and the pictures (decode_pair)", "gradcam_cli.io.images", "decode_pair"),
     ("resize to model input", "gradcam_cli.io.preprocess", "resize"),
     ("normalise", "gradcam_cli.io.preprocess", "normalise"),
     ("model (Explainer call)", "gradcam_cli.engine.explainer", "Explainer.__call__"),
