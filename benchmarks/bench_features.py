@@ -1,6 +1,6 @@
 """Speed of the features beyond Grad-CAM's main path, each against its own floor, in one run.
 
-    python benchmarks/bench_features.py --out benchmarks/results_features.md     # ~10 minutes on 2 cores
+    python benchmarks/bench_features.py     # ~10 minutes on 2 cores -> benchmarks/results/features.md
 
 - filters: 64 filter patterns of VGG16 (weights none) block3_conv1 at 64 px, 40 steps: the batched,
   compiled ascent against the book's loop (a GradientTape per filter per step), eager and compiled;
@@ -10,7 +10,8 @@
 - report: a 10,000-record report opened in Chromium, time to its first page of cards.
 
 Every figure is a median over rounds taken back to back under the same load (the machine is
-shared and noisy: compare the ratios, not the absolute numbers).
+shared and noisy: compare the ratios, not the absolute numbers). The measuring functions are
+its helpers beside it: ``_inspect.py`` (filters, activations), ``_evaluate.py``, ``_report.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "features.md"
+FEATURES = ("filters", "activations", "evaluate", "report")
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -30,19 +33,19 @@ sys.path.insert(0, str(REPO / "tests"))
 def run_all(which: list[str]) -> dict:
     results: dict = {}
     if "filters" in which:
-        from inspect_bench import benchmark_filters
+        from _inspect import benchmark_filters
 
         results["filters"] = benchmark_filters()
     if "activations" in which:
-        from inspect_bench import benchmark_activations
+        from _inspect import benchmark_activations
 
         results["activations"] = benchmark_activations()
     if "evaluate" in which:
-        from evaluate_bench import benchmark_evaluate
+        from _evaluate import benchmark_evaluate
 
         results["evaluate"] = benchmark_evaluate()
     if "report" in which:
-        from report_bench import benchmark_report
+        from _report import benchmark_report
 
         results["report"] = benchmark_report(10000)
     return results
@@ -71,15 +74,19 @@ def report(results: dict, seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="write the markdown report here")
-    parser.add_argument("--only", default="filters,activations,evaluate,report")
+    parser.add_argument("--out", help=f"write the markdown report here (default: {RESULTS.relative_to(REPO)} "
+                                      "when every feature is measured, none with --only)")
+    parser.add_argument("--only", default=",".join(FEATURES))
     args = parser.parse_args()
+    if args.out is None and set(args.only.split(",")) >= set(FEATURES):
+        args.out = str(RESULTS)
     start = time.perf_counter()
     results = run_all(args.only.split(","))
     text = report(results, time.perf_counter() - start)
     print(text)
     print(json.dumps(results, default=str), file=sys.stderr)
     if args.out:
+        pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         pathlib.Path(args.out).write_text(text)
 
 

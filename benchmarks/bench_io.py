@@ -6,7 +6,7 @@ returns maps of the right shape (``StandInCam``: a benchmark-only hook, not a us
 option). Images/s per core = images / CPU-seconds of the whole process; the ratio
 ceiling / forward pass says how many cores a GPU that fast would need.
 
-    python benchmarks/bench_io.py --out benchmarks/results_io.md --results benchmarks/results.md   # ~8 min
+    python benchmarks/bench_io.py     # ~8 min on 2 cores -> benchmarks/results/io.md
 
 Then the whole CLI with the real EfficientNet-Lite0 against its compiled forward pass,
 measured side by side (forward, pipeline, forward), top-1 / top-5 / --no-overlays, and
@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "io.md"
 sys.path.insert(0, str(REPO))
 
 
@@ -340,30 +341,12 @@ def report(rows: list[dict], cli: list[dict], mem: dict, machine: str, floors: l
     return "\n".join(lines) + "\n"
 
 
-BLOCK_START, BLOCK_END = "<!-- bench_io: start -->", "<!-- bench_io: end -->"
-
-
-def into_results(path: pathlib.Path, text: str) -> None:
-    """Put the report into ``path`` (benchmarks/results.md) between the bench_io markers, replacing
-    the block there or appending it; bench.py carries the block over when it rewrites the file."""
-    body = text.replace("# I/O ceiling and feeding a GPU", "## I/O ceiling and feeding a GPU (`bench_io.py`)", 1)
-    body = body.replace("\n## ", "\n### ").replace("\n### I/O ceiling and feeding", "\n## I/O ceiling and feeding")
-    block = f"{BLOCK_START}\n{body}{BLOCK_END}\n"
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BLOCK_START in old and BLOCK_END in old:
-        head, rest = old.split(BLOCK_START, 1)
-        new = head + block + rest.split(BLOCK_END, 1)[1].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + block
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> None:
     from gradcam_cli.run.memory import keep_large_blocks
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="write the markdown report here")
-    parser.add_argument("--results", help="also put it into this results file (benchmarks/results.md) as a section")
+    parser.add_argument("--out", default=str(RESULTS),
+                        help=f"write the markdown report here (default {RESULTS.relative_to(REPO)}; '' for none)")
     parser.add_argument("--small", type=int, default=64, help="1024x768 images")
     parser.add_argument("--large", type=int, default=16, help="4000x3000 images")
     parser.add_argument("--no-cli", action="store_true", help="skip the real-model rows")
@@ -389,9 +372,8 @@ def main() -> None:
         text = report(rows, cli, mem, machine, floors, backbones)
         print(text)
         if args.out:
+            pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             pathlib.Path(args.out).write_text(text)
-        if args.results:
-            into_results(pathlib.Path(args.results), text)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -15,9 +15,9 @@ actors; shared pages counted once per process, so an upper bound):
 A warm-up run converts the default backbone's weights into this benchmark's own cache
 first, so no configuration pays for it. Run:
 
-    python benchmarks/bench_ray.py --images 96 --repeat 2
+    python benchmarks/bench_ray.py --images 96 --repeat 2     # ~5 min on 2 cores -> benchmarks/results/ray.md
 
-It prints a markdown table; ``bench_ray(...)`` returns the figures as a dict.
+It prints a markdown table and writes it to ``--out``; ``bench_ray(...)`` returns the figures as a dict.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "ray.md"
 CONFIGS = {"local": [], "ray, 1 actor": ["--engine", "ray", "--workers", "1"],
            "ray, 2 actors": ["--engine", "ray", "--workers", "2"]}
 
@@ -141,5 +142,14 @@ if __name__ == "__main__":
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", default=str(RESULTS),
+                        help=f"also write the table here (default {RESULTS.relative_to(REPO)}; '' for none)")
     options = parser.parse_args()
-    print(markdown(bench_ray(options.images, options.repeat, options.batch_size)), end="")
+    table = markdown(bench_ray(options.images, options.repeat, options.batch_size))
+    print(table, end="")
+    if options.out:
+        pathlib.Path(options.out).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(options.out).write_text(
+            f"# The Ray engine against the local one\n\n{time.strftime('%Y-%m-%d')}; "
+            f"`python benchmarks/bench_ray.py --images {options.images} --repeat {options.repeat}`, medians.\n\n"
+            + table, encoding="utf-8")

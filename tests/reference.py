@@ -6,7 +6,7 @@ Dense layer's input times its kernel plus bias.
 
 Filter patterns: the book's loop (Deep Learning with Python, 5.4.2), one filter at a time,
 a GradientTape per filter per step, from the same noise as ``FilterAscent.run``
-(``benchmarks/inspect_bench.py`` times it as the baseline).
+(``benchmarks/_inspect.py`` times it as the baseline).
 """
 
 from __future__ import annotations

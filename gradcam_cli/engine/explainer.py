@@ -107,7 +107,7 @@ class Explainer:
       fully connected layers).
 
     ``strategy="auto"`` takes ``jacobian`` where the head holds big Dense layers
-    (``Split.heavy_head``), else ``tile``: measured with benchmarks/bench.py, VGG16
+    (``Split.heavy_head``), else ``tile``: measured with benchmarks/bench_engine.py, VGG16
     top-5 reaches 0.98x the forward pass with ``jacobian`` and 0.90x with ``tile``,
     EfficientNet-Lite0 0.95x with ``tile`` and 0.86x with ``jacobian``. Where the
     model cannot be cut at the target layer, the whole model runs on the tiled

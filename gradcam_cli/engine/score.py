@@ -57,7 +57,7 @@ def _masked_inputs(x, part):
     """(B, H, W, 3) input, (B, h, w, c) channels -> (B * c, H, W, 3) masked inputs, image-major.
     Compiled by XLA (in :func:`masked_scores`): the resize, min-max and product fuse into a few
     passes over the masked inputs (Lite0, 128 masked passes: Score-CAM at 0.93-1.03x its floor,
-    the masked forward passes alone, instead of 0.88x; benchmarks/methods.md)."""
+    the masked forward passes alone, instead of 0.88x; benchmarks/results/methods.md)."""
     import tensorflow as tf
 
     masks = tf.transpose(channel_masks(part, tf.shape(x)[1:3]), [0, 3, 1, 2])  # (B, c, H, W)

@@ -20,7 +20,7 @@ randomisation, Spearman, SSIM), ``stats`` (bootstrap intervals), ``baselines``
 (random and centre maps), ``registry`` (each metric registered where it is defined, with
 one signature: see :mod:`.registry`). Importing this package fills the registry and
 imports neither TensorFlow nor SciPy.
-The throughput benchmark is ``benchmarks/evaluate_bench.py``.
+The throughput benchmark is ``benchmarks/_evaluate.py`` (run by ``benchmarks/bench_features.py``).
 """
 
 # registration order is the order of --metrics all, of the table's columns and of each record's fields

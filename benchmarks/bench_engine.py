@@ -27,9 +27,9 @@ Then peak memory (ru_maxrss) of the whole pipeline over 100 and over 1,000
 small JPEGs, each in its own subprocess, and a per-stage profile of the CLI
 path (where the time goes: decode, resize, model, overlay, encode, write).
 
-    python benchmarks/bench.py --out benchmarks/results.md     # the full run (~20 min on 2 cores)
-    python benchmarks/bench.py --quick                         # a few minutes
-    python benchmarks/bench.py --backbones vgg16,resnet50 --no-memory
+    python benchmarks/bench_engine.py                  # the full run (~20 min on 2 cores) -> benchmarks/results/engine.md
+    python benchmarks/bench_engine.py --quick                         # a few minutes, printed only
+    python benchmarks/bench_engine.py --backbones vgg16,resnet50 --no-memory --out /tmp/part.md
 
 Nothing in the library is modified: the stage profile wraps module functions
 (``images.decode``, ``preprocess.resize``, ``render.overlays``, ...) for the
@@ -60,6 +60,7 @@ from collections import defaultdict
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "engine.md"
 DEFAULT_BACKBONES = ("vgg16", "xception", "resnet50", "efficientnet_lite0")
 QUICK_BACKBONES = ("resnet50", "efficientnet_lite0")
 TOPS = (1, 5)
@@ -174,8 +175,8 @@ def library_fingerprint() -> dict:
 
     package = pathlib.Path(gradcam_cli.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted(package.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(package.rglob("*.py")):  # the subpackages too
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
     commit = None
     try:  # read-only: no index refresh, no lock
         commit = subprocess.run(["git", "--no-optional-locks", "rev-parse", "--short", "HEAD"], cwd=REPO,
@@ -267,7 +268,9 @@ class StageProfiler:
 
 # stage name, (module, attribute)
 STAGES = (
-    ("decode (full res; OpenCV for whole JPEGs)", "gradcam_cli.io.images", "decode"),
+    ("decode (full res; OpenCV for whole JPEGs)", "gradcam_cli.io.images", "decode_sized"),  # decode calls it; run.step too
+    # where the library has it (main after issue 22.6), run.step decodes through decode_pair instead
+    ("decode for the model and the pictures (decode_pair)", "gradcam_cli.io.images", "decode_pair"),
     ("resize to model input", "gradcam_cli.io.preprocess", "resize"),
     ("normalise", "gradcam_cli.io.preprocess", "normalise"),
     ("model (Explainer call)", "gradcam_cli.engine.explainer", "Explainer.__call__"),
@@ -298,36 +301,74 @@ def install_stage_profiler() -> tuple[StageProfiler, list]:
 
 
 # ---------------------------------------------------------------------------
-# the per-backbone worker
+# the per-backbone worker: one function per measured phase around a small context record
 
 
-def worker(args) -> dict:
-    import numpy as np
-    import tensorflow as tf
-    import keras
+@dataclasses.dataclass
+class Worker:
+    """What every phase of one backbone's worker process shares."""
 
-    from gradcam_cli.config.profiles import load_registry
-    from gradcam_cli.cam import GradCAM
-    from gradcam_cli.engine.explainer import Explainer
-    from gradcam_cli.io import images as gimages
-    from gradcam_cli.io.discover import iter_inputs
-    from gradcam_cli.run.folder import run_folder
-    from gradcam_cli.settings import RunOptions, RunSettings
+    args: argparse.Namespace
+    name: str
+    cam: object  # gradcam_cli.cam.GradCAM
+    profile: object  # its BackboneProfile
+    forward: object  # the compiled bare forward pass, numpy out
+    explainers: dict  # top -> gradcam_cli.engine.explainer.Explainer
+    decoded: list  # the first max(BATCHES) images, decoded
+    batches: dict  # batch size -> preprocessed float32 batch
+    refs_all: list  # every file of the CLI folder
+    tmp_root: pathlib.Path
+    result: dict
+    refs: list = dataclasses.field(default_factory=list)  # the files of one timed CLI run
+    calls: dict = dataclasses.field(default_factory=dict)  # (fn key, batch) -> calls per sample
+    forward_samples: dict = dataclasses.field(default_factory=lambda: {b: [] for b in BATCHES})
 
-    name = args.worker
-    cli_reps = args.cli_reps
-    sample_s = args.sample_seconds
-    tmp_root = pathlib.Path(args.tmp)
-    result: dict = {"backbone": name, "rows": {}, "tutorial": {}, "profile": {}, "other_load": {}}
-
-    def phase(label, begin=None):
+    def phase(self, label, begin=None):
         """Call with no ``begin`` to start a phase; with it, record the other processes' load (cores) meanwhile."""
         now = (perf(), system_busy_seconds(), cpu_seconds())
         if begin is not None and begin[1] is not None:
             wall = now[0] - begin[0]
-            result["other_load"][label] = max(0.0, (now[1] - begin[1]) - (now[2] - begin[2])) / wall
+            self.result["other_load"][label] = max(0.0, (now[1] - begin[1]) - (now[2] - begin[2])) / wall
         return now
 
+    def calls_for(self, seconds_per_call: float) -> int:
+        return max(1, math.ceil(self.args.sample_seconds / max(seconds_per_call, 1e-6)))
+
+    def forward_sample(self, b: int) -> float:
+        """One forward sample at batch ``b``, also kept in ``forward_samples``."""
+        ips = sample(self.forward, self.batches[b], self.calls[("forward", b)])
+        self.forward_samples[b].append(ips)
+        return ips
+
+
+def one_call(fn, x) -> float:
+    start = perf()
+    fn(x)
+    return perf() - start
+
+
+def sample(fn, x, k) -> float:
+    """images/s over k back-to-back calls."""
+    start = perf()
+    for _ in range(k):
+        fn(x)
+    return k * x.shape[0] / (perf() - start)
+
+
+def build_worker(args) -> Worker:
+    """Build the backbone, its compiled forward pass, the explainers and the input batches."""
+    import keras
+    import tensorflow as tf
+
+    from gradcam_cli.cam import GradCAM
+    from gradcam_cli.config.profiles import load_registry
+    from gradcam_cli.engine.explainer import Explainer
+    from gradcam_cli.io import images as gimages
+    from gradcam_cli.io.discover import iter_inputs
+    from gradcam_cli.settings import RunOptions
+
+    name = args.worker
+    result: dict = {"backbone": name, "rows": {}, "tutorial": {}, "profile": {}, "other_load": {}}
     profile = load_registry()[name]
     t0 = perf()
     cam = GradCAM(profile=profile, weights=args.weights)
@@ -345,114 +386,99 @@ def worker(args) -> dict:
 
     spec = tf.TensorSpec((None, height, width, 3), tf.float32)
     forward_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-
-    def forward(x):
-        return forward_fn(x).numpy()
-
     explainers = {n: Explainer(cam.split, top=n) for n in TOPS}
     result["engine_path"] = explainers[TOPS[0]].path
-
-    folder = pathlib.Path(args.images)
-    refs_all = list(iter_inputs([str(folder)]))
+    refs_all = list(iter_inputs([str(pathlib.Path(args.images))]))
     decoded = [gimages.decode(ref.path) for ref in refs_all[: max(BATCHES)]]
-    batches = {b: cam.prepare(decoded[:b]) for b in BATCHES}
+    return Worker(args=args, name=name, cam=cam, profile=profile, forward=lambda x: forward_fn(x).numpy(),
+                  explainers=explainers, decoded=decoded, batches={b: cam.prepare(decoded[:b]) for b in BATCHES},
+                  refs_all=refs_all, tmp_root=pathlib.Path(args.tmp), result=result)
 
-    def one_call(fn, x) -> float:
-        start = perf()
-        fn(x)
-        return perf() - start
 
-    def sample(fn, x, k) -> float:
-        """images/s over k back-to-back calls."""
-        start = perf()
-        for _ in range(k):
-            fn(x)
-        return k * x.shape[0] / (perf() - start)
+def measure_engine(w: Worker) -> None:
+    """(0) vs (a), interleaved per batch size: F E1 F E5 F E5 F E1 F ...
 
-    def calls_for(seconds_per_call: float) -> int:
-        return max(1, math.ceil(sample_s / max(seconds_per_call, 1e-6)))
-
-    forward_samples = {b: [] for b in BATCHES}  # every forward sample, engine and CLI rounds alike
-    calls = {}
-
-    # -- (0) vs (a): interleaved per batch size ---------------------------------
-    # F E1 F E5 F E5 F E1 F ...: every engine sample sits between two forward samples and is
-    # compared with their mean, so that a change of load on the machine hits both sides.
-    # At least args.reps rounds; more while the round budget lasts (fast models), at most max_rounds.
+    Every engine sample sits between two forward samples and is compared with their mean, so that a
+    change of load on the machine hits both sides. At least ``--reps`` rounds; more while the round
+    budget lasts (fast models), at most ``--max-rounds``."""
+    args = w.args
     for b in BATCHES:
-        began = phase(f"engine b{b}")
-        x = batches[b]
-        fns = {"forward": forward, **{n: explainers[n] for n in TOPS}}
-        for key, fn in fns.items():  # warm-up: trace + let oneDNN settle
+        began = w.phase(f"engine b{b}")
+        x = w.batches[b]
+        for key, fn in {"forward": w.forward, **w.explainers}.items():  # warm-up: trace + let oneDNN settle
             for _ in range(2):
                 last = one_call(fn, x)
-            calls[(key, b)] = calls_for(min(last, one_call(fn, x)))
+            w.calls[(key, b)] = w.calls_for(min(last, one_call(fn, x)))
         engine_ips = {n: [] for n in TOPS}
         engine_ratios = {n: [] for n in TOPS}
-        f_prev = sample(forward, x, calls[("forward", b)])
-        forward_samples[b].append(f_prev)
+        f_prev = w.forward_sample(b)
         rounds, start = 0, perf()
         while rounds < args.max_rounds and (rounds < args.reps or perf() - start < args.round_budget):
             for n in (TOPS if rounds % 2 == 0 else TOPS[::-1]):
-                e = sample(explainers[n], x, calls[(n, b)])
-                f_next = sample(forward, x, calls[("forward", b)])
-                forward_samples[b].append(f_next)
+                e = sample(w.explainers[n], x, w.calls[(n, b)])
+                f_next = w.forward_sample(b)
                 engine_ips[n].append(e)
                 engine_ratios[n].append(e / ((f_prev + f_next) / 2))
                 f_prev = f_next
             rounds += 1
+        rows = w.result["rows"]
         for n in TOPS:
-            row = result["rows"].setdefault(f"{n}/{b}", {"top": n, "batch": b})
+            row = rows.setdefault(f"{n}/{b}", {"top": n, "batch": b})
             row["engine_ips"] = median(engine_ips[n])
             row["engine_ratio"] = median(engine_ratios[n])
             row["engine_samples"] = [round(v, 3) for v in engine_ips[n]]
             row["engine_sample_ratios"] = [round(v, 3) for v in engine_ratios[n]]
-        result.setdefault("engine_rounds", {})[str(b)] = rounds
-        phase(f"engine b{b}", began)
-        log(f"{name}: batch {b}: {rounds} rounds, forward {median(forward_samples[b]):.2f} img/s, "
-            + ", ".join(f"top-{n} {result['rows'][f'{n}/{b}']['engine_ips']:.2f} img/s "
-                        f"({result['rows'][f'{n}/{b}']['engine_ratio']:.2f}x)" for n in TOPS))
-    result["engine_traces"] = {n: explainers[n].trace_count() for n in TOPS}
+        w.result.setdefault("engine_rounds", {})[str(b)] = rounds
+        w.phase(f"engine b{b}", began)
+        log(f"{w.name}: batch {b}: {rounds} rounds, forward {median(w.forward_samples[b]):.2f} img/s, "
+            + ", ".join(f"top-{n} {rows[f'{n}/{b}']['engine_ips']:.2f} img/s "
+                        f"({rows[f'{n}/{b}']['engine_ratio']:.2f}x)" for n in TOPS))
+    w.result["engine_traces"] = {n: w.explainers[n].trace_count() for n in TOPS}
 
-    # -- (b) the whole CLI pipeline ---------------------------------------------
-    # images per timed run: about args.cli_seconds of forward-pass work, a multiple of 16, at least
-    # 4 batches of 16 (so that the first decode and the last writes are amortised, as in a folder
-    # run of real size), at most every file of the folder
-    est_ips = median(forward_samples[max(BATCHES)])
-    per_run = int(min(len(refs_all), max(64, 16 * round(est_ips * args.cli_seconds / 16))))
-    refs = refs_all[:per_run]
-    result["cli_images"] = per_run
-    result["cli_image_size"] = list(decoded[0].shape[:2])
 
-    def cli_run(n, b, chosen) -> tuple[float, object]:
-        out = pathlib.Path(tempfile.mkdtemp(prefix="out-", dir=tmp_root))
-        try:
-            options = RunOptions(out_dir=str(out), batch_size=b)
-            start = perf()
-            summary = run_folder(cam, chosen, RunSettings.from_json({"top": n}), options)
-            elapsed = perf() - start
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-        if summary.done != len(chosen) or summary.failed:
-            raise RuntimeError(f"run_folder: {summary.done} done, {summary.failed} failed of {len(chosen)}")
-        return elapsed, summary
+def cli_run(w: Worker, n: int, b: int, chosen: list) -> float:
+    """One in-process ``run_folder`` over ``chosen`` at top ``n``, batch ``b``; its wall seconds."""
+    from gradcam_cli.run.folder import run_folder
+    from gradcam_cli.settings import RunOptions, RunSettings
 
-    began = phase("CLI")
+    out = pathlib.Path(tempfile.mkdtemp(prefix="out-", dir=w.tmp_root))
+    try:
+        options = RunOptions(out_dir=str(out), batch_size=b)
+        start = perf()
+        summary = run_folder(w.cam, chosen, RunSettings.from_json({"top": n}), options)
+        elapsed = perf() - start
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    if summary.done != len(chosen) or summary.failed:
+        raise RuntimeError(f"run_folder: {summary.done} done, {summary.failed} failed of {len(chosen)}")
+    return elapsed
+
+
+def measure_cli(w: Worker) -> None:
+    """(b) the whole CLI pipeline, each timed run between two forward samples: F C F C F.
+
+    Images per timed run: about ``--cli-seconds`` of forward-pass work, a multiple of 16, at least 4
+    batches of 16 (so that the first decode and the last writes are amortised, as in a folder run
+    of real size), at most every file of the folder."""
+    est_ips = median(w.forward_samples[max(BATCHES)])
+    per_run = int(min(len(w.refs_all), max(64, 16 * round(est_ips * w.args.cli_seconds / 16))))
+    w.refs = w.refs_all[:per_run]
+    w.result["cli_images"] = per_run
+    w.result["cli_image_size"] = list(w.decoded[0].shape[:2])
+    began = w.phase("CLI")
     for b in BATCHES:
         for n in TOPS:
-            row = result["rows"][f"{n}/{b}"]
-            cli_run(n, b, refs[: max(b, 2)])  # warm-up: traces this top's explainer, warms caches
-            # F C F C F: each CLI run compared with the mean of the forward samples around it;
+            row = w.result["rows"][f"{n}/{b}"]
+            cli_run(w, n, b, w.refs[: max(b, 2)])  # warm-up: traces this top's explainer, warms caches
             # one run fewer where a run takes long (the slow backbones), never fewer than 2
-            reps_row = cli_reps if len(refs) / median(forward_samples[b]) < 12 else max(2, cli_reps - 1)
+            slow = len(w.refs) / median(w.forward_samples[b]) >= 12
+            reps_row = max(2, w.args.cli_reps - 1) if slow else w.args.cli_reps
             pairs = []
-            f_prev = sample(forward, batches[b], calls[("forward", b)])
-            forward_samples[b].append(f_prev)
+            f_prev = w.forward_sample(b)
             for _ in range(reps_row):
-                elapsed, _ = cli_run(n, b, refs)
-                f_next = sample(forward, batches[b], calls[("forward", b)])
-                forward_samples[b].append(f_next)
-                pairs.append((len(refs) / elapsed, (f_prev + f_next) / 2))
+                elapsed = cli_run(w, n, b, w.refs)
+                f_next = w.forward_sample(b)
+                pairs.append((len(w.refs) / elapsed, (f_prev + f_next) / 2))
                 f_prev = f_next
             row["cli_ips"] = median(p[0] for p in pairs)
             row["cli_ratio"] = median(p[0] / p[1] for p in pairs)
@@ -460,13 +486,17 @@ def worker(args) -> dict:
             row["cli_forward_ips"] = median(p[1] for p in pairs)
             row["cli_forward_samples"] = [round(p[1], 3) for p in pairs]
             row["cli_runs"] = reps_row
-            log(f"{name}: CLI top-{n} batch {b}: {row['cli_ips']:.2f} img/s ({row['cli_ratio']:.2f}x forward)")
+            log(f"{w.name}: CLI top-{n} batch {b}: {row['cli_ips']:.2f} img/s ({row['cli_ratio']:.2f}x forward)")
+    w.phase("CLI", began)
 
-    phase("CLI", began)
 
-    # -- (c) the tutorial loop ----------------------------------------------------
-    layer = model.get_layer(cam.layer)
-    grad_model = keras.Model(model.inputs, [layer.output, model.output])
+def measure_tutorial(w: Worker) -> None:
+    """(c) the Keras tutorial loop: per image, per class, an eager GradientTape; extrapolated from a few images."""
+    import keras
+    import tensorflow as tf
+
+    model = w.cam.model
+    grad_model = keras.Model(model.inputs, [model.get_layer(w.cam.layer).output, model.output])
 
     def tutorial_image(x1, n):
         preds = model(x1, training=False)  # the tutorial's model.predict, to pick the classes
@@ -484,21 +514,25 @@ def worker(args) -> dict:
             maps.append(heatmap.numpy())
         return maps
 
-    singles = [cam.prepare([img]) for img in decoded]
+    singles = [w.cam.prepare([img]) for img in w.decoded]
     tutorial_image(singles[0], 1)  # warm-up (eager first-call costs)
     tutorial_image(singles[0], 1)
     for n in TOPS:
-        count = args.tutorial_images
+        count = w.args.tutorial_images
         start = perf()
         for i in range(count):
             tutorial_image(singles[i % len(singles)], n)
         elapsed = perf() - start
-        result["tutorial"][str(n)] = {"ips": count / elapsed, "images": count, "seconds": elapsed}
-        log(f"{name}: tutorial top-{n}: {count / elapsed:.3f} img/s ({elapsed / count:.2f} s/image)")
+        w.result["tutorial"][str(n)] = {"ips": count / elapsed, "images": count, "seconds": elapsed}
+        log(f"{w.name}: tutorial top-{n}: {count / elapsed:.3f} img/s ({elapsed / count:.2f} s/image)")
 
-    result["forward_ips"] = {str(b): median(forward_samples[b]) for b in BATCHES}
-    result["forward_samples"] = {str(b): [round(v, 3) for v in forward_samples[b]] for b in BATCHES}
-    result["forward_calls_per_sample"] = {str(b): calls[("forward", b)] for b in BATCHES}
+
+def fill_ratios(w: Worker) -> None:
+    """Every row's forward floor (median of all forward samples at its batch size) and tutorial ratio."""
+    result = w.result
+    result["forward_ips"] = {str(b): median(w.forward_samples[b]) for b in BATCHES}
+    result["forward_samples"] = {str(b): [round(v, 3) for v in w.forward_samples[b]] for b in BATCHES}
+    result["forward_calls_per_sample"] = {str(b): w.calls[("forward", b)] for b in BATCHES}
     for b in BATCHES:
         fwd = result["forward_ips"][str(b)]
         for n in TOPS:
@@ -507,75 +541,86 @@ def worker(args) -> dict:
             row["tutorial_ips"] = result["tutorial"][str(n)]["ips"]
             row["tutorial_ratio"] = row["tutorial_ips"] / fwd
 
-    # -- per-stage profile of the CLI path (batch 16) --------------------------------
-    # (1) "alone": the pipeline's stage functions called one after the other on the same
-    #     images, nothing running beside them: what each stage costs;
-    # (2) "in the pipeline": one extra run_folder with the same functions wrapped: where the
-    #     pipeline's threads spend their (wall) time, contention included.
-    def serial_stages(n, b, chosen):
-        from gradcam_cli.io import images as g_images, preprocess as g_pre, writers as g_writers
-        from gradcam_cli.render import overlay as g_render
 
-        colormap = g_render.colormap_id("jet")
-        out = pathlib.Path(tempfile.mkdtemp(prefix="serial-", dir=tmp_root))
+def serial_stages(w: Worker, n: int, b: int, chosen: list):
+    """The pipeline's stage functions called one after the other on the same images, nothing beside
+    them: what each stage costs alone."""
+    import numpy as np
+
+    from gradcam_cli.io import images as g_images
+    from gradcam_cli.io import preprocess as g_pre
+    from gradcam_cli.io import writers as g_writers
+    from gradcam_cli.render import overlay as g_render
+
+    colormap = g_render.colormap_id("jet")
+    out = pathlib.Path(tempfile.mkdtemp(prefix="serial-", dir=w.tmp_root))
+    profiler, patched = install_stage_profiler()
+    try:
+        cpu0, start = cpu_seconds(), perf()
+        for i in range(0, len(chosen), b):
+            chunk = chosen[i:i + b]
+            originals = [g_images.decode(ref.path) for ref in chunk]
+            small = [g_pre.resize(img, w.profile.input_size) for img in originals]
+            explained = w.cam.explain_prepared(g_pre.normalise(np.stack(small), w.profile), top=n)
+            for j, (img, res) in enumerate(zip(originals, explained)):
+                pictures = g_render.overlays(img, res.maps, alpha=0.4, colormap=colormap)
+                for k, picture in enumerate(pictures):
+                    g_writers.write_bytes(out / f"{i + j}.{k}.jpg", g_render.encode_jpeg(picture, 90))
+        wall, cpu = perf() - start, cpu_seconds() - cpu0
+    finally:
+        profiler.restore()
+        shutil.rmtree(out, ignore_errors=True)
+    return profiler, patched, wall, cpu
+
+
+def measure_profile(w: Worker) -> None:
+    """Per-stage profile of the CLI path at batch 16: each stage alone (``serial_stages``), then one
+    extra ``run_folder`` with the same functions wrapped: where the pipeline's threads spend their
+    (wall) time, contention included."""
+    began = w.phase("profile")
+    b, refs = max(BATCHES), w.refs
+    for n in TOPS:
+        # reference samples taken now, next to the profiled runs
+        fwd_now = sample(w.forward, w.batches[b], w.calls[("forward", b)])
+        engine_now = sample(w.explainers[n], w.batches[b], w.calls[(n, b)])
+        alone, _, alone_wall, alone_cpu = serial_stages(w, n, b, refs)
         profiler, patched = install_stage_profiler()
         try:
-            cpu0, start = cpu_seconds(), perf()
-            for i in range(0, len(chosen), b):
-                chunk = chosen[i:i + b]
-                originals = [g_images.decode(ref.path) for ref in chunk]
-                small = [g_pre.resize(img, profile.input_size) for img in originals]
-                explained = cam.explain_prepared(g_pre.normalise(np.stack(small), profile), top=n)
-                for j, (img, res) in enumerate(zip(originals, explained)):
-                    pictures = g_render.overlays(img, res.maps, alpha=0.4, colormap=colormap)
-                    for k, picture in enumerate(pictures):
-                        g_writers.write_bytes(out / f"{i + j}.{k}.jpg", g_render.encode_jpeg(picture, 90))
-            wall, cpu = perf() - start, cpu_seconds() - cpu0
+            cpu0 = cpu_seconds()
+            elapsed = cli_run(w, n, b, refs)
+            cpu = cpu_seconds() - cpu0
         finally:
             profiler.restore()
-            shutil.rmtree(out, ignore_errors=True)
-        return profiler, patched, wall, cpu
+        stages = [{
+            "stage": stage, "calls": profiler.calls[stage],
+            "seconds": profiler.exclusive(stage), "inclusive": profiler.inclusive[stage],
+            "threads": sorted(profiler.threads[stage]),
+            "alone_seconds": alone.exclusive(stage), "alone_calls": alone.calls[stage],
+        } for stage, _, _ in STAGES if stage in patched]
+        model_s = profiler.inclusive["model (Explainer call)"]
+        w.result["profile"][str(n)] = {
+            "top": n, "batch": b, "images": len(refs), "wall": elapsed, "cpu": cpu, "stages": stages,
+            "alone_wall": alone_wall, "alone_cpu": alone_cpu,
+            "model_ips_in_run": len(refs) / model_s if model_s else None,
+            "engine_ips_alone": engine_now,
+            "forward_ips": fwd_now,
+        }
+        log(f"{w.name}: profiled CLI top-{n} batch {b}: pipeline {elapsed:.1f}s, stages one after the other "
+            f"{alone_wall:.1f}s, for {len(refs)} images")
+    w.phase("profile", began)
 
-    if name in args.profile_backbones:
-        began = phase("profile")
-        b = max(BATCHES)
-        for n in TOPS:
-            # reference samples taken now, next to the profiled runs
-            fwd_now = sample(forward, batches[b], calls[("forward", b)])
-            engine_now = sample(explainers[n], batches[b], calls[(n, b)])
-            alone, patched, alone_wall, alone_cpu = serial_stages(n, b, refs)
-            profiler, patched = install_stage_profiler()
-            try:
-                cpu0 = cpu_seconds()
-                elapsed, _ = cli_run(n, b, refs)
-                cpu = cpu_seconds() - cpu0
-            finally:
-                profiler.restore()
-            stages = []
-            for stage, _, _ in STAGES:
-                if stage not in patched:
-                    continue
-                stages.append({
-                    "stage": stage, "calls": profiler.calls[stage],
-                    "seconds": profiler.exclusive(stage), "inclusive": profiler.inclusive[stage],
-                    "threads": sorted(profiler.threads[stage]),
-                    "alone_seconds": alone.exclusive(stage), "alone_calls": alone.calls[stage],
-                })
-            model_s = profiler.inclusive["model (Explainer call)"]
-            result["profile"][str(n)] = {
-                "top": n, "batch": b, "images": len(refs), "wall": elapsed, "cpu": cpu, "stages": stages,
-                "alone_wall": alone_wall, "alone_cpu": alone_cpu,
-                "model_ips_in_run": len(refs) / model_s if model_s else None,
-                "engine_ips_alone": engine_now,
-                "forward_ips": fwd_now,
-            }
-            log(f"{name}: profiled CLI top-{n} batch {b}: pipeline {elapsed:.1f}s, stages one after the other "
-                f"{alone_wall:.1f}s, for {len(refs)} images")
 
-        phase("profile", began)
-
-    result["maxrss_mib"] = maxrss_mib()
-    return result
+def worker(args) -> dict:
+    """One backbone, in its own process: forward vs engine, CLI, tutorial, and the stage profile."""
+    w = build_worker(args)
+    measure_engine(w)
+    measure_cli(w)
+    measure_tutorial(w)
+    fill_ratios(w)
+    if w.name in args.profile_backbones:
+        measure_profile(w)
+    w.result["maxrss_mib"] = maxrss_mib()
+    return w.result
 
 
 # ---------------------------------------------------------------------------
@@ -665,16 +710,6 @@ def run_child(argv: list, label: str) -> dict | None:
         pathlib.Path(result_path).unlink(missing_ok=True)
 
 
-def io_block(path: pathlib.Path) -> str:
-    """The I/O ceiling section that ``bench_io.py --results`` put into the results file, carried over
-    (it is measured by its own run)."""
-    start, end = "<!-- bench_io: start -->", "<!-- bench_io: end -->"
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if start not in old or end not in old:
-        return ""
-    return "\n" + start + old.split(start, 1)[1].split(end, 1)[0] + end + "\n"
-
-
 def fmt(value, digits=2) -> str:
     if value is None:
         return "—"
@@ -695,9 +730,9 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "**FAIL**"
 
 
-def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str, list]:
+def throughput_lines(meta: dict, results: dict, targets: list) -> list:
+    """The main table, one row per backbone, top and batch size, and what its columns mean; appends to ``targets``."""
     lines: list[str] = []
-    targets: list[tuple[str, float | None, str, bool | None]] = []
     lines.append("# gradcam-cli: Grad-CAM top-N vs a bare forward pass")
     lines.append("")
     lines.append("## Throughput (images/s; ratio = images/s / compiled forward images/s at the same batch size)")
@@ -750,6 +785,12 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
                  "image at a time whatever the batch column says; extrapolated from a few images; ratio "
                  "against that row's forward pass. Model only: no decoding or overlays.")
     lines.append("")
+    return lines
+
+
+def backbone_lines(results: dict) -> list:
+    """One row per backbone: its model, the run's rounds and sizes, and the other processes' load."""
+    lines: list[str] = []
     lines.append("| backbone | input | target layer (h, w, K) | engine path | params | weights | build s "
                  "| engine rounds (b1; b16) | CLI images/run x runs | engine traces | process min "
                  "| other load, cores: whole process (engine b1 / engine b16 / CLI / profile) |")
@@ -767,7 +808,12 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
             f"| {res['process_seconds'] / 60:.1f} | {fmt_load(res.get('other_cores'))} ("
             + " / ".join(fmt_load(res.get("other_load", {}).get(k)) for k in ("engine b1", "engine b16", "CLI", "profile"))
             + ") |")
+    return lines
 
+
+def memory_lines(meta: dict, memory: dict | None, targets: list) -> list:
+    """Peak RSS over 100 vs 1,000 images; appends to ``targets``."""
+    lines: list[str] = []
     if memory is not None:
         lines.append("")
         lines.append("## Peak memory: the whole pipeline over 100 vs 1,000 images")
@@ -792,14 +838,19 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
             lines.append("")
             lines.append(f"Peak RSS 1,000 / 100 images: **{ratio:.3f}x** (target ≤ {MEMORY_TARGET}x): {verdict(ok)}")
             targets.append(("peak RSS, 1,000 images / 100 images", ratio, f"≤ {MEMORY_TARGET}", ok))
+    return lines
 
+
+def profile_lines(meta: dict, results: dict) -> list:
+    """Where the CLI's time goes, per profiled backbone and top."""
+    lines: list[str] = []
     profiled = [(name, res) for name, res in results.items() if res and "error" not in res and res.get("profile")]
     if profiled:
         cores = meta["usable_cores"]
         lines.append("")
         lines.append("## Where the CLI's time goes (batch 16, 1024x768 JPEGs, ms per image)")
         lines.append("")
-        lines.append("*alone*: the pipeline's own stage functions (`images.decode`, `preprocess.resize`, "
+        lines.append("*alone*: the pipeline's own stage functions (`images.decode_sized`, `preprocess.resize`, "
                      "`preprocess.normalise`, `GradCAM.explain_prepared`, `render.overlays`, `render.encode_jpeg`, "
                      "`writers.write_bytes`) called one after the other on the same images, nothing beside them: "
                      "what each stage costs. *in the pipeline*: one more `run_folder` with the same functions "
@@ -832,7 +883,12 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
                                  f"{1000 * s['seconds'] / images:.1f} | {', '.join(s['threads']) or '—'} |")
                 lines.append(f"| **sum** | | {1000 * alone_total / images:.1f} | 100% | "
                              f"{1000 * in_total / images:.1f} | |")
+    return lines
 
+
+def target_lines(targets: list) -> list:
+    """Every target, measured against wanted."""
+    lines: list[str] = []
     lines.append("")
     lines.append("## Targets")
     lines.append("")
@@ -840,7 +896,12 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
     lines.append("|---|---:|---:|---|")
     for what, value, want, ok in targets:
         lines.append(f"| {what} | {'—' if value is None else f'{value:.3f}'} | {want} | {verdict(ok)} |")
+    return lines
 
+
+def machine_lines(meta: dict) -> list:
+    """The machine, the library's version and the run's settings and command."""
+    lines: list[str] = []
     lines.append("")
     lines.append("## Machine and run")
     lines.append("")
@@ -862,16 +923,27 @@ def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str
                  f"per top; weights {meta['weights']} (random weights run at the same speed); started "
                  f"{meta['started']}, wall time {meta['wall_s'] / 60:.1f} min.")
     lines.append(f"- Command: `{meta['command']}`")
+    return lines
+
+
+def render_markdown(meta: dict, results: dict, memory: dict | None) -> tuple[str, list]:
+    """The markdown report, and the list of (target, measured, wanted, ok)."""
+    targets: list[tuple[str, float | None, str, bool | None]] = []
+    lines = throughput_lines(meta, results, targets) + backbone_lines(results)
+    lines += memory_lines(meta, memory, targets) + profile_lines(meta, results)
+    lines += target_lines(targets) + machine_lines(meta)
     return "\n".join(lines) + "\n", targets
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The options, with the defaults of a full or a ``--quick`` run filled in."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help=f"fewer rounds and images; backbones {','.join(QUICK_BACKBONES)} unless --backbones")
     parser.add_argument("--backbones", help=f"comma-separated (default {','.join(DEFAULT_BACKBONES)})")
-    parser.add_argument("--out", help="also write the markdown report to this file")
+    parser.add_argument("--out", help=f"also write the markdown report to this file (default: "
+                                      f"{RESULTS.relative_to(REPO)} for a full run, none with --quick)")
     parser.add_argument("--json", help="also write the raw measurements to this JSON file")
     parser.add_argument("--weights", default="none", help="none (default) or imagenet")
     parser.add_argument("--no-memory", action="store_true", help="skip the 100 vs 1,000 images memory test")
@@ -895,6 +967,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cli-seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--tutorial-images", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.out is None and not args.quick:
+        args.out = str(RESULTS)
 
     args.reps = args.reps or (2 if args.quick else 4)
     args.round_budget = args.round_budget if args.round_budget is not None else (10.0 if args.quick else 40.0)
@@ -904,33 +978,11 @@ def main(argv=None) -> int:
     args.cli_seconds = args.cli_seconds or (4.0 if args.quick else 8.0)
     args.tutorial_images = args.tutorial_images or (2 if args.quick else 4)
     args.profile_backbones = [b for b in (args.profile_backbones or "").split(",") if b]
+    return args
 
-    if args.worker or args.memory_worker:
-        data = worker(args) if args.worker else memory_worker(args)
-        pathlib.Path(args.result).write_text(json.dumps(data, indent=1))
-        return 0
 
-    if args.render:
-        saved = json.loads(pathlib.Path(args.render).read_text(encoding="utf-8"))
-        memory = {int(k): v for k, v in saved["memory"].items()} if saved.get("memory") else None
-        report, _ = render_markdown(saved["meta"], saved["results"], memory)
-        print(report)
-        if args.out:
-            pathlib.Path(args.out).write_text(report, encoding="utf-8")
-        return 0
-
-    from gradcam_cli.config.profiles import load_registry
-
-    registry = load_registry()
-    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else \
-        list(QUICK_BACKBONES if args.quick else DEFAULT_BACKBONES)
-    unknown = [b for b in backbones if b not in registry]
-    if unknown:
-        parser.error(f"unknown backbone(s) {', '.join(unknown)}; choose from {', '.join(sorted(registry))}")
-
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    load_start = loadavg()
-    wall0 = perf()
+def measure_all(args, backbones: list) -> tuple[dict, dict | None]:
+    """Generate the JPEGs, run one worker process per backbone, then the two memory processes."""
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="gradcam-bench-"))
     try:
         cli_dir = tmp / "jpeg1024x768"
@@ -966,7 +1018,11 @@ def main(argv=None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             log(f"kept {tmp}")
+    return results, memory
 
+
+def run_meta(args, argv, results: dict, started: str, load_start: str, wall0: float) -> dict:
+    """What the report says about the machine, the library and the run."""
     first = next((r for r in results.values() if r and "error" not in r), {})
     meta = {
         "cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
@@ -981,12 +1037,48 @@ def main(argv=None) -> int:
         "weights": args.weights, "memory_backbone": "efficientnet_lite0", "memory_size": "320x240",
         "cli_sources": 32 if args.quick else 64, "cli_copies": CLI_COPIES, "cli_seconds": args.cli_seconds,
         "started": started, "wall_s": perf() - wall0,
-        "command": " ".join(["python", "benchmarks/bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python", f"benchmarks/{pathlib.Path(__file__).name}", *(argv if argv is not None else sys.argv[1:])]),
     }
-    report, targets = render_markdown(meta, results, memory)
+    return meta
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker or args.memory_worker:
+        data = worker(args) if args.worker else memory_worker(args)
+        pathlib.Path(args.result).write_text(json.dumps(data, indent=1))
+        return 0
+
+    if args.render:
+        saved = json.loads(pathlib.Path(args.render).read_text(encoding="utf-8"))
+        memory = {int(k): v for k, v in saved["memory"].items()} if saved.get("memory") else None
+        report, _ = render_markdown(saved["meta"], saved["results"], memory)
+        print(report)
+        if args.out:
+            pathlib.Path(args.out).write_text(report, encoding="utf-8")
+        return 0
+
+    from gradcam_cli.config.profiles import load_registry
+
+    registry = load_registry()
+    backbones = [b.strip() for b in args.backbones.split(",") if b.strip()] if args.backbones else \
+        list(QUICK_BACKBONES if args.quick else DEFAULT_BACKBONES)
+    unknown = [b for b in backbones if b not in registry]
+    if unknown:
+        print(f"bench_engine.py: error: unknown backbone(s) {', '.join(unknown)}; "
+              f"choose from {', '.join(sorted(registry))}", file=sys.stderr)
+        return 2
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    load_start = loadavg()
+    wall0 = perf()
+    results, memory = measure_all(args, backbones)
+    meta = run_meta(args, argv, results, started, load_start, wall0)
+    report, _ = render_markdown(meta, results, memory)
     print(report)
     if args.out:
-        pathlib.Path(args.out).write_text(report + io_block(pathlib.Path(args.out)), encoding="utf-8")
+        pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(args.out).write_text(report, encoding="utf-8")
         log(f"wrote {args.out}")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"meta": meta, "results": results, "memory": memory},

@@ -1,4 +1,4 @@
-"""Throughput of the batched perturbation scorer, for ``bench_features.py``. Plain Python, no asserts.
+"""Throughput of the batched perturbation scorer, a helper of ``bench_features.py``. Plain Python, no asserts.
 
 Three figures on the same number of inputs (B images x (steps + 1) deletion steps):
 

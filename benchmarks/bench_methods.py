@@ -14,7 +14,7 @@ Rows, per backbone (random weights: same speed as trained ones), top-N at one ba
 Samples alternate between the things compared (so a busy machine slows both), each figure is
 the median of ``rounds`` timed calls after a warm-up call. Plain Python; returns a dict.
 
-    python benchmarks/methods_bench.py --out benchmarks/methods.md
+    python benchmarks/bench_methods.py      # ~10 minutes on 2 cores -> benchmarks/results/methods.md
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "methods.md")
 GRADIENT = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam")
 FOUR = ("gradcam", "gradcam++", "xgradcam", "layercam")
 
@@ -197,7 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scorecam-channels", type=int, default=64)
     parser.add_argument("--scorecam-images", type=int, default=2)
     parser.add_argument("--input-size", type=int, default=None, help="override the profiles' input size (quick runs)")
-    parser.add_argument("--out", default=None, help="also write the markdown table here")
+    parser.add_argument("--out", default=RESULTS,
+                        help="also write the markdown table here (default benchmarks/results/methods.md; '' for none)")
     args = parser.parse_args(argv)
     import platform
 
@@ -212,6 +214,7 @@ def main(argv=None) -> int:
     text = render(results)
     sys.stdout.write(text)
     if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as handle:  # a benchmark report, not a tool output
             handle.write(text)
     return 0

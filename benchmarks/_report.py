@@ -1,10 +1,10 @@
 """How long a big HTML report takes to build and to show its first page in Chromium.
 
-``benchmark_report(n)`` returns plain figures (called from ``bench_features.py``); it drives
+``benchmark_report(n)`` returns plain figures (a helper of ``bench_features.py``); it drives
 the same headless Chromium as ``tests/report/test_report_browser.py``, whose launcher and tiny
 JPEG writer it borrows (that folder on ``sys.path``).
 
-    python benchmarks/report_bench.py 10000
+    python benchmarks/_report.py 10000      # prints the figures as JSON
 """
 
 from __future__ import annotations
@@ -71,5 +71,5 @@ def benchmark_report(n: int = 10000) -> dict:
                 "cards_shown": cards}
 
 
-if __name__ == "__main__":  # python benchmarks/report_bench.py [N]
+if __name__ == "__main__":  # python benchmarks/_report.py [N]
     print(json.dumps(benchmark_report(int(sys.argv[1]) if len(sys.argv) > 1 else 10000)))

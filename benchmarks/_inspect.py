@@ -1,4 +1,4 @@
-"""Speed figures for the inspect tools, as plain dicts (called from ``bench_features.py``).
+"""Speed figures for the inspect tools, as plain dicts (a helper of ``bench_features.py``, not run on its own).
 
 Nothing here asserts a speed: the functions measure, in one process, and return numbers.
 The book's loop is the tests' reference, ``tests/reference.py`` (``tests`` on ``sys.path``).
