@@ -317,7 +317,8 @@ def assert_stopped_run(out: pathlib.Path, src: pathlib.Path, total: int) -> list
     order = [str(p) for p in sorted(src.glob("*.png"))]
     doc = json.loads((out / "predictions.json").read_text())
     assert doc["images"] == sorted(done, key=lambda r: order.index(r["path"]))
-    assert doc["summary"] == {"images": len(done), "done": len(done), "failed": 0}
+    assert doc["summary"] == {"images": len(done), "done": len(done), "failed": 0, "interrupted": True,
+                              "inputs": total}
     for record in done:
         assert (out / record["predictions"][0]["overlay"]).is_file()
     assert temp_files(out) == []
