@@ -34,6 +34,45 @@ def method_name(name: str, method: str, several: bool) -> str:
     return f"{name}.{method}" if several else name
 
 
+def grid_name(stem: str) -> str:
+    """An image's grid (``--grid``): ``cats/chelsea.grid.jpg``."""
+    return f"{stem}.grid.jpg"
+
+
+def gif_name(stem: str) -> str:
+    """An image's GIF (``--gif``): ``cats/chelsea.gif``."""
+    return f"{stem}.gif"
+
+
+#: the record fields naming a map's file: one method's (no method in the name, but ``guided`` beside
+#: heat maps is ``NAME.guided.png``), and several methods' dicts method -> file (``NAME.METHOD.ext``)
+_MAP_FILES = (("overlay", None), ("raw", None), ("guided", "guided"))
+_MAP_DICTS = ("overlays", "raws")
+
+
+def stem_of(record: dict) -> str | None:
+    """A record's output stem, read back from the name of one of its map files by :func:`map_name`
+    and :func:`method_name` (records do not list it); None when it names no map file so made
+    (an error record, no label kept, or no per-map file written). Finds an image's per-image
+    files (:func:`grid_name`, :func:`gif_name`) whether or not the record lists them."""
+    for entry in record.get("predictions") or []:
+        if not isinstance(entry, dict):
+            continue
+        files = [(entry[key], method) for key, method in _MAP_FILES if isinstance(entry.get(key), str)]
+        for key in _MAP_DICTS:
+            if isinstance(entry.get(key), dict):
+                files += [(file, method) for method, file in entry[key].items() if isinstance(file, str)]
+        rank = entry.get("rank")
+        number = f"0*{rank}" if isinstance(rank, int) else r"\d+"
+        kind = rf"\.(?:top{number}|class\d+|true)-{re.escape(safe_label(str(entry.get('label', ''))))}"
+        for file, method in files:
+            suffix = rf"(?:\.{re.escape(str(method))})?" if method else ""
+            match = re.fullmatch(rf"(.+){kind}{suffix}\.[A-Za-z0-9]+", file, re.DOTALL)
+            if match:
+                return match.group(1)
+    return None
+
+
 def result_names(shard: tuple[int, int] | None) -> dict[str, str]:
     """``predictions.json`` etc., or ``predictions.2-of-4.json`` for shard 2/4."""
     if shard is None:

@@ -291,3 +291,37 @@ def test_search_and_filters_live_in_the_url_and_come_back_from_it(context, tmp_p
         "No images match “<img src=x onerror=alert(1)>”.")
     assert odd.page.locator("img[src='x']").count() == 0
     odd.assert_clean()
+
+
+def test_guided_maps_grids_and_gifs_show_with_their_image(context, tmp_path):
+    """A run of gradcam + guided with --grid --gif: each card shows its guided maps, grid and GIF
+    (a GIF the record does not list, made later, found by the naming rule), loaded from file://;
+    an image without them says nothing of them. The stem holds markup and both quotes."""
+    from PIL import Image
+
+    out = tmp_path / "out"
+    stem = "run/<script>alert(\"q'1\")</script>"
+    base = f"{stem}.top1-tabby"
+    (out / "run" / "<script>alert(\"q'1\")<").mkdir(parents=True)
+    tiny_jpeg(out / f"{base}.gradcam.jpg", (10, 200, 10))
+    writers.write_bytes(out / f"{base}.guided.png", cv2.imencode(".png", np.full((22, 22, 3), 90, np.uint8))[1].tobytes())
+    tiny_jpeg(out / f"{stem}.grid.jpg", (30, 30, 30), size=(60, 20))
+    frames = [Image.new("RGB", (30, 30), colour) for colour in ("red", "blue")]
+    frames[0].save(out / f"{stem}.gif", save_all=True, append_images=frames[1:], duration=200, loop=0)
+    records = [
+        {"path": "photos/cat.jpg", "status": "ok", "width": 24, "height": 16, "grid": f"{stem}.grid.jpg",
+         "predictions": [{"rank": 1, "class_index": 281, "label": "tabby", "probability": 0.91,
+                          "overlays": {"gradcam": f"{base}.gradcam.jpg"}, "guided": f"{base}.guided.png"}]},
+        ok_record(out, "photos/dog.jpg", "beagle", 162, 0.66, "dog"),
+    ]
+    opened = Opened(context, write_run(out, records, method=["gradcam", "guided"]))
+    page = opened.page
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    cat, dog = page.locator(".card").nth(0), page.locator(".card").nth(1)
+    assert cat.locator("figcaption").all_text_contents() == [
+        "1. tabby (281) 0.910 · gradcam", "1. tabby (281) 0.910 · guided", "grid", "GIF"]
+    assert cat.locator("img").evaluate_all("els => els.map(i => [i.naturalWidth, i.naturalHeight, i.loading])") == [
+        [24, 16, "lazy"], [22, 22, "lazy"], [60, 20, "lazy"], [30, 30, "lazy"]]
+    assert dog.locator("figcaption").all_text_contents() == ["1. beagle (162) 0.660"]
+    assert page.locator("img[src='x'], script:not([id])").count() == 1  # the page's own script only
+    opened.assert_clean()

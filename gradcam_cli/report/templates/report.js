@@ -67,8 +67,12 @@
     if (r.src) maps.appendChild(figure(r.src, "original " + r.size[0] + "×" + r.size[1], r.size[0], r.size[1]));
     r.preds.forEach(function (p) {
       var caption = p.rank + ". " + p.label + " (" + p.ci + ") " + percent(p.p) + (p.method ? " · " + p.method : "");
-      maps.appendChild(figure(p.src, caption + (p.true ? " · true class" : ""), r.size[0], r.size[1], p.true ? "true" : null));
+      var guided = p.method === "guided";  // at the model input's size, not the original's shape
+      maps.appendChild(figure(p.src, caption + (p.true ? " · true class" : ""), guided ? null : r.size[0],
+                              guided ? null : r.size[1], p.true ? "true" : null));
     });
+    if (r.grid) maps.appendChild(figure(r.grid, "grid", null, null, "picture"));
+    if (r.gif) maps.appendChild(figure(r.gif, "GIF", null, null, "picture"));
     c.appendChild(maps);
     return c;
   }
