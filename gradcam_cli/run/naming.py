@@ -58,19 +58,40 @@ def stem_of(record: dict) -> str | None:
     for entry in record.get("predictions") or []:
         if not isinstance(entry, dict):
             continue
-        files = [(entry[key], method) for key, method in _MAP_FILES if isinstance(entry.get(key), str)]
-        for key in _MAP_DICTS:
-            if isinstance(entry.get(key), dict):
-                files += [(file, method) for method, file in entry[key].items() if isinstance(file, str)]
-        rank = entry.get("rank")
-        number = f"0*{rank}" if isinstance(rank, int) else r"\d+"
-        kind = rf"\.(?:top{number}|class\d+|true)-{re.escape(safe_label(str(entry.get('label', ''))))}"
-        for file, method in files:
-            suffix = rf"(?:\.{re.escape(str(method))})?" if method else ""
-            match = re.fullmatch(rf"(.+){kind}{suffix}\.[A-Za-z0-9]+", file, re.DOTALL)
-            if match:
-                return match.group(1)
+        tail = f"-{safe_label(str(entry.get('label', '')))}"
+        for file, method in _map_files(entry):
+            base, _, ext = file.rpartition(".")
+            if not (base and ext.isascii() and ext.isalnum()):
+                continue
+            bare = [base[: -len(method) - 1]] if method and base.endswith(f".{method}") else []
+            for name in bare + [base]:  # NAME.METHOD.ext (several methods), or NAME.ext
+                stem = _stem_before(name, tail, entry.get("rank"))
+                if stem:
+                    return stem
     return None
+
+
+_KIND = re.compile(r"top(\d+)|class\d+|true", re.ASCII)  # map_name's kinds of map
+
+
+def _map_files(entry: dict) -> list[tuple[str, str | None]]:
+    files = [(entry[key], method) for key, method in _MAP_FILES if isinstance(entry.get(key), str)]
+    for key in _MAP_DICTS:
+        if isinstance(entry.get(key), dict):
+            files += [(file, str(method)) for method, file in entry[key].items() if isinstance(file, str)]
+    return files
+
+
+def _stem_before(name: str, tail: str, rank) -> str | None:
+    """``stem`` of a map's base name ``stem.KIND-LABEL`` (``tail``: ``-LABEL``); the rank, when
+    known, must be a ``top`` map's number."""
+    if not name.endswith(tail):
+        return None
+    stem, _, kind = name[: -len(tail)].rpartition(".")
+    match = _KIND.fullmatch(kind)
+    if not match or (match.group(1) and isinstance(rank, int) and int(match.group(1)) != rank):
+        return None
+    return stem or None
 
 
 def result_names(shard: tuple[int, int] | None) -> dict[str, str]:
