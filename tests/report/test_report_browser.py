@@ -252,6 +252,10 @@ def test_no_matches_says_so_and_goes_when_matches_return(context, tmp_path):
     assert not empty.is_visible() and opened.controls() == {"search": "", "class-filter": "", "show": "all",
                                                             "sort": "wrong"}
     opened.assert_clean()
+    none = Opened(context, write_run(tmp_path / "none", []))  # a run of no image: said so, nothing to clear
+    assert none.page.locator("#empty .what").text_content() == "This run has no images."
+    assert not none.page.locator("#empty button").is_visible()
+    none.assert_clean()
 
 
 def test_search_and_filters_live_in_the_url_and_come_back_from_it(context, tmp_path):
