@@ -5,7 +5,9 @@ allows only its own script, by hash, and images from ``file:``/``data:``) and op
 from ``file://``. The run header, summary and per-class error table are rendered
 here; the cards are built by the page's script, a page of 100 at a time, from an
 embedded JSON block (``<``, ``>``, ``&`` escaped as ``\\u003c`` ...) with
-``textContent`` only. Images are referenced by relative URLs, never embedded.
+``textContent`` only. Images are referenced by relative URLs, never embedded: the
+original, the overlays, Guided Grad-CAM maps, and the image's grid and GIF, found by the
+record or by the run's naming rule (:mod:`gradcam_cli.run.naming`, a leaf module).
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from functools import lru_cache
 
 from gradcam_cli.io import writers
 from gradcam_cli.errors import ReportError
+from gradcam_cli.run.naming import gif_name, grid_name, stem_of
 
 REPORT_NAME = "report.html"
 PAGE_SIZE = 100
+GUIDED = "guided"  # Guided Grad-CAM's maps: a PNG per map beside (or instead of) the overlays
 
 
 def build_report(out_dir: str | os.PathLike, predictions_name: str = "predictions.json") -> pathlib.Path:
@@ -62,7 +66,8 @@ def load_run(path: pathlib.Path) -> dict:
 
 def render_report(run: dict, out_dir: pathlib.Path) -> str:
     """The HTML text of the report of ``run`` (a parsed ``predictions.json``) written in ``out_dir``."""
-    records = [card_data(i, r, out_dir) for i, r in enumerate(run["images"]) if isinstance(r, dict)]
+    on_disk = OnDisk(out_dir)
+    records = [card_data(i, r, out_dir, on_disk) for i, r in enumerate(run["images"]) if isinstance(r, dict)]
     test_mode = any(r["truth"] is not None for r in records)
     header = {k: v for k, v in run.items() if k != "images"}
     script = _static("report.js")
@@ -88,7 +93,7 @@ def embed_json(obj) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def card_data(index: int, record: dict, out_dir: pathlib.Path) -> dict:
+def card_data(index: int, record: dict, out_dir: pathlib.Path, on_disk: OnDisk | None = None) -> dict:
     """What one card shows, from one record of ``predictions.json`` (URLs relative to ``out_dir``)."""
     path = str(record.get("path", ""))
     card = {
@@ -107,8 +112,7 @@ def card_data(index: int, record: dict, out_dir: pathlib.Path) -> dict:
         card["error"] = f"{record.get('kind', 'error')}: {record.get('message', '')}"
         return card
     for p in record.get("predictions") or []:
-        several = p.get("overlays") if isinstance(p.get("overlays"), dict) else {}
-        for method, overlay in several.items() or [(p.get("method"), p.get("overlay"))]:
+        for method, overlay in _map_files(p):
             card["preds"].append({
                 "rank": p.get("rank"), "ci": p.get("class_index"), "label": str(p.get("label", "")),
                 "p": p.get("probability"), "src": _url(overlay) if overlay else None,
@@ -117,11 +121,55 @@ def card_data(index: int, record: dict, out_dir: pathlib.Path) -> dict:
     if card["preds"]:
         top = next((p for p in card["preds"] if p["rank"] == 1), card["preds"][0])
         card["top"] = {"ci": top["ci"], "label": top["label"], "p": top["p"]}
+    card.update(image_files(record, on_disk or OnDisk(out_dir)))
     truth = record.get("true_label")
     if isinstance(truth, dict):
         card["truth"] = {"ci": truth.get("class_index"), "label": str(truth.get("label", "")), "rank": truth.get("rank")}
         card["wrong"] = truth.get("rank") != 1
     return card
+
+
+def _map_files(entry: dict) -> list[tuple]:
+    """(method, file or None) of one prediction's pictures: its overlay (one method) or overlays
+    (several), then its guided Grad-CAM map; an overlay-less slot only when there is no picture."""
+    several = entry.get("overlays") if isinstance(entry.get("overlays"), dict) else {}
+    files = list(several.items()) or [(entry.get("method"), entry.get("overlay"))]
+    if isinstance(entry.get("guided"), str) and entry["guided"]:
+        files = [(method, file) for method, file in files if file] + [(GUIDED, entry["guided"])]
+    return files
+
+
+def image_files(record: dict, on_disk: OnDisk) -> dict:
+    """The image's grid and GIF as relative URLs (``{"grid": ..., "gif": ...}``, a key only for a
+    file there is): named by the record, else by the run's naming rule when that file exists (a
+    run's pictures added later by ``gradcam pictures`` are found whether or not it lists them)."""
+    files, stem = {}, None
+    for key, name_of in (("grid", grid_name), ("gif", gif_name)):
+        name = record.get(key)
+        if not (isinstance(name, str) and name):
+            stem = (stem_of(record) or "") if stem is None else stem
+            name = name_of(stem) if stem and name_of(stem) in on_disk else None
+        if name:
+            files[key] = _url(name)
+    return files
+
+
+class OnDisk:
+    """``relative_name in on_disk``: is there such a file under ``root``? Each folder is listed once
+    (a report of 10,000 images asks 20,000 names; one stat each took 1.1 s on the loaded machine)."""
+
+    def __init__(self, root: pathlib.Path):
+        self.root, self.folders = root, {}
+
+    def __contains__(self, name: str) -> bool:
+        folder, _, base = name.rpartition("/")
+        if folder not in self.folders:
+            try:
+                with os.scandir(self.root / folder) as entries:
+                    self.folders[folder] = {e.name for e in entries if e.is_file()}
+            except OSError:  # no such folder, or not readable: no file of it is shown
+                self.folders[folder] = set()
+        return base in self.folders[folder]
 
 
 def class_errors(cards: list[dict]) -> list[dict]:

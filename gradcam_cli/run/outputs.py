@@ -25,7 +25,7 @@ import numpy as np
 
 from gradcam_cli.render.resample import Upsampler, upsample_linear
 from gradcam_cli.results import Explanation
-from gradcam_cli.run.naming import method_name
+from gradcam_cli.run.naming import gif_name, grid_name, method_name
 from gradcam_cli.settings import OutputSettings, RunSettings
 
 GUIDED = "guided"  # Guided Grad-CAM: an image at the input's resolution, not a heat map
@@ -254,7 +254,7 @@ class GridOutput(Output):
             groups.append(len(pictures))
         picture = grid_image(self.overlay.base(result), tiles, titles, columns=self.columns,
                              tile=self.overlay.tile(self.tile), groups=groups)
-        name = f"{result.stem}.grid.jpg"
+        name = grid_name(result.stem)
         writers.write_bytes(out_dir / name, encode_jpeg(np.ascontiguousarray(picture[..., ::-1]), self.quality))
         result.record[self.key] = name
 
@@ -283,7 +283,7 @@ class GifOutput(Output):
         for method, pictures in self.overlay.pictures(result).items():
             frames += [np.ascontiguousarray(p[..., ::-1]) for p in pictures]
             captions += [_caption(entry, method if several else None) for entry in result.entries]
-        name = f"{result.stem}.gif"
+        name = gif_name(result.stem)
         writers.write_bytes(out_dir / name, gif_bytes(frames, captions, ms=self.ms))
         result.record[self.key] = name
 

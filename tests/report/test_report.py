@@ -8,7 +8,11 @@ import json
 import os
 import re
 
+import shutil
+import urllib.parse
+
 import pytest
+from helpers import invoke, make_images
 
 from gradcam_cli.io import writers
 from gradcam_cli.errors import ReportError
@@ -109,3 +113,68 @@ def test_refusals(tmp_path):
         build_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
     assert os.listdir(tmp_path) == ["predictions.json"]
+
+
+STEM = "run/<script>alert(\"q'1\")</script>"  # a folder and a file name with markup and both quotes
+STEM_URL = "run/%3Cscript%3Ealert%28%22q%271%22%29%3C/script%3E"
+
+
+def test_guided_maps_grids_and_gifs_are_linked_escaped_and_absent_ones_unmentioned(tmp_path):
+    records = [
+        {"path": "a.jpg", "status": "ok", "width": 4, "height": 3, "grid": f"{STEM}.grid.jpg",
+         "predictions": [{"rank": 1, "class_index": 3, "label": "tabby", "probability": 0.5,
+                          "overlays": {"gradcam": f"{STEM}.top1-tabby.gradcam.jpg"},
+                          "guided": f"{STEM}.top1-tabby.guided.png"}]},
+        {"path": "b.jpg", "status": "ok", "width": 4, "height": 3,
+         "predictions": [{"rank": 1, "class_index": 3, "label": "tabby", "probability": 0.5,
+                          "overlay": "b.top1-tabby.jpg"}]},
+        {"path": "c.jpg", "status": "ok", "width": 4, "height": 3,  # a run of guided alone: no overlay
+         "predictions": [{"rank": 1, "class_index": 3, "label": "tabby", "probability": 0.5,
+                          "guided": "c.top1-tabby.png"}]},
+    ]
+    # the first image's GIF is not in its record (made later, as `gradcam pictures` does): found by
+    # the naming rule; b's grid name is on disk as a folder, not a file: not shown
+    (tmp_path / "run" / "<script>alert(\"q'1\")<").mkdir(parents=True)
+    (tmp_path / f"{STEM}.gif").write_bytes(b"GIF89a")
+    (tmp_path / "b.grid.jpg").mkdir()
+    writers.write_json(tmp_path / "predictions.json", run(records, method=["gradcam", "guided"]))
+    html = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "<script>alert" not in html and html.count("<script") == 2 and "q'1" not in html
+    first, second, third = data_block(html)["records"]
+    assert first["grid"] == f"{STEM_URL}.grid.jpg" and first["gif"] == f"{STEM_URL}.gif"
+    assert [(p["method"], p["src"]) for p in first["preds"]] == [("gradcam", f"{STEM_URL}.top1-tabby.gradcam.jpg"),
+                                                                 ("guided", f"{STEM_URL}.top1-tabby.guided.png")]
+    assert "grid" not in second and "gif" not in second
+    assert [(p["method"], p["src"]) for p in second["preds"]] == [(None, "b.top1-tabby.jpg")]
+    assert [(p["method"], p["src"]) for p in third["preds"]] == [("guided", "c.top1-tabby.png")]
+    assert third["top"] == {"ci": 3, "label": "tabby", "p": 0.5}
+
+
+def test_a_real_run_shows_its_pictures_and_those_added_later(tmp_path, tiny):
+    """`explain --method gradcam --method guided --grid --gif --report` on images in two folders
+    (stems ``a b/im000`` ...): every card links its overlay, guided map, grid and GIF as the records
+    name them. The same run without --grid/--gif: no card mentions a grid or GIF until the files
+    are there under the run's names (as `gradcam pictures` writes them), then each card links them."""
+    options, _ = tiny
+    images = tmp_path / "in"
+    make_images(images / "a b", 2)
+    make_images(images / "c", 1)
+    full, bare = tmp_path / "full", tmp_path / "bare"
+    common = (*options, "--method", "gradcam", "--method", "guided")
+    assert invoke("explain", images, "--out", full, *common, "--grid", "--gif", "--report").exit_code == 0
+    assert invoke("explain", images, "--out", bare, *common).exit_code == 0
+    quote = urllib.parse.quote
+    records = json.loads((full / "predictions.json").read_text())["images"]
+    cards = data_block((full / "report.html").read_text())["records"]
+    assert [r["grid"] for r in records] == ["a b/im000.grid.jpg", "a b/im001.grid.jpg", "c/im000.grid.jpg"]
+    for record, card in zip(records, cards):
+        [entry] = record["predictions"]
+        assert card["grid"] == quote(record["grid"]) and card["gif"] == quote(record["gif"])
+        assert [(p["method"], p["src"]) for p in card["preds"]] == [("gradcam", quote(entry["overlays"]["gradcam"])),
+                                                                    ("guided", quote(entry["guided"]))]
+    assert all("grid" not in card and "gif" not in card for card in data_block(build_report(bare).read_text())["records"])
+    for record in records:
+        for key in ("grid", "gif"):
+            shutil.copyfile(full / record[key], bare / record[key])
+    later = data_block(build_report(bare).read_text())["records"]
+    assert [(c["grid"], c["gif"]) for c in later] == [(c["grid"], c["gif"]) for c in cards]

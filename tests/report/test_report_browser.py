@@ -8,6 +8,7 @@ leave out with ``-m "not browser"``.
 from __future__ import annotations
 
 import pathlib
+import urllib.parse
 
 import cv2
 import numpy as np
@@ -45,14 +46,14 @@ def context(tmp_path_factory):
 class Opened:
     """A page and everything it did: requests, console errors, page errors, dialogs."""
 
-    def __init__(self, context, path: pathlib.Path):
+    def __init__(self, context, path: pathlib.Path, suffix: str = ""):
         self.requests, self.console_errors, self.page_errors, self.dialogs = [], [], [], []
         self.page = context.new_page()
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
         self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.page.goto(path.as_uri())
+        self.page.goto(path.as_uri() + suffix)  # suffix: a query string or fragment (the page's state)
         self.page.wait_for_selector("html[data-ready]", state="attached")
 
     def names(self) -> list[str]:
@@ -69,6 +70,13 @@ class Opened:
         self.page.eval_on_selector("#count", "e => { e.textContent = ''; }")
         action()
         self.page.wait_for_function("n => document.getElementById('count').textContent.startsWith(n + ' of ')", arg=n)
+
+    def state(self) -> dict:
+        """The page's state as its URL's fragment holds it (``#q=...&class=...``)."""
+        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.page.url).fragment))
+
+    def controls(self) -> dict:
+        return {c: self.page.input_value(f"#{c}") for c in ("search", "class-filter", "show", "sort")}
 
     def assert_clean(self):
         outside = [u for u in self.requests if not u.startswith(("file://", "data:"))]
@@ -200,6 +208,124 @@ def test_pages_of_100(context, tmp_path):
         if number < 3:
             page.click("#next")
     assert seen == [f"img{i:03d}.jpg" for i in range(250)]
+    assert opened.state() == {"page": "3"}  # the page is in the URL too
     opened.select("#class-filter", "1", 83)  # beagle: 83 images, one page
     assert page.text_content("#page") == "page 1 of 1" and len(opened.names()) == 83
+    assert opened.state() == {"class": "1"}
+    opened.assert_clean()
+    again = Opened(context, out / "report.html", "#page=2")
+    assert again.page.text_content("#page") == "page 2 of 3" and again.names()[0] == "img100.jpg"
+    again.assert_clean()
+
+
+def small_run(out: pathlib.Path, truth: bool = False) -> pathlib.Path:
+    """Four cats and a dog, one label full of URL syntax (``&``, ``#``, ``=``, ``%``, a space)."""
+    rows = [("photos/cat1.jpg", "tabby", 281, 0.91, "cat1", (281, "tabby")),
+            ("photos/cat2.jpg", "tabby", 281, 0.42, "cat2", (285, "Egyptian_cat")),
+            ("photos/egypt.jpg", "Egyptian_cat", 285, 0.77, "egypt", (285, "Egyptian_cat")),
+            ("photos/odd.jpg", "a&b #c=d%", 7, 0.30, "odd", (7, "a&b #c=d%")),
+            ("photos/dog.jpg", "beagle", 162, 0.66, "dog", (162, "beagle"))]
+    return write_run(out, [ok_record(out, path, label, index, p, stem, row_truth if truth else None)
+                           for path, label, index, p, stem, row_truth in rows])
+
+
+def test_no_matches_says_so_and_goes_when_matches_return(context, tmp_path):
+    report = small_run(tmp_path / "out", truth=True)
+    opened = Opened(context, report)
+    page = opened.page
+    empty = page.locator("#empty")
+    assert empty.count() == 1 and not empty.is_visible()
+    opened.set_search("zebra<b>&\"", 0)
+    assert empty.is_visible() and page.locator("#cards .card").count() == 0
+    assert empty.locator(".what").text_content() == "No images match “zebra<b>&\"”."
+    assert page.locator("#empty b").count() == 0  # the query is text, never markup
+    opened.set_search("tabby", 2)
+    assert not empty.is_visible() and opened.names() == ["cat2.jpg", "cat1.jpg"]
+    opened.select("#show", "right", 1)  # the search and a filter together
+    opened.select("#class-filter", "285", 0)
+    assert empty.locator(".what").text_content() == "No images match “tabby” with the filters chosen."
+    opened.set_search("", 1)
+    assert not empty.is_visible() and opened.names() == ["egypt.jpg"]
+    opened.select("#show", "wrong", 0)
+    assert empty.locator(".what").text_content() == "No images match the filters chosen."
+    opened.change(lambda: page.click("#empty button"), 5)  # one click clears the search and every filter
+    assert not empty.is_visible() and opened.controls() == {"search": "", "class-filter": "", "show": "all",
+                                                            "sort": "wrong"}
+    opened.assert_clean()
+    none = Opened(context, write_run(tmp_path / "none", []))  # a run of no image: said so, nothing to clear
+    assert none.page.locator("#empty .what").text_content() == "This run has no images."
+    assert not none.page.locator("#empty button").is_visible()
+    none.assert_clean()
+
+
+def test_search_and_filters_live_in_the_url_and_come_back_from_it(context, tmp_path):
+    report = small_run(tmp_path / "out")
+    opened = Opened(context, report)
+    assert opened.state() == {} and "#" not in opened.page.url  # the default view: a plain URL
+    opened.set_search("&B #c=D%", 1)  # typed: the URL follows, every character of the query kept
+    assert opened.state() == {"q": "&B #c=D%"} and opened.names() == ["odd.jpg"]
+    opened.set_search("cat", 3)
+    opened.select("#class-filter", "281", 2)
+    opened.select("#sort", "conf-asc", 2)
+    assert opened.state() == {"q": "cat", "class": "281", "sort": "conf-asc"}
+    url = opened.page.url
+    opened.assert_clean()
+
+    again = Opened(context, report, "#" + url.split("#", 1)[1])  # the URL opened afresh: the same view
+    assert again.controls() == {"search": "cat", "class-filter": "281", "show": "all", "sort": "conf-asc"}
+    assert again.names() == ["cat2.jpg", "cat1.jpg"]
+    again.assert_clean()
+
+    queried = Opened(context, report, "?q=EGYPT")  # a query string works too
+    assert queried.controls()["search"] == "EGYPT" and queried.names() == ["egypt.jpg"]
+    queried.set_search("beagle", 1)  # the state moves to the fragment, the query string goes
+    assert urllib.parse.urlsplit(queried.page.url).query == "" and queried.state() == {"q": "beagle"}
+    queried.set_search("", 5)
+    assert "#" not in queried.page.url and "?" not in queried.page.url
+    queried.change(lambda: queried.page.evaluate("location.hash = 'q=tabby&class=281'"), 2)  # an edited URL
+    assert queried.controls()["search"] == "tabby" and queried.controls()["class-filter"] == "281"
+    queried.assert_clean()
+
+    # values the page does not offer are ignored, not shown as an empty select; markup stays text
+    odd = Opened(context, report, "#" + urllib.parse.urlencode({"q": "<img src=x onerror=alert(1)>", "class": "999",
+                                                                 "sort": "nonsense"}))
+    assert odd.controls() == {"search": "<img src=x onerror=alert(1)>", "class-filter": "", "show": "all",
+                              "sort": "run"}
+    assert odd.names() == [] and odd.page.locator("#empty .what").text_content() == (
+        "No images match “<img src=x onerror=alert(1)>”.")
+    assert odd.page.locator("img[src='x']").count() == 0
+    odd.assert_clean()
+
+
+def test_guided_maps_grids_and_gifs_show_with_their_image(context, tmp_path):
+    """A run of gradcam + guided with --grid --gif: each card shows its guided maps, grid and GIF
+    (a GIF the record does not list, made later, found by the naming rule), loaded from file://;
+    an image without them says nothing of them. The stem holds markup and both quotes."""
+    from PIL import Image
+
+    out = tmp_path / "out"
+    stem = "run/<script>alert(\"q'1\")</script>"
+    base = f"{stem}.top1-tabby"
+    (out / "run" / "<script>alert(\"q'1\")<").mkdir(parents=True)
+    tiny_jpeg(out / f"{base}.gradcam.jpg", (10, 200, 10))
+    writers.write_bytes(out / f"{base}.guided.png", cv2.imencode(".png", np.full((22, 22, 3), 90, np.uint8))[1].tobytes())
+    tiny_jpeg(out / f"{stem}.grid.jpg", (30, 30, 30), size=(60, 20))
+    frames = [Image.new("RGB", (30, 30), colour) for colour in ("red", "blue")]
+    frames[0].save(out / f"{stem}.gif", save_all=True, append_images=frames[1:], duration=200, loop=0)
+    records = [
+        {"path": "photos/cat.jpg", "status": "ok", "width": 24, "height": 16, "grid": f"{stem}.grid.jpg",
+         "predictions": [{"rank": 1, "class_index": 281, "label": "tabby", "probability": 0.91,
+                          "overlays": {"gradcam": f"{base}.gradcam.jpg"}, "guided": f"{base}.guided.png"}]},
+        ok_record(out, "photos/dog.jpg", "beagle", 162, 0.66, "dog"),
+    ]
+    opened = Opened(context, write_run(out, records, method=["gradcam", "guided"]))
+    page = opened.page
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    cat, dog = page.locator(".card").nth(0), page.locator(".card").nth(1)
+    assert cat.locator("figcaption").all_text_contents() == [
+        "1. tabby (281) 0.910 · gradcam", "1. tabby (281) 0.910 · guided", "grid", "GIF"]
+    assert cat.locator("img").evaluate_all("els => els.map(i => [i.naturalWidth, i.naturalHeight, i.loading])") == [
+        [24, 16, "lazy"], [22, 22, "lazy"], [60, 20, "lazy"], [30, 30, "lazy"]]
+    assert dog.locator("figcaption").all_text_contents() == ["1. beagle (162) 0.660"]
+    assert page.locator("img[src='x'], script:not([id])").count() == 1  # the page's own script only
     opened.assert_clean()

@@ -67,8 +67,12 @@
     if (r.src) maps.appendChild(figure(r.src, "original " + r.size[0] + "×" + r.size[1], r.size[0], r.size[1]));
     r.preds.forEach(function (p) {
       var caption = p.rank + ". " + p.label + " (" + p.ci + ") " + percent(p.p) + (p.method ? " · " + p.method : "");
-      maps.appendChild(figure(p.src, caption + (p.true ? " · true class" : ""), r.size[0], r.size[1], p.true ? "true" : null));
+      var guided = p.method === "guided";  // at the model input's size, not the original's shape
+      maps.appendChild(figure(p.src, caption + (p.true ? " · true class" : ""), guided ? null : r.size[0],
+                              guided ? null : r.size[1], p.true ? "true" : null));
     });
+    if (r.grid) maps.appendChild(figure(r.grid, "grid", null, null, "picture"));
+    if (r.gif) maps.appendChild(figure(r.gif, "GIF", null, null, "picture"));
     c.appendChild(maps);
     return c;
   }
@@ -86,7 +90,47 @@
     }
   };
 
-  function apply() {
+  // The view's state (search, filters, sort, page) lives in the URL's fragment, written with
+  // history.replaceState (no history entry, no reload; works from file://): a copied or reloaded
+  // URL opens the same view. A query string (report.html?q=cat) is read too; the fragment wins.
+  var controls = {q: "search", "class": "class-filter", show: "show", sort: "sort"};
+  var defaults = {q: "", "class": "", show: "all", sort: $("sort").options[0].value};
+
+  function readState() {
+    var params = new URLSearchParams(location.search);
+    new URLSearchParams(location.hash.slice(1)).forEach(function (value, key) { params.set(key, value); });
+    return params;
+  }
+
+  function offered(box, value) {  // a select keeps only a value it offers
+    return box.tagName !== "SELECT" || Array.prototype.some.call(box.options, function (o) { return o.value === value; });
+  }
+
+  function restore(params, keys) {  // the controls from a state (absent or unknown values: the default); the page
+    (keys || Object.keys(controls)).forEach(function (key) {
+      var box = $(controls[key]), value = params.has(key) ? params.get(key) : defaults[key];
+      box.value = offered(box, value) ? value : defaults[key];
+    });
+    var number = parseInt(params.get("page"), 10);
+    return number > 1 ? number - 1 : 0;
+  }
+
+  function saveState() {
+    var params = new URLSearchParams();
+    Object.keys(controls).forEach(function (key) {
+      var value = $(controls[key]).value;
+      if (value !== defaults[key]) params.set(key, value);
+    });
+    if (page > 0) params.set("page", String(page + 1));
+    var url = new URL(location.href), text = params.toString();
+    url.search = "";
+    url.hash = text;
+    var href = text ? url.href : url.href.split("#")[0];
+    if (href === location.href) return;
+    try { history.replaceState(history.state, "", href); } catch (e) { location.replace("#" + text); }
+  }
+
+  function apply(startPage) {
     var query = $("search").value.trim().toLowerCase();
     var cls = $("class-filter").value, show = $("show").value;
     view = records.filter(function (r) {
@@ -98,8 +142,16 @@
       return true;
     });
     view.sort(sorters[$("sort").value] || sorters.run);
-    page = 0;
+    page = startPage || 0;
     render();
+  }
+
+  function nothingText() {  // what the page says when no image is left to show
+    var query = $("search").value.trim();
+    var filtered = $("class-filter").value !== defaults["class"] || $("show").value !== defaults.show;
+    if (!records.length) return "This run has no images.";
+    if (!query) return "No images match the filters chosen.";
+    return "No images match “" + query + "”" + (filtered ? " with the filters chosen." : ".");
   }
 
   function render() {
@@ -108,17 +160,26 @@
     var fragment = document.createDocumentFragment();
     view.slice(page * PAGE, (page + 1) * PAGE).forEach(function (r) { fragment.appendChild(card(r)); });
     $("cards").replaceChildren(fragment);
+    $("empty").hidden = view.length > 0;
+    $("empty").querySelector(".what").textContent = view.length ? "" : nothingText();
+    $("empty").querySelector("button").hidden = !records.length;
     $("count").textContent = view.length + " of " + records.length + " images";
     $("page").textContent = "page " + (page + 1) + " of " + pages;
     $("prev").disabled = page === 0;
     $("next").disabled = page >= pages - 1;
+    saveState();
   }
 
   var timer = null;
   $("search").addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(apply, 120); });
-  ["class-filter", "show", "sort"].forEach(function (id) { $(id).addEventListener("change", apply); });
+  ["class-filter", "show", "sort"].forEach(function (id) { $(id).addEventListener("change", function () { apply(); }); });
   $("prev").addEventListener("click", function () { page -= 1; render(); window.scrollTo(0, 0); });
   $("next").addEventListener("click", function () { page += 1; render(); window.scrollTo(0, 0); });
-  apply();
+  $("empty").querySelector("button").addEventListener("click", function () {
+    restore(new URLSearchParams(), ["q", "class", "show"]);  // the sort stays
+    apply();
+  });
+  window.addEventListener("hashchange", function () { apply(restore(readState())); });  // an edited URL
+  apply(restore(readState()));
   document.documentElement.dataset.ready = String(performance.now());
 })();
