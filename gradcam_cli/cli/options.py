@@ -214,6 +214,11 @@ def overlay_options(command):
                      help="JPEG quality."),
         click.option("--save-raw", is_flag=True,
                      help="Also write each map as float32 .npy at the target layer's resolution."),
+        click.option("--caption", is_flag=True,
+                     help="A strip under each overlay JPEG: class, probability, method, rank "
+                          "('tabby 0.62 · gradcam · top-1'). Grids and GIFs title their tiles already."),
+        click.option("--colorbar", is_flag=True,
+                     help="A strip under each overlay JPEG: the --colormap from 0 (left) to 1 (right)."),
     ])
 
 
@@ -221,7 +226,8 @@ def output_settings(p: dict) -> OutputSettings:
     """The record of :func:`overlay_options` and :func:`picture_options`."""
     return OutputSettings(
         overlay=OverlaySettings(alpha=p["alpha"], colormap=p["colormap"], quality=p["quality"],
-                                max_side=p["overlay_max_side"], enabled=not p["no_overlays"]),
+                                max_side=p["overlay_max_side"], enabled=not p["no_overlays"],
+                                caption=p["caption"], colorbar=p["colorbar"]),
         raw=p["save_raw"], boxes=BoxSettings(enabled=p["boxes"], threshold=p["box_threshold"]),
         grid=GridSettings(enabled=p["grid"], columns=p["grid_columns"], tile=p["grid_tile"]),
         gif=GifSettings(enabled=p["gif"], ms=p["gif_ms"]),
