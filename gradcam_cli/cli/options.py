@@ -131,18 +131,38 @@ def colormap_value(ctx, param, value):
     return value
 
 
+def _grid_gif(after_run: bool) -> list:
+    """--grid, --gif and their settings; ``after_run`` (``gradcam pictures``): their defaults are the run's."""
+    grid, gif = GridSettings(), GifSettings()
+    run = " (default: the run's)" if after_run else ""
+    return [
+        click.option("--grid", is_flag=True, help="Per image, one JPEG: the original and every overlay, titled."),
+        click.option("--grid-columns", default=None if after_run else grid.columns, show_default=not after_run,
+                     type=click.IntRange(1, 32), help=f"Tiles per row of --grid{run}."),
+        click.option("--grid-tile", default=None if after_run else grid.tile, show_default=not after_run,
+                     type=click.IntRange(64, 4096),
+                     help=f"Long side of each --grid tile, in pixels (at most --overlay-max-side: no upscaled "
+                          f"tiles){run}."),
+        click.option("--gif", is_flag=True, help="Per image, an animated GIF: original, then each overlay, captioned."),
+        click.option("--gif-ms", default=None if after_run else gif.ms, show_default=not after_run,
+                     type=click.IntRange(1, 60000), help=f"Milliseconds per --gif frame{run}."),
+    ]
+
+
+def after_run_picture_options(command):
+    """``gradcam pictures``: what to add to a finished run, each setting defaulting to the run's."""
+    return _apply(command, [
+        *_grid_gif(after_run=True),
+        click.option("--overlay-max-side", default=None, type=click.IntRange(16, 65536), metavar="PX",
+                     help="Grid tiles and GIF frames at most PX on their long side (default: the run's "
+                          "--overlay-max-side, else the original size)."),
+    ])
+
+
 def picture_options(command):
     """Grids, GIFs and boxes (the output plug-ins beyond overlays)."""
-    grid, gif = GridSettings(), GifSettings()
     return _apply(command, [
-        click.option("--grid", is_flag=True, help="Per image, one JPEG: the original and every overlay, titled."),
-        click.option("--grid-columns", default=grid.columns, show_default=True, type=click.IntRange(1, 32),
-                     help="Tiles per row of --grid."),
-        click.option("--grid-tile", default=grid.tile, show_default=True, type=click.IntRange(64, 4096),
-                     help="Long side of each --grid tile, in pixels (at most --overlay-max-side: no upscaled tiles)."),
-        click.option("--gif", is_flag=True, help="Per image, an animated GIF: original, then each overlay, captioned."),
-        click.option("--gif-ms", default=gif.ms, show_default=True, type=click.IntRange(1, 60000),
-                     help="Milliseconds per --gif frame."),
+        *_grid_gif(after_run=False),
         click.option("--boxes", is_flag=True,
                      help="The paper's localisation box per map: in the records ('box', original pixels) and drawn "
                           "on the overlays."),
