@@ -147,20 +147,25 @@ def test_a_folder_without_a_usable_run_is_one_line(valid_run, tmp_path):
         assert usage.exit_code == 2 and message in usage.stderr
 
 
-def test_a_regression_model_gets_its_grid_gif_and_captions(tmp_path):
+@pytest.mark.parametrize("kind", ["linear", "grey"])
+def test_a_regression_and_a_grey_model_get_the_same_pictures_after_the_run(tmp_path, kind):
     """A linear head's records hold a value, not a probability: the grid's titles, the GIF's and the
-    overlays' captions say "value" (the grid crashed on it before), in the run and after it."""
-    from builders import small_cnn
+    overlays' captions say "value" (the grid crashed on it before). A grey model's pictures are
+    drawn on the grey image, after the run too."""
+    from builders import grey_cnn, small_cnn
     from helpers import make_images
 
-    small_cnn("linear").save(tmp_path / "m.keras")
+    (small_cnn("linear") if kind == "linear" else grey_cnn()).save(tmp_path / "m.keras")
     images = make_images(tmp_path / "images", 2)
     out = tmp_path / "o"
     result = invoke("explain", images, "--model", tmp_path / "m.keras", "--preprocess", "scale", "--out", out,
                     "--grid", "--gif", "--caption", "--save-raw", "-q")
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "predictions.json").read_text())
-    assert all("value" in entry and "probability" not in entry for r in doc["images"] for entry in r["predictions"])
+    if kind == "linear":
+        assert all("value" in e and "probability" not in e for r in doc["images"] for e in r["predictions"])
+    else:
+        assert doc["preprocessing"]["channels"] == 1
     before = {r["path"]: pictures_of(out, r) for r in doc["images"]}
     made = invoke("pictures", out, "--grid", "--gif", "-q")
     assert made.exit_code == 0, made.output
