@@ -149,9 +149,14 @@ def _image_list(images: Any) -> list:
 
 
 def _placed(cam: np.ndarray, size: tuple[int, int], *, geometry: Geometry) -> np.ndarray:
-    """The receptive-field :data:`~gradcam_cli.render.resample.Upsampler` of one geometry."""
     cam = np.asarray(cam)
     return upsample(cam if cam.dtype == np.uint8 else cam.astype(np.float32, copy=False), geometry, size)
+
+
+def upsampler_of(geometry: Geometry) -> Upsampler:
+    """How maps of a layer with this ``geometry`` reach an image whose resize fed the model: the
+    bilinear stretch ('same'-padded models), else each cell at its receptive field's centre."""
+    return upsample_linear if geometry.kind == STRETCH else functools.partial(_placed, geometry=geometry)
 
 
 class GradCAM:
@@ -366,13 +371,8 @@ class GradCAM:
 
     @property
     def upsampler(self) -> Upsampler:
-        """How this model's maps reach an image whose resize fed the model: the bilinear stretch for
-        'same'-padded models, else each cell placed at its receptive field's centre
-        (:func:`gradcam_cli.models.geometry.upsample`)."""
-        geometry = self.geometry
-        if geometry.kind == STRETCH:
-            return upsample_linear
-        return functools.partial(_placed, geometry=geometry)
+        """How this model's maps reach an image whose resize fed the model (:func:`upsampler_of`)."""
+        return upsampler_of(self.geometry)
 
     # -- provenance --------------------------------------------------------------
     def describe(self) -> dict:

@@ -85,13 +85,18 @@ class MethodOptions:
 @dataclass(frozen=True)
 class OverlaySettings:
     """The heatmap blended over the image, one JPEG per map; ``max_side``: the overlays' (and grids',
-    GIFs') long side at most (None: the original size); ``enabled=False``: no overlay files."""
+    GIFs') long side at most (None: the original size); ``enabled=False``: no overlay files.
+    ``caption``: a strip under each overlay JPEG naming its class, probability, method and rank;
+    ``colorbar``: a strip under it showing the colormap from 0 to 1 (grids and GIFs have neither:
+    they title their tiles and frames themselves)."""
 
     alpha: float = DEFAULT_ALPHA
     colormap: str = DEFAULT_COLORMAP
     quality: int = DEFAULT_QUALITY
     max_side: int | None = None
     enabled: bool = True
+    caption: bool = False
+    colorbar: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,8 @@ class OutputSettings:
 
 
 #: ``to_json()``'s flat keys (the run file's and the header's, read back by ``--resume`` on older
-#: folders) -> where each lives in :class:`RunSettings`, in the order they are written
+#: folders) -> where each lives in :class:`RunSettings`, in the order they are written; keys added
+#: later go last (an older run file lacks them, and ``--resume`` compares the keys both sides hold)
 _FLAT = {
     "methods": ("methods",), "top": ("targets", "top"), "classes": ("targets", "classes"),
     "threshold": ("targets", "threshold"), "labels_csv": ("targets", "labels_csv"),
@@ -143,6 +149,7 @@ _FLAT = {
     "overlays": ("outputs", "overlay", "enabled"), "overlay_max_side": ("outputs", "overlay", "max_side"),
     "scorecam_batch": ("method_options", "scorecam_batch"), "scorecam_channels": ("method_options", "scorecam_channels"),
     "aug_smooth": ("method_options", "aug_smooth"), "eigen_smooth": ("method_options", "eigen_smooth"),
+    "caption": ("outputs", "overlay", "caption"), "colorbar": ("outputs", "overlay", "colorbar"),
 }
 
 

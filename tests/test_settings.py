@@ -28,7 +28,9 @@ def test_to_json_keeps_the_flat_keys_and_order_of_older_run_files():
     old = json.loads((OLD_RUN / ".gradcam-run.json").read_text())["settings"]
     settings = RunSettings.from_json(old)
     assert settings.targets.top == 1 and settings.outputs.overlay.max_side == 64
-    assert list(settings.to_json().items()) == list(old.items())  # keys, order and values
+    flat = list(settings.to_json().items())
+    assert flat[:len(old)] == list(old.items())  # keys, order and values
+    assert flat[len(old):] == [("caption", False), ("colorbar", False)]  # added since, last, at their defaults
 
 
 def test_nested_fields_map_to_their_flat_keys():
@@ -37,7 +39,7 @@ def test_nested_fields_map_to_their_flat_keys():
         methods=("gradcam", "layercam"),
         method_options=MethodOptions(scorecam_channels=8, eigen_smooth=True),
         outputs=OutputSettings(overlay=OverlaySettings(alpha=0.5, colormap="turbo", quality=80, max_side=512,
-                                                       enabled=False),
+                                                       enabled=False, caption=True, colorbar=True),
                                raw=True, boxes=BoxSettings(enabled=True, threshold=0.3),
                                grid=GridSettings(enabled=True, columns=4, tile=256)),
         max_pixels=1000,
@@ -46,11 +48,12 @@ def test_nested_fields_map_to_their_flat_keys():
     assert {k: flat[k] for k in ("top", "classes", "threshold", "labels_csv", "methods", "scorecam_channels",
                                  "eigen_smooth", "alpha", "colormap", "quality", "overlay_max_side", "overlays",
                                  "save_raw", "boxes", "box_threshold", "grid", "grid_columns", "grid_tile", "gif",
-                                 "max_pixels")} == {
+                                 "max_pixels", "caption", "colorbar")} == {
         "top": 5, "classes": ["cat", "7"], "threshold": 0.2, "labels_csv": "/l.csv", "methods": ["gradcam", "layercam"],
         "scorecam_channels": 8, "eigen_smooth": True, "alpha": 0.5, "colormap": "turbo", "quality": 80,
         "overlay_max_side": 512, "overlays": False, "save_raw": True, "boxes": True, "box_threshold": 0.3,
-        "grid": True, "grid_columns": 4, "grid_tile": 256, "gif": False, "max_pixels": 1000}
+        "grid": True, "grid_columns": 4, "grid_tile": 256, "gif": False, "max_pixels": 1000, "caption": True,
+        "colorbar": True}
     assert RunSettings.from_json(flat) == settings  # a round trip, tuples and all
 
 

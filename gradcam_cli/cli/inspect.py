@@ -52,7 +52,8 @@ def _bar(total: int, quiet: bool, unit: str, noun: str):
 def activations(inputs, out_dir, layer_list, first, per_row, colormap, save_raw, batch_size, quiet,
                 no_recursive, extensions, null, **model_params) -> None:
     """Every channel of the first layers' outputs, one PNG grid per image and layer (each channel
-    standardised, a dead channel flat grey), from one model call per batch for all layers.
+    standardised, a dead channel flat grey, numbered above its tile), from one model call per
+    batch for all layers.
 
     \b
     Example:
@@ -97,7 +98,8 @@ def _activations(refs, out_dir, settings, layer_list, first, per_row, colormap, 
 
 @main.command()
 @click.option("--unit", "unit_mode", is_flag=True,
-              help="Instead of a layer's filters, the model's output units (class visualisation, before softmax).")
+              help="Instead of a layer's filters, the model's output units (class visualisation, before softmax); "
+                   "grid tiles are titled with their class names when the model's are known (else numbers).")
 @click.option("-o", "--out", "out_dir", default="gradcam_filters", show_default=True, type=click.Path(file_okay=False),
               help="Output folder: grid.png, filter_NNNN.png, filters.json.")
 @model_options
@@ -118,7 +120,7 @@ def _activations(refs, out_dir, settings, layer_list, first, per_row, colormap, 
 def filters(unit_mode, out_dir, filters, steps, step_size, size, seed, per_row, batch_size, precision, quiet,
             **model_params) -> None:
     """Filter patterns by gradient ascent (the book's recipe), all filters of the --layer in one
-    batch through one compiled step.
+    batch through one compiled step; grid.png titles each pattern with its filter number.
 
     \b
     Example:
@@ -145,11 +147,14 @@ def _filters(settings, filter_layer, out_dir, filters, steps, step_size, size, s
         ascent = FilterAscent(cam.model, filter_layer, lambda x: preprocess_tensor(x, profile),
                               size=size, steps=steps, step_size=step_size, precision=precision)
         ascent.check_filters(filters)
+    names = None  # a unit's tile shows its class name when the model's class names are known
+    if ascent.units and profile.classes is not None and len(cam.class_names) == ascent.channels:
+        names = cam.class_names.labels
     bar = _bar(len(filters) * steps, quiet, "step", "filter-steps")
     try:
         with errors():
             index = write_filter_outputs(ascent, filters, out_dir, batch_size=batch_size, seed=seed, per_row=per_row,
-                                         progress=bar.update)
+                                         progress=bar.update, class_names=names)
     finally:
         bar.close()
     click.echo(json.dumps({"out": str(out_dir), "layer": index.get("layer"), "filters": len(filters),

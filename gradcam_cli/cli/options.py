@@ -131,18 +131,38 @@ def colormap_value(ctx, param, value):
     return value
 
 
+def _grid_gif(after_run: bool) -> list:
+    """--grid, --gif and their settings; ``after_run`` (``gradcam pictures``): their defaults are the run's."""
+    grid, gif = GridSettings(), GifSettings()
+    run = " (default: the run's)" if after_run else ""
+    return [
+        click.option("--grid", is_flag=True, help="Per image, one JPEG: the original and every overlay, titled."),
+        click.option("--grid-columns", default=None if after_run else grid.columns, show_default=not after_run,
+                     type=click.IntRange(1, 32), help=f"Tiles per row of --grid{run}."),
+        click.option("--grid-tile", default=None if after_run else grid.tile, show_default=not after_run,
+                     type=click.IntRange(64, 4096),
+                     help=f"Long side of each --grid tile, in pixels (at most --overlay-max-side: no upscaled "
+                          f"tiles){run}."),
+        click.option("--gif", is_flag=True, help="Per image, an animated GIF: original, then each overlay, captioned."),
+        click.option("--gif-ms", default=None if after_run else gif.ms, show_default=not after_run,
+                     type=click.IntRange(1, 60000), help=f"Milliseconds per --gif frame{run}."),
+    ]
+
+
+def after_run_picture_options(command):
+    """``gradcam pictures``: what to add to a finished run, each setting defaulting to the run's."""
+    return _apply(command, [
+        *_grid_gif(after_run=True),
+        click.option("--overlay-max-side", default=None, type=click.IntRange(16, 65536), metavar="PX",
+                     help="Grid tiles and GIF frames at most PX on their long side (default: the run's "
+                          "--overlay-max-side, else the original size)."),
+    ])
+
+
 def picture_options(command):
     """Grids, GIFs and boxes (the output plug-ins beyond overlays)."""
-    grid, gif = GridSettings(), GifSettings()
     return _apply(command, [
-        click.option("--grid", is_flag=True, help="Per image, one JPEG: the original and every overlay, titled."),
-        click.option("--grid-columns", default=grid.columns, show_default=True, type=click.IntRange(1, 32),
-                     help="Tiles per row of --grid."),
-        click.option("--grid-tile", default=grid.tile, show_default=True, type=click.IntRange(64, 4096),
-                     help="Long side of each --grid tile, in pixels (at most --overlay-max-side: no upscaled tiles)."),
-        click.option("--gif", is_flag=True, help="Per image, an animated GIF: original, then each overlay, captioned."),
-        click.option("--gif-ms", default=gif.ms, show_default=True, type=click.IntRange(1, 60000),
-                     help="Milliseconds per --gif frame."),
+        *_grid_gif(after_run=False),
         click.option("--boxes", is_flag=True,
                      help="The paper's localisation box per map: in the records ('box', original pixels) and drawn "
                           "on the overlays."),
@@ -214,6 +234,11 @@ def overlay_options(command):
                      help="JPEG quality."),
         click.option("--save-raw", is_flag=True,
                      help="Also write each map as float32 .npy at the target layer's resolution."),
+        click.option("--caption", is_flag=True,
+                     help="A strip under each overlay JPEG: class, probability, method, rank "
+                          "('tabby 0.62 · gradcam · top-1'). Grids and GIFs title their tiles already."),
+        click.option("--colorbar", is_flag=True,
+                     help="A strip under each overlay JPEG: the --colormap from 0 (left) to 1 (right)."),
     ])
 
 
@@ -221,7 +246,8 @@ def output_settings(p: dict) -> OutputSettings:
     """The record of :func:`overlay_options` and :func:`picture_options`."""
     return OutputSettings(
         overlay=OverlaySettings(alpha=p["alpha"], colormap=p["colormap"], quality=p["quality"],
-                                max_side=p["overlay_max_side"], enabled=not p["no_overlays"]),
+                                max_side=p["overlay_max_side"], enabled=not p["no_overlays"],
+                                caption=p["caption"], colorbar=p["colorbar"]),
         raw=p["save_raw"], boxes=BoxSettings(enabled=p["boxes"], threshold=p["box_threshold"]),
         grid=GridSettings(enabled=p["grid"], columns=p["grid_columns"], tile=p["grid_tile"]),
         gif=GifSettings(enabled=p["gif"], ms=p["gif_ms"]),

@@ -184,21 +184,28 @@ def write_filter_outputs(
     per_row: int = 8,
     margin: int = 5,
     progress: Callable[[int], None] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict:
     """Run ``ascent`` and write ``out_dir/grid.png``, ``out_dir/filter_NNNN.png`` per filter and
-    ``out_dir/filters.json`` (each filter's mean activation before and after); returns that index."""
+    ``out_dir/filters.json`` (each filter's mean activation before and after); returns that index.
+
+    Each grid tile is labelled with its filter number, or for the output units with its class
+    name from ``class_names`` (indexed by unit; None: the unit number), which the index's
+    records then carry as ``label``."""
     from gradcam_cli.io import writers
 
     filters = [int(f) for f in ascent.check_filters(filters)]
     patterns, final, initial = ascent.run(filters, batch_size=batch_size, seed=seed, progress=progress)
     out = pathlib.Path(out_dir)
+    named = ascent.units and class_names is not None
+    labels = [str(class_names[f]) if named else str(f) for f in filters]
     records = []
-    for f, pattern, after, before in zip(filters, patterns, final, initial):
+    for f, label, pattern, after, before in zip(filters, labels, patterns, final, initial):
         name = f"{'unit' if ascent.units else 'filter'}_{f:04d}.png"
         writers.write_bytes(out / name, encode_png(pattern))
-        records.append({"filter": f, "file": name, "initial_mean_activation": float(before),
-                        "final_mean_activation": float(after)})
-    writers.write_bytes(out / "grid.png", encode_png(pattern_grid(patterns, per_row, margin)))
+        records.append({"filter": f, **({"label": label} if named else {}), "file": name,
+                        "initial_mean_activation": float(before), "final_mean_activation": float(after)})
+    writers.write_bytes(out / "grid.png", encode_png(pattern_grid(patterns, per_row, margin, labels)))
     index = {
         "model": ascent.model.name,
         "layer": ascent.layer,

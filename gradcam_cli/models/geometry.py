@@ -97,6 +97,18 @@ class Geometry:
         }
 
 
+def geometry_from_json(data: dict[str, Any]) -> Geometry:
+    """The :class:`Geometry` that :meth:`Geometry.to_json` wrote (a run header's ``geometry``)."""
+
+    def pair(value: list | None, kind=float) -> tuple | None:
+        return None if value is None else tuple(kind(v) for v in value)
+
+    rf = data.get("receptive_field") or {}
+    return Geometry(pair(data.get("stride")), pair(data.get("offset")), pair(data["input_size"], int),
+                    pair(data.get("map_size"), int), data["kind"], data.get("note", ""), pair(rf.get("stride")),
+                    pair(rf.get("offset")))
+
+
 def stretch_geometry(
     input_size: tuple[int, int], map_size: tuple[int, int], note: str = "", rf: tuple | None = None
 ) -> Geometry:

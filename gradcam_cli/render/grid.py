@@ -41,9 +41,12 @@ class GridLayout:
 def tile_title(prediction: dict, method: str | None = None) -> str:
     """``"1. Egyptian_cat (285) 0.810"``, and ``" · gradcam"`` when a method is named.
 
-    ``prediction`` is a record of ``predictions.json`` (rank, label, class_index, probability).
+    ``prediction`` is a record of ``predictions.json`` (rank, label, class_index, probability; a
+    regression output's has a ``value`` instead: ``"1. age (0) value 31.2"``).
     """
-    title = f"{prediction['rank']}. {prediction['label']} ({prediction['class_index']}) {prediction['probability']:.3f}"
+    score = (f"{prediction['probability']:.3f}" if "probability" in prediction
+             else f"value {prediction.get('value', 0):.3g}")
+    title = f"{prediction['rank']}. {prediction['label']} ({prediction['class_index']}) {score}"
     return f"{title} · {method}" if method else title
 
 

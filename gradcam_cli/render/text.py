@@ -31,6 +31,21 @@ def strip_height(size: int) -> int:
     return int(round(size * 1.6))
 
 
+def size_to_fit(text: str, width: int, smallest: int = 10) -> int:
+    """The largest font size, from :func:`font_size_for` ``width`` down to ``smallest``, at which
+    ``text`` fits whole in a :func:`text_strip` ``width`` px wide (``smallest`` when none does:
+    the strip then cuts it with an ellipsis)."""
+    for size in range(font_size_for(width), smallest, -1):
+        if load_font(size).getlength(text) + 2 * _pad(size) <= width:
+            return size
+    return smallest
+
+
+def _pad(size: int) -> int:
+    """The space left and right of a strip's text."""
+    return max(2, size // 3)
+
+
 def fit_text(text: str, font, width: int) -> str:
     """``text``, cut with an ellipsis so that it is at most ``width`` px long in ``font``."""
     if font.getlength(text) <= width:
@@ -45,7 +60,7 @@ def text_strip(text: str, width: int, size: int | None = None) -> np.ndarray:
     size = size or font_size_for(width)
     font = load_font(size)
     height = strip_height(size)
-    pad = max(2, size // 3)
+    pad = _pad(size)
     strip = Image.new("RGB", (width, height), STRIP_RGB)
     draw = ImageDraw.Draw(strip)
     draw.text((pad, height // 2), fit_text(text, font, width - 2 * pad), font=font, fill=TEXT_RGB, anchor="lm")

@@ -39,6 +39,21 @@ def _load(path: pathlib.Path) -> dict:
     return document
 
 
+def load_predictions(out_dir, predictions: str = JSON_NAME) -> dict:
+    """The parsed predictions file ``out_dir/predictions`` of a run, for the commands that read a
+    finished run (``export``, ``pictures``); InputError, one line, when it is missing (naming
+    the shards the folder holds instead), unreadable or not a run's."""
+    source = pathlib.Path(out_dir) / predictions
+    if not source.exists():
+        shards = sorted(p.name for p in pathlib.Path(out_dir).glob("predictions.*-of-*.json") if _SHARD.match(p.name))
+        if shards and predictions == JSON_NAME:
+            raise InputError(f"no {predictions} in {out_dir}, which holds the shards {', '.join(shards)}: "
+                              f"`gradcam merge {out_dir}` first, or pass --predictions {shards[0]} for one shard")
+        raise InputError(f"no {predictions} in {out_dir}: expected a folder that `gradcam explain ... --out "
+                          f"{out_dir}` wrote (`gradcam merge` first for shards)")
+    return _load(source)
+
+
 def shard_documents(out_dir: pathlib.Path) -> list[tuple[str, dict]]:
     """(file name, document) of every shard in ``out_dir``, shard 1 first; InputError when there is
     none, when the shards count differently, or when one is missing."""
@@ -116,10 +131,7 @@ def predictions_csv(document: dict) -> str:
 def export_csv(out_dir, predictions: str = JSON_NAME) -> pathlib.Path:
     """Write ``out_dir/predictions.csv`` (``predictions.K-of-N.csv`` for a shard's file) from a run's
     predictions file; returns its path."""
-    source = pathlib.Path(out_dir) / predictions
-    if not source.exists():
-        raise InputError(f"no {predictions} in {out_dir}: expected a folder that `gradcam explain ... --out "
-                          f"{out_dir}` wrote (`gradcam merge` first for shards)")
-    path = source.with_suffix(".csv")
-    writers.write_bytes(path, predictions_csv(_load(source)).encode("utf-8"))
+    document = load_predictions(out_dir, predictions)
+    path = (pathlib.Path(out_dir) / predictions).with_suffix(".csv")
+    writers.write_bytes(path, predictions_csv(document).encode("utf-8"))
     return path

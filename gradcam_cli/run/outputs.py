@@ -107,11 +107,11 @@ class OverlayOutput(Output):
     key = "overlay"
 
     def __init__(self, alpha: float, colormap: str, quality: int, boxes: bool = False, max_side: int | None = None,
-                 enabled: bool = True):
+                 enabled: bool = True, caption: bool = False, colorbar: bool = False):
         from gradcam_cli.render.overlay import colormap_id
 
         self.alpha, self.colormap, self.quality, self.boxes = alpha, colormap_id(colormap), quality, boxes
-        self.max_side, self.enabled = max_side, enabled
+        self.max_side, self.enabled, self.caption, self.colorbar = max_side, enabled, caption, colorbar
 
     def picture_side(self) -> int | None:
         return self.max_side if self.enabled else 0
@@ -162,13 +162,18 @@ class OverlayOutput(Output):
 
     def write(self, result: ImageResult, out_dir: pathlib.Path) -> None:
         from gradcam_cli.io import writers
+        from gradcam_cli.render.legend import decorated, overlay_caption
         from gradcam_cli.render.overlay import encode_jpeg
 
         if not self.enabled:
             return
         pictures = self.pictures(result)
         for file, _, method, i in self.each_map(result, "jpg"):
-            writers.write_bytes(out_dir / file, encode_jpeg(pictures[method][i], self.quality))
+            picture = pictures[method][i]  # the grid's and GIF's tile: the strips go on the file only
+            if self.caption or self.colorbar:
+                picture = decorated(picture, overlay_caption(result.entries[i], method) if self.caption else None,
+                                    self.colormap if self.colorbar else None)
+            writers.write_bytes(out_dir / file, encode_jpeg(picture, self.quality))
 
     def file_complete(self, path: pathlib.Path) -> bool:
         return jpeg_complete(path)
@@ -340,7 +345,8 @@ def outputs_for(settings: RunSettings) -> list[Output]:
     o: OutputSettings = settings.outputs
     heat_maps = any(m != GUIDED for m in settings.methods)
     overlay = OverlayOutput(o.overlay.alpha, o.overlay.colormap, o.overlay.quality, boxes=o.boxes.enabled,
-                            max_side=o.overlay.max_side, enabled=o.overlay.enabled and heat_maps)
+                            max_side=o.overlay.max_side, enabled=o.overlay.enabled and heat_maps,
+                            caption=o.overlay.caption, colorbar=o.overlay.colorbar)
     outputs: list[Output] = [BoxOutput(o.boxes.threshold)] if o.boxes.enabled else []
     outputs.append(overlay)
     if o.raw and heat_maps:

@@ -195,7 +195,8 @@ def test_backbones_table_and_json():
     assert next(r for r in rows if r["name"] == "efficientnet_lite0")["offline"] is True
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["explain", "--help"], ["backbones"], ["backbones", "--json"]])
+@pytest.mark.parametrize("argv", [["--help"], ["explain", "--help"], ["pictures", "--help"], ["backbones"],
+                                  ["backbones", "--json"]])
 def test_help_and_backbones_do_not_import_tensorflow(argv):
     code = (
         "import sys\nfrom gradcam_cli.cli import main\n"
@@ -253,7 +254,7 @@ def test_every_command_has_help_with_an_example():
     from gradcam_cli.cli import main as group
 
     assert sorted(group.commands) == ["activations", "backbones", "evaluate", "explain", "export", "filters", "layers",
-                                      "merge", "report"]
+                                      "merge", "pictures", "report"]
     for name in group.commands:
         result = invoke(name, "--help")
         assert result.exit_code == 0, name

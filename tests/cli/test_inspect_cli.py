@@ -70,3 +70,35 @@ def test_filters_of_the_default_backbone_and_of_an_own_model(tmp_path, lite0_cam
     assert neither.exit_code == 2 and "give --layer NAME" in neither.stderr
     bad = invoke("filters", "--layer", "c1", "--filters", "3-1")
     assert bad.exit_code == 2 and "expected filter numbers and ranges" in bad.stderr
+
+
+def test_unit_tiles_carry_their_class_names_and_filter_tiles_their_numbers(tmp_path):
+    """`filters --unit`: each tile's strip shows its class name when the model's class names are
+    known (--labels), else its unit number; a layer's filters show their numbers."""
+    from gradcam_cli.render.channels import label_size, tile_label
+    from gradcam_cli.render.text import strip_height
+
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inp)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inp, out).save(tmp_path / "own.keras")
+    (tmp_path / "labels.txt").write_text("cat\ndog\nIrish_wolfhound\n")
+    runs = {"named": ("--unit", "--labels", tmp_path / "labels.txt"), "numbered": ("--unit",),
+            "filters": ("--layer", "c1")}
+    for name, args in runs.items():
+        result = invoke("filters", "--model", tmp_path / "own.keras", *args, "--filters", "0,2", "--steps", 2,
+                        "--out", tmp_path / name, "-q")
+        assert result.exit_code == 0, result.output
+        index = json.loads((tmp_path / name / "filters.json").read_text())
+        labels = ["cat", "Irish_wolfhound"] if name == "named" else ["0", "2"]
+        assert [r.get("label") for r in index["filters"]] == (labels if name == "named" else [None, None])
+        grid = np.asarray(Image.open(tmp_path / name / "grid.png").convert("RGB"))
+        size = label_size(labels, 32)
+        strip = strip_height(size)
+        assert grid.shape == (strip + 32, 2 * 32 + 5, 3)
+        for k, (label, record) in enumerate(zip(labels, index["filters"])):
+            x = k * (32 + 5)
+            np.testing.assert_array_equal(grid[:strip, x:x + 32], tile_label(label, 32, size))
+            pattern = np.asarray(Image.open(tmp_path / name / record["file"]).convert("RGB"))
+            np.testing.assert_array_equal(grid[strip:, x:x + 32], pattern)  # the pattern itself, untouched

@@ -230,3 +230,52 @@ def test_capped_overlays_make_the_grid_and_gif_at_the_cap(tmp_path, tiny):
     original = np.asarray(grid.convert("RGB"))[y0:y1, x0:x1].astype(int)
     base = np.asarray(Image.open(images / "a.png").convert("RGB").resize((100, 75), Image.BOX)).astype(int)
     assert original.shape == base.shape and np.abs(original - base).mean() < 3
+
+
+def test_caption_and_colorbar_under_the_overlays_and_plain_overlays_unchanged(tmp_path):
+    """`--caption --colorbar`: each overlay JPEG grows by two strips (the colour bar, then the
+    caption) and its picture rows stay the blend; without them an overlay is byte for byte the
+    blend of its saved map (what it was before the options existed). The run records both
+    settings, and --resume without them is refused."""
+    from gradcam_cli.render.legend import colorbar_rect, colorbar_strip, overlay_caption
+    from gradcam_cli.render.overlay import colormap_id, encode_jpeg, overlays
+    from gradcam_cli.render.text import font_size_for, strip_height, text_strip
+
+    image = np.asarray(Image.open("sample_images/chelsea.jpg").convert("RGB"))
+    height, width = image.shape[:2]
+    plain, decorated = tmp_path / "plain", tmp_path / "decorated"
+    for out, extra in ((plain, ()), (decorated, ("--caption", "--colorbar", "--colormap", "turbo"))):
+        result = invoke("explain", "sample_images/chelsea.jpg", "--out", out, "--top", 2, "--save-raw", "-q", *extra)
+        assert result.exit_code == 0, result.output
+    doc = json.loads((plain / "predictions.json").read_text())
+    assert (doc["options"]["caption"], doc["options"]["colorbar"]) == (False, False)
+    for entry in doc["images"][0]["predictions"]:  # Lite0's maps are stretched (upsample_linear)
+        blend = overlays(image, np.load(plain / entry["raw"])[None], colormap=colormap_id("jet"))[0]
+        assert (plain / entry["overlay"]).read_bytes() == encode_jpeg(blend, 90)
+
+    doc = json.loads((decorated / "predictions.json").read_text())
+    assert (doc["options"]["caption"], doc["options"]["colorbar"]) == (True, True)
+    strip = strip_height(font_size_for(width))
+    x0, y0, x1, y1 = colorbar_rect(width)
+    for entry in doc["images"][0]["predictions"]:
+        written = np.asarray(Image.open(decorated / entry["overlay"]).convert("RGB")).astype(int)
+        assert written.shape == (height + 2 * strip, width, 3)
+        blend = overlays(image, np.load(decorated / entry["raw"])[None], colormap=colormap_id("turbo"))[0][..., ::-1]
+        # JPEG at quality 90 (~2 levels on average; the strips' dark band bleeds into the last rows)
+        assert np.abs(written[:height - 8] - blend[:height - 8]).mean() < 3
+        # the colour bar: JPEG's 2x2 chroma subsampling bleeds the dark band into the ramp's outer 2 px
+        # (up to 19 levels there, measured), so its colours are compared 2 px in: 1.2-1.5 levels on
+        # average inside, <= 2.3 on the columns next to the ends (jet and turbo, measured)
+        bar, turbo = written[height:height + strip], colorbar_strip(width, colormap_id("turbo"))
+        assert np.abs(bar[y0 + 2:y1 - 2, x0 + 2:x1 - 2] - turbo[y0 + 2:y1 - 2, x0 + 2:x1 - 2]).mean() < 3
+        for x in (x0 + 2, x1 - 3):  # turbo's 0 and 1
+            assert np.abs(bar[y0 + 2:y1 - 2, x] - turbo[y0 + 2:y1 - 2, x]).mean() < 5, x
+        caption = written[height + strip:]
+        assert np.abs(caption - text_strip(overlay_caption(entry, "gradcam"), width)).mean() < 4
+        assert overlay_caption(entry, "gradcam").endswith(f"· gradcam · top-{entry['rank']}")
+        other = text_strip(overlay_caption({**entry, "label": "something_else"}, "gradcam"), width)
+        assert np.abs(caption - other).mean() > 6  # the strip reads its own caption, not any caption
+
+    again = invoke("explain", "sample_images/chelsea.jpg", "--out", decorated, "--top", 2, "--save-raw",
+                   "--colormap", "turbo", "--resume")
+    assert again.exit_code == 2 and "caption True -> False" in again.stderr and "colorbar True -> False" in again.stderr

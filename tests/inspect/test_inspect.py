@@ -26,7 +26,15 @@ from gradcam_cli.errors import OptionError
 from gradcam_cli.inspect.activations import ActivationProbe, default_layers, write_activation_grids
 from gradcam_cli.inspect.filters import FilterAscent, noise, write_filter_outputs
 from gradcam_cli.io.preprocess import preprocess_tensor
-from gradcam_cli.render.channels import BACKGROUND, channel_grid, channel_layout, standardise
+from gradcam_cli.render.channels import (
+    BACKGROUND,
+    channel_grid,
+    channel_layout,
+    label_size,
+    standardise,
+    tile_label,
+)
+from gradcam_cli.render.text import strip_height
 
 SAMPLES = REPO / "sample_images"
 
@@ -126,18 +134,32 @@ def test_probe_values_and_grid_tiles_at_their_places():
     layout = channel_layout(6, 8, 4, per_row=3, min_tile=16, gap=2, title="mix")
     scale = math.ceil(16 / 6)
     assert (layout.tile_h, layout.tile_w, layout.rows, layout.cols) == (6 * scale, 8 * scale, 2, 3)
-    assert layout.title_height > 0
-    assert grid.shape == (layout.title_height + 2 * 18 + 2, max(3 * 24 + 2 * 2, layout.width), 3)
+    assert layout.title_height > 0 and layout.label_height == strip_height(layout.label_size) > 0
+    top, row_h = layout.title_height, layout.label_height + 18  # each row: its labels' strip, then its tiles
+    assert grid.shape == (top + 2 * row_h + 2, max(3 * 24 + 2 * 2, layout.width), 3)
     for i in range(4):
         row, col = divmod(i, 3)
-        y, x0 = layout.title_height + row * (18 + 2), col * (24 + 2)
+        y, x0 = top + row * (row_h + 2) + layout.label_height, col * (24 + 2)
+        assert layout.origin(i) == (y, x0)
         expected = viridis_rgb(reference_levels(mix[1][..., i])).repeat(scale, 0).repeat(scale, 1)
         np.testing.assert_array_equal(grid[y : y + 18, x0 : x0 + 24], expected)
-    dead = grid[layout.title_height : layout.title_height + 18, 2 * 26 : 2 * 26 + 24]
+        # its number, in the strip right above it: the label drawn afresh, and no other number
+        label = grid[y - layout.label_height : y, x0 : x0 + 24]
+        np.testing.assert_array_equal(label, tile_label(str(i), 24, layout.label_size))
+        assert all(np.any(label != tile_label(str(j), 24, layout.label_size)) for j in range(10) if j != i)
+    dead = grid[top + layout.label_height : top + row_h, 2 * 26 : 2 * 26 + 24]
     assert np.all(dead == viridis_rgb(np.full((1, 1), 128, np.uint8))[0, 0])
-    assert np.all(grid[layout.title_height :, 24:26] == BACKGROUND)  # the gap between columns 0 and 1
-    assert np.all(grid[layout.title_height + 18 : layout.title_height + 20] == BACKGROUND)  # between rows
+    assert np.all(grid[top :, 24:26] == BACKGROUND)  # the gap between columns 0 and 1
+    assert np.all(grid[top + row_h : top + row_h + 2] == BACKGROUND)  # between rows
     assert (grid[: layout.title_height] < 128).any()  # the title's text
+    # without labels: the same tiles, the rows closer
+    bare = channel_grid(mix[1], per_row=3, min_tile=16, gap=2, title="mix", labels=False)
+    assert bare.shape[0] == grid.shape[0] - 2 * layout.label_height
+    for i in range(4):
+        row, col = divmod(i, 3)
+        y, x0 = layout.origin(i)
+        by = top + row * (18 + 2)
+        np.testing.assert_array_equal(bare[by : by + 18, x0 : x0 + 24], grid[y : y + 18, x0 : x0 + 24])
 
 
 def test_standardise_dead_and_tiny_channels_are_grey_without_warnings():
@@ -148,7 +170,8 @@ def test_standardise_dead_and_tiny_channels_are_grey_without_warnings():
         ramp = np.arange(12, dtype=np.float32).reshape(3, 4)
         np.testing.assert_array_equal(standardise(ramp), reference_levels(ramp))
         grid = channel_grid(np.zeros((4, 4, 3), np.float32), title="")
-    assert np.all(grid[:32, :32] == viridis_rgb(np.full((1, 1), 128, np.uint8))[0, 0])
+    y, x = channel_layout(4, 4, 3).origin(0)  # under its label's strip
+    assert np.all(grid[y : y + 32, x : x + 32] == viridis_rgb(np.full((1, 1), 128, np.uint8))[0, 0])
 
 
 def test_default_layers_are_the_first_conv_and_pool_layers_nested_included():
@@ -366,8 +389,14 @@ def test_lite0_filters_of_an_early_layer(lite0_cam, tmp_path):
     index = write_filter_outputs(ascent, [0, 5, 9], tmp_path, seed=2)
     assert [r["filter"] for r in index["filters"]] == [0, 5, 9]
     assert all(r["final_mean_activation"] > r["initial_mean_activation"] for r in index["filters"])
-    grid = cv2.imread(str(tmp_path / "grid.png"))
-    assert grid.shape == (224, 3 * 224 + 2 * 5, 3)
+    grid = cv2.imread(str(tmp_path / "grid.png"))[..., ::-1]
+    size = label_size(["0", "5", "9"], 224)
+    strip = strip_height(size)  # each pattern under a strip with its filter's number
+    assert grid.shape == (strip + 224, 3 * 224 + 2 * 5, 3)
+    for k, f in enumerate([0, 5, 9]):
+        x = k * (224 + 5)
+        np.testing.assert_array_equal(grid[:strip, x : x + 224], tile_label(str(f), 224, size))
+        np.testing.assert_array_equal(grid[strip:, x : x + 224], cv2.imread(str(tmp_path / f"filter_{f:04d}.png"))[..., ::-1])
     assert cv2.imread(str(tmp_path / "filter_0009.png")).shape == (224, 224, 3)
     assert json.loads((tmp_path / "filters.json").read_text()) == index
 

@@ -24,6 +24,7 @@ from gradcam_cli.models.geometry import (
     STRETCH,
     Geometry,
     cell_to_image,
+    geometry_from_json,
     stretch_geometry,
     upsample,
 )
@@ -171,6 +172,10 @@ def test_json_header_fields():
         "note": g.note, "convention": data["convention"],
     }
     assert "pixel k spans [k, k + 1)" in data["convention"]
+    # `gradcam pictures` reads it back from a run's header: the same geometry, so the same upsampling
+    assert geometry_from_json(data) == g
+    same = layer_geometry(stack((32, 40), L.Conv2D(2, 3, padding="same", name="t")), "t")
+    assert same.kind == STRETCH and geometry_from_json(json.loads(json.dumps(same.to_json()))) == same
 
 
 # ---------------------------------------------------------------------------

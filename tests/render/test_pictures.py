@@ -39,6 +39,8 @@ def test_tile_title_format():
     prediction = {"rank": 1, "class_index": 285, "label": "Egyptian_cat", "probability": 0.8104}
     assert grid.tile_title(prediction) == "1. Egyptian_cat (285) 0.810"
     assert grid.tile_title(prediction, "gradcam++") == "1. Egyptian_cat (285) 0.810 · gradcam++"
+    regression = {"rank": 1, "class_index": 0, "label": "age", "value": 31.25}  # a linear head's record
+    assert grid.tile_title(regression) == "1. age (0) value 31.2"
 
 
 def test_grid_tiles_follow_the_records(chelsea, tmp_path):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from gradcam_cli.render import overlay as render
-from gradcam_cli.render.channels import deprocess, pattern_grid
+from gradcam_cli.render.channels import deprocess, label_size, pattern_grid, tile_label
+from gradcam_cli.render.text import font_size_for, strip_height
 
 
 def reference(image_rgb, cam, alpha, colormap):
@@ -100,3 +101,32 @@ def test_pattern_grid_layout_and_margins():
         assert np.all(grid[y : y + 4, x : x + 6] == 10 + i)
     assert np.all(grid[4:9] == 0) and np.all(grid[:, 6:11] == 0)
     assert np.all(grid[9:, 2 * 11 :] == 0)  # the empty cells of the last row
+
+
+def test_pattern_grid_labels_each_pattern_in_a_strip_above_it():
+    patterns = np.stack([np.full((40, 40, 3), 10 + i, np.uint8) for i in range(5)])
+    labels = ["0", "17", "Egyptian_cat", "tabby", "3"]
+    grid = pattern_grid(patterns, per_row=3, margin=5, labels=labels)
+    size = label_size(labels, 40)
+    top = strip_height(size)
+    assert grid.shape == (2 * (top + 40) + 5, 3 * 40 + 2 * 5, 3)
+    for i, label in enumerate(labels):
+        row, col = divmod(i, 3)
+        y, x = row * (top + 40 + 5), col * 45
+        np.testing.assert_array_equal(grid[y + top : y + top + 40, x : x + 40], patterns[i])  # untouched
+        np.testing.assert_array_equal(grid[y : y + top, x : x + 40], tile_label(label, 40, size))
+    assert np.all(grid[:, 40:45] == 0) and np.all(grid[top + 40 : top + 45] == 0)  # black margins
+    np.testing.assert_array_equal(pattern_grid(patterns, per_row=3, margin=5)[:40, :40], patterns[0])  # no labels
+
+
+def test_tile_labels_keep_four_digit_numbers_whole():
+    """The font shrinks (down to 10 px) until the longest number fits: Lite0's last layer, 1280
+    channels of 7 x 7 upscaled to 35 px tiles, shows "1279" whole, not cut to "12…"."""
+    from gradcam_cli.render.text import fit_text, load_font
+
+    size = label_size(["1279"], 35)
+    assert 10 <= size < font_size_for(35)
+    assert fit_text("1279", load_font(size), 35 - 2 * max(2, size // 3)) == "1279"
+    assert label_size(["7"], 35) == font_size_for(35)  # a short label keeps the strip's usual size
+    with pytest.raises(ValueError, match="one label per pattern"):
+        pattern_grid(np.zeros((2, 4, 4, 3), np.uint8), labels=["0"])
