@@ -12,6 +12,7 @@ from helpers import invoke
 
 from gradcam_cli.settings import (
     BoxSettings,
+    DepthSettings,
     GridSettings,
     MethodOptions,
     OutputSettings,
@@ -28,7 +29,9 @@ def test_to_json_keeps_the_flat_keys_and_order_of_older_run_files():
     old = json.loads((OLD_RUN / ".gradcam-run.json").read_text())["settings"]
     settings = RunSettings.from_json(old)
     assert settings.targets.top == 1 and settings.outputs.overlay.max_side == 64
-    assert list(settings.to_json().items()) == list(old.items())  # keys, order and values
+    flat = list(settings.to_json().items())
+    assert flat[:len(old)] == list(old.items())  # keys, order and values
+    assert flat[len(old):] == [("intensity", "auto"), ("window", None)]  # keys added since (issue 25), after them
 
 
 def test_nested_fields_map_to_their_flat_keys():
@@ -40,9 +43,10 @@ def test_nested_fields_map_to_their_flat_keys():
                                                        enabled=False),
                                raw=True, boxes=BoxSettings(enabled=True, threshold=0.3),
                                grid=GridSettings(enabled=True, columns=4, tile=256)),
-        max_pixels=1000,
+        max_pixels=1000, depth=DepthSettings(intensity="window", window=(40, 400)),
     )
     flat = settings.to_json()
+    assert (flat["intensity"], flat["window"]) == ("window", [40.0, 400.0])
     assert {k: flat[k] for k in ("top", "classes", "threshold", "labels_csv", "methods", "scorecam_channels",
                                  "eigen_smooth", "alpha", "colormap", "quality", "overlay_max_side", "overlays",
                                  "save_raw", "boxes", "box_threshold", "grid", "grid_columns", "grid_tile", "gif",
