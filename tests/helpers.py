@@ -149,3 +149,24 @@ def run_bound_by_permissions(argv, cwd, timeout: float = 600) -> subprocess.Comp
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run(list(map(str, argv)), cwd=cwd, env=env, preexec_fn=drop, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def dicom_copy(name: str, dest: pathlib.Path, **tags) -> pathlib.Path:
+    """A copy of pydicom's bundled test file ``name`` at ``dest``, with ``tags`` (keyword=value) set."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file(name))
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dest)
+    return dest
+
+
+def truncated_copy(source: pathlib.Path, dest: pathlib.Path, fraction: float) -> pathlib.Path:
+    """The first ``fraction`` of ``source``'s bytes at ``dest`` (a file cut short in a copy)."""
+    data = pathlib.Path(source).read_bytes()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data[: int(len(data) * fraction)])
+    return dest

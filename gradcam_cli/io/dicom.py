@@ -184,9 +184,14 @@ def _read(path: str, pydicom: Any) -> Any:
 def _checked(path: str, ds: Any, max_pixels: int) -> tuple[int, int, int]:
     """(rows, columns, frames) of a dataset that holds an image, within ``max_pixels``."""
     if "PixelData" not in ds:
-        image_like = ds.get("Rows") is not None or "Image Storage" in str(getattr(ds.get("SOPClassUID"), "name", ""))
         meta = getattr(ds, "file_meta", None)
-        if image_like or meta is None or "TransferSyntaxUID" not in meta:
+        syntax = meta is not None and "TransferSyntaxUID" in meta
+        if not syntax and not has_preamble(path):
+            raise ImageError(path, "not_an_image", "not a DICOM file (no 'DICM' preamble and no file meta "
+                                                   "information)")
+        classes = [getattr(holder.get(key) if holder is not None else None, "name", "")
+                   for holder, key in ((meta, "MediaStorageSOPClassUID"), (ds, "SOPClassUID"))]
+        if not syntax or ds.get("Rows") is not None or any("Image Storage" in str(c) for c in classes):
             raise ImageError(path, "truncated", "DICOM file ends before its pixel data (truncated; re-copy or "
                                                 "re-export it)")
         modality = str(ds.get("Modality", "") or "unknown")
