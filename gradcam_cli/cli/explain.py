@@ -296,8 +296,9 @@ def _dry_run(stop, settings, refs, as_jsonl) -> int:
         click.echo(f"{key}: {value}", err=True)
     try:
         for ref in refs:
-            click.echo(json.dumps({"path": ref.path, "out_stem": ref.out_stem}, ensure_ascii=False) if as_jsonl
-                       else ref.path)
+            frame = {} if ref.frame is None else {"frame": ref.frame}  # a DICOM stack's frame
+            click.echo(json.dumps({"path": ref.path, **frame, "out_stem": ref.out_stem}, ensure_ascii=False)
+                       if as_jsonl else ref.path + (f" (frame {ref.frame})" if ref.frame is not None else ""))
     except BrokenPipeError:
         stop.close_stdout()
         return EXIT_BROKEN_PIPE

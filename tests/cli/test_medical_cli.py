@@ -21,6 +21,7 @@ from helpers import (
     full_range_values,
     invoke,
     log_records,
+    temp_files,
     truncated_copy,
 )
 from PIL import Image
@@ -147,6 +148,9 @@ def test_no_identifying_tag_reaches_any_output(tmp_path, dicom_folder, grey_mode
 
 def test_resume_shards_and_merge_on_a_dicom_folder(tmp_path, dicom_folder, grey_model):
     model = ["--model", grey_model, "--preprocess", "scale", "-q"]
+    listed = invoke("explain", dicom_folder, *model, "--dry-run", "--jsonl").stdout.splitlines()
+    assert [json.loads(line).get("frame") for line in listed] == [None, *range(1, 16), None]  # ct, dose, IM0001
+    assert json.loads(listed[7])["out_stem"] == "dose.frame07"
     out = tmp_path / "out"
     assert invoke("explain", dicom_folder, *model, "--out", out).exit_code == 0
     first = {(r["path"], r.get("frame")): r for r in document(out)["images"]}
@@ -189,6 +193,7 @@ def test_evaluate_and_resume_on_a_dicom_folder(tmp_path, dicom_folder, grey_mode
     again = invoke(*args, "--resume")
     assert again.exit_code == 1 and len(log_records(tmp_path / "eval", "evaluation.jsonl")) == len(records) + 1
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["summary"]["done"] == 17
+    assert temp_files(tmp_path / "eval") == []  # nothing half-written
     assert leaks(tmp_path / "eval", [result.stdout, result.stderr], dicom_folder) == []
 
 
