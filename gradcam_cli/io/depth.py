@@ -43,8 +43,9 @@ DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I", "F")
 EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".gif", ".bmp")
 #: the default view's window: these percentiles of the values
 PERCENTILES = (1.0, 99.0)
-#: the percentiles are taken on at most about this many values (a regular sub-grid of a larger image)
-PERCENTILE_SAMPLES = 1 << 20
+#: the percentiles are taken on at most about this many values (a regular sub-grid of a larger image:
+#: every 2nd row and column of a 1024 x 1024 image; 22 ms for its million values, 5 ms for these)
+PERCENTILE_SAMPLES = 1 << 18
 
 
 @dataclass(frozen=True)
