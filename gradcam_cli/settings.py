@@ -26,6 +26,11 @@ DEFAULT_COLORMAP = "jet"
 BOX_THRESHOLD = 0.15
 #: model precisions: float32, or Keras' mixed_float16 policy (float16 compute, float32 variables and maps)
 PRECISIONS = ("float32", "mixed")
+#: how a full-depth input's values reach the model (docs/medical.md): ``auto`` is ``range`` for 16-bit
+#: PNG / TIFF and ``raw`` for DICOM; ``range``: the container's range (0..65535) mapped linearly onto
+#: 0..255 in float; ``window``: the view's window onto 0..255 in float, clipped; ``raw``: the values
+#: themselves (DICOM: the modality's, e.g. Hounsfield units)
+INTENSITIES = ("auto", "range", "window", "raw")
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,25 @@ class OutputSettings:
     gif: GifSettings = field(default_factory=GifSettings)
 
 
+@dataclass(frozen=True)
+class DepthSettings:
+    """How full-depth inputs (16-bit grey PNG / TIFF, DICOM) reach the model and the pictures:
+    ``intensity`` (one of :data:`INTENSITIES`) for the model input; ``window`` (centre, width),
+    in the input's own units, for the 8-bit view the overlays are drawn on (None: a DICOM's own
+    window, else the 1st-99th percentiles). 8-bit inputs are unaffected."""
+
+    intensity: str = "auto"
+    window: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.intensity not in INTENSITIES:
+            raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {self.intensity!r}")
+        if self.window is not None:
+            if len(self.window) != 2 or not float(self.window[1]) > 0:
+                raise ValueError(f"window must be (centre, width) with a positive width, got {self.window!r}")
+            object.__setattr__(self, "window", (float(self.window[0]), float(self.window[1])))
+
+
 #: ``to_json()``'s flat keys (the run file's and the header's, read back by ``--resume`` on older
 #: folders) -> where each lives in :class:`RunSettings`, in the order they are written; keys added
 #: later go last (an older run file lacks them, and ``--resume`` compares the keys both sides hold)
@@ -150,6 +174,7 @@ _FLAT = {
     "scorecam_batch": ("method_options", "scorecam_batch"), "scorecam_channels": ("method_options", "scorecam_channels"),
     "aug_smooth": ("method_options", "aug_smooth"), "eigen_smooth": ("method_options", "eigen_smooth"),
     "caption": ("outputs", "overlay", "caption"), "colorbar": ("outputs", "overlay", "colorbar"),
+    "intensity": ("depth", "intensity"), "window": ("depth", "window"),
 }
 
 
@@ -164,6 +189,7 @@ class RunSettings:
     method_options: MethodOptions = field(default_factory=MethodOptions)
     outputs: OutputSettings = field(default_factory=OutputSettings)
     max_pixels: int | None = None
+    depth: DepthSettings = field(default_factory=DepthSettings)
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -236,6 +262,7 @@ class EvalSettings:
     seed: int = 0
     max_pixels: int | None = None
     method_options: MethodOptions = field(default_factory=MethodOptions)
+    depth: DepthSettings = field(default_factory=DepthSettings)
 
 
 @dataclass(frozen=True)

@@ -361,3 +361,13 @@ def grey_cnn(size: int = 64) -> keras.Model:
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="target")(inp)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="predictions")(x), name="grey")
+
+
+def mean_reader(size: int = 32) -> keras.Model:
+    """A 1-channel model whose one linear output is the mean of its input (a 1x1 convolution of
+    weight 1, global average pooling, a unit Dense): a run's ``value`` reads back what it was fed."""
+    inp = keras.Input((size, size, 1))
+    x = keras.layers.Conv2D(1, 1, use_bias=False, kernel_initializer="ones", name="target")(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros", name="value")(x)
+    return keras.Model(inp, out, name="mean_reader")

@@ -149,3 +149,43 @@ def run_bound_by_permissions(argv, cwd, timeout: float = 600) -> subprocess.Comp
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run(list(map(str, argv)), cwd=cwd, env=env, preexec_fn=drop, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def dicom_copy(name: str, dest: pathlib.Path, **tags) -> pathlib.Path:
+    """A copy of pydicom's bundled test file ``name`` at ``dest``, with ``tags`` (keyword=value) set."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file(name))
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(dest)
+    return dest
+
+
+def truncated_copy(source: pathlib.Path, dest: pathlib.Path, fraction: float) -> pathlib.Path:
+    """The first ``fraction`` of ``source``'s bytes at ``dest`` (a file cut short in a copy)."""
+    data = pathlib.Path(source).read_bytes()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data[: int(len(data) * fraction)])
+    return dest
+
+
+def full_range_values(size: int = 32) -> np.ndarray:
+    """uint16 (size, size) over the whole range, 0 and 65535 included, that no 8-bit copy holds: the
+    first 156 of the 256 levels k as 257 k + 100 (0.39 of a level above k on the 0..255 scale, where
+    a shift by 8, v / 257 rounded and v * 255 // 65535 all give k), the rest as 257 k (exact). Any
+    8-bit copy is off by 0.39 level on most pixels, always in the same direction: even the mean of
+    the image moves (by 0.24 level), not only single pixels."""
+    k = np.arange(size * size) % 256
+    values = np.where(k < 156, 257 * k + 100, 257 * k).astype(np.uint16)
+    values[0], values[-1] = 0, 65535
+    return values.reshape(size, size)
+
+
+def eight_bit_copies(values: np.ndarray) -> list[np.ndarray]:
+    """The 8-bit levels an 8-bit decode could make of 16-bit ``values``: shifted by 8 (Pillow's and
+    this package's 8-bit path), v / 257 rounded, v * 255 // 65535."""
+    v = np.asarray(values, np.int64)
+    return [v >> 8, np.rint(v / 257.0), v * 255 // 65535]

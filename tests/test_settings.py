@@ -12,6 +12,7 @@ from helpers import invoke
 
 from gradcam_cli.settings import (
     BoxSettings,
+    DepthSettings,
     GridSettings,
     MethodOptions,
     OutputSettings,
@@ -30,7 +31,7 @@ def test_to_json_keeps_the_flat_keys_and_order_of_older_run_files():
     assert settings.targets.top == 1 and settings.outputs.overlay.max_side == 64
     flat = list(settings.to_json().items())
     assert flat[:len(old)] == list(old.items())  # keys, order and values
-    assert flat[len(old):] == [("caption", False), ("colorbar", False)]  # added since, last, at their defaults
+    assert flat[len(old):] == [("caption", False), ("colorbar", False), ("intensity", "auto"), ("window", None)]  # added since, last, at their defaults
 
 
 def test_nested_fields_map_to_their_flat_keys():
@@ -42,9 +43,10 @@ def test_nested_fields_map_to_their_flat_keys():
                                                        enabled=False, caption=True, colorbar=True),
                                raw=True, boxes=BoxSettings(enabled=True, threshold=0.3),
                                grid=GridSettings(enabled=True, columns=4, tile=256)),
-        max_pixels=1000,
+        max_pixels=1000, depth=DepthSettings(intensity="window", window=(40, 400)),
     )
     flat = settings.to_json()
+    assert (flat["intensity"], flat["window"]) == ("window", [40.0, 400.0])
     assert {k: flat[k] for k in ("top", "classes", "threshold", "labels_csv", "methods", "scorecam_channels",
                                  "eigen_smooth", "alpha", "colormap", "quality", "overlay_max_side", "overlays",
                                  "save_raw", "boxes", "box_threshold", "grid", "grid_columns", "grid_tile", "gif",

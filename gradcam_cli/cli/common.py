@@ -178,7 +178,18 @@ def discover_inputs(inputs, no_recursive: bool = False, extensions=(), null: boo
                if left_out else "")
         raise CliError(f"no images found in {where} (looked for {' '.join(exts)}; --ext adds others){why}",
                        EXIT_NO_IMAGES)
+    _check_medical_extra(refs)
     return [ref for ref in refs if shard is None or in_shard(ref, *shard)]
+
+
+def _check_medical_extra(refs) -> None:
+    """A usage error before anything loads when DICOM inputs are listed and pydicom is missing."""
+    from gradcam_cli.io import dicom
+
+    first = next((ref.path for ref in refs if dicom.is_dicom(ref.path)), None)
+    if first is not None and not dicom.pydicom_available():
+        raise CliError(f"input {first} is a DICOM file; reading it needs the [medical] extra: {dicom.MEDICAL_EXTRA}",
+                       EXIT_USAGE)
 
 
 def print_table(rows, headers) -> None:

@@ -19,6 +19,8 @@ from gradcam_cli.cli.common import (
 from gradcam_cli.cli.interrupt import interrupted_line, run_stopping_cleanly
 from gradcam_cli.cli.main import main
 from gradcam_cli.cli.options import (
+    depth_options,
+    depth_settings,
     input_options,
     io_threads_option,
     method_option,
@@ -52,6 +54,7 @@ def _metric_list(ctx, param, value):
 @click.option("-o", "--out", "out_dir", default="gradcam_eval", show_default=True, type=click.Path(file_okay=False),
               help="Output folder: evaluation.json(l), curves.png, sanity.png.")
 @input_options
+@depth_options
 @model_options
 @method_option("Repeatable: each is evaluated. The random and centre maps are always added.")
 @method_options
@@ -106,7 +109,8 @@ def _evaluate(stop, p: dict) -> int:
     settings = EvalSettings(methods=methods, metrics=p["metrics"], classes=tuple(p["classes"]), score=p["score"],
                             steps=p["steps"], deletion_baseline=p["deletion_baseline"],
                             insertion_baseline=p["insertion_baseline"], boxes_csv=p["boxes_csv"],
-                            tolerance=p["tolerance"], seed=p["seed"], method_options=method_settings(p))
+                            tolerance=p["tolerance"], seed=p["seed"], method_options=method_settings(p),
+                            depth=depth_settings(p))
     precheck_out(p["out_dir"], lock=True)
     cam = make_cam(model_settings(p))
     from gradcam_cli.cli.progress import Progress

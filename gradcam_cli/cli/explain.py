@@ -27,6 +27,8 @@ from gradcam_cli.cli.interrupt import interrupted_line, run_stopping_cleanly
 from gradcam_cli.cli.main import main
 from gradcam_cli.cli.options import (
     batch_size_value,
+    depth_options,
+    depth_settings,
     engine_options,
     input_options,
     io_threads_option,
@@ -66,6 +68,7 @@ from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_TOP, PRECISIONS, RunOpti
 @click.option("--precision", type=click.Choice(PRECISIONS), default=PRECISIONS[0], show_default=True,
               help="'mixed': float16 compute (for GPUs with tensor cores); maps stay float32.")
 @overlay_options
+@depth_options
 @input_options
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse images with more pixels than this (decompression-bomb guard). Default: 178,956,970 "
@@ -118,7 +121,7 @@ def _explain(stop, p: dict) -> int:
         targets=TargetSettings(top=p["top"], classes=tuple(classes), threshold=p["threshold"],
                                labels_csv=None if labels_csv is None else os.path.abspath(labels_csv)),
         methods=tuple(p["methods"]), method_options=method_settings(p), outputs=output_settings(p),
-        max_pixels=p["max_pixels"],
+        max_pixels=p["max_pixels"], depth=depth_settings(p),
     )
     labels = _precheck(settings, None if p["dry_run"] else p["out_dir"], shard)
     if p["dry_run"]:
@@ -293,8 +296,9 @@ def _dry_run(stop, settings, refs, as_jsonl) -> int:
         click.echo(f"{key}: {value}", err=True)
     try:
         for ref in refs:
-            click.echo(json.dumps({"path": ref.path, "out_stem": ref.out_stem}, ensure_ascii=False) if as_jsonl
-                       else ref.path)
+            frame = {} if ref.frame is None else {"frame": ref.frame}  # a DICOM stack's frame
+            click.echo(json.dumps({"path": ref.path, **frame, "out_stem": ref.out_stem}, ensure_ascii=False)
+                       if as_jsonl else ref.path + (f" (frame {ref.frame})" if ref.frame is not None else ""))
     except BrokenPipeError:
         stop.close_stdout()
         return EXIT_BROKEN_PIPE

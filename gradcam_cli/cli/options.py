@@ -19,7 +19,9 @@ from gradcam_cli.settings import (
     DEFAULT_COLORMAP,
     DEFAULT_METHOD,
     DEFAULT_QUALITY,
+    INTENSITIES,
     BoxSettings,
+    DepthSettings,
     GifSettings,
     GridSettings,
     MethodOptions,
@@ -254,13 +256,52 @@ def output_settings(p: dict) -> OutputSettings:
     )
 
 
+def window_value(ctx, param, value):
+    """``--window CENTRE,WIDTH`` as two floats, the width positive."""
+    if value is None:
+        return None
+    parts = [part.strip() for part in value.split(",")]
+    try:
+        centre, width = (float(part) for part in parts)
+    except ValueError:
+        raise click.BadParameter(f"expected CENTRE,WIDTH (two numbers in the image's units, e.g. 40,400 for a CT "
+                                 f"soft-tissue window); got {value!r}") from None
+    if not width > 0:
+        raise click.BadParameter(f"the width must be positive; got {value!r}")
+    return centre, width
+
+
+def depth_options(command):
+    """How full-depth inputs (16-bit grey PNG / TIFF, DICOM) reach the model and the overlays; their
+    record: :func:`depth_settings`. See docs/medical.md."""
+    return _apply(command, [
+        click.option("--intensity", type=click.Choice(INTENSITIES), default=DepthSettings().intensity,
+                     show_default=True,
+                     help="Full-depth inputs (16-bit grey PNG / TIFF, DICOM) only: how their values reach the "
+                          "model's preprocessing, in float (never through 8 bits). 'range': the container's range "
+                          "(0..65535 for 16-bit) mapped linearly onto 0..255; 'window': the --window (a DICOM's own, "
+                          "else the 1st-99th percentiles) onto 0..255, clipped; 'raw': the values as they are (DICOM: "
+                          "Hounsfield units for CT; use with --preprocess none or mean_std in those units). 'auto': "
+                          "range for PNG / TIFF, raw for DICOM. 8-bit inputs are unaffected."),
+        click.option("--window", default=None, callback=window_value, metavar="CENTRE,WIDTH",
+                     help="Full-depth inputs: the window of the 8-bit view the overlays are drawn on, in the image's "
+                          "units (e.g. 40,400 for CT soft tissue); default: a DICOM's own window, else the 1st-99th "
+                          "percentiles. With --intensity window, the model's too."),
+    ])
+
+
+def depth_settings(p: dict) -> DepthSettings:
+    return DepthSettings(intensity=p["intensity"], window=p["window"])
+
+
 def input_options(command):
     """How folders are walked and stdin is read (every command that takes INPUTS); see
     :func:`gradcam_cli.cli.common.discover_inputs`."""
     return _apply(command, [
         click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders."),
         click.option("--ext", "extensions", multiple=True,
-                     help="File extension to take from folders (repeatable; default: common image types)."),
+                     help="File extension to take from folders (repeatable; default: common image types and DICOM: "
+                          ".dcm, .dicom, and extension-less files with the DICM preamble)."),
         click.option("--null", is_flag=True, help="With '-': paths on stdin are NUL-separated (find -print0)."),
     ])
 

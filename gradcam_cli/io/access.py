@@ -14,7 +14,7 @@ import stat
 
 from gradcam_cli.errors import ImageError
 
-__all__ = ["check_regular_file"]
+__all__ = ["check_regular_file", "has_preamble", "taken"]
 
 
 def _describe(exc: BaseException) -> str:
@@ -77,3 +77,21 @@ def check_regular_file(path: str) -> None:
         raise ImageError(path, "unreadable", "is a directory, not an image file (list its images or pass the folder as an input)")
     if not stat.S_ISREG(st.st_mode):
         raise ImageError(path, "unreadable", "is not a regular file (device, pipe or socket)")
+
+
+def has_preamble(path: str) -> bool:
+    """Whether ``path`` starts with DICOM's 128-byte preamble and ``DICM`` (False when unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def taken(path: str, ext: str, extensions) -> bool:
+    """Whether a listed regular file is an input: its extension (lower case) is among ``extensions``,
+    or it has none, ``.dcm`` is among them and it starts like DICOM (a scanner's ``IM0001``)."""
+    if ext in extensions:
+        return True
+    return not ext and ".dcm" in extensions and has_preamble(path)

@@ -1,7 +1,10 @@
 """Turn command-line inputs into an ordered, de-duplicated stream of images.
 
 Nothing here reads image data: :func:`iter_inputs` only lists directories and
-stats files, and keeps a set of already seen files and output stems.
+stats files, and keeps a set of already seen files and output stems. DICOM files
+alone are looked into: an extension-less file's first 132 bytes (the ``DICM``
+preamble) and a DICOM file's header (its number of frames: each frame of a
+multi-frame file is an input of its own, ``frame`` 1..N, stem ``NAME.frameK``).
 
 Rules (see :func:`iter_inputs` for the details):
 
@@ -10,7 +13,8 @@ Rules (see :func:`iter_inputs` for the details):
   glob magic (kept as is, even if missing), or a glob pattern (``*``, ``?``,
   ``[...]``, ``**``).
 * Walks and glob expansion skip hidden names (starting with ``.``) and keep
-  only files whose extension is in ``extensions`` (case-insensitive).
+  only files whose extension is in ``extensions`` (case-insensitive), and,
+  when ``.dcm`` is among them, extension-less files that start like DICOM.
   Explicitly named files are always kept.
 * The same file is yielded once, the first time it is reached.
 * Every :class:`InputRef` has an ``out_stem`` that is unique in the run: its
@@ -31,7 +35,7 @@ from typing import IO, Iterable, Iterator, Sequence
 
 from gradcam_cli.io.walk import Listing, common_folder, found_files, normalise_extensions, relative_parts
 
-DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -40,6 +44,7 @@ __all__ = [
     "missing_arguments",
     "parse_shard",
     "in_shard",
+    "frame_key",
 ]
 
 
@@ -56,6 +61,19 @@ class InputRef:
 
     path: str
     out_stem: str
+    frame: int | None = None  # a multi-frame DICOM file's frame, 1..N (each frame is an input)
+
+    @property
+    def key(self) -> str:
+        """What tells this input from every other in a run's records: its path, or its path and
+        frame (:func:`frame_key`)."""
+        return frame_key(self.path, self.frame)
+
+
+def frame_key(path: str, frame: int | None) -> str:
+    """A record's identity in a run: ``path``, or for a frame of a multi-frame file ``path`` and the
+    frame joined by a NUL (which no path holds). Never written anywhere."""
+    return path if frame is None else f"{path}\0{int(frame)}"
 
 
 # --------------------------------------------------------------------------- #
@@ -139,7 +157,30 @@ def iter_inputs(
         left_out.extend(listing.left_out)
     common = common_folder(listing.bases)
     for path, name in found:
-        yield InputRef(path, listing.claim_stem(relative_parts(path, common), name))
+        yield from _refs(listing, path, name, relative_parts(path, common))
+
+
+def _refs(listing: Listing, path: str, name: str, parts: tuple[str, ...]) -> Iterator[InputRef]:
+    """The inputs of one file: itself, or each frame of a multi-frame DICOM file (stems
+    ``NAME.frameK``, K zero-padded to the width of the count)."""
+    frames = _frames(path)
+    if frames == 1:
+        yield InputRef(path, listing.claim_stem(parts, name))
+        return
+    base, ext = os.path.splitext(name)
+    width = len(str(frames))
+    for frame in range(1, frames + 1):  # an extension-less file's stems claimed as if it were .dcm
+        yield InputRef(path, listing.claim_stem(parts, f"{base}.frame{frame:0{width}d}{ext or '.dcm'}"), frame)
+
+
+def _frames(path: str) -> int:
+    """How many inputs a file is: the frames of a multi-frame DICOM file (read from its header,
+    :func:`gradcam_cli.io.dicom.frame_count`), else 1."""
+    from gradcam_cli.io import dicom
+
+    if not dicom.is_dicom(path):
+        return 1
+    return dicom.frame_count(path)
 
 
 def missing_arguments(inputs: Sequence[str]) -> list[str]:

@@ -113,6 +113,15 @@ def normalise(batch: np.ndarray, profile: Profile) -> np.ndarray:
     return _normalise_rgb(batch, profile)
 
 
+def normalise_values(values: np.ndarray, profile: Profile) -> np.ndarray:
+    """Full-depth grey values (..., H, W), float, on the model's scale (:mod:`gradcam_cli.io.depth`)
+    -> float32 model input (..., H, W, C): the profile's formula on three equal channels (a grey
+    model: on its one), in float32 throughout, never through 8 bits."""
+    grey = np.asarray(values, np.float32)[..., None]
+    out = _affine(np.repeat(grey, 3, axis=-1), profile.preprocessing, profile.mean, profile.std)
+    return np.ascontiguousarray(out[..., :1] if profile.channels == 1 else out, dtype=np.float32)
+
+
 def _normalise_rgb(batch: np.ndarray, profile: Profile) -> np.ndarray:
     """RGB (..., H, W, 3) -> float32 model input (..., H, W, 3), as the profile's ``preprocessing`` says.
 

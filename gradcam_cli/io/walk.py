@@ -17,6 +17,7 @@ import sys
 import unicodedata
 from typing import IO, Callable, Iterable, Iterator, Sequence
 
+from gradcam_cli.io.access import taken
 from gradcam_cli.io.marks import holds_run
 
 # --------------------------------------------------------------------------- #
@@ -215,7 +216,7 @@ class Listing:
             return
         if broken and (ext in self.extensions or not ext) and self.first_time(entry.path, None):
             yield entry.path, entry.name
-        if not is_file or ext not in self.extensions:  # a fifo, socket, device... is not an input
+        if not is_file or not taken(entry.path, ext, self.extensions):  # a fifo, socket, device... is not an input
             return
         try:
             st = entry.stat()  # follows symlinks
@@ -237,7 +238,7 @@ class Listing:
             if st is not None and not stat.S_ISREG(st.st_mode):
                 continue
             name = os.path.basename(match)
-            if _split_name(name)[1].lower() not in self.extensions:
+            if not taken(match, _split_name(name)[1].lower(), self.extensions):
                 continue
             if not self.first_time(match, st):
                 continue

@@ -2,7 +2,9 @@
 
 Contracts shared by every module here:
 
-- images: RGB uint8 (B, H, W, 3) at the model's input size;
+- images: RGB uint8 (B, H, W, 3) at the model's input size; a full-depth input's (16-bit,
+  DICOM: :mod:`gradcam_cli.io.depth`) float32, on the model's scale, three equal channels
+  (the baselines are then on that scale too: ``black`` is 0 of it);
 - maps: float32 (B, H, W) in [0, 1] at the same size (already upsampled);
 - classes: int (B,), the explained class of each image;
 - a score function ``score_fn(pixels, classes) -> scores``: pixels float32

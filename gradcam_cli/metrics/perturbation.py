@@ -53,10 +53,10 @@ def check_inputs(images: np.ndarray, maps: np.ndarray, classes) -> tuple[np.ndar
     """Validate the shared contract; returns (images, maps float32, classes int32)."""
     images = np.asarray(images)
     maps = np.asarray(maps, dtype=np.float32)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    if not (images.dtype == np.uint8 or images.dtype == np.float32) or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(
-            f"images must be RGB uint8 (B, H, W, 3); got {images.dtype} {images.shape}: "
-            "pass the decoded images resized to the model input"
+            f"images must be RGB uint8 (B, H, W, 3), or float32 for full-depth inputs (on the model's scale); "
+            f"got {images.dtype} {images.shape}: pass the decoded images resized to the model input"
         )
     if maps.shape != images.shape[:3]:
         raise ValueError(

@@ -96,12 +96,16 @@ def embed_json(obj) -> str:
 def card_data(index: int, record: dict, out_dir: pathlib.Path, on_disk: OnDisk | None = None) -> dict:
     """What one card shows, from one record of ``predictions.json`` (URLs relative to ``out_dir``)."""
     path = str(record.get("path", ""))
+    frame = record.get("frame")
+    name = os.path.basename(path) or path
+    depth = record.get("full_depth") if isinstance(record.get("full_depth"), dict) else {}
     card = {
         "i": index,
         "path": path,
-        "name": os.path.basename(path) or path,
+        "name": f"{name} · frame {frame}" if frame is not None else name,
         "status": str(record.get("status", "")),
-        "src": _original_url(path, out_dir),
+        # a browser shows no DICOM file: its card shows the overlays only (drawn on its windowed view)
+        "src": None if depth.get("format") == "DICOM" or _dicom_name(path) else _original_url(path, out_dir),
         "size": [record.get("width"), record.get("height")],
         "preds": [],
         "top": None,
@@ -223,6 +227,10 @@ def _methods(header: dict, cards: list[dict]) -> list[str]:
     methods = [named] if isinstance(named, str) else list(named)  # one method: a name; several: a list
     seen = {p["method"] for c in cards for p in c["preds"] if p.get("method")}
     return [str(m) for m in methods] + sorted(str(m) for m in seen - set(methods))
+
+
+def _dicom_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in (".dcm", ".dicom")
 
 
 def _original_url(path: str, out_dir: pathlib.Path) -> str | None:

@@ -29,7 +29,7 @@ from gradcam_cli.render.plots import curves_png, sanity_png
 from gradcam_cli.results import Explanation
 from gradcam_cli.run.folder import io_threads, run_pipeline
 from gradcam_cli.run.journal import JournalFiles, RunJournal, Summary
-from gradcam_cli.run.step import Item, decode_item
+from gradcam_cli.run.step import Item, decode_item, ok_record
 from gradcam_cli.settings import EvalSettings
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Evaluator:
         """One record per item: its class and, per method, every metric (and the curves)."""
         if not items:  # every image of the batch was kept from the previous run, or failed to decode
             return []
-        ids = [self.index.get(item.ref.path, i) for i, item in enumerate(items)]
+        ids = [self.index.get(item.ref.key, i) for i, item in enumerate(items)]
         batch = np.stack([item.model_input for item in items])
         pixels = np.stack([item.pixels for item in items])  # the model input's own pixels
         classes, first, explained = self.maps(batch, self.settings.methods[0], ids)  # the class is the first's
@@ -108,9 +108,8 @@ class Evaluator:
     def _record(self, item: Item, explanation: Explanation) -> dict:
         p = explanation.predictions[0]
         height, width = item.image.shape[:2]
-        return {"path": item.ref.path, "status": "ok", "width": width, "height": height,
-                **({"warnings": list(item.warnings)} if item.warnings else {}),
-                "class_index": p.class_index, "label": p.label, "probability": p.probability, "metrics": {}}
+        return {**ok_record(item, width, height), "class_index": p.class_index, "label": p.label,
+                "probability": p.probability, "metrics": {}}
 
     def _metrics(self, batch: MetricBatch) -> list[dict]:
         """Per image, every asked metric's fields (in registration order); a metric that needs
@@ -165,14 +164,15 @@ def evaluate_folder(cam: GradCAM, refs: Sequence[InputRef], settings: EvalSettin
     records) and the journal's summary."""
     stop = stop or (lambda: False)
     recorded = {**_json(asdict(settings)), "model": cam.describe()}
-    index = {ref.path: i for i, ref in enumerate(refs)}
+    index = {ref.key: i for i, ref in enumerate(refs)}
     evaluator = Evaluator(cam, settings, boxes, index)
     complete = lambda record, _: record.get("status") == "ok" and isinstance(record.get("metrics"), dict)  # noqa: E731
     with RunJournal(out_dir, EVAL_FILES, recorded, resume=resume, complete=complete, on_record=on_record,
                     total=len(refs)) as journal, \
             ThreadPoolExecutor(io_threads(workers), thread_name_prefix="gradcam-io") as pool:
         def start_decoding(chunk: list) -> list:
-            return [journal.lookup(ref.path) or pool.submit(decode_item, ref, cam.profile, settings.max_pixels)
+            return [journal.lookup(ref.key) or pool.submit(decode_item, ref, cam.profile, settings.max_pixels,
+                                                            depth=settings.depth)
                     for ref in chunk]
 
         run_pipeline(refs, batch_size, evaluator, pool, start_decoding, journal.add, stop)
@@ -216,7 +216,7 @@ def sanity(cam: GradCAM, refs: Sequence[InputRef], settings: EvalSettings) -> di
     from gradcam_cli.cam import GradCAM
     from gradcam_cli.metrics.sanity import cascading_randomisation
 
-    items = [d for d in (decode_item(ref, cam.profile) for ref in refs) if isinstance(d, Item)]
+    items = [d for d in (decode_item(ref, cam.profile, depth=settings.depth) for ref in refs) if isinstance(d, Item)]
     batch = np.stack([item.model_input for item in items])
     classes = [e.predictions[0].class_index for e in cam.explain_prepared(batch, top=1)]
     size = tuple(cam.profile.input_size)

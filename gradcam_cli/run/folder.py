@@ -64,8 +64,9 @@ def run_folder(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, op
 
         def start_decoding(chunk: list) -> list:
             """Per input: a Resumed when complete already, else a decode future."""
-            return [journal.lookup(ref.path) or pool.submit(decode_item, ref, cam.profile, settings.max_pixels,
-                                                             step.true_class(ref.path), step.decode_floor)
+            return [journal.lookup(ref.key) or pool.submit(decode_item, ref, cam.profile, settings.max_pixels,
+                                                            step.true_class(ref.path), step.decode_floor,
+                                                            settings.depth)
                     for ref in chunk]
 
         run_pipeline(refs, options.batch_size, step, pool, start_decoding, emit, stop)

@@ -20,7 +20,7 @@ from gradcam_cli.io import writers
 from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import JSON_NAME, JSONL_NAME, RUN_FILE, result_names
 from gradcam_cli.run.outputs import Output, outputs_for, record_complete
-from gradcam_cli.run.resume import Resumed, ResumeIndex, check_same_settings
+from gradcam_cli.run.resume import Resumed, ResumeIndex, check_same_settings, record_key
 from gradcam_cli.settings import RunOptions, RunSettings
 
 if TYPE_CHECKING:
@@ -171,9 +171,10 @@ class RunJournal:
                     removed += 1
         return removed
 
-    def lookup(self, path: str) -> Resumed | None:
-        """The previous run's record of ``path`` when it is complete (``--resume``), else None."""
-        return self.resume.lookup(path)
+    def lookup(self, key: str) -> Resumed | None:
+        """The previous run's record of an input (its ``InputRef.key``: the path, or path and frame) when
+        it is complete (``--resume``), else None."""
+        return self.resume.lookup(key)
 
     def _files(self, record: dict) -> list[str]:
         return [name for name in self.files(record) if name] if record.get("status") == "ok" else []
@@ -183,9 +184,10 @@ class RunJournal:
         record of that path already (an engine that re-ran a batch whose worker died)."""
         resumed = isinstance(item, Resumed)
         record = item.record if resumed else item
-        if record["path"] in self.offsets:
+        key = record_key(record)
+        if key in self.offsets:
             return False
-        self.offsets[record["path"]] = item.offset if resumed else self._log.write(record)
+        self.offsets[key] = item.offset if resumed else self._log.write(record)
         self.claimed.update(self._files(record))
         self.summary.add(record, resumed)
         if self.on_record is not None:
@@ -194,9 +196,9 @@ class RunJournal:
 
     def _document_offsets(self, refs: Sequence[InputRef]) -> tuple[list[int], list[int]]:
         known = {**self.resume.offsets, **self.offsets}
-        ours = [known[ref.path] for ref in refs if ref.path in known]
-        inputs = {ref.path for ref in refs}
-        others = sorted(offset for path, offset in known.items() if path not in inputs)
+        ours = [known[ref.key] for ref in refs if ref.key in known]
+        inputs = {ref.key for ref in refs}
+        others = sorted(offset for key, offset in known.items() if key not in inputs)
         earlier = [offset for offset, record in zip(others, writers.read_records_at(self.jsonl_path, others))
                    if not self.claimed.intersection(self._files(record))]
         self.summary.replaced = len(others) - len(earlier)

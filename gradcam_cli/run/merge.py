@@ -5,7 +5,7 @@ Shards (``explain --shard K/N``) each write ``predictions.K-of-N.json``; :func:`
 checks that all N are there and were made with the same settings, and writes
 ``predictions.json``: shard 1's header (``options.shard`` null, ``merged_from`` naming the
 shards), a summary counted afresh over every record (accuracy too, for a labelled test set),
-and every record sorted by its path (a sharded run's own order is per shard).
+and every record sorted by its path and frame (a sharded run's own order is per shard).
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from gradcam_cli.errors import InputError
 from gradcam_cli.io import writers
 from gradcam_cli.run.journal import Summary
 from gradcam_cli.run.naming import JSON_NAME
+from gradcam_cli.run.resume import record_key
 
 _SHARD = re.compile(r"^predictions\.(\d+)-of-(\d+)\.json$")
 #: a run's settings that may differ between shards
 _PER_SHARD = ("shard", "batch_size")
 CSV_NAME = "predictions.csv"
 CSV_COLUMNS = ("path", "status", "width", "height", "rank", "class_index", "class_id", "label", "probability",
-               "value", "true_class", "overlay", "message")
+               "value", "true_class", "overlay", "message", "frame")  # frame: a multi-frame DICOM file's
 
 
 def _load(path: pathlib.Path) -> dict:
@@ -92,10 +93,12 @@ def merge_shards(out_dir) -> pathlib.Path:
             raise InputError(f"{name} was made with other settings than {first_name} ({', '.join(changed)}); "
                               "merge the shards of one run")
         for record in document["images"]:
-            if record["path"] in records:
-                raise InputError(f"{record['path']} is in two shards ({name} too): merge the shards of one run")
-            records[record["path"]] = record
-    ordered = [records[path] for path in sorted(records)]
+            key = record_key(record)  # the path, or the path and frame of a multi-frame file's frame
+            if key in records:
+                frame = f" frame {record['frame']}" if "frame" in record else ""
+                raise InputError(f"{record['path']}{frame} is in two shards ({name} too): merge the shards of one run")
+            records[key] = record
+    ordered = sorted(records.values(), key=lambda r: (r["path"], r.get("frame") or 0))
     counts = Summary()
     for record in ordered:
         counts.add(record, False)
@@ -118,7 +121,7 @@ def predictions_csv(document: dict) -> str:
     table = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
     table.writeheader()
     for record in document["images"]:
-        image = {k: record.get(k, "") for k in ("path", "status", "width", "height", "message")}
+        image = {k: record.get(k, "") for k in ("path", "status", "width", "height", "message", "frame")}
         for entry in record.get("predictions") or [{}]:
             overlays = entry.get("overlays")
             overlay = ";".join(f"{m}={f}" for m, f in overlays.items()) if overlays else entry.get("overlay", "")

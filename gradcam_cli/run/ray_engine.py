@@ -160,7 +160,7 @@ class ExplainActor:
         keep_large_blocks()  # the actor decodes and writes: its big buffers reused, as in `gradcam explain`
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Columns ``index``, ``path``, ``out_stem``, ``true_class`` (-1: none) -> ``index``, ``record``
+        """Columns ``index``, ``path``, ``out_stem``, ``frame`` and ``true_class`` (-1: none) -> ``index``, ``record``
         (JSON text), ``max_batch`` (0: never cut for memory). Raises the actor's refusal, if any."""
         from gradcam_cli.io.discover import InputRef
 
@@ -170,9 +170,11 @@ class ExplainActor:
             return {"index": np.zeros(0, np.int64), "record": np.array([], dtype=object),
                     "max_batch": np.zeros(0, np.int64)}
         pending = [
-            self.pool.submit(decode_item, InputRef(str(path), str(stem)), self.cam.profile, self.settings.max_pixels,
-                             None if true < 0 else int(true))
-            for path, stem, true in zip(batch["path"], batch["out_stem"], batch["true_class"])
+            self.pool.submit(decode_item, InputRef(str(path), str(stem), None if frame < 0 else int(frame)),
+                             self.cam.profile, self.settings.max_pixels, None if true < 0 else int(true),
+                             depth=self.settings.depth)
+            for path, stem, frame, true in zip(batch["path"], batch["out_stem"],
+                                               batch.get("frame", np.full(len(batch["path"]), -1)), batch["true_class"])
         ]
         records = [item.result() if isinstance(item, Future) else item
                    for item in compute_batch(self.step, pending, self.pool)]
@@ -218,13 +220,13 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
                                                   total=len(refs)))
         todo = []
         for index, ref in enumerate(refs):
-            kept = journal.lookup(ref.path)
+            kept = journal.lookup(ref.key)
             if kept is not None:
                 journal.add(kept)
                 continue
             true = truth.get(os.path.realpath(ref.path)) if truth else None
             todo.append({"index": index, "path": ref.path, "out_stem": ref.out_stem,
-                         "true_class": -1 if true is None else true})
+                         "frame": -1 if ref.frame is None else ref.frame, "true_class": -1 if true is None else true})
         max_batch = cam.max_batch
         if todo:
             spec = WorkerSpec(settings=settings, out_dir=out_dir, cwd=os.getcwd(), version=__version__,

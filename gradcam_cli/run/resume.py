@@ -9,6 +9,7 @@ from typing import Callable
 
 from gradcam_cli.errors import ResumeError
 from gradcam_cli.io import writers
+from gradcam_cli.io.discover import frame_key
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,21 @@ def check_same_settings(run_file: pathlib.Path, settings: dict) -> None:
         )
 
 
+def record_key(record: dict) -> str:
+    """A record's identity in a run: its path, or its path and frame (a multi-frame DICOM file's;
+    :func:`gradcam_cli.io.discover.frame_key`, as ``InputRef.key``)."""
+    frame = record.get("frame")
+    return frame_key(record["path"], frame if isinstance(frame, int) else None)
+
+
 def previous_records(jsonl_path: pathlib.Path) -> dict[str, int]:
-    """path -> byte offset of its last record in an existing JSON Lines log."""
+    """record key (:func:`record_key`) -> byte offset of its last record in an existing JSON Lines log."""
     index: dict[str, int] = {}
     if not jsonl_path.exists():
         return index
     for offset, record in writers.read_json_lines_with_offsets(jsonl_path):
         if isinstance(record, dict) and "path" in record:
-            index[record["path"]] = offset
+            index[record_key(record)] = offset
     return index
 
 
@@ -61,8 +69,8 @@ class ResumeIndex:
         if enabled:
             writers.remove_stale_temps(out_dir)
 
-    def lookup(self, path: str) -> Resumed | None:
-        offset = self.offsets.get(path)
+    def lookup(self, key: str) -> Resumed | None:
+        offset = self.offsets.get(key)
         if offset is None:
             return None
         record = writers.read_record_at(self.jsonl_path, offset)

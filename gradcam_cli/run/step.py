@@ -22,7 +22,7 @@ from gradcam_cli.methods import get_method
 from gradcam_cli.run.naming import map_name
 from gradcam_cli.results import Explanation, Prediction
 from gradcam_cli.run.outputs import ImageResult, Output, outputs_for
-from gradcam_cli.settings import RunSettings
+from gradcam_cli.settings import DepthSettings, RunSettings
 
 if TYPE_CHECKING:
     from gradcam_cli.config.profiles import Profile
@@ -34,13 +34,16 @@ if TYPE_CHECKING:
 class Item:
     """One decoded image, ready for the model."""
 
-    ref: InputRef  # .path (as given) and .out_stem (unique relative output stem)
-    image: np.ndarray  # original resolution, RGB uint8 (a grey model's: its grey, three equal channels)
+    ref: InputRef  # .path (as given), .out_stem (unique relative output stem), .frame (a DICOM stack's)
+    image: np.ndarray  # original resolution, RGB uint8 (a grey model's: its grey, three equal channels;
+    #                    a full-depth input's: its windowed 8-bit view)
     model_input: np.ndarray  # resized and normalised: float32 (H, W, C), C = profile.channels
     true_class: int | None = None  # test-set mode: its true label's class index
     size: tuple[int, int] | None = None  # the file's full (height, width) when ``image`` was decoded reduced
-    pixels: np.ndarray | None = None  # the model input before normalising: RGB uint8 (H, W, 3)
+    pixels: np.ndarray | None = None  # the model input before normalising: RGB uint8 (H, W, 3); a full-depth
+    #                                   input's: float32 on the model's scale (io/depth.py), three equal channels
     warnings: tuple[str, ...] = ()  # what the decoder warned (libjpeg's "Corrupt JPEG data: ...")
+    full_depth: dict | None = None  # a full-depth input's record fields (format, modality, geometry, window)
 
     @property
     def full_size(self) -> tuple[int, int]:
@@ -56,30 +59,64 @@ def _entry(prediction: Prediction, head_type: str) -> dict:
     return entry
 
 
-def error_record(path: str, exc: ImageError) -> dict:
-    return {"path": path, "status": "error", "kind": exc.kind, "message": exc.message}
+def error_record(path: str, exc: ImageError, frame: int | None = None) -> dict:
+    return {"path": path, **({} if frame is None else {"frame": frame}), "status": "error", "kind": exc.kind,
+            "message": exc.message}
 
 
 def decode_item(ref: InputRef, profile: Profile, max_pixels: int | None = None, true_class: int | None = None,
-                at_least: Callable | None = None) -> Item | dict:
+                at_least: Callable | None = None, depth: DepthSettings | None = None) -> Item | dict:
     """Decode, resize and normalise one image (in an I/O thread); an error record if it cannot be used.
     ``at_least`` (:func:`decode_floor`) sizes only ``Item.image``, the pictures' decode: the model
     input always comes from the decode reduced to the model input
-    (:func:`gradcam_cli.io.images.decode_pair`), so no picture option changes what the model sees."""
-    from gradcam_cli.io import images
-    from gradcam_cli.io.preprocess import as_model_sees, normalise, resize
+    (:func:`gradcam_cli.io.images.decode_pair`), so no picture option changes what the model sees.
+    A DICOM file, and a grey PNG / TIFF of more than 8 bits, is kept at full depth
+    (:func:`full_depth_item`, ``depth``: its intensity rule and view window)."""
+    from gradcam_cli.io import depth as full, dicom, images
 
+    limit = {"max_pixels": max_pixels} if max_pixels else {}
     notes: list = []
     try:
+        if dicom.is_dicom(ref.path):
+            read = dicom.read_dicom(ref.path, ref.frame, **limit)
+            if isinstance(read, full.Scan):
+                return full_depth_item(ref, read, profile, depth, true_class)
+            return _item(ref, read, read, None, profile, true_class, ())  # 8-bit colour
+        scan = full.read_depth(ref.path, max_pixels or images.DEFAULT_MAX_PIXELS) \
+            if full.depth_candidate(ref.path) else None
+        if scan is not None:
+            return full_depth_item(ref, scan, profile, depth, true_class)
         image, small, size = images.decode_pair(ref.path, at_least=at_least, model=tuple(profile.input_size),
-                                                notes=notes, **({"max_pixels": max_pixels} if max_pixels else {}))
+                                                notes=notes, **limit)
     except ImageError as exc:
-        return error_record(ref.path, exc)
+        return error_record(ref.path, exc, ref.frame)
+    return _item(ref, image, small, size, profile, true_class, tuple(notes))
+
+
+def full_depth_item(ref: InputRef, scan, profile: Profile, depth: DepthSettings | None = None,
+                    true_class: int | None = None) -> Item:
+    """A full-depth input (:class:`gradcam_cli.io.depth.Scan`) as an :class:`Item`: the model input from
+    its values on the model's scale, resized in float32 and normalised, never through 8 bits; the
+    pictures on its windowed 8-bit view (:func:`gradcam_cli.io.depth.prepare`)."""
+    from gradcam_cli.io.depth import prepare
+    from gradcam_cli.io.preprocess import normalise_values, resize
+
+    values, view, fields = prepare(scan, depth)
+    resized = resize(values, tuple(profile.input_size))
+    pixels = np.ascontiguousarray(np.repeat(resized[..., None], 3, axis=2))
+    return Item(ref, view, normalise_values(resized, profile), true_class, None, pixels, (), fields)
+
+
+def _item(ref: InputRef, image: np.ndarray, small: np.ndarray, size, profile: Profile, true_class: int | None,
+          notes: tuple[str, ...]) -> Item:
+    """An 8-bit RGB decode (``small``: the model's, when it is another array) as an :class:`Item`."""
+    from gradcam_cli.io.preprocess import as_model_sees, normalise, resize
+
     same = small is image
     image = as_model_sees(image, profile)  # a grey model's overlays are drawn on its grey image
     pixels = resize(image if same else as_model_sees(small, profile), profile.input_size)
-    return Item(ref, image, normalise(pixels, profile), true_class, None if size == image.shape[:2] else size, pixels,
-                tuple(notes))
+    return Item(ref, image, normalise(pixels, profile), true_class,
+                None if size is None or size == image.shape[:2] else size, pixels, notes)
 
 
 def decode_floor(outputs: Sequence[Output], input_size: tuple[int, int]) -> Callable | None:
@@ -103,6 +140,14 @@ def decode_floor(outputs: Sequence[Output], input_size: tuple[int, int]) -> Call
         return max(input_size[0], math.ceil(height * scale)), max(input_size[1], math.ceil(width * scale))
 
     return floor
+
+
+def ok_record(item: Item, width: int, height: int) -> dict:
+    """The head of an image's ``ok`` record: its path (and frame), size, the decoder's warnings, and
+    a full-depth input's ``full_depth`` fields (format, modality, geometry, intensity, window)."""
+    return {"path": item.ref.path, **({} if item.ref.frame is None else {"frame": item.ref.frame}), "status": "ok",
+            "width": width, "height": height, **({"warnings": list(item.warnings)} if item.warnings else {}),
+            **({"full_depth": item.full_depth} if item.full_depth else {})}
 
 
 class BatchStep:
@@ -155,8 +200,7 @@ class BatchStep:
             for slot, p in enumerate(result.predictions, start=1)
         ]
         entries = [_entry(p, self.cam.split.head_type) for p in result.predictions]
-        record: dict = {"path": item.ref.path, "status": "ok", "width": width, "height": height,
-                        **({"warnings": list(item.warnings)} if item.warnings else {})}
+        record = ok_record(item, width, height)
         true = item.true_class
         if true is not None:
             record["true_label"] = {"class_index": true, "label": self.cam.class_names.label(true),

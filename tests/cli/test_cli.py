@@ -197,11 +197,12 @@ def test_backbones_table_and_json():
 
 @pytest.mark.parametrize("argv", [["--help"], ["explain", "--help"], ["pictures", "--help"], ["backbones"],
                                   ["backbones", "--json"]])
-def test_help_and_backbones_do_not_import_tensorflow(argv):
+def test_help_and_backbones_do_not_import_tensorflow_nor_pydicom(argv):
     code = (
         "import sys\nfrom gradcam_cli.cli import main\n"
         f"try:\n    main({argv!r}, prog_name='gradcam')\nexcept SystemExit:\n    pass\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TensorFlow was imported'\n"
+        "assert 'pydicom' not in sys.modules and 'nibabel' not in sys.modules, 'the [medical] extra was imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

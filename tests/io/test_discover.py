@@ -107,7 +107,7 @@ def test_custom_extensions(tree):
 
 
 def test_default_extensions():
-    assert DEFAULT_EXTENSIONS == (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+    assert DEFAULT_EXTENSIONS == (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
 
 
 def test_explicit_files_always_kept(tree):

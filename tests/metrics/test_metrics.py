@@ -502,12 +502,17 @@ def test_contract_errors_and_light_imports():
     images = np.zeros((2, 8, 8, 3), np.uint8)
     f = linear_score(np.ones((8, 8, 3)))
     for args, message in (
-        ((images.astype(np.float32), np.zeros((2, 8, 8)), [0, 0]), "images must be RGB uint8"),
+        ((images.astype(np.float64), np.zeros((2, 8, 8)), [0, 0]), r"images must be RGB uint8 \(B, H, W, 3\), or "
+                                                                   "float32 for full-depth inputs"),
+        ((images[..., :1], np.zeros((2, 8, 8)), [0, 0]), "images must be RGB uint8"),
         ((images, np.zeros((2, 4, 4)), [0, 0]), r"maps must be float32 \(B, H, W\) = \(2, 8, 8\)"),
         ((images, np.zeros((2, 8, 8)), [0]), "one class per image"),
     ):
         with pytest.raises(ValueError, match=message):
             perturbation.deletion(*args, f)
+    full_depth = perturbation.deletion(images.astype(np.float32), np.zeros((2, 8, 8)), [0, 0], f, steps=2)
+    assert np.array_equal(full_depth.scores, perturbation.deletion(images, np.zeros((2, 8, 8)), [0, 0], f,
+                                                                   steps=2).scores)  # float32 pixels: the same curves
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         perturbation.insertion(images, np.zeros((2, 8, 8)), [0, 0], f, steps=0)
     code = (

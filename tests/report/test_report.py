@@ -178,3 +178,20 @@ def test_a_real_run_shows_its_pictures_and_those_added_later(tmp_path, tiny):
             shutil.copyfile(full / record[key], bare / record[key])
     later = data_block(build_report(bare).read_text())["records"]
     assert [(c["grid"], c["gif"]) for c in later] == [(c["grid"], c["gif"]) for c in cards]
+
+
+def test_a_dicom_frame_card_names_its_frame_and_links_no_original(tmp_path):
+    """A browser shows no DICOM file: its card has the overlays only; a stack's frame is named."""
+    from gradcam_cli.report.html import card_data
+
+    dcm = tmp_path / "dose.dcm"
+    dcm.write_bytes(b"\0" * 132)
+    png = tmp_path / "scan.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    frame = {"path": str(dcm), "frame": 7, "status": "ok", "width": 10, "height": 10,
+             "full_depth": {"format": "DICOM", "frames": 15}, "predictions": []}
+    card = card_data(0, frame, tmp_path / "out")
+    assert (card["name"], card["src"]) == ("dose.dcm · frame 7", None)
+    scan = {"path": str(png), "status": "ok", "width": 10, "height": 10, "full_depth": {"format": "PNG"},
+            "predictions": []}
+    assert card_data(1, scan, tmp_path / "out")["src"] == "../scan.png"  # a 16-bit PNG shows, as any PNG
