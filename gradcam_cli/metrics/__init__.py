@@ -16,8 +16,9 @@ Every perturbed input of a batch goes through the score function in chunks
 (:func:`gradcam_cli.metrics.scoring.score_inputs`), never one step at a time.
 
 Modules: ``scoring`` (the compiled scorer), ``perturbation`` (deletion, insertion),
-``confidence`` (average drop / increase), ``road`` (ROAD and its imputer),
-``pointing`` (pointing game, localisation error, boxes CSV), ``sanity`` (cascading
+``confidence`` (average drop / increase), ``road`` (ROAD and its imputer), ``occlusion``
+(agreement with occlusion), ``pointing`` (pointing game, localisation error, boxes CSV),
+``boxacc`` (MaxBoxAcc), ``sanity`` (cascading
 randomisation, Spearman, SSIM), ``stats`` (bootstrap intervals), ``baselines``
 (random and centre maps), ``registry`` (each metric registered where it is defined, with
 one signature: see :mod:`.registry`). Importing this package fills the registry and
@@ -29,7 +30,9 @@ The throughput benchmark is ``benchmarks/_evaluate.py`` (run by ``benchmarks/ben
 from gradcam_cli.metrics import perturbation  # noqa: F401, I001  (deletion, insertion)
 from gradcam_cli.metrics import confidence  # noqa: F401, I001
 from gradcam_cli.metrics import road  # noqa: F401, I001
+from gradcam_cli.metrics import occlusion  # noqa: F401, I001  (occlusion agreement)
 from gradcam_cli.metrics import pointing  # noqa: F401, I001  (pointing, localisation)
+from gradcam_cli.metrics import boxacc  # noqa: F401, I001  (maxboxacc)
 from gradcam_cli.metrics.registry import METRICS, Metric, MetricBatch, get_metric, metric_names, register_metric
 
 __all__ = ["METRICS", "Metric", "MetricBatch", "get_metric", "metric_names", "register_metric"]

@@ -18,7 +18,7 @@ here, as ``--method`` derives from the method registry.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -58,6 +58,11 @@ class Metric:
     better: dict[str, str]  # record field -> "higher" / "lower": the fields the table shows
     curves: tuple[str, ...] = ()  # record fields that hold curves (the mean curves are plotted)
     needs_boxes: bool = False  # only measured with --boxes-csv (not in the default --metrics)
+    default: bool = True  # measured without --metrics (False: costly, asked for by name or 'all')
+    #: tabled fields computed over the whole run, not per image: field -> (curve field, statistic of
+    #: the per-image curves (N, K) -> float), e.g. MaxBoxAcc, the best threshold's mean box accuracy
+    dataset: dict[str, tuple[str, Callable]] = field(default_factory=dict)
+    curve_axis: str = "fraction of pixels"  # what its curves run over (the plot's x axis, 0 .. 1)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -69,16 +74,22 @@ BETTER_CHOICES = ("higher", "lower")
 
 
 def register_metric(name: str, *, better: dict[str, str], curves: Sequence[str] = (),
-                    needs_boxes: bool = False) -> Callable:
+                    needs_boxes: bool = False, default: bool = True,
+                    dataset: dict[str, tuple[str, Callable]] | None = None,
+                    curve_axis: str = "fraction of pixels") -> Callable:
     """Decorator: register ``fn`` as the metric ``name`` (a second registration of a name, or a
-    field another metric fills, is an error)."""
+    field another metric fills, is an error). ``dataset``: tabled fields (keys of ``better``)
+    that are a statistic of a curve field over all images rather than a mean of per-image values."""
     if not better or any(v not in BETTER_CHOICES for v in better.values()):
         raise ValueError(f"metric {name!r}: better must map each field to one of {', '.join(BETTER_CHOICES)}")
+    dataset = dict(dataset or {})
+    if any(f not in better or curve not in curves for f, (curve, _) in dataset.items()):
+        raise ValueError(f"metric {name!r}: each dataset field must be a tabled field computed from one of its curves")
 
     def add(fn: Callable) -> Callable:
         if name in METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
-        metric = Metric(name, fn, dict(better), tuple(curves), needs_boxes)
+        metric = Metric(name, fn, dict(better), tuple(curves), needs_boxes, default, dataset, curve_axis)
         taken = {field for other in METRICS.values() for field in other.fields}
         if taken.intersection(metric.fields):
             raise ValueError(f"metric {name!r} fills fields another metric fills: {sorted(taken & set(metric.fields))}")
@@ -108,8 +119,8 @@ def metric_names() -> list[str]:
 
 
 def default_metric_names() -> tuple[str, ...]:
-    """The metrics measured without ``--metrics``: every one that needs no boxes."""
-    return tuple(name for name, metric in METRICS.items() if not metric.needs_boxes)
+    """The metrics measured without ``--metrics``: every one that needs no boxes and is not costly."""
+    return tuple(name for name, metric in METRICS.items() if metric.default and not metric.needs_boxes)
 
 
 def better() -> dict[str, str]:
@@ -117,6 +128,17 @@ def better() -> dict[str, str]:
     return {field: way for metric in METRICS.values() for field, way in metric.better.items()}
 
 
+def dataset_fields() -> dict[str, tuple[str, Callable]]:
+    """Tabled field -> (curve field, statistic) for the fields computed over the whole run."""
+    return {f: spec for metric in METRICS.values() for f, spec in metric.dataset.items()}
+
+
 def curve_kinds() -> dict[str, str]:
     """Curve field -> the curve's name in the plots and ``mean_curves`` (``deletion_curve`` -> ``deletion``)."""
     return {field: field.removesuffix("_curve") for metric in METRICS.values() for field in metric.curves}
+
+
+def curve_axes() -> dict[str, str]:
+    """Curve name -> what it runs over (the plots' x axis)."""
+    return {kind: metric.curve_axis for metric in METRICS.values() for kind in
+            (f.removesuffix("_curve") for f in metric.curves)}

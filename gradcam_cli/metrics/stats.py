@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -51,3 +51,26 @@ def bootstrap(
     )
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return Interval(float(x.mean()), float(low), float(high), n)
+
+
+def bootstrap_statistic(
+    rows: Sequence[Sequence[float]] | np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    *,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> Interval:
+    """A statistic of all images' rows (N, K) -> float (e.g. MaxBoxAcc from hit curves) and its
+    percentile bootstrap interval over images (rows drawn with replacement, seeded as
+    :func:`bootstrap`); ``mean`` holds the statistic of the rows as they are."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    x = np.asarray(rows, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(x[rng.integers(0, n, size=n)]) for _ in range(int(resamples))])
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(statistic(x)), float(low), float(high), n)

@@ -24,13 +24,14 @@ def _png(fig, plt) -> bytes:
     return buffer.getvalue()
 
 
-def curves_png(mean_curves: dict[str, dict[str, list]], kinds: Sequence[str],
+def curves_png(mean_curves: dict[str, dict[str, list]], kinds: Sequence[str] | dict[str, str],
                dashed: Collection[str] = ()) -> bytes | None:
-    """The mean curves (method -> curve name -> values over the fraction of pixels): one panel per
-    curve of ``kinds`` measured, in that order; methods in ``dashed`` (the baselines) dashed. None
-    when no curve was measured."""
+    """The mean curves (method -> curve name -> values over 0 .. 1): one panel per curve of
+    ``kinds`` measured, in that order (a dict: curve name -> its x axis; a list: each over the
+    fraction of pixels); methods in ``dashed`` (the baselines) dashed. None when no curve was measured."""
+    axes_of = dict(kinds) if isinstance(kinds, dict) else {k: "fraction of pixels" for k in kinds}
     # one panel per curve measured (an empty one would warn that its legend has no lines)
-    kinds = [k for k in kinds if any(k in by_kind for by_kind in mean_curves.values())]
+    kinds = [k for k in axes_of if any(k in by_kind for by_kind in mean_curves.values())]
     if not kinds:
         return None
     plt = _pyplot()
@@ -40,7 +41,7 @@ def curves_png(mean_curves: dict[str, dict[str, list]], kinds: Sequence[str],
             if kind in by_kind:
                 y = by_kind[kind]
                 ax.plot(np.linspace(0, 1, len(y)), y, label=method, linestyle="--" if method in dashed else "-")
-        ax.set(title=f"{kind} (mean over images)", xlabel="fraction of pixels", ylabel="score")
+        ax.set(title=f"{kind} (mean over images)", xlabel=axes_of[kind], ylabel="score")
         ax.legend(fontsize=8)
     return _png(fig, plt)
 

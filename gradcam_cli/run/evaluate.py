@@ -24,7 +24,7 @@ from gradcam_cli._version import __version__
 from gradcam_cli.io import writers
 from gradcam_cli.metrics import MetricBatch, get_metric, metric_names
 from gradcam_cli.metrics.baselines import baseline_maps
-from gradcam_cli.metrics.registry import better, curve_kinds
+from gradcam_cli.metrics.registry import better, curve_axes, curve_kinds, dataset_fields
 from gradcam_cli.render.plots import curves_png, sanity_png
 from gradcam_cli.results import Explanation
 from gradcam_cli.run.folder import io_threads, run_pipeline
@@ -127,15 +127,19 @@ class Evaluator:
 
 def aggregate(records: Sequence[dict], settings: EvalSettings) -> dict:
     """method -> tabled field -> {mean, low, high, n} (95% bootstrap, seeded), over the ok records."""
-    from gradcam_cli.metrics.stats import bootstrap
+    from gradcam_cli.metrics.stats import bootstrap, bootstrap_statistic
 
+    whole_run = dataset_fields()
     table: dict = {}
     for method in (*settings.methods, *settings.baselines):
         row = {}
         for field in better():
-            values = [r["metrics"][method][field] for r in records
-                      if r.get("status") == "ok" and field in r["metrics"].get(method, {})]
-            if values:
+            source, statistic = whole_run.get(field, (field, None))
+            values = [r["metrics"][method][source] for r in records
+                      if r.get("status") == "ok" and source in r["metrics"].get(method, {})]
+            if values and statistic is not None:
+                row[field] = asdict(bootstrap_statistic(values, statistic, seed=settings.seed))
+            elif values:
                 row[field] = asdict(bootstrap(values, seed=settings.seed))
         table[method] = row
     return table
@@ -186,7 +190,7 @@ def evaluate_folder(cam: GradCAM, refs: Sequence[InputRef], settings: EvalSettin
             return found
 
         summary = journal.write_document(refs, header)
-        for name, png in (("curves.png", curves_png(found.get("mean_curves", {}), list(curve_kinds().values()),
+        for name, png in (("curves.png", curves_png(found.get("mean_curves", {}), curve_axes(),
                                                     settings.baselines)),
                           ("sanity.png", sanity_png(found.get("sanity", {})))):
             if png is not None:
