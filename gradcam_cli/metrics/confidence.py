@@ -9,6 +9,16 @@ explained class,
 
 and the reported figures are the means over images times 100 (lower average drop and
 higher increase are better).
+
+Two places to apply the map, two registered metrics:
+
+- ``confidence``: x' = x * map on the pixels, before the model's preprocessing (the paper's
+  "explanation map" E = L o I: hidden pixels turn black);
+- ``confidence_torchcam``: torch-cam's evaluation script exactly (``ClassificationMetric.update``:
+  ``masked_probs = self._get_probs(cam * input_tensor)``): the map multiplies the model input
+  AFTER preprocessing (for ImageNet mean/std inputs hidden pixels turn to the mean colour, not
+  black), so its published figures can be set beside ours. Both read the explained class's
+  score as the run does (probabilities by default).
 """
 
 from __future__ import annotations
@@ -74,3 +84,35 @@ def confidence_metric(batch: MetricBatch, score_fn: Callable, settings: EvalSett
     """Average drop and increase in confidence, in percent."""
     conf = confidence(batch.pixels, batch.maps, batch.classes, score_fn)
     return {"average_drop": 100.0 * conf.drop, "increase": 100.0 * conf.increase}
+
+
+def confidence_on_inputs(
+    images: np.ndarray,
+    maps: np.ndarray,
+    classes,
+    score_fn: Callable,
+    *,
+    chunk: int | None = None,
+) -> Confidence:
+    """Average drop / increase with torch-cam's masking: the map multiplies the preprocessed model
+    input (``score_fn.prepare``; a plain callable's input is taken as already prepared)."""
+    images, maps, classes = check_inputs(images, maps, classes)
+    n = len(images)
+    prepare = getattr(score_fn, "prepare", None)
+    forward = getattr(score_fn, "forward", score_fn)
+    x = images.astype(np.float32)
+    inputs = x if prepare is None else prepare(x)
+    both = np.concatenate([inputs, inputs * np.clip(maps, 0.0, 1.0)[..., None].astype(np.float32)])
+    scores = score_inputs(forward, lambda a, b: both[a:b], 2 * n, np.concatenate([classes, classes]),
+                          chunk or getattr(score_fn, "chunk", None))
+    s, s_masked = scores[:n], scores[n:]
+    drop = np.maximum(s - s_masked, 0.0) / (s + EPSILON)
+    return Confidence(scores=s, masked=s_masked, drop=drop, increase=s_masked > s)
+
+
+@register_metric("confidence_torchcam", better={"average_drop_torchcam": "lower", "increase_torchcam": "higher"},
+                 default=False)
+def confidence_torchcam_metric(batch: MetricBatch, score_fn: Callable, settings: EvalSettings) -> dict:
+    """Average drop and increase in confidence, in percent, on torch-cam's masked model input."""
+    conf = confidence_on_inputs(batch.pixels, batch.maps, batch.classes, score_fn)
+    return {"average_drop_torchcam": 100.0 * conf.drop, "increase_torchcam": 100.0 * conf.increase}

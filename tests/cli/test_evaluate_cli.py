@@ -84,7 +84,7 @@ def test_option_errors_are_one_line_before_any_model_loads():
     assert missing.exit_code == 2 and "need --boxes-csv" in missing.stderr
     unknown = invoke("evaluate", "sample_images/", "--metrics", "deletion,speed")
     assert unknown.exit_code == 2 and "unknown metric 'speed'; choose 'all' or a comma-separated list of: deletion, " \
-        "insertion, confidence, road, occlusion, pointing, localisation, maxboxacc" in unknown.stderr
+        "insertion, confidence, confidence_torchcam, road, occlusion, pointing, localisation, maxboxacc" in unknown.stderr
     near = invoke("evaluate", "sample_images/", "--metrics", "insertoin")
     assert near.exit_code == 2 and "unknown metric 'insertoin' (did you mean 'insertion'?)" in near.stderr
 

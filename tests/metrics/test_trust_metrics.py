@@ -19,7 +19,7 @@ from helpers import invoke
 from PIL import Image
 from scipy.stats import spearmanr
 
-from gradcam_cli.metrics import baselines, boxacc, occlusion, stats
+from gradcam_cli.metrics import baselines, boxacc, confidence, occlusion, stats
 from gradcam_cli.metrics.pointing import Box
 from gradcam_cli.metrics.registry import MetricBatch, default_metric_names, get_metric
 from gradcam_cli.metrics.scoring import make_score_fn
@@ -114,6 +114,43 @@ def test_occlusion_is_asked_for_by_name_and_computed_once_per_batch():
                             [(14, 14)] * 3, [None] * 3, [0, 1, 2], identity)
         metric.fn(batch, score_fn, EvalSettings())
     assert sum(calls) == 3 * 50
+
+
+# ---------------------------------------------------------------------------
+# average drop / increase, torch-cam's protocol
+
+
+def test_torchcam_confidence_masks_the_preprocessed_input_as_torchcams_script():
+    rng = np.random.default_rng(6)
+    w = rng.normal(0, 0.02, (SIZE * SIZE * 3, 3))
+    mean, std = np.array([124.0, 116.0, 104.0]), np.array([58.0, 57.0, 57.0])
+
+    def prep(p):  # ImageNet-style mean / std: pixel 0 is not input 0
+        return (np.asarray(p, np.float64) - mean) / std
+
+    def probs(inputs):  # torch-cam's _get_probs: softmax of the logits
+        logits = inputs.reshape(len(inputs), -1) @ w
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inp, keras.layers.Dense(3, use_bias=False)(keras.layers.Flatten()(inp)))
+    model.layers[-1].set_weights([w.astype(np.float32)])
+    score_fn = make_score_fn(model, lambda p: ((p - mean) / std).astype(np.float32))
+    images = rng.integers(0, 256, (6, SIZE, SIZE, 3)).astype(np.uint8)
+    maps = rng.random((6, SIZE, SIZE)).astype(np.float32)
+    classes = probs(prep(images)).argmax(axis=1)
+
+    x = prep(images)
+    p, p_masked = probs(x)[np.arange(6), classes], probs(maps[..., None] * x)[np.arange(6), classes]
+    drop = np.maximum(p - p_masked, 0) / (p + 1e-7)  # torch.relu(probs - masked_probs).div(probs + 1e-7)
+    got = confidence.confidence_on_inputs(images, maps, classes, score_fn)
+    # float32 model vs float64 reference: probabilities agree to ~1e-6
+    np.testing.assert_allclose(got.drop, drop, atol=1e-5)
+    np.testing.assert_array_equal(got.increase, p < p_masked)
+    # masking the pixels instead (the `confidence` metric) is another figure on this input scale
+    pixel_space = confidence.confidence(images, maps, classes, score_fn)
+    assert np.abs(pixel_space.drop - drop).max() > 1e-2
 
 
 # ---------------------------------------------------------------------------
