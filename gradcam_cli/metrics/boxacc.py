@@ -46,9 +46,17 @@ def normalise(cam: np.ndarray) -> np.ndarray:
     return (cam - low) / (high - low) if high > low else np.zeros_like(cam)
 
 
+def to_8bit(scoremap: np.ndarray) -> np.ndarray:
+    """A map in [0, 1] as wsolevaluation's 8-bit image (``map * 255``, truncated)."""
+    return (np.asarray(scoremap, np.float64) * 255).astype(np.uint8)
+
+
 def threshold_box(scoremap: np.ndarray, tau: float) -> tuple[int, int, int, int] | None:
     """The box of the largest contour of ``scoremap`` (in [0, 1]) above ``tau`` of its 8-bit maximum."""
-    image = (np.asarray(scoremap, np.float64) * 255).astype(np.uint8)
+    return _box_8bit(to_8bit(scoremap), tau)
+
+
+def _box_8bit(image: np.ndarray, tau: float) -> tuple[int, int, int, int] | None:
     _, binary = cv2.threshold(image, int(tau * int(image.max())), 255, cv2.THRESH_BINARY)
     contours = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
     if not contours:
@@ -67,9 +75,9 @@ def box_hits(maps: np.ndarray, sizes: Sequence[tuple[int, int]], boxes: Sequence
         truth = [b.corners for b in image_boxes if b.label == str(label)]
         if not truth:
             continue
-        scoremap = normalise(upsample(np.asarray(cam, np.float32), tuple(int(v) for v in size)))
+        image = to_8bit(normalise(upsample(np.asarray(cam, np.float32), tuple(int(v) for v in size))))
         for t, tau in enumerate(thresholds):
-            box = threshold_box(scoremap, float(tau))
+            box = _box_8bit(image, float(tau))
             out[i, t] = float(box is not None and any(iou(box, gt) >= delta for gt in truth))
     return out
 

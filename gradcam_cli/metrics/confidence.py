@@ -70,10 +70,15 @@ def confidence(
     Both are scored as float32 pixels, so an all-ones map gives x' == x exactly.
     """
     images, maps, classes = check_inputs(images, maps, classes)
-    n = len(images)
-    x = images.astype(np.float32)
-    both = np.concatenate([x, x * np.clip(maps, 0.0, 1.0)[..., None]])  # the images, then x'
-    scores = score_inputs(score_fn, lambda a, b: both[a:b], 2 * n, np.concatenate([classes, classes]), chunk)
+    return _masked_confidence(score_fn, images.astype(np.float32), maps, classes, chunk)
+
+
+def _masked_confidence(score: Callable, x: np.ndarray, maps: np.ndarray, classes: np.ndarray,
+                       chunk: int | None) -> Confidence:
+    """Score ``x`` (B, H, W, C) and ``x * map`` together through ``score`` in chunks; drop and increase."""
+    n = len(x)
+    both = np.concatenate([x, x * np.clip(maps, 0.0, 1.0)[..., None].astype(x.dtype)])  # the inputs, then x'
+    scores = score_inputs(score, lambda a, b: both[a:b], 2 * n, np.concatenate([classes, classes]), chunk)
     s, s_masked = scores[:n], scores[n:]
     drop = np.maximum(s - s_masked, 0.0) / (s + EPSILON)
     return Confidence(scores=s, masked=s_masked, drop=drop, increase=s_masked > s)
@@ -97,17 +102,12 @@ def confidence_on_inputs(
     """Average drop / increase with torch-cam's masking: the map multiplies the preprocessed model
     input (``score_fn.prepare``; a plain callable's input is taken as already prepared)."""
     images, maps, classes = check_inputs(images, maps, classes)
-    n = len(images)
     prepare = getattr(score_fn, "prepare", None)
-    forward = getattr(score_fn, "forward", score_fn)
     x = images.astype(np.float32)
-    inputs = x if prepare is None else prepare(x)
-    both = np.concatenate([inputs, inputs * np.clip(maps, 0.0, 1.0)[..., None].astype(np.float32)])
-    scores = score_inputs(forward, lambda a, b: both[a:b], 2 * n, np.concatenate([classes, classes]),
-                          chunk or getattr(score_fn, "chunk", None))
-    s, s_masked = scores[:n], scores[n:]
-    drop = np.maximum(s - s_masked, 0.0) / (s + EPSILON)
-    return Confidence(scores=s, masked=s_masked, drop=drop, increase=s_masked > s)
+    inputs = np.asarray(x if prepare is None else prepare(x), np.float32)
+    # the forward call alone: the masked inputs are already prepared
+    return _masked_confidence(getattr(score_fn, "forward", score_fn), inputs, maps, classes,
+                              chunk or getattr(score_fn, "chunk", None))
 
 
 @register_metric("confidence_torchcam", better={"average_drop_torchcam": "lower", "increase_torchcam": "higher"},

@@ -34,6 +34,7 @@ import numpy as np
 from gradcam_cli.metrics.perturbation import check_inputs
 from gradcam_cli.metrics.registry import MetricBatch, register_metric
 from gradcam_cli.metrics.scoring import score_inputs
+from gradcam_cli.metrics.stats import rank_correlation
 from gradcam_cli.settings import EvalSettings
 
 GRID = 7  # patches per side: 49 occluded images per image (a 224 px input: 32 px patches)
@@ -48,13 +49,18 @@ def patch_edges(size: int, grid: int = GRID) -> np.ndarray:
     return np.round(np.linspace(0, size, grid + 1)).astype(int)
 
 
-def occluded(image: np.ndarray, k: int, grid: int = GRID) -> np.ndarray:
-    """Image ``image`` (H, W, C) with patch k (row-major) set to its mean colour, float32."""
+def mean_colour(image: np.ndarray) -> np.ndarray:
+    """The image's mean colour (C,), float64: what an occluded patch is set to."""
+    return image.reshape(-1, image.shape[-1]).astype(np.float64).mean(axis=0)
+
+
+def occluded(image: np.ndarray, k: int, grid: int = GRID, *, fill: np.ndarray | None = None) -> np.ndarray:
+    """Image ``image`` (H, W, C) with patch k (row-major) set to ``fill`` (default its mean colour), float32."""
     height, width = image.shape[:2]
     rows, cols = patch_edges(height, grid), patch_edges(width, grid)
     r, c = divmod(int(k), grid)
     out = np.array(image, dtype=np.float32, copy=True)
-    out[rows[r]:rows[r + 1], cols[c]:cols[c + 1]] = image.reshape(-1, image.shape[-1]).astype(np.float64).mean(axis=0)
+    out[rows[r]:rows[r + 1], cols[c]:cols[c + 1]] = mean_colour(image) if fill is None else fill
     return out
 
 
@@ -75,9 +81,10 @@ def occlusion_drops(images: np.ndarray, classes, score_fn: Callable, *, grid: in
                 out.append(images[j].astype(np.float32))
             else:
                 i, k = divmod(j - n, per)
-                out.append(occluded(images[i], k, grid))
+                out.append(occluded(images[i], k, grid, fill=fills[i]))
         return np.stack(out)
 
+    fills = [mean_colour(image) for image in images]  # once per image, not per patch
     picked = np.concatenate([classes, np.repeat(classes, per)])
     scores = score_inputs(score_fn, build, count, picked, chunk)
     return scores[:n, None] - scores[n:].reshape(n, per)
@@ -91,22 +98,6 @@ def patch_means(maps: np.ndarray, grid: int = GRID) -> np.ndarray:
                      for r in range(grid) for c in range(grid)], axis=1)
 
 
-def signed_spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman's rank correlation of each row pair, (B, K) x (B, K) -> (B,), ties averaged;
-    0 where either row is constant."""
-    from scipy.stats import rankdata
-
-    ra = rankdata(np.asarray(a, np.float64), axis=1)
-    rb = rankdata(np.asarray(b, np.float64), axis=1)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    na, nb = np.sqrt((ra * ra).sum(axis=1)), np.sqrt((rb * rb).sum(axis=1))
-    out = np.zeros(len(ra))
-    both = (na > 0) & (nb > 0)
-    out[both] = (ra[both] * rb[both]).sum(axis=1) / (na[both] * nb[both])
-    return out
-
-
 def occlusion_agreement(images: np.ndarray, maps: np.ndarray, classes, score_fn: Callable, *,
                         grid: int = GRID, drops: np.ndarray | None = None) -> np.ndarray:
     """float64 (B,): the rank correlation of each map's patch means with the occlusion drops
@@ -114,7 +105,7 @@ def occlusion_agreement(images: np.ndarray, maps: np.ndarray, classes, score_fn:
     images, maps, classes = check_inputs(images, maps, classes)
     if drops is None:
         drops = occlusion_drops(images, classes, score_fn, grid=grid)
-    return signed_spearman(patch_means(maps, grid), drops)
+    return rank_correlation(patch_means(maps, grid), drops)
 
 
 def _cached_drops(batch: MetricBatch, score_fn: Callable) -> np.ndarray:

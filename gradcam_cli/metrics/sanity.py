@@ -117,17 +117,12 @@ def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     Ties get average ranks. A constant map carries no ranking: its correlation with a
     non-constant map is 0, with another constant map 1.
     """
-    from scipy.stats import rankdata
+    from gradcam_cli.metrics.stats import rank_correlation
 
-    ra = rankdata(np.asarray(a, np.float64).reshape(len(a), -1), axis=1)
-    rb = rankdata(np.asarray(b, np.float64).reshape(len(b), -1), axis=1)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    na, nb = np.sqrt((ra * ra).sum(axis=1)), np.sqrt((rb * rb).sum(axis=1))
-    out = np.zeros(len(ra))
-    both = (na > 0) & (nb > 0)
-    out[both] = np.abs((ra[both] * rb[both]).sum(axis=1)) / (na[both] * nb[both])
-    out[(na == 0) & (nb == 0)] = 1.0
+    flat_a = np.asarray(a, np.float64).reshape(len(a), -1)
+    flat_b = np.asarray(b, np.float64).reshape(len(b), -1)
+    out = np.abs(rank_correlation(flat_a, flat_b))
+    out[(np.ptp(flat_a, axis=1) == 0) & (np.ptp(flat_b, axis=1) == 0)] = 1.0
     return out
 
 

@@ -74,3 +74,19 @@ def bootstrap_statistic(
     values = np.array([statistic(x[rng.integers(0, n, size=n)]) for _ in range(int(resamples))])
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return Interval(float(statistic(x)), float(low), float(high), n)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's rank correlation of each row pair, (B, ...) x (B, ...) -> (B,) in [-1, 1], ties
+    given average ranks; 0 where either row is constant (it carries no ranking)."""
+    from scipy.stats import rankdata
+
+    ra = rankdata(np.asarray(a, np.float64).reshape(len(a), -1), axis=1)
+    rb = rankdata(np.asarray(b, np.float64).reshape(len(b), -1), axis=1)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    na, nb = np.sqrt((ra * ra).sum(axis=1)), np.sqrt((rb * rb).sum(axis=1))
+    out = np.zeros(len(ra))
+    both = (na > 0) & (nb > 0)
+    out[both] = (ra[both] * rb[both]).sum(axis=1) / (na[both] * nb[both])
+    return out
