@@ -50,6 +50,10 @@ class ModelSettings:
     custom_objects: str | None = None
     config_dirs: tuple[str, ...] = ()
     precision: str = "float32"
+    #: a token layer's grid (height, width) in tokens and its prefix token count, where the model
+    #: cannot say them (None: found from the model; docs/transformers.md)
+    token_grid: tuple[int, int] | None = None
+    prefix_tokens: int | None = None
 
 
 @dataclass(frozen=True)

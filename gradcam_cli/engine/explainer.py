@@ -209,8 +209,8 @@ class Explainer:
 
         n = self.n
         if self.path == "cut":
-            acts = self.split.trunk(x)
-            scores, classes, fused = self._tile_head(acts, extra, fixed)
+            acts, extras = self.split.trunk_with(x)
+            scores, classes, fused = self._tile_head(acts, extras, extra, fixed)
             return self._outputs(scores, classes, self._maps(None, None, acts, x, classes, fused))
         with tf.GradientTape() as tape:
             tiled, tiled_scores = self.split.full(tf.repeat(x, n, axis=0))
@@ -229,25 +229,27 @@ class Explainer:
         picked = tf.gather(tiled_scores, tf.reshape(classes, [-1]), axis=1, batch_dims=1)
         return scores, classes, tf.reduce_sum(picked)
 
-    def _tile_backward(self, acts, extra=None, fixed=None):
+    def _tile_backward(self, acts, extras, extra=None, fixed=None):
         """The head on the activations tiled N times (image-major: b * N + n), one backward pass:
-        (scores (B, C), classes (B, N), every gradient method's maps (B * N, M', h, w))."""
+        (scores (B, C), classes (B, N), every gradient method's maps (B * N, M', h, w)).
+        ``extras``: what the head needs beside them (a token layer's), tiled alike."""
         import tensorflow as tf
 
         tiled = tf.repeat(acts, self.n, axis=0)
+        extras = tuple(tf.repeat(e, self.n, axis=0) for e in extras)
         with tf.GradientTape() as tape:
             tape.watch(tiled)
-            scores, classes, total = self._tiled_targets(self._head(tiled), extra, fixed)
+            scores, classes, total = self._tiled_targets(self._head(tiled, extras), extra, fixed)
         grads = tape.gradient(total, tiled)
         return scores, classes, self._gradient_maps(tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32))
 
     def _explain_jacobian(self, x, extra=None, fixed=None):
         import tensorflow as tf
 
-        acts = self.split.trunk(x)
+        acts, extras = self.split.trunk_with(x)
         with tf.GradientTape() as tape:
             tape.watch(acts)
-            scores = self._head(acts)
+            scores = self._head(acts, extras)
             classes = self._select(scores, extra, fixed)
             picked = tf.gather(scores, classes, axis=1, batch_dims=1)  # (B, N)
         jac = tape.batch_jacobian(picked, acts)  # (B, N, h, w, K)
@@ -261,8 +263,8 @@ class Explainer:
         import tensorflow as tf
 
         if self.path == "cut":
-            acts = self.split.trunk(x)
-            scores = self.split.head(acts)
+            acts, extras = self.split.trunk_with(x)
+            scores = self.split.head(acts, extras)
         else:
             acts, scores = self.split.full(x)
         classes = self._select(scores, extra, fixed)
