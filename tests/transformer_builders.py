@@ -83,8 +83,8 @@ def swin_block(x, name: str, heads: int, window: int):
 
 
 def small_swin(size: int = SIZE, dim: int = 24, classes: int = 3, seed: int = 0, name: str = "swin") -> keras.Model:
-    """Patch embedding (4 x 4) -> stage 1 (12 x 12, windows of 4) -> patch merging -> stage 2 (6 x 6,
-    windows of 3) -> LayerNorm -> mean -> Dense: every stage (B, H, W, C), attention inside windows."""
+    """Patch embedding (4 x 4) -> stage 1 (size / 4 square, windows of 4) -> patch merging -> stage 2
+    (size / 8 square, windows of size / 16) -> LayerNorm -> mean -> Dense: every stage (B, H, W, C), attention inside windows."""
     keras.utils.set_random_seed(seed)
     inp = keras.Input((size, size, 3))
     x = layers.Conv2D(dim, 4, strides=4, name="patch_embed")(inp)
@@ -95,8 +95,8 @@ def small_swin(size: int = SIZE, dim: int = 24, classes: int = 3, seed: int = 0,
                     (-1, h // 2, w // 2, 4 * c))
     x = layers.LayerNormalization(epsilon=1e-5, name="merge_norm")(x)
     x = layers.Dense(2 * dim, use_bias=False, name="merge")(x)
-    x = swin_block(x, "stage2_block0", 4, 3)
-    x = swin_block(x, "stage2_block1", 4, 3)
+    x = swin_block(x, "stage2_block0", 4, size // 16)
+    x = swin_block(x, "stage2_block1", 4, size // 16)
     x = layers.LayerNormalization(epsilon=1e-5, name="norm")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     out = layers.Dense(classes, activation="softmax", name="predictions")(x)

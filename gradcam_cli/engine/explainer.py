@@ -17,7 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from gradcam_cli.engine.score import chosen_channels, masked_scores
+from gradcam_cli.engine.attention import attention_map
 from gradcam_cli.engine.smooth import aug_smoothed
+from gradcam_cli.errors import OptionError
 from gradcam_cli.methods import Method, get_method
 from gradcam_cli.settings import MethodOptions
 from gradcam_cli.methods.eigen import first_component
@@ -147,6 +149,8 @@ class Explainer:
         #: settings of particular methods (Score-CAM's chunk size and channel count)
         self.options = options or MethodOptions()
         self.method = self.methods[0]
+        if split.attention_problem and any(m.kind == "attention" for m in self.methods):
+            raise OptionError(split.attention_problem)
         sums_only = all(m.sums_only or not m.needs_gradients for m in self.methods)
         self._head = split.channel_head if (sums_only and split.channel_head is not None) else split.head
         self.path = "full" if (whole_model or not split.cut) else "cut"
@@ -296,6 +300,9 @@ class Explainer:
                 chosen = chosen_channels(acts, self.options)
                 scores = masked_scores(lambda z: self.split.full(z)[1], x, chosen, classes, self.options.scorecam_batch)
                 maps.append(normalise_maps(self._score_map(chosen, method.fn(chosen, scores))))
+            elif method.kind == "attention":
+                maps.append(normalise_maps(tf.repeat(attention_map(self.split, method, x, shape[1:3])[:, None],
+                                                     self.n, axis=1)))
             elif method.needs_gradients:
                 maps.append(tf.reshape(next(fused), [-1, self.n, shape[1], shape[2]]))
             else:

@@ -20,7 +20,7 @@ from gradcam_cli.errors import ModelError, OptionError
 from gradcam_cli.models.graph import computable, execute, flatten, squashing_op
 from gradcam_cli.models.kernels import HEAVY_KERNEL, big_dense, channel_mean_kernels, transposed_kernels
 from gradcam_cli.models.targets import auto_step, resolve_target, select_output
-from gradcam_cli.models.tokens import TokenLayout, attention_steps, carried_keys, token_layout
+from gradcam_cli.models.tokens import TokenLayout, attention_layout, attention_steps, carried_keys, token_layout
 
 
 #: what the explained score is, per head type (for reports and JSON headers)
@@ -77,6 +77,9 @@ class Split:
     attention_scores: Callable[[Any], list] | None = None
     #: how many MultiHeadAttention layers the output depends on
     attention_layers: int = 0
+    #: how their tokens form the image's grid; None with ``attention_problem``, the one-line reason
+    attention_tokens: TokenLayout | None = None
+    attention_problem: str | None = None
 
     @property
     def cut(self) -> bool:
@@ -155,7 +158,6 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         parts = _token_parts(layout, trunk_steps, head_steps, full_steps, inp, target, out_key, last, scores_of,
                              transposed)
         feature_shape = (*layout.grid, feature_shape[-1])
-    mha = attention_steps(graph, [out_key])
 
     return Split(
         model=model,
@@ -169,8 +171,7 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         num_outputs=units,
         heavy_head=parts["head"] is not None and any(big_dense(step.op, HEAVY_KERNEL) for step in head_steps),
         tokens=layout,
-        attention_scores=_attention_scores(mha, full_steps, inp) if mha else None,
-        attention_layers=len(mha),
+        **_attention(graph, out_key, full_steps, inp, _input_hw(graph, input_size), token_grid, prefix_tokens),
         **parts,
     )
 
@@ -207,6 +208,14 @@ def _token_parts(layout: TokenLayout, trunk_steps: list, head_steps: list, full_
 
     return {"trunk": lambda x: trunk_extras(x)[0], "trunk_extras": trunk_extras, "full": full, "head": head,
             "channel_head": None}
+
+
+def _attention(graph: Any, out_key: Any, full_steps: list, inp: Any, input_hw: tuple, grid: Any, prefix: Any) -> dict:
+    """The Split's attention fields (see :class:`Split`)."""
+    mha = attention_steps(graph, [out_key])
+    layout, problem = attention_layout(graph, mha, input_hw, grid, prefix)
+    return {"attention_scores": _attention_scores(mha, full_steps, inp) if mha else None,
+            "attention_layers": len(mha), "attention_tokens": layout, "attention_problem": problem}
 
 
 def _attention_scores(mha: list, full_steps: list, inp: Any) -> Callable[[Any], list]:

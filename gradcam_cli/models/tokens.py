@@ -100,7 +100,7 @@ def _factor(count: int, size: tuple[int | None, int | None]) -> tuple[int, int] 
             if count % h == 0 and h * width == (count // h) * height:
                 return h, count // h
         return None
-    root = int(round(count ** 0.5))
+    root = round(count ** 0.5)
     return (root, root) if root * root == count else None
 
 
@@ -143,7 +143,7 @@ def token_layout(graph: Any, key: Any, path: str, input_size: tuple, grid: tuple
         h, w = height // patch, width // patch
         if 0 <= tokens - h * w <= MAX_PREFIX:
             return TokenLayout(tokens - h * w, (h, w))
-    for left in range(0, min(MAX_PREFIX, tokens - 1) + 1):
+    for left in range(min(MAX_PREFIX, tokens - 1) + 1):
         found = _factor(tokens - left, input_size)
         if found is not None and found[0] * found[1] > 1:
             return TokenLayout(left, found)
@@ -205,3 +205,35 @@ def transformer_auto(graph: Any, output_keys: list, which: str = AUTO_NORM) -> A
         if step is not None and len(step.outputs) == 1 and len(graph.tensors[step.outputs[0]].shape) in (3, 4):
             return step
     return None
+
+
+def attention_layout(graph: Any, mha: list, input_size: tuple, grid: tuple[int, int] | None = None,
+                     prefix: int | None = None) -> tuple[TokenLayout | None, str | None]:
+    """How the tokens of the attention layers ``mha`` form the image's grid, for attention methods:
+    ``(layout, None)``, or ``(None, why not)`` (one line): no MultiHeadAttention layer, attention over
+    something other than (batch, tokens, channels), layers over different token counts, or fewer
+    tokens than the image has patches (Swin-style window attention: scores per window)."""
+    use = "attention methods need global self-attention over the image's patch tokens; use a gradient method"
+    if not mha:
+        return None, (f"model '{graph.model.name}' has no keras.layers.MultiHeadAttention layer on the way to its "
+                      f"output: {use}")
+    shapes = {step.path: tuple(graph.tensors[step.inputs[0]].shape) for step in mha}
+    for path, shape in shapes.items():
+        if len(shape) != 3 or shape[1] is None:
+            return None, f"attention layer '{path}' attends over a tensor of shape {shape}, not (batch, tokens, channels): {use}"
+    patch, (height, width) = _patch_size(graph, mha[0].inputs[0]), input_size
+    if grid is None and patch and height and width:
+        patches = (height // patch) * (width // patch)
+        for path, shape in shapes.items():
+            if not 0 <= int(shape[1]) - patches <= MAX_PREFIX:
+                return None, (f"attention layer '{path}' attends over {shape[1]} tokens while the image has "
+                              f"{patches} patches of {patch}x{patch} pixels: window attention (Swin-style) or a "
+                              f"subset of the tokens; {use}")
+    if len({shape[1] for shape in shapes.values()}) > 1:
+        listing = ", ".join(f"'{p}' {s[1]}" for p, s in shapes.items())
+        return None, f"the attention layers attend over different token counts ({listing}): {use}"
+    path = next(iter(shapes))
+    try:
+        return token_layout(graph, mha[0].inputs[0], path, input_size, grid, prefix), None
+    except OptionError as exc:
+        return None, str(exc)
