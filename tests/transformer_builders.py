@@ -31,16 +31,20 @@ def vit_block(x, i: int, dim: int, heads: int):
 
 
 def small_vit(size: int = SIZE, patch: int = PATCH, dim: int = 32, depth: int = 4, heads: int = 4,
-              classes: int = 3, prefix: int = 0, pool: str = "mean", seed: int = 0, name: str = "vit") -> keras.Model:
+              classes: int = 3, prefix: int = 0, pool: str = "mean", seed: int = 0, name: str = "vit",
+              positions: bool = True) -> keras.Model:
     """Patch embedding (Conv2D, kernel = stride = ``patch``), ``prefix`` learned tokens (a class token
     and registers) before the patch tokens, learned position embeddings, ``depth`` pre-norm blocks,
-    a final LayerNorm and a head on the class token (``pool="cls"``) or the patch tokens' mean."""
+    a final LayerNorm and a head on the class token (``pool="cls"``), the patch tokens' mean (``"mean"``) or maximum (``"max"``).
+    ``positions=False`` (with no prefix and the mean): layers only, no ``keras.ops`` call, as the
+    legacy .h5 format can load."""
     keras.utils.set_random_seed(seed)
     grid = size // patch
     inp = keras.Input((size, size, 3))
     x = layers.Conv2D(dim, patch, strides=patch, name="patch_embed")(inp)
     x = layers.Reshape((grid * grid, dim), name="patches")(x)
-    x = layers.Add(name="pos_add")([x, _learned_tokens(x, grid * grid, dim, "pos_embed")])
+    if positions:
+        x = layers.Add(name="pos_add")([x, _learned_tokens(x, grid * grid, dim, "pos_embed")])
     if prefix:
         x = layers.Concatenate(axis=1, name="with_prefix")([_learned_tokens(x, prefix, dim, "prefix"), x])
     for i in range(depth):
@@ -49,7 +53,8 @@ def small_vit(size: int = SIZE, patch: int = PATCH, dim: int = 32, depth: int = 
     if pool == "cls":
         x = x[:, 0]
     else:
-        x = layers.GlobalAveragePooling1D(name="pool")(x[:, prefix:] if prefix else x)
+        pool_layer = layers.GlobalMaxPooling1D if pool == "max" else layers.GlobalAveragePooling1D
+        x = pool_layer(name="pool")(x[:, prefix:] if prefix else x)
     out = layers.Dense(classes, activation="softmax", name="predictions")(x)
     return keras.Model(inp, out, name=name)
 

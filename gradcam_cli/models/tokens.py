@@ -129,8 +129,9 @@ def token_layout(graph: Any, key: Any, path: str, input_size: tuple, grid: tuple
     tokens = int(tokens)
     if grid is not None:
         left = tokens - grid[0] * grid[1] if prefix is None else prefix
-        if left < 0 or left + grid[0] * grid[1] != tokens:
-            raise _refuse(path, shape, f"{tokens} tokens are not {left} prefix tokens + a {grid[0]}x{grid[1]} grid")
+        if not 0 <= left <= (MAX_PREFIX if prefix is None else tokens) or left + grid[0] * grid[1] != tokens:
+            said = f"0 to {MAX_PREFIX}" if prefix is None else str(prefix)
+            raise _refuse(path, shape, f"{tokens} tokens are not {said} prefix tokens + a {grid[0]}x{grid[1]} grid")
         return TokenLayout(left, tuple(grid))
     if prefix is not None:
         found = _factor(tokens - prefix, input_size) if 0 <= prefix < tokens else None

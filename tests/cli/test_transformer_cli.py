@@ -1,0 +1,82 @@
+"""Users' own transformers through the CLI: a functional ViT from MultiHeadAttention layers saved as
+.keras and .h5, and one nested as the backbone of another model, explain with --model and write
+overlays; the token layout flags reach the run header; refusals are one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from helpers import invoke
+from PIL import Image
+from transformer_builders import small_vit
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vit")
+    small_vit(size=SIZE, depth=2, prefix=1, pool="cls", seed=1).save(root / "vit.keras")
+    small_vit(size=SIZE, depth=2, positions=False, seed=2).save(root / "vit.h5")  # .h5: layers only
+    inner = small_vit(size=SIZE, depth=2, prefix=1, pool="cls", seed=3, name="inner")
+    backbone = keras.Model(inner.inputs[0], inner.get_layer("norm").output, name="vit_backbone")
+    inp = keras.Input((SIZE, SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(backbone(inp))
+    keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="predictions")(pooled),
+                name="outer").save(root / "nested.keras")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40 + 8 * i, 48, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("name,layer,prefix", [("vit.keras", "block1_norm2", 1), ("vit.h5", "block1_norm2", 0),
+                                                ("nested.keras", "vit_backbone/block1_norm2", 1)])
+def test_a_saved_vit_explains_with_model_and_writes_overlays(saved, tmp_path, name, layer, prefix):
+    out = tmp_path / "out"
+    result = invoke("explain", saved / "images", "--model", saved / name, "--out", out, "--top", "2",
+                    "--method", "gradcam", "--method", "rollout", "--save-raw", "--quiet")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "predictions.json").read_text())
+    header = doc["model"] if "model" in doc and isinstance(doc["model"], dict) else doc
+    text = json.dumps(header)
+    assert f'"target_layer": "{layer}"' in text and f'"prefix_tokens": {prefix}' in text and '"grid": [4, 4]' in text
+    overlays = sorted(p.name for p in out.glob("*.jpg"))
+    assert len(overlays) == 3 * 2 * 2, overlays  # 3 images x top 2 x 2 methods
+    raws = sorted(out.glob("*.npy"))
+    assert raws and all(np.load(p).shape == (4, 4) for p in raws)
+
+
+def test_the_token_flags_reach_the_run(saved, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("explain", saved / "images", "--model", saved / "vit.keras", "--out", out, "--top", "1",
+                    "--layer", "block0_norm1", "--token-grid", "2x8", "--prefix-tokens", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    header = json.dumps(json.loads((out / "predictions.json").read_text()))
+    assert '"model.token_grid": [2, 8]' in header and '"model.prefix_tokens": 1' in header
+    assert '"tokens": {"prefix_tokens": 1, "grid": [2, 8]}' in header
+
+
+@pytest.mark.parametrize("args,line", [
+    (["--layer", "block0_norm1", "--token-grid", "2x2"],
+     "layer 'block0_norm1' has token output shape (None, 17, 32): 17 tokens are not 0 to 8 prefix tokens + "
+     "a 2x2 grid; pass --token-grid HxW and --prefix-tokens N (or the profile's token_grid / prefix_tokens), or "
+     "another --layer"),
+    (["--layer", "predictions"],
+     "layer 'predictions' of model 'vit' has output shape (None, 3), not 4-D (batch, height, width, "
+     "channels) nor 3-D tokens (batch, tokens, channels); pass --layer with a 4-D or token layer (`gradcam layers` "
+     "lists them)"),
+    (["--token-grid", "14"], "Invalid value for '--token-grid': a token grid is HEIGHTxWIDTH in tokens, e.g. 14x14; "
+                             "got '14'"),
+])
+def test_refusals_exit_2_with_one_line(saved, tmp_path, args, line):
+    result = invoke("explain", saved / "images", "--model", saved / "vit.keras", "--out", tmp_path / "out", *args)
+    assert result.exit_code == 2
+    said = [text for text in result.stderr.splitlines() if line in text]  # the whole reason on one line
+    assert len(said) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out" / "predictions.json").exists()
