@@ -171,39 +171,46 @@ def attention_steps(graph: Any, keys: list) -> list:
     return [s for s in graph.steps if id(s) in needed and isinstance(s.op, layers.MultiHeadAttention)]
 
 
-def _normalisations_near(graph: Any, step: Any, needed: set) -> tuple[Any, Any]:
-    """The normalisation feeding attention ``step``'s query (first), and the first one after it (second)."""
-    first = None
-    key, hops = step.inputs[0], 0
-    while key in graph.producer and hops < 8:
+def block_normalisations(graph: Any, output_keys: list) -> dict[str, Any]:
+    """The normalisation steps around the last attention layer the outputs depend on: ``"first"`` feeds
+    its query (the last block's first LayerNorm), ``"second"`` is the first after it (before the
+    block's MLP), ``"final"`` the last one on the way to the output (the model's final norm, where it
+    has one; else the last block's second). Missing ones are left out; {} without attention."""
+    found = attention_steps(graph, output_keys)
+    if not found:
+        return {}
+    out: dict[str, Any] = {}
+    key, hops = found[-1].inputs[0], 0
+    while key in graph.producer and hops < 8:  # back through reshapes (window partitions) to the norm
         producer = graph.producer[key]
         if type(producer.op).__name__ in NORMALISATIONS:
-            first = producer
+            out["first"] = producer
             break
         if len(producer.inputs) != 1:
             break
         key, hops = producer.inputs[0], hops + 1
+    needed = graph.ancestors(output_keys)
     order = [s for s in graph.steps if id(s) in needed]
-    after = order[order.index(step) + 1:] if step in order else []
-    second = next((s for s in after if type(s.op).__name__ in NORMALISATIONS), None)
-    return first, second
+    after = [s for s in order[order.index(found[-1]) + 1:] if type(s.op).__name__ in NORMALISATIONS
+             and len(s.outputs) == 1 and len(graph.tensors[s.outputs[0]].shape) in (3, 4)]
+    if after:
+        out["second"], out["final"] = after[0], after[-1]
+    return out
 
 
-#: which normalisation of the last transformer block ``--layer auto`` takes (docs/transformers.md)
-AUTO_NORM = "second"
+#: which normalisation ``--layer auto`` takes in a transformer: measured on the test ViT
+#: (docs/transformers.md), the final one localises; the last block's first and second do not
+AUTO_NORM = "final"
 
 
 def transformer_auto(graph: Any, output_keys: list, which: str = AUTO_NORM) -> Any | None:
     """The automatic target step of a transformer (the explained output depends on a
-    MultiHeadAttention layer): a normalisation of the last block, ``which`` = ``"first"`` (before
-    its attention: pytorch-grad-cam's advice) or ``"second"`` (after it, before the MLP); None for
-    a model without attention, or without such a normalisation of 3-D or 4-D output."""
-    found = attention_steps(graph, output_keys)
-    if not found:
-        return None
-    first, second = _normalisations_near(graph, found[-1], graph.ancestors(output_keys))
-    for step in ((second, first) if which == "second" else (first, second)):
-        if step is not None and len(step.outputs) == 1 and len(graph.tensors[step.outputs[0]].shape) in (3, 4):
+    MultiHeadAttention layer): the normalisation ``which`` of :func:`block_normalisations`
+    (falling back to the others in the order final, second, first); None without attention."""
+    norms = block_normalisations(graph, output_keys)
+    for name in (which, "final", "second", "first"):
+        step = norms.get(name)
+        if step is not None and len(graph.tensors[step.outputs[0]].shape) in (3, 4):
             return step
     return None
 

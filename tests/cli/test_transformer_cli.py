@@ -27,6 +27,9 @@ def saved(tmp_path_factory):
     pooled = keras.layers.GlobalAveragePooling1D(name="pool")(backbone(inp))
     keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="predictions")(pooled),
                 name="outer").save(root / "nested.keras")
+    keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+                      keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")],
+                     name="cnn").save(root / "cnn.keras")
     images = root / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -79,4 +82,14 @@ def test_refusals_exit_2_with_one_line(saved, tmp_path, args, line):
     assert result.exit_code == 2
     said = [text for text in result.stderr.splitlines() if line in text]  # the whole reason on one line
     assert len(said) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_rollout_on_a_model_without_attention_is_refused_before_the_run(saved, tmp_path):
+    result = invoke("explain", saved / "images", "--model", saved / "cnn.keras", "--out", tmp_path / "out",
+                    "--method", "gradcam", "--method", "rollout")
+    assert result.exit_code == 2
+    line = ("model 'cnn' has no keras.layers.MultiHeadAttention layer on the way to its output: attention methods "
+            "need global self-attention over the image's patch tokens; use a gradient method")
+    assert [text for text in result.stderr.splitlines() if line in text] != [] and "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "predictions.json").exists()
