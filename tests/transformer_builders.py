@@ -87,21 +87,25 @@ def swin_block(x, name: str, heads: int, window: int):
     return layers.Add(name=f"{name}_add2")([x, y])
 
 
-def small_swin(size: int = SIZE, dim: int = 24, classes: int = 3, seed: int = 0, name: str = "swin") -> keras.Model:
+def small_swin(size: int = SIZE, dim: int = 24, classes: int = 3, seed: int = 0, name: str = "swin",
+               merge: bool = True) -> keras.Model:
     """Patch embedding (4 x 4) -> stage 1 (size / 4 square, windows of 4) -> patch merging -> stage 2
-    (size / 8 square, windows of size / 16) -> LayerNorm -> mean -> Dense: every stage (B, H, W, C), attention inside windows."""
+    (size / 8 square, windows of size / 16; ``merge=False``: size / 4 square, the merging only widens
+    the channels) -> LayerNorm -> mean -> Dense: every stage (B, H, W, C), attention inside windows."""
     keras.utils.set_random_seed(seed)
     inp = keras.Input((size, size, 3))
     x = layers.Conv2D(dim, 4, strides=4, name="patch_embed")(inp)
     x = layers.LayerNormalization(epsilon=1e-5, name="embed_norm")(x)
     x = swin_block(x, "stage1_block0", 2, 4)
     _, h, w, c = x.shape
-    x = ops.reshape(ops.transpose(ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c)), (0, 1, 3, 2, 4, 5)),
-                    (-1, h // 2, w // 2, 4 * c))
+    if merge:  # patch merging: 2 x 2 cells -> 1, channels x 4
+        x = ops.reshape(ops.transpose(ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c)), (0, 1, 3, 2, 4, 5)),
+                        (-1, h // 2, w // 2, 4 * c))
     x = layers.LayerNormalization(epsilon=1e-5, name="merge_norm")(x)
     x = layers.Dense(2 * dim, use_bias=False, name="merge")(x)
-    x = swin_block(x, "stage2_block0", 4, size // 16)
-    x = swin_block(x, "stage2_block1", 4, size // 16)
+    window = size // 16 if merge else size // 16
+    x = swin_block(x, "stage2_block0", 4, window)
+    x = swin_block(x, "stage2_block1", 4, window)
     x = layers.LayerNormalization(epsilon=1e-5, name="norm")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     out = layers.Dense(classes, activation="softmax", name="predictions")(x)
