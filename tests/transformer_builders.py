@@ -103,7 +103,7 @@ def small_swin(size: int = SIZE, dim: int = 24, classes: int = 3, seed: int = 0,
                         (-1, h // 2, w // 2, 4 * c))
     x = layers.LayerNormalization(epsilon=1e-5, name="merge_norm")(x)
     x = layers.Dense(2 * dim, use_bias=False, name="merge")(x)
-    window = size // 16 if merge else size // 16
+    window = size // 16
     x = swin_block(x, "stage2_block0", 4, window)
     x = swin_block(x, "stage2_block1", 4, window)
     x = layers.LayerNormalization(epsilon=1e-5, name="norm")(x)

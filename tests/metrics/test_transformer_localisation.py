@@ -16,9 +16,9 @@ from builders import peak_on
 from transformer_builders import held_out, small_swin, small_vit, train
 
 from gradcam_cli.engine.explainer import Explainer
+from gradcam_cli.models.graph import flatten
 from gradcam_cli.models.split import split_model
 from gradcam_cli.models.tokens import block_normalisations
-from gradcam_cli.models.graph import flatten
 
 BAR = 0.85
 _MODELS: dict = {}
