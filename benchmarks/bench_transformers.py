@@ -66,8 +66,9 @@ def run(rounds: int, batch: int) -> list[str]:
     split = split_model(model)
     x = np.random.default_rng(0).uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
     forward = tf.function(lambda t: model(t, training=False), input_signature=[tf.TensorSpec((None, 224, 224, 3))])
-    lines = [f"## small ViT (224 px, patch 16, width 192, 4 blocks): layer `{split.layer_name}` "
-             f"({split.tokens.grid[0]}x{split.tokens.grid[1]} grid), batch {batch}, top-5", "",
+    title = (f"## small ViT (224 px, patch 16, width 192, 4 blocks): layer `{split.layer_name}` "
+             f"({split.tokens.grid[0]}x{split.tokens.grid[1]} grid), batch {batch}, top-5")
+    lines = [title, "",
              "| method | forward ms | maps ms | vs forward pass |", "|---|---:|---:|---:|"]
     for name, methods in [("gradcam", "gradcam"), ("four gradient methods", ["gradcam", "gradcam++", "xgradcam",
                                                                             "layercam"]), ("rollout", "rollout")]:
@@ -101,11 +102,11 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]
     body = run(args.rounds, args.batch)
-    head = [f"# Transformers (CPU, {os.cpu_count()} cores, {platform.machine()})", "",
-            f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `benchmarks/bench_transformers.py` "
+    said = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `benchmarks/bench_transformers.py` "
             f"(load average {load:.1f} at the start; rounds {args.rounds}). Peak RSS growth is the process's "
             "ru_maxrss rise while that chunk size first ran, so later rows only show memory beyond the earlier "
-            "rows' peak.", ""]
+            "rows' peak.")
+    head = [f"# Transformers (CPU, {os.cpu_count()} cores, {platform.machine()})", "", said, ""]
     with open(args.out, "w", encoding="utf-8") as f:
         f.write("\n".join(head + body) + "\n")
 

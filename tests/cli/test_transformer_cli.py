@@ -67,15 +67,15 @@ def test_the_token_flags_reach_the_run(saved, tmp_path):
 
 @pytest.mark.parametrize("args,line", [
     (["--layer", "block0_norm1", "--token-grid", "2x2"],
-     "layer 'block0_norm1' has token output shape (None, 17, 32): 17 tokens are not 0 to 8 prefix tokens + "
-     "a 2x2 grid; pass --token-grid HxW and --prefix-tokens N (or the profile's token_grid / prefix_tokens), or "
-     "another --layer"),
+     ("layer 'block0_norm1' has token output shape (None, 17, 32): 17 tokens are not 0 to 8 prefix tokens + "
+      "a 2x2 grid; pass --token-grid HxW and --prefix-tokens N (or the profile's token_grid / prefix_tokens), or "
+      "another --layer")),
     (["--layer", "predictions"],
-     "layer 'predictions' of model 'vit' has output shape (None, 3), not 4-D (batch, height, width, "
-     "channels) nor 3-D tokens (batch, tokens, channels); pass --layer with a 4-D or token layer (`gradcam layers` "
-     "lists them)"),
-    (["--token-grid", "14"], "Invalid value for '--token-grid': a token grid is HEIGHTxWIDTH in tokens, e.g. 14x14; "
-                             "got '14'"),
+     ("layer 'predictions' of model 'vit' has output shape (None, 3), not 4-D (batch, height, width, "
+      "channels) nor 3-D tokens (batch, tokens, channels); pass --layer with a 4-D or token layer (`gradcam layers` "
+      "lists them)")),
+    (["--token-grid", "14"], ("Invalid value for '--token-grid': a token grid is HEIGHTxWIDTH in tokens, e.g. "
+                              "14x14; got '14'")),
 ])
 def test_refusals_exit_2_with_one_line(saved, tmp_path, args, line):
     result = invoke("explain", saved / "images", "--model", saved / "vit.keras", "--out", tmp_path / "out", *args)
