@@ -149,7 +149,8 @@ class Explainer:
         #: settings of particular methods (Score-CAM's chunk size and channel count)
         self.options = options or MethodOptions()
         self.method = self.methods[0]
-        if split.attention_problem and any(m.kind == "attention" for m in self.methods):
+        self._attends = any(m.kind == "attention" for m in self.methods)
+        if split.attention_problem and self._attends:
             raise OptionError(split.attention_problem)
         sums_only = all(m.sums_only or not m.needs_gradients for m in self.methods)
         self._head = split.channel_head if (sums_only and split.channel_head is not None) else split.head
@@ -266,15 +267,18 @@ class Explainer:
         """A method without gradients: one map per image from the activations alone, for every class."""
         import tensorflow as tf
 
-        if self.path == "cut":
+        attention = None
+        if self._attends:  # the attention scores from the same run of the model
+            acts, scores, attention = self.split.full_attention(x)
+        elif self.path == "cut":
             acts, extras = self.split.trunk_with(x)
             scores = self.split.head(acts, extras)
         else:
             acts, scores = self.split.full(x)
         classes = self._select(scores, extra, fixed)
-        return self._outputs(scores, classes, self._maps(None, None, acts, x, classes))
+        return self._outputs(scores, classes, self._maps(None, None, acts, x, classes, attention=attention))
 
-    def _maps(self, tiled, grads, acts, x, classes, fused=None):
+    def _maps(self, tiled, grads, acts, x, classes, fused=None, attention=None):
         """Every method's maps, (B, N, M, h, w) in [0, 1], and the guided images (B, N, H, W, 3)
         (empty, (B, N, 0, 0, 3), unless ``guided`` is asked).
 
@@ -282,7 +286,8 @@ class Explainer:
         (None when no method needs them); ``acts``: (B, h, w, K), each image's activations
         once, which the gradient-free methods use; ``x`` the input, ``classes`` (B, N) the
         targets (Score-CAM scores them on masked inputs; guided backpropagation differentiates them).
-        ``fused``: the gradient methods' maps (B * N, M', h, w) when already made (the tiled head).
+        ``fused``: the gradient methods' maps (B * N, M', h, w) when already made (the tiled head);
+        ``attention``: the attention scores when already taken.
         """
         import tensorflow as tf
 
@@ -301,7 +306,7 @@ class Explainer:
                 scores = masked_scores(lambda z: self.split.full(z)[1], x, chosen, classes, self.options.scorecam_batch)
                 maps.append(normalise_maps(self._score_map(chosen, method.fn(chosen, scores))))
             elif method.kind == "attention":
-                maps.append(normalise_maps(tf.repeat(attention_map(self.split, method, x, shape[1:3])[:, None],
+                maps.append(normalise_maps(tf.repeat(attention_map(self.split, method, x, shape[1:3], attention)[:, None],
                                                      self.n, axis=1)))
             elif method.needs_gradients:
                 maps.append(tf.reshape(next(fused), [-1, self.n, shape[1], shape[2]]))

@@ -75,6 +75,8 @@ class Split:
     trunk_extras: Callable[[Any], Any] | None = None
     #: x -> the attention scores (B, heads, T, T) of every MultiHeadAttention the output depends on
     attention_scores: Callable[[Any], list] | None = None
+    #: x -> (A, scores, the attention scores) from one run of the whole model
+    full_attention: Callable[[Any], tuple] | None = None
     #: how many MultiHeadAttention layers the output depends on
     attention_layers: int = 0
     #: how their tokens form the image's grid; None with ``attention_problem``, the one-line reason
@@ -134,8 +136,8 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
     def trunk(x: Any) -> Any:
         return execute(trunk_steps, {inp: x})[target]
 
-    def full(x: Any) -> tuple[Any, Any]:
-        values = execute(full_steps, {inp: x}, last=last)
+    def full(x: Any, attention: list | None = None) -> tuple[Any, Any]:
+        values = execute(full_steps, {inp: x}, last=last, attention=attention)
         return values[target], scores_of(values[out_key])
 
     channel_means = channel_mean_kernels(head_steps, target)
@@ -171,7 +173,8 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         num_outputs=units,
         heavy_head=parts["head"] is not None and any(big_dense(step.op, HEAVY_KERNEL) for step in head_steps),
         tokens=layout,
-        **_attention(graph, out_key, full_steps, inp, _input_hw(graph, input_size), token_grid, prefix_tokens),
+        **_attention(graph, out_key, full_steps, inp, _input_hw(graph, input_size), token_grid, prefix_tokens,
+                     parts["full"]),
         **parts,
     )
 
@@ -199,42 +202,37 @@ def _token_parts(layout: TokenLayout, trunk_steps: list, head_steps: list, full_
         fed = {target: layout.from_grid(a, extras[0]), **dict(zip(carried, extras[1:]))}
         return scores_of(execute(head_steps, fed, last=last, transposed=transposed)[out_key])
 
-    def full(x: Any) -> tuple[Any, Any]:
-        values = execute(trunk_steps, {inp: x})
+    def full(x: Any, attention: list | None = None) -> tuple[Any, Any]:
+        values = execute(trunk_steps, {inp: x}, attention=attention)
         tokens = values[target]
         grid = layout.to_grid(tokens)
         values[target] = layout.from_grid(grid, tokens[:, :layout.prefix])
-        return grid, scores_of(execute(full_steps, values, last=last)[out_key])
+        return grid, scores_of(execute(full_steps, values, last=last, attention=attention)[out_key])
 
     return {"trunk": lambda x: trunk_extras(x)[0], "trunk_extras": trunk_extras, "full": full, "head": head,
             "channel_head": None}
 
 
-def _attention(graph: Any, out_key: Any, full_steps: list, inp: Any, input_hw: tuple, grid: Any, prefix: Any) -> dict:
-    """The Split's attention fields (see :class:`Split`)."""
+def _attention(graph: Any, out_key: Any, full_steps: list, inp: Any, input_hw: tuple, grid: Any, prefix: Any,
+               full_values: Callable) -> dict:
+    """The Split's attention fields (see :class:`Split`); ``full_values(x, attention)``: the target's
+    value (the grid for a token layer) and the scores, from one run of the whole model."""
     mha = attention_steps(graph, [out_key])
     layout, problem = attention_layout(graph, mha, input_hw, grid, prefix)
-    return {"attention_scores": _attention_scores(mha, full_steps, inp) if mha else None,
-            "attention_layers": len(mha), "attention_tokens": layout, "attention_problem": problem}
-
-
-def _attention_scores(mha: list, full_steps: list, inp: Any) -> Callable[[Any], list]:
-    """x -> [(B, heads, T, T) attention scores of each MultiHeadAttention step in ``mha``]: the steps
-    before the last attention run once, then each attention layer again on its recorded inputs with
-    ``return_attention_scores=True`` (the model's own weights and masks)."""
-    steps = full_steps[: full_steps.index(mha[-1])]
+    steps = full_steps[: full_steps.index(mha[-1]) + 1] if mha else []
 
     def scores(x: Any) -> list:
-        values = execute(steps, {inp: x})
-        out = []
-        for step in mha:
-            local = {id(t): values[k] for t, k in zip(step.node.input_tensors, step.inputs)}
-            args, kwargs = step.node.arguments.fill_in(local)
-            kwargs = {**kwargs, "return_attention_scores": True, "training": False}
-            out.append(step.op(*args, **kwargs)[1])
-        return out
+        found: list = []
+        execute(steps, {inp: x}, attention=found)
+        return found
 
-    return scores
+    def full_attention(x: Any) -> tuple[Any, Any, list]:
+        found: list = []
+        a, logits = full_values(x, found)
+        return a, logits, found
+
+    return {"attention_scores": scores if mha else None, "full_attention": full_attention if mha else None,
+            "attention_layers": len(mha), "attention_tokens": layout, "attention_problem": problem}
 
 
 def _score_shape(graph: Any, index: int, model: Any) -> tuple:

@@ -198,15 +198,18 @@ def test_rollout_equals_its_numpy_reference_at_batch_7_and_1(vit, prefix):
     model = vit if prefix else trained_like(small_vit(size=SIZE, depth=2, prefix=0, pool="mean", seed=4), 4)
     split = split_model(model)
     assert split.attention_layers == 2 and split.attention_tokens.prefix == prefix
-    explainer = Explainer(split, top=3, method=["rollout", "gradcam"])
+    beside = Explainer(split, top=3, method=["rollout", "gradcam"])  # scores from one more run to the last attention
+    alone = Explainer(split, top=3, method="rollout")  # scores from the one forward run
     x = random_images(7, SIZE, seed=8)
-    for batch in (x, x[:1]):
-        out = explainer(batch)
-        for b in range(len(batch)):
-            expected = rollout_reference(model, batch[b], prefix)
-            for j in range(3):  # class-agnostic: the same map for every class
-                np.testing.assert_allclose(out.method_maps[b, j, 0], expected, atol=ATOL)
-    assert explainer.trace_count() == 1
+    for explainer in (beside, alone):
+        for batch in (x, x[:1]):
+            out = explainer(batch)
+            np.testing.assert_allclose(out.probs, model.predict(batch, verbose=0), atol=1e-6)
+            for b in range(len(batch)):
+                expected = rollout_reference(model, batch[b], prefix)
+                for j in range(3):  # class-agnostic: the same map for every class
+                    np.testing.assert_allclose(out.method_maps[b, j, 0], expected, atol=ATOL)
+        assert explainer.trace_count() == 1
 
 
 def test_the_grid_comes_from_the_patch_embedding_or_the_flags(vit):
