@@ -38,8 +38,8 @@ def saved(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("name,layer,prefix", [("vit.keras", "block1_norm2", 1), ("vit.h5", "block1_norm2", 0),
-                                                ("nested.keras", "vit_backbone/block1_norm2", 1)])
+@pytest.mark.parametrize("name,layer,prefix", [("vit.keras", "norm", 1), ("vit.h5", "norm", 0),
+                                                ("nested.keras", "vit_backbone/norm", 1)])
 def test_a_saved_vit_explains_with_model_and_writes_overlays(saved, tmp_path, name, layer, prefix):
     out = tmp_path / "out"
     result = invoke("explain", saved / "images", "--model", saved / name, "--out", out, "--top", "2",
@@ -93,3 +93,22 @@ def test_rollout_on_a_model_without_attention_is_refused_before_the_run(saved, t
             "need global self-attention over the image's patch tokens; use a gradient method")
     assert [text for text in result.stderr.splitlines() if line in text] != [] and "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_layers_lists_the_token_layers_and_marks_the_automatic_one(saved):
+    result = invoke("layers", "--model", saved / "vit.keras", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["layer"]: row for row in json.loads(result.stdout)}
+    assert rows["block0_norm1"]["shape"] == [17, 32] and rows["patch_embed"]["shape"] == [4, 4, 32]
+    assert [name for name, row in rows.items() if row["auto"]] == ["norm"]
+
+
+def test_evaluate_scores_gradient_methods_and_rollout_on_a_vit(saved, tmp_path):
+    out = tmp_path / "ev"
+    result = invoke("evaluate", saved / "images", "--model", saved / "vit.keras", "--out", out, "--method", "gradcam",
+                    "--method", "rollout", "--metrics", "deletion", "--steps", 4, "-q")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "evaluation.json").read_text())
+    assert doc["summary"] == {"images": 3, "done": 3, "failed": 0}
+    assert list(doc["aggregate"]) == ["gradcam", "rollout", "random", "centre"]
+    assert all(0 <= doc["aggregate"][m]["deletion"]["mean"] <= 1 for m in doc["aggregate"])
