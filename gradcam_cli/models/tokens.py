@@ -175,7 +175,8 @@ def block_normalisations(graph: Any, output_keys: list) -> dict[str, Any]:
     """The normalisation steps around the last attention layer the outputs depend on: ``"first"`` feeds
     its query (the last block's first LayerNorm), ``"second"`` is the first after it (before the
     block's MLP), ``"final"`` the last one on the way to the output (the model's final norm, where it
-    has one; else the last block's second). Missing ones are left out; {} without attention."""
+    has one; else the last block's second). Missing ones are left out; {} without attention.
+    :func:`transformer_auto` chooses among them."""
     found = attention_steps(graph, output_keys)
     if not found:
         return {}
@@ -199,16 +200,48 @@ def block_normalisations(graph: Any, output_keys: list) -> dict[str, Any]:
 
 
 #: which normalisation ``--layer auto`` takes in a transformer: measured on the test ViT
-#: (docs/transformers.md), the final one localises; the last block's first and second do not
+#: (docs/transformers.md), the final one localises where the head pools every token; the last
+#: block's first and second do not there. Where the head reads one token (a class token), the
+#: final norm's patch tokens get no gradient: then the last block's first (pytorch-grad-cam's)
 AUTO_NORM = "final"
+
+#: operations that pool over every token / position (the head reads them all)
+POOLING = ("GlobalAveragePooling1D", "GlobalMaxPooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Mean",
+           "Max")
+
+
+def pooled(graph: Any, step: Any, hops: int = 4) -> bool:
+    """Whether ``step``'s output reaches a pooling over all its tokens (:data:`POOLING`) through at most
+    ``hops`` steps that keep its rank (a slice dropping the prefix tokens, a norm), not a pick of one
+    token (a class token's row, which drops the token axis)."""
+    consumers: dict = {}
+    for s in graph.steps:
+        for k in s.inputs:
+            consumers.setdefault(k, []).append(s)
+    keys = [step.outputs[0]]
+    for _ in range(hops):
+        following = []
+        for key in keys:
+            rank = len(graph.tensors[key].shape)
+            for user in consumers.get(key, []):
+                if type(user.op).__name__ in POOLING:
+                    return True
+                if len(user.outputs) == 1 and len(graph.tensors[user.outputs[0]].shape) == rank:
+                    following.append(user.outputs[0])
+        keys = following
+    return False
 
 
 def transformer_auto(graph: Any, output_keys: list, which: str = AUTO_NORM) -> Any | None:
     """The automatic target step of a transformer (the explained output depends on a
-    MultiHeadAttention layer): the normalisation ``which`` of :func:`block_normalisations`
-    (falling back to the others in the order final, second, first); None without attention."""
+    MultiHeadAttention layer): the normalisation ``which`` of :func:`block_normalisations`, the
+    final one only where it is :func:`pooled`; else the last block's first, then its second.
+    None without attention."""
     norms = block_normalisations(graph, output_keys)
-    for name in (which, "final", "second", "first"):
+    final = norms.get("final")
+    if final is not None and not pooled(graph, final):
+        norms.pop("final")
+    for name in (which, "final", "first", "second"):
         step = norms.get(name)
         if step is not None and len(graph.tensors[step.outputs[0]].shape) in (3, 4):
             return step

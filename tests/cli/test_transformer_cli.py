@@ -38,7 +38,7 @@ def saved(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("name,layer,prefix", [("vit.keras", "norm", 1), ("vit.h5", "norm", 0),
+@pytest.mark.parametrize("name,layer,prefix", [("vit.keras", "block1_norm1", 1), ("vit.h5", "norm", 0),
                                                 ("nested.keras", "vit_backbone/norm", 1)])
 def test_a_saved_vit_explains_with_model_and_writes_overlays(saved, tmp_path, name, layer, prefix):
     out = tmp_path / "out"
@@ -100,7 +100,8 @@ def test_layers_lists_the_token_layers_and_marks_the_automatic_one(saved):
     assert result.exit_code == 0, result.output
     rows = {row["layer"]: row for row in json.loads(result.stdout)}
     assert rows["block0_norm1"]["shape"] == [17, 32] and rows["patch_embed"]["shape"] == [4, 4, 32]
-    assert [name for name, row in rows.items() if row["auto"]] == ["norm"]
+    # a class-token head reads one token of the final norm: auto is the last block's first norm
+    assert [name for name, row in rows.items() if row["auto"]] == ["block1_norm1"]
 
 
 def test_evaluate_scores_gradient_methods_and_rollout_on_a_vit(saved, tmp_path):

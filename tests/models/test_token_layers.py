@@ -273,3 +273,18 @@ def test_swin_stages_stay_four_d_and_match_the_tape():
             for i, name in enumerate(("gradcam", "layercam")):
                 np.testing.assert_allclose(out.method_maps[b, j, i], normalised(raw_map(name, a[0].numpy(), g)),
                                            atol=ATOL)
+
+
+def test_the_automatic_layer_follows_what_the_head_reads():
+    """The final norm where the head pools every token (a mean-pooled ViT, Swin's 4-D stage, a backbone
+    pooled outside); the last block's first norm where it reads the class token alone (the final
+    norm's patch tokens would get no gradient)."""
+    assert split_model(small_vit(size=SIZE, depth=2, prefix=1, pool="cls")).layer_name == "block1_norm1"
+    assert split_model(small_vit(size=SIZE, depth=2, prefix=2, pool="mean")).layer_name == "norm"
+    assert split_model(small_swin(size=SIZE)).layer_name == "norm"
+    inner = small_vit(size=SIZE, depth=2, prefix=1, pool="cls", name="inner")
+    backbone = keras.Model(inner.inputs[0], inner.get_layer("norm").output, name="vit_backbone")
+    inp = keras.Input((SIZE, SIZE, 3))
+    outer = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling1D()(
+        backbone(inp))))
+    assert split_model(outer).layer_name == "vit_backbone/norm"
