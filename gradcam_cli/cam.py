@@ -37,7 +37,6 @@ from gradcam_cli.results import Explanation, Prediction, explained_targets, rank
 from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_METHOD, DEFAULT_TOP, PRECISIONS, MethodOptions, ModelSettings
 
 
-
 def method_tuple(method: str | Sequence[str]) -> tuple[str, ...]:
     """``method=`` as the library takes it (one name or several) -> a tuple of names."""
     return (method,) if isinstance(method, str) else tuple(method)
@@ -189,6 +188,7 @@ class GradCAM:
         config_dirs: Sequence[str] = (),
         profile: Profile | None = None,
         precision: str = "float32",
+        token_grid: tuple[int, int] | None = None, prefix_tokens: int | None = None,
     ):
         from gradcam_cli.models.build import build_model
         from gradcam_cli.models.load import load_user_model
@@ -216,7 +216,9 @@ class GradCAM:
                 self.model = build_model(self.profile, self.weights)
         self.profile = replace(self.profile, input_size=_model_input_size(self.model, self.profile.input_size),
                                channels=_model_channels(self.model, self.profile))
-        self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output)
+        self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output,
+                                 token_grid=token_grid or self.profile.token_grid, input_size=self.profile.input_size,
+                                 prefix_tokens=self.profile.prefix_tokens if prefix_tokens is None else prefix_tokens)
         self.layer = self.split.layer_name
         base = pathlib.Path(self.profile.source).parent if self.profile.source else None
         self.class_names = class_names.for_model(self.profile.classes, base, self.split.num_classes, self.split.head_type)
@@ -238,6 +240,7 @@ class GradCAM:
             s.backbone, profile=profile, model=s.model, weights=s.weights, layer=s.layer, output=s.output,
             input_size=s.input_size, preprocessing=s.preprocessing, mean=s.mean, std=s.std, labels=s.labels,
             custom_objects=s.custom_objects, config_dirs=s.config_dirs, precision=s.precision,
+            token_grid=s.token_grid, prefix_tokens=s.prefix_tokens,
         )
 
     def explainer(self, top: int | None, classes: Sequence[int] | None, extra_class: bool = False,
@@ -360,8 +363,7 @@ class GradCAM:
 
     @property
     def geometry(self) -> Geometry:
-        """Where each target-layer cell lies in the model input (:mod:`gradcam_cli.models.geometry`),
-        found once: 'stretch' for 'same'-padded models, else receptive-field placement."""
+        """Where each target-layer cell lies in the model input (:mod:`gradcam_cli.models.geometry`), found once."""
         if self._geometry is None:
             self._geometry = layer_geometry(self.model, self.layer, input_size=tuple(self.profile.input_size))
             h, w = self.split.feature_shape[:2]
@@ -391,6 +393,7 @@ class GradCAM:
             "score": self.split.score_description,
             "engine": engine_description(self.split),
             "geometry": self.geometry.to_json(),
+            **({"tokens": self.split.tokens.to_json()} if self.split.tokens is not None else {}),
         }
         if len(self.model.outputs) > 1:
             info["output"] = self.split.output_name

@@ -50,6 +50,10 @@ class ModelSettings:
     custom_objects: str | None = None
     config_dirs: tuple[str, ...] = ()
     precision: str = "float32"
+    #: a token layer's grid (height, width) in tokens and its prefix token count, where the model
+    #: cannot say them (None: found from the model; docs/transformers.md)
+    token_grid: tuple[int, int] | None = None
+    prefix_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -205,12 +209,14 @@ class RunSettings:
     def to_json(self) -> dict[str, Any]:
         """A flat JSON-able dict (``model.*`` keys for the model's settings, the other keys as
         ``_FLAT`` names them), as it reads back from disk."""
-        flat: dict[str, Any] = {f"model.{f.name}": getattr(self.model, f.name) for f in fields(ModelSettings)}
+        flat: dict[str, Any] = {f"model.{f.name}": getattr(self.model, f.name) for f in fields(ModelSettings)
+                                if f.name not in _LATE_MODEL}
         for key, path in _FLAT.items():
             value: Any = self
             for name in path:
                 value = getattr(value, name)
             flat[key] = value
+        flat.update({f"model.{name}": getattr(self.model, name) for name in _LATE_MODEL})
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()}
 
     @classmethod
@@ -229,6 +235,8 @@ class RunSettings:
 
 
 _MODEL_FIELDS = {f.name for f in fields(ModelSettings)}
+#: model fields added after the flat keys were fixed: written last, as the keys added since
+_LATE_MODEL = ("token_grid", "prefix_tokens")
 
 
 def _replace_at(record: Any, path: tuple[str, ...], value: Any) -> Any:

@@ -122,8 +122,10 @@ def class_names_before_loading(settings: ModelSettings):
         return classes.load(profile.classes, base)
 
 
-def make_cam(settings: ModelSettings):
-    """Build the GradCAM object the settings describe (TensorFlow is imported here)."""
+def make_cam(settings: ModelSettings, methods: tuple = ()):
+    """Build the GradCAM object the settings describe (TensorFlow is imported here); a method of
+    ``methods`` the model cannot have (attention rollout without global attention) is refused now,
+    before the run."""
     reg = registry(settings.config_dirs)
     with errors():
         from gradcam_cli.config.profiles import get_profile
@@ -133,7 +135,12 @@ def make_cam(settings: ModelSettings):
     from gradcam_cli.cam import GradCAM
 
     with errors():
-        return GradCAM.from_settings(settings, profile=profile)
+        cam = GradCAM.from_settings(settings, profile=profile)
+    from gradcam_cli.methods import get_method
+
+    if cam.split.attention_problem and any(get_method(m).kind == "attention" for m in methods):
+        raise to_cli_error(OptionError(cam.split.attention_problem))
+    return cam
 
 
 def make_cam_without_weights(settings: ModelSettings):

@@ -112,7 +112,7 @@ def _evaluate(stop, p: dict) -> int:
                             tolerance=p["tolerance"], seed=p["seed"], method_options=method_settings(p),
                             depth=depth_settings(p))
     precheck_out(p["out_dir"], lock=True)
-    cam = make_cam(model_settings(p))
+    cam = make_cam(model_settings(p), settings.methods)
     from gradcam_cli.cli.progress import Progress
 
     with errors():

@@ -208,7 +208,7 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
 
         quiet_tensorflow()
         keep_driver_off_gpus()
-    cam = make_cam(settings.model)
+    cam = make_cam(settings.model, settings.methods)
     from gradcam_cli.cam import auto_batch_size
     from gradcam_cli.run.folder import run_folder
     from gradcam_cli.run.memory import keep_large_blocks

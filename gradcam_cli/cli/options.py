@@ -62,6 +62,12 @@ def model_options(command):
                      help="Target layer: a name, a nested path (resnet50/conv5_block3_out), or 'auto' "
                           "(the last 4-D layer with spatial extent; the default for --model)."),
         click.option("--output", default=None, help="Which output of a multi-output model to explain (name or index)."),
+        click.option("--token-grid", default=None, callback=_token_grid, metavar="HxW",
+                     help="A transformer's token layer: its patch grid in tokens, e.g. 14x14 (default: found from "
+                          "the model's input and patch sizes)."),
+        click.option("--prefix-tokens", default=None, type=click.IntRange(0, None),
+                     help="A transformer's token layer: how many tokens (class, distillation, registers) come "
+                          "before the patch tokens (default: found from the model)."),
         click.option("--input-size", default=None, type=click.IntRange(32, 4096),
                      help="Resize images to this many pixels square (default: the profile's or the model's)."),
         click.option("--preprocess", default=None,
@@ -90,7 +96,20 @@ def model_settings(params: dict, precision: str = "float32") -> ModelSettings:
         preprocessing=params["preprocess"], mean=params["mean"], std=params["std"],
         labels=None if labels is None else os.path.abspath(labels), custom_objects=params["custom_objects"],
         config_dirs=tuple(params["config_dirs"]), precision=precision,
+        token_grid=params["token_grid"], prefix_tokens=params["prefix_tokens"],
     )
+
+
+def _token_grid(ctx, param, value):
+    """``--token-grid HxW`` -> (h, w), positive integers."""
+    from gradcam_cli.models.tokens import parse_grid
+
+    if value is None:
+        return None
+    try:
+        return parse_grid(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def unit_interval(ctx, param, value):

@@ -36,7 +36,7 @@ PREPROCESSING = {
 
 _REQUIRED = ("name", "target_layer", "preprocessing")
 _OPTIONAL = ("builder", "model", "output", "input_size", "mean", "std", "classes", "weights", "weights_file",
-             "weights_package", "description")
+             "weights_package", "description", "token_grid", "prefix_tokens")
 _KNOWN = _REQUIRED + _OPTIONAL
 
 
@@ -59,6 +59,10 @@ class Profile:
     weights_package: str | None = None
     description: str = ""
     source: str = field(default="", compare=False)
+    #: a transformer's token layers: their grid (height, width) and prefix token count, where the
+    #: model cannot say them (None: found from the model; see gradcam_cli.models.tokens)
+    token_grid: tuple[int, int] | None = None
+    prefix_tokens: int | None = None
     #: the model input's channels: 3 (RGB) or 1 (grey: the BT.601 luma of the decoded RGB image);
     #: not a TOML key, the model decides (``GradCAM`` sets it once the model is loaded)
     channels: int = 3
@@ -158,6 +162,21 @@ def _triple(path, data, key) -> tuple[float, float, float] | None:
     return tuple(float(v) for v in value)  # type: ignore[return-value]
 
 
+def _token_fields(path, data) -> tuple[tuple[int, int] | None, int | None]:
+    """``token_grid`` ("HxW" or [h, w], positive) and ``prefix_tokens`` (an integer >= 0), each optional."""
+    grid = data.get("token_grid")
+    if isinstance(grid, str):
+        grid = grid.lower().split("x")
+        grid = [int(g) if g.strip().isdigit() else g for g in grid]
+    if grid is not None and (not isinstance(grid, list) or len(grid) != 2
+                             or not all(isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in grid)):
+        raise _fail(path, f"field 'token_grid' must be 'HxW' or [height, width] in tokens, got {data['token_grid']!r}")
+    prefix = data.get("prefix_tokens")
+    if prefix is not None and (not isinstance(prefix, int) or isinstance(prefix, bool) or prefix < 0):
+        raise _fail(path, f"field 'prefix_tokens' must be an integer >= 0, got {prefix!r}")
+    return (None if grid is None else (int(grid[0]), int(grid[1]))), prefix
+
+
 def profile_from_mapping(data: Mapping[str, Any], path: pathlib.Path | str) -> Profile:
     """Validate one parsed TOML table and return its :class:`Profile`."""
     for key in data:
@@ -188,6 +207,7 @@ def profile_from_mapping(data: Mapping[str, Any], path: pathlib.Path | str) -> P
             f"field 'preprocessing' must be one of {', '.join(PREPROCESSING)}, got {prep!r}{_suggest(prep, PREPROCESSING)}",
         )
     mean, std = _triple(path, data, "mean"), _triple(path, data, "std")
+    token_grid, prefix_tokens = _token_fields(path, data)
     if prep == "mean_std" and (mean is None or std is None):
         raise _fail(path, "preprocessing 'mean_std' needs both 'mean' and 'std'")
     if prep != "mean_std" and (mean is not None or std is not None):
@@ -208,6 +228,8 @@ def profile_from_mapping(data: Mapping[str, Any], path: pathlib.Path | str) -> P
         weights_package=_string(path, data, "weights_package"),
         description=_string(path, data, "description", "") or "",
         source=str(path),
+        token_grid=token_grid,
+        prefix_tokens=prefix_tokens,
     )
 
 
@@ -301,7 +323,7 @@ def override_profile(profile: Profile, *, input_size=None, preprocessing=None, m
     fields.update({k: v for k, v in changes.items() if v is not None})
     for key in [k for k, v in changes.items() if v is None]:
         fields.pop(key, None)
-    for key in ("input_size", "mean", "std"):
+    for key in ("input_size", "mean", "std", "token_grid"):
         if isinstance(fields.get(key), tuple):
             fields[key] = list(fields[key])
     checked = profile_from_mapping(fields, "the command-line options")

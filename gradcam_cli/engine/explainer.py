@@ -17,7 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from gradcam_cli.engine.score import chosen_channels, masked_scores
+from gradcam_cli.engine.attention import attention_map
 from gradcam_cli.engine.smooth import aug_smoothed
+from gradcam_cli.errors import OptionError
 from gradcam_cli.methods import Method, get_method
 from gradcam_cli.settings import MethodOptions
 from gradcam_cli.methods.eigen import first_component
@@ -147,6 +149,9 @@ class Explainer:
         #: settings of particular methods (Score-CAM's chunk size and channel count)
         self.options = options or MethodOptions()
         self.method = self.methods[0]
+        self._attends = any(m.kind == "attention" for m in self.methods)
+        if split.attention_problem and self._attends:
+            raise OptionError(split.attention_problem)
         sums_only = all(m.sums_only or not m.needs_gradients for m in self.methods)
         self._head = split.channel_head if (sums_only and split.channel_head is not None) else split.head
         self.path = "full" if (whole_model or not split.cut) else "cut"
@@ -209,8 +214,8 @@ class Explainer:
 
         n = self.n
         if self.path == "cut":
-            acts = self.split.trunk(x)
-            scores, classes, fused = self._tile_head(acts, extra, fixed)
+            acts, extras = self.split.trunk_with(x)
+            scores, classes, fused = self._tile_head(acts, extras, extra, fixed)
             return self._outputs(scores, classes, self._maps(None, None, acts, x, classes, fused))
         with tf.GradientTape() as tape:
             tiled, tiled_scores = self.split.full(tf.repeat(x, n, axis=0))
@@ -229,25 +234,27 @@ class Explainer:
         picked = tf.gather(tiled_scores, tf.reshape(classes, [-1]), axis=1, batch_dims=1)
         return scores, classes, tf.reduce_sum(picked)
 
-    def _tile_backward(self, acts, extra=None, fixed=None):
+    def _tile_backward(self, acts, extras, extra=None, fixed=None):
         """The head on the activations tiled N times (image-major: b * N + n), one backward pass:
-        (scores (B, C), classes (B, N), every gradient method's maps (B * N, M', h, w))."""
+        (scores (B, C), classes (B, N), every gradient method's maps (B * N, M', h, w)).
+        ``extras``: what the head needs beside them (a token layer's), tiled alike."""
         import tensorflow as tf
 
         tiled = tf.repeat(acts, self.n, axis=0)
+        extras = tuple(tf.repeat(e, self.n, axis=0) for e in extras)
         with tf.GradientTape() as tape:
             tape.watch(tiled)
-            scores, classes, total = self._tiled_targets(self._head(tiled), extra, fixed)
+            scores, classes, total = self._tiled_targets(self._head(tiled, extras), extra, fixed)
         grads = tape.gradient(total, tiled)
         return scores, classes, self._gradient_maps(tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32))
 
     def _explain_jacobian(self, x, extra=None, fixed=None):
         import tensorflow as tf
 
-        acts = self.split.trunk(x)
+        acts, extras = self.split.trunk_with(x)
         with tf.GradientTape() as tape:
             tape.watch(acts)
-            scores = self._head(acts)
+            scores = self._head(acts, extras)
             classes = self._select(scores, extra, fixed)
             picked = tf.gather(scores, classes, axis=1, batch_dims=1)  # (B, N)
         jac = tape.batch_jacobian(picked, acts)  # (B, N, h, w, K)
@@ -260,15 +267,18 @@ class Explainer:
         """A method without gradients: one map per image from the activations alone, for every class."""
         import tensorflow as tf
 
-        if self.path == "cut":
-            acts = self.split.trunk(x)
-            scores = self.split.head(acts)
+        attention = None
+        if self._attends:  # the attention scores from the same run of the model
+            acts, scores, attention = self.split.full_attention(x)
+        elif self.path == "cut":
+            acts, extras = self.split.trunk_with(x)
+            scores = self.split.head(acts, extras)
         else:
             acts, scores = self.split.full(x)
         classes = self._select(scores, extra, fixed)
-        return self._outputs(scores, classes, self._maps(None, None, acts, x, classes))
+        return self._outputs(scores, classes, self._maps(None, None, acts, x, classes, attention=attention))
 
-    def _maps(self, tiled, grads, acts, x, classes, fused=None):
+    def _maps(self, tiled, grads, acts, x, classes, fused=None, attention=None):
         """Every method's maps, (B, N, M, h, w) in [0, 1], and the guided images (B, N, H, W, 3)
         (empty, (B, N, 0, 0, 3), unless ``guided`` is asked).
 
@@ -276,7 +286,8 @@ class Explainer:
         (None when no method needs them); ``acts``: (B, h, w, K), each image's activations
         once, which the gradient-free methods use; ``x`` the input, ``classes`` (B, N) the
         targets (Score-CAM scores them on masked inputs; guided backpropagation differentiates them).
-        ``fused``: the gradient methods' maps (B * N, M', h, w) when already made (the tiled head).
+        ``fused``: the gradient methods' maps (B * N, M', h, w) when already made (the tiled head);
+        ``attention``: the attention scores when already taken.
         """
         import tensorflow as tf
 
@@ -294,6 +305,9 @@ class Explainer:
                 chosen = chosen_channels(acts, self.options)
                 scores = masked_scores(lambda z: self.split.full(z)[1], x, chosen, classes, self.options.scorecam_batch)
                 maps.append(normalise_maps(self._score_map(chosen, method.fn(chosen, scores))))
+            elif method.kind == "attention":
+                maps.append(normalise_maps(tf.repeat(attention_map(self.split, method, x, shape[1:3], attention)[:, None],
+                                                     self.n, axis=1)))
             elif method.needs_gradients:
                 maps.append(tf.reshape(next(fused), [-1, self.n, shape[1], shape[2]]))
             else:

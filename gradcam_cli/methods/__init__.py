@@ -6,6 +6,7 @@ from gradcam_cli.methods import spatial  # noqa: F401, I001
 from gradcam_cli.methods import eigen  # noqa: F401, I001
 from gradcam_cli.methods import score  # noqa: F401, I001
 from gradcam_cli.methods import guided  # noqa: F401, I001
+from gradcam_cli.methods import attention  # noqa: F401, I001
 from gradcam_cli.methods import baselines  # noqa: F401, I001
 from gradcam_cli.methods.registry import METHODS, Method, get_method, register
 

@@ -12,6 +12,10 @@ gradients g = dy_c/dA, both (M, h, w, K) for M = images x classes:
 - ``kind="guided"``: ``fn(cams, dy/dx) -> (M, H, W, 3)``, an image at the model input's
   resolution from the Grad-CAM maps upsampled there and the guided input gradients
   (:mod:`gradcam_cli.methods.guided`); its map slot holds the Grad-CAM map.
+- ``kind="attention"``: ``fn(attentions, prefix, grid) -> (B, h, w)``, a map from the attention
+  scores (B, heads, T, T) of every MultiHeadAttention layer of a transformer, first layer first,
+  whose T tokens are ``prefix`` tokens and then the ``grid`` (h, w) of patches, row-major
+  (:mod:`gradcam_cli.methods.attention`); A and g are not used.
 
 ``needs_gradients=False``: ``g`` is None and no backward pass runs; with
 ``class_agnostic=True`` the map does not depend on the class (one per image, the
@@ -29,7 +33,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable
 
-KINDS = ("weights", "spatial", "score", "guided")
+KINDS = ("weights", "spatial", "score", "guided", "attention")
 
 
 @dataclass(frozen=True)

@@ -229,11 +229,13 @@ def _call(op: Any, args: tuple, kwargs: dict, transposed: dict | None = None) ->
     return op(*args, **kwargs)
 
 
-def execute(steps: list, values: dict, last: Step | None = None, transposed: dict | None = None) -> dict:
+def execute(steps: list, values: dict, last: Step | None = None, transposed: dict | None = None,
+            attention: list | None = None) -> dict:
     """Run ``steps`` on ``values`` (key -> tensor), in place; ``last`` is called without its squashing.
 
     A step whose output is already in ``values`` (fed from outside) is not
-    recomputed; one whose inputs are not all available is skipped.
+    recomputed; one whose inputs are not all available is skipped. ``attention``: a list that
+    receives the attention scores (B, heads, T, T) of every MultiHeadAttention step run, in order.
     """
     import keras
 
@@ -246,6 +248,11 @@ def execute(steps: list, values: dict, last: Step | None = None, transposed: dic
         args, kwargs = step.node.arguments.fill_in(local)
         if step is last:
             result, _ = _pre_activation(step.node, args, kwargs, transposed)
+        elif attention is not None and isinstance(step.op, keras.layers.MultiHeadAttention):
+            own = bool(kwargs.get("return_attention_scores"))  # the model asks for them itself
+            result = _call(step.op, args, {**kwargs, "return_attention_scores": True}, transposed)
+            attention.append(result[1])
+            result = result if own else result[0]
         else:
             result = _call(step.op, args, kwargs, transposed)
         for k, value in zip(step.outputs, keras.tree.flatten(result)):

@@ -248,8 +248,10 @@ def layer_geometry(model: Any, layer_path: str, input_size: tuple[int, int] | No
     if len(graph.input_keys) != 1:
         raise ModelError(f"model '{model.name}' has {len(graph.input_keys)} inputs; expected one image input")
     (inp,) = graph.input_keys
-    _, key, _ = resolve(graph, layer_path)
+    _, key, _ = resolve(graph, layer_path, tokens=True)
     size = _input_size(model, tuple(graph.tensors[inp].shape), input_size)
+    if len(graph.tensors[key].shape) == 3:  # a token layer: its patches tile the input evenly
+        return Geometry(None, None, size, None, STRETCH, "token grid: one cell per patch, stretched")
     static = _static_hw(tuple(graph.tensors[key].shape))
     places: dict = {inp: _Place((1.0, 1.0), (0.5, 0.5), size, size)}
     checkable = _static_hw(tuple(graph.tensors[inp].shape)) == size  # Keras' static shapes are for this size

@@ -18,6 +18,7 @@ from typing import Any
 
 from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import Graph, LayerInfo, flatten
+from gradcam_cli.models.tokens import attention_steps, transformer_auto
 
 
 def _spatial(shape: tuple) -> bool:
@@ -28,8 +29,9 @@ def _spatial(shape: tuple) -> bool:
     return h is None or w is None or h * w > 1
 
 
-def _candidates(graph: Graph, within: set | None = None) -> list:
-    """(step, shape) of every step with one 4-D output of spatial extent > 1 x 1, in graph order."""
+def _candidates(graph: Graph, within: set | None = None, tokens: bool = False) -> list:
+    """(step, shape) of every step with one 4-D output of spatial extent > 1 x 1, in graph order
+    (``tokens``: 3-D token outputs (batch, tokens, channels) too)."""
     found = []
     for step in graph.steps:
         if within is not None and id(step) not in within:
@@ -37,7 +39,7 @@ def _candidates(graph: Graph, within: set | None = None) -> list:
         if len(step.outputs) != 1 or type(step.op).__name__ == "InputLayer":
             continue
         shape = tuple(graph.tensors[step.outputs[0]].shape)
-        if _spatial(shape):
+        if _spatial(shape) or (tokens and len(shape) == 3 and (shape[1] is None or shape[1] > 1)):
             found.append((step, shape))
     return found
 
@@ -69,6 +71,11 @@ def select_output(graph: Graph, output: str | int | None) -> int:
 
 
 def auto_step(graph: Graph, output_keys: list) -> tuple:
+    """(step, shape) of the automatic target: in a transformer, a normalisation of its last block
+    (:func:`gradcam_cli.models.tokens.transformer_auto`); else the last 4-D layer larger than 1x1."""
+    block = transformer_auto(graph, output_keys)
+    if block is not None:
+        return block, tuple(graph.tensors[block.outputs[0]].shape)
     found = _candidates(graph, within=graph.ancestors(output_keys))
     if not found:
         raise OptionError(
@@ -79,10 +86,13 @@ def auto_step(graph: Graph, output_keys: list) -> tuple:
 
 
 def candidate_layers(model: Any) -> list[LayerInfo]:
-    """Every layer (nested models searched) whose output is 4-D with spatial extent > 1x1, in graph order."""
+    """Every layer (nested models searched) whose output is 4-D with spatial extent > 1x1, in graph order;
+    in a transformer (a model with MultiHeadAttention), its 3-D token layers too."""
     graph = flatten(model)
+    tokens = bool(attention_steps(graph, graph.output_keys))
     return [
-        LayerInfo(step.path, tuple(shape[1:]), type(step.op).__name__) for step, shape in _candidates(graph)
+        LayerInfo(step.path, tuple(shape[1:]), type(step.op).__name__)
+        for step, shape in _candidates(graph, tokens=tokens)
     ]
 
 
@@ -123,9 +133,10 @@ def _no_layer(graph: Graph, name: str, wanted: str, targets: dict, hint: str | N
     )
 
 
-def resolve_target(graph: Graph, name: str, *, hint: str | None = "--layer") -> tuple[str, tuple, Any]:
+def resolve_target(graph: Graph, name: str, *, hint: str | None = "--layer", tokens: bool = False
+                   ) -> tuple[str, tuple, Any]:
     """``(path, key, op)`` of the layer addressed by ``name`` (see the module docstring for the rules),
-    checked to have one 4-D output.
+    checked to have one 4-D output (``tokens``: or one 3-D token output, (batch, tokens, channels)).
 
     OptionError, one message per mistake: no such layer (close 4-D layers suggested), an
     ambiguous bare name, a shared layer, several outputs, an output that is not 4-D, the
@@ -171,7 +182,12 @@ def resolve_target(graph: Graph, name: str, *, hint: str | None = "--layer") -> 
             f"{_fix(hint, 'a 4-D layer')}"
         )
     shape = tuple(graph.tensors[keys[0]].shape)
-    if len(shape) != 4:
+    if tokens and len(shape) not in (3, 4):
+        raise OptionError(
+            f"layer '{path}' of model '{model.name}' has output shape {shape}, not 4-D (batch, height, width, "
+            f"channels) nor 3-D tokens (batch, tokens, channels); {_fix(hint, 'a 4-D or token layer')} ({LAYERS_HINT})"
+        )
+    if len(shape) != 4 and not tokens:
         raise OptionError(
             f"layer '{path}' of model '{model.name}' has output shape {shape}, not 4-D (batch, height, width, "
             f"channels): it has no spatial and channel axes; {_fix(hint, 'a 4-D layer')} ({LAYERS_HINT})"

@@ -1,0 +1,115 @@
+"""Users' own transformers through the CLI: a functional ViT from MultiHeadAttention layers saved as
+.keras and .h5, and one nested as the backbone of another model, explain with --model and write
+overlays; the token layout flags reach the run header; refusals are one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from helpers import invoke
+from PIL import Image
+from transformer_builders import small_vit
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vit")
+    small_vit(size=SIZE, depth=2, prefix=1, pool="cls", seed=1).save(root / "vit.keras")
+    small_vit(size=SIZE, depth=2, positions=False, seed=2).save(root / "vit.h5")  # .h5: layers only
+    inner = small_vit(size=SIZE, depth=2, prefix=1, pool="cls", seed=3, name="inner")
+    backbone = keras.Model(inner.inputs[0], inner.get_layer("norm").output, name="vit_backbone")
+    inp = keras.Input((SIZE, SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(backbone(inp))
+    keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="predictions")(pooled),
+                name="outer").save(root / "nested.keras")
+    keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+                      keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")],
+                     name="cnn").save(root / "cnn.keras")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40 + 8 * i, 48, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("name,layer,prefix", [("vit.keras", "block1_norm1", 1), ("vit.h5", "norm", 0),
+                                                ("nested.keras", "vit_backbone/norm", 1)])
+def test_a_saved_vit_explains_with_model_and_writes_overlays(saved, tmp_path, name, layer, prefix):
+    out = tmp_path / "out"
+    result = invoke("explain", saved / "images", "--model", saved / name, "--out", out, "--top", "2",
+                    "--method", "gradcam", "--method", "rollout", "--save-raw", "--quiet")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "predictions.json").read_text())
+    header = doc["model"] if "model" in doc and isinstance(doc["model"], dict) else doc
+    text = json.dumps(header)
+    assert f'"target_layer": "{layer}"' in text and f'"prefix_tokens": {prefix}' in text and '"grid": [4, 4]' in text
+    overlays = sorted(p.name for p in out.glob("*.jpg"))
+    assert len(overlays) == 3 * 2 * 2, overlays  # 3 images x top 2 x 2 methods
+    raws = sorted(out.glob("*.npy"))
+    assert raws and all(np.load(p).shape == (4, 4) for p in raws)
+
+
+def test_the_token_flags_reach_the_run(saved, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("explain", saved / "images", "--model", saved / "vit.keras", "--out", out, "--top", "1",
+                    "--layer", "block0_norm1", "--token-grid", "2x8", "--prefix-tokens", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    header = json.dumps(json.loads((out / "predictions.json").read_text()))
+    assert '"model.token_grid": [2, 8]' in header and '"model.prefix_tokens": 1' in header
+    assert '"tokens": {"prefix_tokens": 1, "grid": [2, 8]}' in header
+
+
+@pytest.mark.parametrize("args,line", [
+    (["--layer", "block0_norm1", "--token-grid", "2x2"],
+     ("layer 'block0_norm1' has token output shape (None, 17, 32): 17 tokens are not 0 to 8 prefix tokens + "
+      "a 2x2 grid; pass --token-grid HxW and --prefix-tokens N (or the profile's token_grid / prefix_tokens), or "
+      "another --layer")),
+    (["--layer", "predictions"],
+     ("layer 'predictions' of model 'vit' has output shape (None, 3), not 4-D (batch, height, width, "
+      "channels) nor 3-D tokens (batch, tokens, channels); pass --layer with a 4-D or token layer (`gradcam layers` "
+      "lists them)")),
+    (["--token-grid", "14"], ("Invalid value for '--token-grid': a token grid is HEIGHTxWIDTH in tokens, e.g. "
+                              "14x14; got '14'")),
+])
+def test_refusals_exit_2_with_one_line(saved, tmp_path, args, line):
+    result = invoke("explain", saved / "images", "--model", saved / "vit.keras", "--out", tmp_path / "out", *args)
+    assert result.exit_code == 2
+    said = [text for text in result.stderr.splitlines() if line in text]  # the whole reason on one line
+    assert len(said) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_rollout_on_a_model_without_attention_is_refused_before_the_run(saved, tmp_path):
+    result = invoke("explain", saved / "images", "--model", saved / "cnn.keras", "--out", tmp_path / "out",
+                    "--method", "gradcam", "--method", "rollout")
+    assert result.exit_code == 2
+    line = ("model 'cnn' has no keras.layers.MultiHeadAttention layer on the way to its output: attention methods "
+            "need global self-attention over the image's patch tokens; use a gradient method")
+    assert [text for text in result.stderr.splitlines() if line in text] != [] and "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_layers_lists_the_token_layers_and_marks_the_automatic_one(saved):
+    result = invoke("layers", "--model", saved / "vit.keras", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["layer"]: row for row in json.loads(result.stdout)}
+    assert rows["block0_norm1"]["shape"] == [17, 32] and rows["patch_embed"]["shape"] == [4, 4, 32]
+    # a class-token head reads one token of the final norm: auto is the last block's first norm
+    assert [name for name, row in rows.items() if row["auto"]] == ["block1_norm1"]
+
+
+def test_evaluate_scores_gradient_methods_and_rollout_on_a_vit(saved, tmp_path):
+    out = tmp_path / "ev"
+    result = invoke("evaluate", saved / "images", "--model", saved / "vit.keras", "--out", out, "--method", "gradcam",
+                    "--method", "rollout", "--metrics", "deletion", "--steps", 4, "-q")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "evaluation.json").read_text())
+    assert doc["summary"] == {"images": 3, "done": 3, "failed": 0}
+    assert list(doc["aggregate"]) == ["gradcam", "rollout", "random", "centre"]
+    assert all(0 <= doc["aggregate"][m]["deletion"]["mean"] <= 1 for m in doc["aggregate"])
