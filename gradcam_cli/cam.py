@@ -191,6 +191,7 @@ class GradCAM:
         precision: str = "float32",
     ):
         from gradcam_cli.models.build import build_model
+        from gradcam_cli.models.hub import adopt_hub
         from gradcam_cli.models.load import load_user_model
         from gradcam_cli.models.split import split_model
 
@@ -214,6 +215,8 @@ class GradCAM:
                 self.model = load_user_model(self.profile.model, custom_objects)
             else:
                 self.model = build_model(self.profile, self.weights)
+        self.hub, self.model, self.profile = adopt_hub(self.model, self.profile, converter=preprocessing is None and (
+            not profile.source or profile.preprocessing == "converter"))  # a keras-hub classifier: its view, converter
         self.profile = replace(self.profile, input_size=_model_input_size(self.model, self.profile.input_size),
                                channels=_model_channels(self.model, self.profile))
         self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output)
@@ -394,4 +397,4 @@ class GradCAM:
         }
         if len(self.model.outputs) > 1:
             info["output"] = self.split.output_name
-        return info
+        return self.hub.header(info) if self.hub is not None else info
