@@ -207,6 +207,7 @@ class HubView:
     logits: bool
     converter: Converter | None
     converter_used: bool = False  # the converter prepares the input (not --preprocess nor the profile)
+    tokens: dict | None = None  # ViT / DeiT: {"grid": [h, w], "prefix_tokens": n} of the blocks' tokens
 
     def header(self, info: dict) -> dict:
         """The run header ``info`` (GradCAM.describe) with this model's keras-hub facts."""
@@ -227,6 +228,8 @@ class HubView:
                        if self.logits else "probabilities"),
             "image_converter": None if self.converter is None else self.converter.to_json(),
         }
+        if self.tokens is not None:
+            info["tokens"] = self.tokens
         return info
 
 
@@ -249,7 +252,8 @@ def hub_view(model: Any) -> HubView:
     else:
         view = model
     return HubView(original=model, model=view, family=family or type(model.backbone).__name__.removesuffix("Backbone"),
-                   rebuilt=family is not None, logits=logits, converter=converter_of(model))
+                   rebuilt=family is not None, logits=logits, converter=converter_of(model),
+                   tokens=hub_blocks.token_layout(model))
 
 
 def converter_profile(profile: Profile, converter: Converter | None, model_name: str) -> Profile:

@@ -33,6 +33,21 @@ def family_of(classifier: Any) -> str | None:
     return None
 
 
+def token_layout(classifier: Any) -> dict | None:
+    """How the rebuilt blocks' (B, T, C) tokens lie on the image, from the backbone's config:
+    ``{"grid": [h, w], "prefix_tokens": n}`` (T = n + h * w, row-major; n: the class token, plus
+    DeiT's distillation token); None for other backbones. What a token-layer reshape needs."""
+    family = family_of(classifier)
+    if family is None:
+        return None
+    backbone = classifier.backbone
+    patch = backbone.patch_size
+    ph, pw = (patch, patch) if isinstance(patch, int) else (int(patch[0]), int(patch[1]))
+    height, width = int(backbone.image_shape[0]), int(backbone.image_shape[1])
+    prefix = 2 if family == "deit" else int(bool(getattr(backbone, "use_class_token", True)))
+    return {"grid": [height // ph, width // pw], "prefix_tokens": prefix}
+
+
 def _token_pool_layer():
     import keras
 

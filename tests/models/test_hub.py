@@ -78,6 +78,10 @@ def test_rebuilt_transformer_equals_the_original_and_exposes_every_block_layer(n
     inner = {"ln_1", "mha", "attention_residual", "ln_2", "mlp"} | ({"output_layer"} if name == "deit" else {"mlp_residual"})
     for block in (1, 2):
         assert {f"transformer_block_{block}/{layer}" for layer in inner} <= paths
+    # the token layout a reshape to (h, w) needs: 4 x 4 patches of 8 px, the class (+ distillation) token first
+    tokens = view.model.get_layer("transformer_block_2").output.shape[1]
+    assert view.tokens == {"grid": [4, 4], "prefix_tokens": 2 if name == "deit" else 1}
+    assert tokens == 16 + view.tokens["prefix_tokens"] and view.describe()["tokens"] == view.tokens
     # the same weights, not copies: a change to the original shows in the view
     dense = model.output_dense
     dense.bias.assign(dense.bias + 1.0)
