@@ -77,7 +77,26 @@ def efficientnet(seed: int = 0) -> keras.Model:
     return hub_models.EfficientNetImageClassifier(backbone=backbone, num_classes=CLASSES, preprocessor=preprocessor)
 
 
-BUILDERS = {"vit": vit, "deit": deit, "swin": swin, "resnet": resnet, "efficientnet": efficientnet}
+def densenet(seed: int = 0) -> keras.Model:
+    """DenseNet: two dense stacks of one block each; no converter."""
+    keras.utils.set_random_seed(seed)
+    backbone = hub_models.DenseNetBackbone(stackwise_num_repeats=[1, 1], image_shape=(SIZE, SIZE, 3))
+    return hub_models.DenseNetImageClassifier(backbone=backbone, num_classes=CLASSES)
+
+
+def mit(seed: int = 0) -> keras.Model:
+    """MiT (SegFormer's encoder): two levels, widths 8 and 16; no converter."""
+    keras.utils.set_random_seed(seed)
+    backbone = hub_models.MiTBackbone(
+        layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 2], layerwise_sr_ratios=[2, 1],
+        max_drop_path_rate=0.0, layerwise_patch_sizes=[7, 3], layerwise_strides=[4, 2], hidden_dims=[8, 16],
+        image_shape=(SIZE, SIZE, 3),
+    )
+    return hub_models.MiTImageClassifier(backbone=backbone, num_classes=CLASSES)
+
+
+BUILDERS = {"vit": vit, "deit": deit, "swin": swin, "resnet": resnet, "efficientnet": efficientnet,
+            "densenet": densenet, "mit": mit}
 #: families whose explanation needs token layers, (B, T, C) -> (B, h, w, C) grids (branch vit23)
 TOKEN_FAMILIES = ("vit", "deit", "swin")
 

@@ -100,15 +100,19 @@ def test_rebuilt_vit_with_mean_pooling_equals_the_original():
                                atol=F32)
 
 
-@pytest.mark.parametrize("name", ["resnet", "efficientnet"])
+@pytest.mark.parametrize("name", ["resnet", "efficientnet", "densenet", "mit"])
 def test_cnn_backbones_are_functional_and_their_last_map_is_the_auto_layer(name, saved):
-    model, _, _ = saved[name]
+    model = saved[name][0] if name in saved else BUILDERS[name]()
     view = hub.hub_view(model)
     assert not view.rebuilt and view.logits
     split = split_model(view.model, "auto")
-    expected = {"resnet": "stack1_block0_out", "efficientnet": "top_activation"}[name]
-    assert split.layer_name.endswith("/" + expected) and split.cut
+    expected = {"resnet": "res_net_backbone/stack1_block0_out", "efficientnet": "efficient_net_backbone/top_activation",
+                "densenet": "dense_net_backbone/relu", "mit": "mi_t_backbone/output_level_1"}[name]
+    assert split.layer_name == expected and split.cut
     assert split.head_type == "softmax" and split.num_classes == CLASSES
+    x = np.random.default_rng(3).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(split.full(x)[1]), keras.ops.convert_to_numpy(model(x)),
+                               atol=F32)  # the scores are the model's logits
 
 
 def test_swin_stages_are_nodes_of_its_backbone_graph():
