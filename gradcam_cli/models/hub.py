@@ -53,18 +53,21 @@ def is_hub_classifier(model: Any) -> bool:
 
 
 def keras_file_hub_class(file: pathlib.Path) -> str | None:
-    """The class name of the model in a ``.keras`` file when keras-hub defines it, else None
-    (read from the archive's config.json; nothing is imported)."""
+    """What in a ``.keras`` file needs keras-hub: ``"ViTImageClassifier"`` (the model's class) when
+    keras-hub defines the model, ``"layers"`` when only layers inside it come from keras-hub (a
+    keras-hub backbone in a model of your own), else None. Read from the archive's config.json;
+    nothing is imported."""
     try:
         with zipfile.ZipFile(file) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            text = archive.read("config.json").decode("utf-8")
+        config = json.loads(text)
+    except (OSError, KeyError, ValueError, UnicodeDecodeError, zipfile.BadZipFile):
         return None
     module = str(config.get("module") or "")
     registered = str(config.get("registered_name") or "")
     if module.startswith("keras_hub") or registered.startswith("keras_hub>"):
         return str(config.get("class_name") or registered.partition(">")[2] or "model")
-    return None
+    return "layers" if '"module": "keras_hub' in text or '"keras_hub>' in text else None
 
 
 def is_preset_dir(path: pathlib.Path) -> bool:

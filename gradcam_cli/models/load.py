@@ -201,8 +201,8 @@ def load_user_model(
     if file.is_dir():
         return hub.load_preset_dir(file)
     hub_class = hub.keras_file_hub_class(file) if file.suffix == ".keras" else None
-    if hub_class is not None:
-        hub.require_hub(f"model {file} (a keras-hub {hub_class})")
+    if hub_class is not None:  # import keras_hub: its classes register themselves for deserialisation
+        hub.require_hub(f"model {file} ({'with keras-hub layers' if hub_class == 'layers' else 'a keras-hub ' + hub_class})")
     objects = load_custom_objects(custom_objects) if custom_objects is not None else None
     try:
         with contextlib.redirect_stdout(sys.stderr):

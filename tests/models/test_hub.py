@@ -264,11 +264,23 @@ def test_without_keras_hub_a_hub_model_says_the_extra(saved, monkeypatch):
         assert "\n" not in str(err.value) and "pip install 'gradcam-cli[hub]'" in str(err.value)
 
 
-def test_keras_file_hub_class_reads_the_archive_only(saved, tmp_path):
+def test_keras_file_hub_class_reads_the_archive_only(saved, tmp_path, monkeypatch):
     assert hub.keras_file_hub_class(saved["deit"][1]) == "DeiTImageClassifier"
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     plain.save(tmp_path / "plain.keras")
     assert hub.keras_file_hub_class(tmp_path / "plain.keras") is None
+    # a keras-hub backbone inside a model of your own: its layers need keras-hub too
+    backbone = BUILDERS["resnet"]().backbone
+    inputs = keras.Input((SIZE, SIZE, 3))
+    own = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(backbone(inputs))))
+    own.save(tmp_path / "own.keras")
+    assert hub.keras_file_hub_class(tmp_path / "own.keras") == "layers"
+    assert load_user_model(tmp_path / "own.keras").layers[1].name == backbone.name  # loads with keras-hub
+    monkeypatch.setitem(sys.modules, "keras_hub", None)
+    with pytest.raises(ModelError) as err:
+        load_user_model(tmp_path / "own.keras")
+    assert str(err.value) == (f"model {tmp_path / 'own.keras'} (with keras-hub layers) needs keras-hub, which is not "
+                              "installed: pip install 'gradcam-cli[hub]'")
 
 
 # -- shipped profiles --------------------------------------------------------------------------
