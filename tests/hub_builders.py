@@ -16,7 +16,7 @@ IMAGENET_SCALE = [1 / (255 * 0.229), 1 / (255 * 0.224), 1 / (255 * 0.225)]
 IMAGENET_OFFSET = [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]
 
 
-def vit(seed: int = 0, pooling: str = "token") -> keras.Model:
+def vit(seed: int = 0, pooling: str = "token", intermediate_dim: int | None = None) -> keras.Model:
     """ViT: 32 x 32 input, patch 8 (a 4 x 4 grid + the class token), 2 blocks, width 16;
     converter x / 127.5 - 1 (keras-hub's ViT presets)."""
     keras.utils.set_random_seed(seed)
@@ -25,7 +25,7 @@ def vit(seed: int = 0, pooling: str = "token") -> keras.Model:
     converter = hub_layers.ViTImageConverter(image_size=(SIZE, SIZE), scale=1 / 127.5, offset=-1.0)
     preprocessor = hub_models.ViTImageClassifierPreprocessor(image_converter=converter)
     return hub_models.ViTImageClassifier(backbone=backbone, num_classes=CLASSES, preprocessor=preprocessor,
-                                         pooling=pooling)
+                                         pooling=pooling, intermediate_dim=intermediate_dim)
 
 
 def deit(seed: int = 0) -> keras.Model:

@@ -91,11 +91,12 @@ def test_rebuilt_transformer_equals_the_original_and_exposes_every_block_layer(n
         dense.bias.assign(dense.bias - 1.0)
 
 
-def test_rebuilt_vit_with_mean_pooling_equals_the_original():
-    model = BUILDERS["vit"](seed=3, pooling="gap")
+def test_rebuilt_vit_with_mean_pooling_and_pre_logits_equals_the_original():
+    model = BUILDERS["vit"](seed=3, pooling="gap", intermediate_dim=8)  # the mean of all tokens, a tanh Dense
     x = np.random.default_rng(2).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
     view = hub.hub_view(model)
     rebuilt_logits = keras.Model(view.model.inputs, view.model.layers[-1].input)
+    assert [layer.name for layer in view.model.layers[-4:]] == ["pool_gap", "pre_logits", "predictions", "softmax"]
     np.testing.assert_allclose(keras.ops.convert_to_numpy(rebuilt_logits(x)), keras.ops.convert_to_numpy(model(x)),
                                atol=F32)
 
