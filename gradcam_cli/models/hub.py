@@ -115,7 +115,9 @@ def build_preset(profile: Profile, weights: str | None) -> Any:
         return model
     path = pathlib.Path(weights)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist; pass --weights PATH to an existing file, or --weights none")
+        raise WeightsError(
+            f"weights file {path} does not exist; pass --weights PATH to an existing file, or --weights none"
+        )
     try:
         model.load_weights(str(path))
     except Exception as exc:

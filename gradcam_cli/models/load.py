@@ -202,7 +202,8 @@ def load_user_model(
         return hub.load_preset_dir(file)
     hub_class = hub.keras_file_hub_class(file) if file.suffix == ".keras" else None
     if hub_class is not None:  # import keras_hub: its classes register themselves for deserialisation
-        hub.require_hub(f"model {file} ({'with keras-hub layers' if hub_class == 'layers' else 'a keras-hub ' + hub_class})")
+        what = "with keras-hub layers" if hub_class == "layers" else f"a keras-hub {hub_class}"
+        hub.require_hub(f"model {file} ({what})")
     objects = load_custom_objects(custom_objects) if custom_objects is not None else None
     try:
         with contextlib.redirect_stdout(sys.stderr):

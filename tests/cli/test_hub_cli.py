@@ -67,7 +67,8 @@ def test_hub_classifier_explains_offline_and_writes_overlays(name, source, image
     assert doc["keras_hub"]["class"] == type(model).__name__
     assert doc["keras_hub"]["output"].startswith("logits") and doc["head"] == "softmax"
     assert doc["preprocessing"]["mode"] == "mean_std"
-    assert doc["preprocessing"]["source"] == f"the model's image converter ({type(model.preprocessor.image_converter).__name__})"
+    converter = type(model.preprocessor.image_converter).__name__
+    assert doc["preprocessing"]["source"] == f"the model's image converter ({converter})"
     assert doc["input_size"] == [SIZE, SIZE]
     assert len(doc["images"]) == 3
     for record in doc["images"]:
@@ -105,7 +106,8 @@ def test_without_keras_hub_the_cli_says_the_extra(images, tmp_path, tmp_path_fac
         result = invoke("explain", images / "img0.png", "--model", model, "--out", tmp_path / "o", "-q")
         assert result.exit_code == 4
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].endswith("needs keras-hub, which is not installed: pip install 'gradcam-cli[hub]'")
+        assert len(lines) == 1
+        assert lines[0].endswith("needs keras-hub, which is not installed: pip install 'gradcam-cli[hub]'")
     result = invoke("explain", images / "img0.png", "-b", "hub_resnet_50_imagenet", "--out", tmp_path / "o", "-q")
     assert result.exit_code == 4 and result.stderr.strip().endswith("pip install 'gradcam-cli[hub]'")
 

@@ -75,7 +75,7 @@ def test_rebuilt_transformer_equals_the_original_and_exposes_every_block_layer(n
                                keras.ops.convert_to_numpy(keras.ops.softmax(logits)), atol=F32)
     assert isinstance(view.model.layers[-1], keras.layers.Softmax)  # the cut removes it: scores are the logits
     paths = {step.path for step in flatten(view.model).steps}
-    inner = {"ln_1", "mha", "attention_residual", "ln_2", "mlp"} | ({"output_layer"} if name == "deit" else {"mlp_residual"})
+    inner = {"ln_1", "mha", "attention_residual", "ln_2", "mlp", "output_layer" if name == "deit" else "mlp_residual"}
     for block in (1, 2):
         assert {f"transformer_block_{block}/{layer}" for layer in inner} <= paths
     # the token layout a reshape to (h, w) needs: 4 x 4 patches of 8 px, the class (+ distillation) token first
@@ -149,7 +149,8 @@ def test_converter_preprocessing_equals_the_models_own_preprocessor(name, saved)
     if name in ("resnet", "efficientnet"):  # the library front end prepares the same input
         cam = GradCAM(model=str(path))
         assert cam.hub.converter_used and cam.describe()["preprocessing"]["source"].startswith("the model's image")
-        np.testing.assert_array_equal(cam.prepare(list(images) + [big]), np.concatenate([normalise(images, profile), ours]))
+        np.testing.assert_array_equal(cam.prepare(list(images) + [big]),
+                                      np.concatenate([normalise(images, profile), ours]))
 
 
 def test_explicit_preprocess_flag_wins_over_the_converter(saved):
@@ -169,8 +170,8 @@ def test_converter_preprocessing_on_a_model_without_one_is_one_line(saved, tmp_p
     with pytest.raises(OptionError) as err:
         GradCAM(model=model, profile=profile)
     assert "has no image converter" in str(err.value) and "\n" not in str(err.value)
-    plain = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(2, activation="softmax")])
+    plain = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(2, 3),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
     with pytest.raises(OptionError) as err:
         GradCAM(model=plain, preprocessing="converter")
     assert "is no keras-hub image classifier" in str(err.value) and "\n" not in str(err.value)
