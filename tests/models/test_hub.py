@@ -10,20 +10,19 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("keras_hub")  # the [hub] extra; CI installs it through the [test] extra
+import keras_hub  # the [hub] extra (also in [test]): missing, these tests fail rather than skip
+import keras
+import tensorflow as tf
+from hub_builders import BUILDERS, CLASSES, SIZE
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from hub_builders import BUILDERS, CLASSES, SIZE  # noqa: E402
-
-from gradcam_cli.cam import GradCAM  # noqa: E402
-from gradcam_cli.config.profiles import own_model_profile  # noqa: E402
-from gradcam_cli.io.preprocess import normalise, resize  # noqa: E402
-from gradcam_cli.errors import ModelError, OptionError, WeightsError  # noqa: E402
-from gradcam_cli.models import hub  # noqa: E402
-from gradcam_cli.models.graph import flatten  # noqa: E402
-from gradcam_cli.models.load import load_user_model  # noqa: E402
-from gradcam_cli.models.split import split_model  # noqa: E402
+from gradcam_cli.cam import GradCAM
+from gradcam_cli.config.profiles import own_model_profile
+from gradcam_cli.io.preprocess import normalise, resize
+from gradcam_cli.errors import ModelError, OptionError, WeightsError
+from gradcam_cli.models import hub
+from gradcam_cli.models.graph import flatten
+from gradcam_cli.models.load import load_user_model
+from gradcam_cli.models.split import split_model
 
 #: float32 tolerance for values of magnitude <= ~3 computed by differently ordered float32
 #: arithmetic (x * scale + offset against (x - mean) / std; the same matmuls in another graph):
@@ -293,8 +292,6 @@ def _hub_profiles(registry):
 
 
 def test_hub_profiles_name_real_presets_and_use_the_converter(registry):
-    import keras_hub
-
     profiles = _hub_profiles(registry)
     families = {name.split("_")[1] for name in profiles}
     assert {"vit", "deit", "swin", "resnet", "efficientnet"} <= families
