@@ -95,8 +95,24 @@ def mit(seed: int = 0) -> keras.Model:
     return hub_models.MiTImageClassifier(backbone=backbone, num_classes=CLASSES)
 
 
+def vgg(seed: int = 0) -> keras.Model:
+    """VGG: two conv blocks; keras-hub's head (fc1, fc2 as convolutions, then pooling), 32 wide."""
+    keras.utils.set_random_seed(seed)
+    backbone = hub_models.VGGBackbone(stackwise_num_repeats=[1, 1], stackwise_num_filters=[8, 16],
+                                      image_shape=(SIZE, SIZE, 3))
+    return hub_models.VGGImageClassifier(backbone=backbone, num_classes=CLASSES, pooling_hidden_dim=32)
+
+
+def xception(seed: int = 0) -> keras.Model:
+    """Xception: two separable-conv stacks, widths 8-16 and 16."""
+    keras.utils.set_random_seed(seed)
+    backbone = hub_models.XceptionBackbone(stackwise_conv_filters=[[8, 16], [16, 16]], stackwise_pooling=[True, False],
+                                           image_shape=(SIZE, SIZE, 3))
+    return hub_models.XceptionImageClassifier(backbone=backbone, num_classes=CLASSES)
+
+
 BUILDERS = {"vit": vit, "deit": deit, "swin": swin, "resnet": resnet, "efficientnet": efficientnet,
-            "densenet": densenet, "mit": mit}
+            "densenet": densenet, "mit": mit, "vgg": vgg, "xception": xception}
 #: families whose explanation needs token layers, (B, T, C) -> (B, h, w, C) grids (branch vit23)
 TOKEN_FAMILIES = ("vit", "deit", "swin")
 

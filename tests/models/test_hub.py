@@ -100,14 +100,16 @@ def test_rebuilt_vit_with_mean_pooling_and_pre_logits_equals_the_original():
                                atol=F32)
 
 
-@pytest.mark.parametrize("name", ["resnet", "efficientnet", "densenet", "mit"])
+@pytest.mark.parametrize("name", ["resnet", "efficientnet", "densenet", "mit", "vgg", "xception"])
 def test_cnn_backbones_are_functional_and_their_last_map_is_the_auto_layer(name, saved):
     model = saved[name][0] if name in saved else BUILDERS[name]()
     view = hub.hub_view(model)
     assert not view.rebuilt and view.logits
     split = split_model(view.model, "auto")
     expected = {"resnet": "res_net_backbone/stack1_block0_out", "efficientnet": "efficient_net_backbone/top_activation",
-                "densenet": "dense_net_backbone/relu", "mit": "mi_t_backbone/output_level_1"}[name]
+                "densenet": "dense_net_backbone/relu", "mit": "mi_t_backbone/output_level_1",
+                "vgg": "head/fc2",  # keras-hub's VGG head: fc1, fc2 are convolutions before the pooling
+                "xception": "xception_backbone/block2_sepconv2_act"}[name]
     assert split.layer_name == expected and split.cut
     assert split.head_type == "softmax" and split.num_classes == CLASSES
     x = np.random.default_rng(3).normal(size=(2, SIZE, SIZE, 3)).astype(np.float32)
