@@ -5,6 +5,7 @@ shipped hub profiles, and one-line errors (no keras-hub, a backbone-only preset,
 
 from __future__ import annotations
 
+import pathlib
 import sys
 
 import numpy as np
@@ -304,6 +305,17 @@ def test_hub_profiles_name_real_presets_and_use_the_converter(registry):
         assert profile.preprocessing == "converter" and profile.target_layer == "auto"
         assert not profile.weights_offline()  # nothing cached in the tests' empty cache
         assert profile.weights_source() == f"keras-hub preset {profile.preset} (Kaggle download)"
+
+
+def test_a_preset_counts_as_offline_once_kagglehub_holds_its_config(registry, tmp_path):
+    import os
+
+    profile = registry["hub_vit_base_patch16_224_imagenet"]
+    version = pathlib.Path(os.environ["KAGGLEHUB_CACHE"]) / "models/keras/vit/keras/vit_base_patch16_224_imagenet/4"
+    version.mkdir(parents=True)
+    assert not profile.weights_offline()  # a failed download leaves empty folders
+    (version / "config.json").write_text("{}")
+    assert profile.weights_offline()
 
 
 def test_hub_profile_offline_is_one_weights_error(registry):
