@@ -31,6 +31,7 @@ from gradcam_cli.config.profiles import (
 from gradcam_cli.errors import ModelError, OptionError
 from gradcam_cli.io.discover import batched
 from gradcam_cli.models.geometry import STRETCH, Geometry, upsample
+from gradcam_cli.models.inputs import model_channels, model_input_size
 from gradcam_cli.models.layer_walk import layer_geometry
 from gradcam_cli.render.resample import Upsampler, upsample_linear
 from gradcam_cli.results import Explanation, Prediction, explained_targets, rank_of
@@ -69,49 +70,6 @@ def preprocessing_description(profile: Profile) -> dict:
     if profile.channels == 1:
         prep.update(channels=1, grey="ITU-R BT.601 luma of the RGB image (0.299 R + 0.587 G + 0.114 B)")
     return prep
-
-
-def _model_input_size(model: Any, asked: Sequence[int] | None) -> tuple[int, int]:
-    """The (height, width) the model is fed: its own fixed size, or ``asked`` (``--input-size`` or
-    the profile's ``input_size``) where it takes any; one-line OptionError where they disagree or
-    neither gives a size."""
-    shape = tuple(model.inputs[0].shape)
-    fixed = (shape[1], shape[2]) if len(shape) == 4 else (None, None)
-    if asked is None:
-        if len(shape) != 4 or None in fixed:
-            raise OptionError(
-                f"model '{model.name}' takes inputs of shape {shape}, without a fixed height and width; "
-                "pass --input-size"
-            )
-        return int(fixed[0]), int(fixed[1])
-    size = (int(asked[0]), int(asked[1]))
-    if any(f is not None and int(f) != a for f, a in zip(fixed, size)):
-        own = "x".join("any" if f is None else str(int(f)) for f in fixed)
-        raise OptionError(
-            f"model '{model.name}' takes {own} inputs, not the {size[0]}x{size[1]} asked (--input-size or the "
-            f"profile's input_size); drop --input-size (the size is read from the model) or give its own size"
-        )
-    return size
-
-
-def _model_channels(model: Any, profile: Profile) -> int:
-    """The model input's channels: 3 (RGB), or 1 (grey: fed the BT.601 luma, whose one value a
-    per-RGB-channel preprocessing cannot normalise); anything else is a one-line error."""
-    from gradcam_cli.io.preprocess import PER_CHANNEL
-
-    shape = tuple(model.inputs[0].shape)
-    channels = shape[-1] if len(shape) == 4 else None
-    if channels in (None, 3):
-        return 3
-    if channels != 1:
-        raise ModelError(f"model '{model.name}' takes {channels}-channel inputs; gradcam feeds 3 (RGB) or 1 (grey)")
-    mode = profile.preprocessing
-    if mode in PER_CHANNEL or (mode == "mean_std" and (len(set(profile.mean)) > 1 or len(set(profile.std)) > 1)):
-        raise OptionError(
-            f"model '{model.name}' takes 1-channel (grey) inputs, but preprocessing '{mode}' is per RGB channel; "
-            "use --preprocess none, scale, tf, or mean_std with one --mean and --std"
-        )
-    return 1
 
 
 @contextlib.contextmanager
@@ -191,6 +149,7 @@ class GradCAM:
         token_grid: tuple[int, int] | None = None, prefix_tokens: int | None = None,
     ):
         from gradcam_cli.models.build import build_model
+        from gradcam_cli.models.hub import adopt_hub
         from gradcam_cli.models.load import load_user_model
         from gradcam_cli.models.split import split_model
 
@@ -214,8 +173,10 @@ class GradCAM:
                 self.model = load_user_model(self.profile.model, custom_objects)
             else:
                 self.model = build_model(self.profile, self.weights)
-        self.profile = replace(self.profile, input_size=_model_input_size(self.model, self.profile.input_size),
-                               channels=_model_channels(self.model, self.profile))
+        self.hub, self.model, self.profile = adopt_hub(self.model, self.profile, converter=preprocessing is None and (
+            not profile.source or profile.preprocessing == "converter"))  # a keras-hub classifier: its view, converter
+        self.profile = replace(self.profile, input_size=model_input_size(self.model, self.profile.input_size),
+                               channels=model_channels(self.model, self.profile))
         self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output,
                                  token_grid=token_grid or self.profile.token_grid, input_size=self.profile.input_size,
                                  prefix_tokens=self.profile.prefix_tokens if prefix_tokens is None else prefix_tokens)
@@ -397,4 +358,4 @@ class GradCAM:
         }
         if len(self.model.outputs) > 1:
             info["output"] = self.split.output_name
-        return info
+        return self.hub.header(info) if self.hub is not None else info

@@ -23,11 +23,19 @@ from gradcam_cli.models.probe import locate, runner
 from gradcam_cli.render.channels import deprocess
 
 
+def _output_of(model: keras.Model, name: str):
+    """The output of the layer, or of the keras.ops operation (ConvNeXt's residual ``add_17``), ``name``."""
+    for op in model.operations:
+        if op.name == name:
+            return op.output
+    return model.get_layer(name).output  # raises Keras' own "No such layer" error
+
+
 def logits_model(model: keras.Model, layer_name: str):
     """Returns f(x) -> (activations, logits) for a model ending in Dense(softmax) or Activation."""
     last = model.layers[-1]
     if isinstance(last, keras.layers.Dense):
-        grad_model = keras.Model(model.inputs[0], [model.get_layer(layer_name).output, last.input])
+        grad_model = keras.Model(model.inputs[0], [_output_of(model, layer_name), last.input])
 
         def f(x):
             acts, features = grad_model(x, training=False)
@@ -35,7 +43,7 @@ def logits_model(model: keras.Model, layer_name: str):
 
         return f
     # a stand-alone Activation / Softmax layer: its input is the logit
-    grad_model = keras.Model(model.inputs[0], [model.get_layer(layer_name).output, last.input])
+    grad_model = keras.Model(model.inputs[0], [_output_of(model, layer_name), last.input])
     return lambda x: grad_model(x, training=False)
 
 

@@ -55,7 +55,7 @@ def model_options(command):
         click.option("--weights", default=ModelSettings().weights, show_default=True,
                      help="'imagenet' (the profile's pretrained weights), 'none' (random), or a local weights file."),
         click.option("-m", "--model", "model_path", default=None, type=click.Path(),
-                     help="Your own saved model (.keras or .h5) instead of a backbone."),
+                     help="Your own saved model (.keras or .h5, or a keras-hub preset directory) instead of a backbone."),
         click.option("--custom-objects", default=None, type=click.Path(),
                      help="A Python file defining the custom layers / functions your model needs."),
         click.option("--layer", default=None,
@@ -72,7 +72,8 @@ def model_options(command):
                      help="Resize images to this many pixels square (default: the profile's or the model's)."),
         click.option("--preprocess", default=None,
                      type=click.Choice(list(PREPROCESSING)),
-                     help="Input normalisation (default: the profile's; 'none' = raw 0..255 for --model)."),
+                     help="Input normalisation (default: the profile's; 'none' = raw 0..255 for --model; a keras-hub model: "
+                          "its own image converter)."),
         click.option("--mean", default=None, type=float, help="With --preprocess mean_std: the mean (0..255)."),
         click.option("--std", default=None, type=float, help="With --preprocess mean_std: the std (0..255)."),
         click.option("--labels", default=None, type=click.Path(),

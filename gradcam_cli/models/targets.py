@@ -18,7 +18,7 @@ from typing import Any
 
 from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import Graph, LayerInfo, flatten
-from gradcam_cli.models.tokens import attention_steps, transformer_auto
+from gradcam_cli.models.tokens import attention_steps, pooled_token_norm, transformer_auto
 
 
 def _spatial(shape: tuple) -> bool:
@@ -72,11 +72,16 @@ def select_output(graph: Graph, output: str | int | None) -> int:
 
 def auto_step(graph: Graph, output_keys: list) -> tuple:
     """(step, shape) of the automatic target: in a transformer, a normalisation of its last block
-    (:func:`gradcam_cli.models.tokens.transformer_auto`); else the last 4-D layer larger than 1x1."""
+    (:func:`gradcam_cli.models.tokens.transformer_auto`); else the last 4-D layer larger than 1x1; else,
+    in a token model without MultiHeadAttention, its pooled final norm
+    (:func:`~gradcam_cli.models.tokens.pooled_token_norm`)."""
     block = transformer_auto(graph, output_keys)
     if block is not None:
         return block, tuple(graph.tensors[block.outputs[0]].shape)
     found = _candidates(graph, within=graph.ancestors(output_keys))
+    norm = None if found else pooled_token_norm(graph, output_keys)
+    if norm is not None:
+        return norm, tuple(graph.tensors[norm.outputs[0]].shape)
     if not found:
         raise OptionError(
             f"model '{graph.model.name}' has no layer with a 4-D output larger than 1x1 on the way to its output; "
@@ -87,9 +92,9 @@ def auto_step(graph: Graph, output_keys: list) -> tuple:
 
 def candidate_layers(model: Any) -> list[LayerInfo]:
     """Every layer (nested models searched) whose output is 4-D with spatial extent > 1x1, in graph order;
-    in a transformer (a model with MultiHeadAttention), its 3-D token layers too."""
+    in a transformer (a model with MultiHeadAttention, or a pooled token norm), its 3-D token layers too."""
     graph = flatten(model)
-    tokens = bool(attention_steps(graph, graph.output_keys))
+    tokens = bool(attention_steps(graph, graph.output_keys)) or pooled_token_norm(graph, graph.output_keys) is not None
     return [
         LayerInfo(step.path, tuple(shape[1:]), type(step.op).__name__)
         for step, shape in _candidates(graph, tokens=tokens)

@@ -248,6 +248,17 @@ def transformer_auto(graph: Any, output_keys: list, which: str = AUTO_NORM) -> A
     return None
 
 
+def pooled_token_norm(graph: Any, output_keys: list) -> Any | None:
+    """The last normalisation with a (B, T, C) output that the head pools over every token, on the way
+    to ``output_keys``: the automatic layer of a token model whose attention is not a
+    ``keras.layers.MultiHeadAttention`` (keras-hub's Swin: its stages' own window attention, then a
+    final LayerNorm and a mean). None where there is no such step."""
+    needed = graph.ancestors(output_keys)
+    norms = [s for s in graph.steps if id(s) in needed and type(s.op).__name__ in NORMALISATIONS
+             and len(s.outputs) == 1 and len(graph.tensors[s.outputs[0]].shape) == 3]
+    return next((s for s in reversed(norms) if pooled(graph, s)), None)
+
+
 def attention_layout(graph: Any, mha: list, input_size: tuple, grid: tuple[int, int] | None = None,
                      prefix: int | None = None) -> tuple[TokenLayout | None, str | None]:
     """How the tokens of the attention layers ``mha`` form the image's grid, for attention methods:

@@ -16,7 +16,11 @@ preprocessing = "tf"
 
 BROKEN = [
     (GOOD + 'target_layr = "x"\n', "unknown key 'target_layr' (did you mean 'target_layer'?)"),
-    (GOOD.replace('builder = "keras.applications.MobileNetV2"\n', ""), "give exactly one of 'builder' (a model-building function) or 'model'"),
+    (GOOD.replace('builder = "keras.applications.MobileNetV2"\n', ""), "give exactly one of 'builder' (a model-building function), 'model' (a .keras / .h5 file) or 'preset'"),
+    (GOOD + 'preset = "vit_base_patch16_224_imagenet"\n', "give exactly one of 'builder'"),
+    (GOOD.replace('builder = "keras.applications.MobileNetV2"', 'preset = "./my preset"'),
+     "field 'preset' must be a keras-hub preset name (letters, digits, '_', '-', '.'), got './my preset'; a local preset "
+     "directory is a saved model: pass it with --model"),
     (GOOD.replace("input_size = 160", ""), "missing required field 'input_size'"),
     (GOOD.replace("input_size = 160", 'input_size = "160px"'),
      "field 'input_size' must be an integer or [height, width], got '160px'"),
@@ -25,7 +29,7 @@ BROKEN = [
     (GOOD.replace("input_size = 160", "input_size = 8"), "field 'input_size' must be between 32 and 4096 pixels, got [8, 8]"),
     (GOOD.replace("input_size = 160", "input_size = 0"), "field 'input_size' must be between 32 and 4096 pixels, got [0, 0]"),
     (GOOD.replace('preprocessing = "tf"', 'preprocessing = "cafe"'),
-     "field 'preprocessing' must be one of caffe, tf, torch, none, scale, mean_std, got 'cafe' (did you mean 'caffe' or 'scale'?)"),
+     "field 'preprocessing' must be one of caffe, tf, torch, none, scale, mean_std, converter, got 'cafe' (did you mean 'caffe' or 'scale'?)"),
     (GOOD.replace('preprocessing = "tf"', 'preprocessing = "mean_std"'), "preprocessing 'mean_std' needs both 'mean' and 'std'"),
     (GOOD + "mean = 127\nstd = 128\n", "'mean' and 'std' only apply to preprocessing 'mean_std', not 'tf'"),
     (GOOD.replace('preprocessing = "tf"', 'preprocessing = "mean_std"') + "mean = [1, 2]\nstd = 1\n",
