@@ -37,7 +37,6 @@ from gradcam_cli.results import Explanation, Prediction, explained_targets, rank
 from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_METHOD, DEFAULT_TOP, PRECISIONS, MethodOptions, ModelSettings
 
 
-
 def method_tuple(method: str | Sequence[str]) -> tuple[str, ...]:
     """``method=`` as the library takes it (one name or several) -> a tuple of names."""
     return (method,) if isinstance(method, str) else tuple(method)
@@ -192,7 +191,6 @@ class GradCAM:
     ):
         from gradcam_cli.models.build import build_model
         from gradcam_cli.models.load import load_user_model
-        from gradcam_cli.models.split import split_model
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -216,7 +214,7 @@ class GradCAM:
                 self.model = build_model(self.profile, self.weights)
         self.profile = replace(self.profile, input_size=_model_input_size(self.model, self.profile.input_size),
                                channels=_model_channels(self.model, self.profile))
-        self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output)
+        self.split = self._cut(layer or self.profile.target_layer)
         self.layer = self.split.layer_name
         base = pathlib.Path(self.profile.source).parent if self.profile.source else None
         self.class_names = class_names.for_model(self.profile.classes, base, self.split.num_classes, self.split.head_type)
@@ -224,6 +222,11 @@ class GradCAM:
         self._geometry: Geometry | None = None
         #: the largest batch the model ran without running out of memory (None: not limited yet)
         self.max_batch: int | None = None
+
+    def _cut(self, layer: str) -> Any:
+        """The model cut at its target layer; other targets cut it their way (:mod:`gradcam_cli.cam_targets`)."""
+        from gradcam_cli.models.split import split_model
+        return split_model(self.model, layer, output=self.profile.output)
 
     # -- targets ---------------------------------------------------------------
     def resolve_classes(self, tokens: Sequence[str | int]) -> list[int]:
