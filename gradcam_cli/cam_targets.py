@@ -59,7 +59,8 @@ class TargetCAM(GradCAM):
     ``reference`` (similarity): an image, a ``.npy`` embedding or a folder of them;
     ``embedding``: the output or layer read as the embedding (default: the features entering
     the classifier's last Dense, else the output); ``masks`` (segmentation): a
-    :class:`gradcam_cli.io.target_files.Masks`, else each class's predicted region. The other
+    :class:`gradcam_cli.io.target_files.Masks` (each image's mask found by its path), or True (given to
+    :meth:`explain`); None: each class's predicted region. The other
     arguments are :class:`GradCAM`'s.
     """
 
@@ -170,6 +171,8 @@ class TargetCAM(GradCAM):
         explainer = self.explainer(top, indices, method=method, options=options)
         mask = None
         if self.masks is not None:
+            if regions is None and self.masks is True:
+                raise OptionError("this TargetCAM takes masks: pass masks= (one per image) to explain")
             if regions is None:
                 regions = [self.masks.read(path, size) for path, size in sources]
             mask = np.stack([_resized(r, self.tap.out_shape[:2]) for r in regions])
