@@ -24,7 +24,13 @@ from gradcam_cli.cam import GradCAM
 from gradcam_cli.config import classes as class_names
 from gradcam_cli.errors import OptionError
 from gradcam_cli.results import Explanation, Prediction, rank_of
-from gradcam_cli.settings import DEFAULT_METHOD, DEFAULT_TOP, MethodOptions
+from gradcam_cli.settings import (
+    DEFAULT_METHOD,
+    DEFAULT_TOP,
+    MethodOptions,
+    ModelSettings,
+    TargetSettings,
+)
 from gradcam_cli.targets import Target, check_methods, get_target
 
 
@@ -180,7 +186,8 @@ class TargetCAM(GradCAM):
             raise OptionError("masks given to a TargetCAM built without masks=; build it with masks=")
         out = explainer([batch], mask)
         names = [m.name for m in explainer.methods]
-        return [self._target_explanation(out, b, indices is None, names, None if mask is None else mask[b])
+        by_rank = indices is None and self.target.name != "similarity"  # similarity: every reference, in order
+        return [self._target_explanation(out, b, by_rank, names, None if mask is None else mask[b])
                 for b in range(batch.shape[0])]
 
     def _target_explanation(self, out: Any, b: int, by_rank: bool, methods: list, mask: np.ndarray | None):
@@ -217,6 +224,21 @@ class TargetCAM(GradCAM):
         if self.target.name == "similarity":
             info["references"] = [str(p) for p in self.reference_paths]
         return info
+
+
+def cam_for(settings: ModelSettings, targets: TargetSettings | None = None, profile: Any = None) -> GradCAM:
+    """The front end the settings describe: a :class:`GradCAM` for class scores, else a :class:`TargetCAM`."""
+    if targets is None or targets.kind == "class":
+        return GradCAM.from_settings(settings, profile=profile)
+    from gradcam_cli.io.target_files import Masks
+
+    s = settings
+    return TargetCAM(
+        s.backbone, target=targets.kind, reference=targets.reference, embedding=targets.embedding,
+        masks=None if targets.mask is None else Masks(targets.mask), profile=profile, model=s.model,
+        weights=s.weights, layer=s.layer, output=s.output, input_size=s.input_size, preprocessing=s.preprocessing,
+        mean=s.mean, std=s.std, labels=s.labels, custom_objects=s.custom_objects, config_dirs=s.config_dirs,
+        precision=s.precision)
 
 
 def _resized(region: np.ndarray, size: tuple) -> np.ndarray:

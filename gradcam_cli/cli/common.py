@@ -122,25 +122,26 @@ def class_names_before_loading(settings: ModelSettings):
         return classes.load(profile.classes, base)
 
 
-def make_cam(settings: ModelSettings):
-    """Build the GradCAM object the settings describe (TensorFlow is imported here)."""
+def make_cam(settings: ModelSettings, targets=None):
+    """Build the GradCAM object the settings describe (TensorFlow is imported here); ``targets``
+    (:class:`gradcam_cli.settings.TargetSettings`): a target beyond a class score gets a TargetCAM."""
     reg = registry(settings.config_dirs)
     with errors():
         from gradcam_cli.config.profiles import get_profile
 
         profile = None if settings.model else get_profile(reg, settings.backbone)
     quiet_tensorflow()
-    from gradcam_cli.cam import GradCAM
+    from gradcam_cli.cam_targets import cam_for
 
     with errors():
-        return GradCAM.from_settings(settings, profile=profile)
+        return cam_for(settings, targets, profile=profile)
 
 
-def make_cam_without_weights(settings: ModelSettings):
+def make_cam_without_weights(settings: ModelSettings, targets=None):
     """The model the settings describe, a backbone built with random weights (nothing to load)."""
     from dataclasses import replace
 
-    return make_cam(settings if settings.model else replace(settings, weights="none"))
+    return make_cam(settings if settings.model else replace(settings, weights="none"), targets)
 
 
 def parse_shard_option(shard: str | None) -> tuple[int, int] | None:

@@ -114,3 +114,17 @@ def read_embedding(path: pathlib.Path, size: int) -> np.ndarray:
         raise InputError(f"reference {path} holds {vector.size} values but the model's embedding has {size}; "
                          "save it from the same model and --embedding")
     return vector
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(height, width) of an image as it is decoded (upright: EXIF orientations 5-8 swap the sides),
+    from its header; an unreadable file gives (0, 0) (its decode reports it, as an error record)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)
+    except (OSError, ValueError):
+        return 0, 0
+    return (width, height) if turned else (height, width)

@@ -186,8 +186,11 @@ class BatchStep:
         s = self.settings
         truth = [item.true_class for item in items] if self.test_set else None
         batch = np.stack([item.model_input for item in items])
+        sources = {"sources": [(item.ref.path, item.full_size) for item in items]} \
+            if getattr(self.cam, "masks", None) is not None else {}  # a segmentation target's masks, by image
         results = self.cam.explain_prepared(batch, top=s.targets.top, indices=self.indices, truth=truth,
-                                            threshold=s.targets.threshold, method=s.methods, options=s.method_options)
+                                            threshold=s.targets.threshold, method=s.methods, options=s.method_options,
+                                            **sources)
         if submit is None:
             return [self.write(item, result) for item, result in zip(items, results)]
         return [submit(self.write, item, result) for item, result in zip(items, results)]
@@ -200,6 +203,8 @@ class BatchStep:
             for slot, p in enumerate(result.predictions, start=1)
         ]
         entries = [_entry(p, self.cam.split.head_type) for p in result.predictions]
+        for entry, detail in zip(entries, result.details or ()):  # a target's own fields (pixel share, ...)
+            entry.update(detail)
         record = ok_record(item, width, height)
         true = item.true_class
         if true is not None:
