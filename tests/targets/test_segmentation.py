@@ -71,7 +71,7 @@ def as_uint8(x: np.ndarray) -> list:
 def test_each_present_class_map_peaks_in_its_region_and_an_absent_class_is_empty(trained_segmenter):
     cam = TargetCAM(model=trained_segmenter, target="segmentation", preprocessing="scale")
     assert cam.layer == "dec" and cam.tap.removed == "softmax"  # the last 4-D layer before the logits
-    x, y, squares = seg_scenes(40, seed=99)  # held out
+    x, _y, squares = seg_scenes(40, seed=99)  # held out
     results = cam.explain(as_uint8(x), classes=["1", "2"])
     hits = total = absent = 0
     for result, placed in zip(results, squares):
