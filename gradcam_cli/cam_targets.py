@@ -75,7 +75,7 @@ class TargetCAM(GradCAM):
         from gradcam_cli.io.target_files import reference_files
 
         self.target: Target = get_target(target)
-        if self.target.scalars is None:
+        if self.target.name == "class":
             raise OptionError("TargetCAM explains targets beyond a class score; use GradCAM for --target class")
         if self.target.name == "similarity" and reference is None:
             raise OptionError("--target similarity needs --reference IMAGE_OR_NPY (or a folder of them)")

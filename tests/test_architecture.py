@@ -26,6 +26,7 @@ ALLOWED = {
     "run": {"cam", "cam_targets", "engine", "methods", "models", "config", "io", "render", "metrics", "targets"},
     "cam": {"engine", "methods", "models", "config", "io", "render"},
     "cam_targets": {"cam", "engine", "methods", "models", "config", "io", "render", "targets"},
+    "cam_multi": {"engine", "methods", "models", "config", "io", "targets"},
     "targets": {"methods", "models", "config", "io"},
     "engine": {"methods", "models", "config", "io", "render"},
     "methods": {"config"},

@@ -22,9 +22,10 @@ from gradcam_cli.errors import OptionError
 class Target:
     name: str
     description: str
-    #: ``scalars(outputs, context) -> (values (B, C), rank (B, C))``: the differentiable value of
-    #: each candidate item and the order in which top-N picks them (None: the class engine's own)
-    scalars: Callable | None
+    #: ``scalars(outputs, context) -> (values (B, C), rank (B, C), aux)``: the differentiable value of
+    #: each candidate item, the order in which top-N picks them, what to hand back (see
+    #: :mod:`gradcam_cli.targets.kinds`); a one-input classifier's class scores take the class engine
+    scalars: Callable
     #: method kinds (:mod:`gradcam_cli.methods.registry`) that make sense for it; None: every kind
     method_kinds: tuple[str, ...] | None = None
     #: why the other kinds do not (the refusal's reason)
@@ -43,11 +44,11 @@ def register(name: str, *, method_kinds: tuple[str, ...] | None = None, refusal:
              output_ranks: tuple[int, ...] | None = (2,), evaluate: bool = False) -> Callable:
     """Decorator: register ``fn`` (the scalar function; its docstring's first line describes it)."""
 
-    def add(fn: Callable | None) -> Callable | None:
+    def add(fn: Callable) -> Callable:
         if name in TARGETS:
             raise ValueError(f"target {name!r} is registered twice")
         doc = (getattr(fn, "__doc__", None) or "").strip().splitlines()
-        TARGETS[name] = Target(name, doc[0] if doc else "", None if name == DEFAULT_TARGET else fn, method_kinds,
+        TARGETS[name] = Target(name, doc[0] if doc else "", fn, method_kinds,
                                refusal, output_ranks, evaluate)
         return fn
 
