@@ -50,6 +50,7 @@ class TapSplit:
 
 
 DESCRIPTIONS = {
+    "class": "class logit, before softmax / sigmoid (a model with non-image inputs, fed from sidecars)",
     "segmentation": "class logits summed over the class's predicted region (or the given mask)",
     "similarity": "cosine similarity of the image's embedding with the reference's",
 }
@@ -66,21 +67,22 @@ class TargetCAM(GradCAM):
     ``embedding``: the output or layer read as the embedding (default: the features entering
     the classifier's last Dense, else the output); ``masks`` (segmentation): a
     :class:`gradcam_cli.io.target_files.Masks` (each image's mask found by its path), or True (given to
-    :meth:`explain`); None: each class's predicted region. The other
-    arguments are :class:`GradCAM`'s.
+    :meth:`explain`); None: each class's predicted region. ``sidecar``: the model's non-image inputs
+    come from a file beside each image (:mod:`gradcam_cli.io.sidecar`; the image input first);
+    ``target="class"`` is taken for such models only. The other arguments are :class:`GradCAM`'s.
     """
 
     def __init__(self, backbone: str | None = None, *, target: str = "segmentation", reference: str | None = None,
-                 embedding: str | None = None, masks: Any = None, **kwargs: Any):
+                 embedding: str | None = None, masks: Any = None, sidecar: bool = False, **kwargs: Any):
         from gradcam_cli.io.target_files import reference_files
 
         self.target: Target = get_target(target)
-        if self.target.name == "class":
+        if self.target.name == "class" and not sidecar:
             raise OptionError("TargetCAM explains targets beyond a class score; use GradCAM for --target class")
         if self.target.name == "similarity" and reference is None:
             raise OptionError("--target similarity needs --reference IMAGE_OR_NPY (or a folder of them)")
         self.reference_paths = reference_files(reference) if reference is not None else []
-        self.embedding, self.masks = embedding, masks
+        self.embedding, self.masks, self.sidecar = embedding, masks, sidecar
         super().__init__(backbone, **kwargs)
         if self.target.name == "similarity":
             self.references = self._reference_embeddings()
@@ -101,13 +103,52 @@ class TargetCAM(GradCAM):
                 f"--target {name} needs a model output of shape (batch, height, width, classes); output "
                 f"'{self.tap.out_name}' of model '{self.model.name}' has shape {_shape_text(shape)}"
                 + (": a classifier's, use --target class" if len(shape) == 1 else "; pick another with --output"))
-        if len(self.tap.image_inputs) != 1 or len(self.model.inputs) != 1:
-            raise OptionError(f"model '{self.model.name}' has {len(self.model.inputs)} inputs; explain it with "
-                              "gradcam_cli.cam_multi.MultiInputCAM (one map per image input)")
+        inputs = len(self.model.inputs)
+        if len(self.tap.image_inputs) != 1 or self.tap.image_inputs != [0] or (inputs > 1) != self.sidecar:
+            fix = ("pass --sidecar to read its non-image inputs from a file beside each image"
+                   if len(self.tap.image_inputs) == 1 and self.tap.image_inputs == [0] and inputs > 1 else
+                   "--sidecar is for a model whose one image input comes first, then non-image inputs"
+                   if len(self.tap.image_inputs) == 1 and inputs > 1 else
+                   "--sidecar is for models with non-image inputs" if inputs == 1 else
+                   "explain it with gradcam_cli.cam_multi.MultiInputCAM (one map per image input)")
+            raise OptionError(f"model '{self.model.name}' has {inputs} inputs ({len(self.tap.image_inputs)} of them "
+                              f"images); {fix}")
         count = len(self.reference_paths) if name == "similarity" else int(shape[-1])
         self.profile = replace(self.profile, classes=self.profile.classes if name == "segmentation" else None)
+        head = {"softmax": "softmax", "sigmoid": "multilabel"}.get(self.tap.removed, "linear") \
+            if name == "class" else "linear"
         return TapSplit(self.tap.layer_names[0], self.tap.feature_shapes[0], count, self.tap.out_name,
-                        DESCRIPTIONS[name])
+                        DESCRIPTIONS[name], head, {"softmax": "softmax", "multilabel": "sigmoid"}.get(head, "linear"))
+
+    @property
+    def geometry(self) -> Any:
+        """:attr:`GradCAM.geometry`; with non-image inputs the walk from the image input is not made:
+        the map is stretched onto the image."""
+        if self._geometry is None and len(self.model.inputs) > 1:
+            from gradcam_cli.models.geometry import stretch_geometry
+
+            self._geometry = stretch_geometry(tuple(self.profile.input_size), tuple(self.split.feature_shape[:2]),
+                                              "stretched: a model with non-image inputs")
+        return GradCAM.geometry.fget(self)
+
+    @property
+    def needs_sources(self) -> bool:
+        """Whether :meth:`explain_prepared` needs each image's path and size (its mask, its sidecar)."""
+        return self.masks is not None or self.sidecar
+
+    def _inputs(self, batch: np.ndarray, sources) -> list:
+        """The model's inputs: the image batch first, then each non-image input read from the sidecars."""
+        if not self.sidecar:
+            return [batch]
+        from gradcam_cli.cam_multi import input_names
+        from gradcam_cli.io.sidecar import read_sidecar, sidecar_path
+
+        if sources is None:
+            raise OptionError("this TargetCAM reads sidecars: pass sources= (each image's path and size)")
+        names = input_names(self.model)[1:]
+        shapes = {n: tuple(int(d) for d in t.shape[1:]) for n, t in zip(names, self.model.inputs[1:])}
+        read = [read_sidecar(sidecar_path(path), shapes) for path, _ in sources]
+        return [batch, *(np.stack([values[n] for values in read]) for n in names)]
 
     def _embed(self):
         import tensorflow as tf
@@ -184,9 +225,11 @@ class TargetCAM(GradCAM):
             mask = np.stack([_resized(r, self.tap.out_shape[:2]) for r in regions])
         elif regions is not None:
             raise OptionError("masks given to a TargetCAM built without masks=; build it with masks=")
-        out = explainer([batch], mask)
+        out = explainer(self._inputs(batch, sources), mask)
         names = [m.name for m in explainer.methods]
         by_rank = indices is None and self.target.name != "similarity"  # similarity: every reference, in order
+        if self.target.name == "class":  # the probabilities of a softmax / sigmoid head, as GradCAM gives them
+            out = _squashed(out, self.split.activation)
         return [self._target_explanation(out, b, by_rank, names, None if mask is None else mask[b])
                 for b in range(batch.shape[0])]
 
@@ -198,7 +241,9 @@ class TargetCAM(GradCAM):
             predictions.append(Prediction(
                 rank=n + 1 if by_rank else rank_of(rank, item), class_index=item,
                 class_id=self.class_names.class_id(item), label=self.class_names.label(item),
-                probability=float(values[item])))
+                probability=float(rank[item] if self.target.name == "class" else values[item])))
+            if self.target.name == "class":
+                continue
             if self.target.name == "similarity":
                 details.append({"similarity": float(values[item]), "reference": str(self.reference_paths[item])})
                 continue
@@ -213,7 +258,7 @@ class TargetCAM(GradCAM):
             maps = maps * np.array([d["present"] for d in details], np.float32)[:, None, None, None]
         by_method = {name: maps[:, i] for i, name in enumerate(methods)}
         return Explanation(predictions=predictions, maps=by_method[methods[0]], probabilities=rank.astype(np.float32),
-                           maps_by_method=by_method, details=details,
+                           maps_by_method=by_method, details=details or None,
                            regions=np.stack(regions) if regions else None)
 
     def describe(self) -> dict:
@@ -228,17 +273,31 @@ class TargetCAM(GradCAM):
 
 def cam_for(settings: ModelSettings, targets: TargetSettings | None = None, profile: Any = None) -> GradCAM:
     """The front end the settings describe: a :class:`GradCAM` for class scores, else a :class:`TargetCAM`."""
-    if targets is None or targets.kind == "class":
+    if targets is None or (targets.kind == "class" and not targets.sidecar):
         return GradCAM.from_settings(settings, profile=profile)
     from gradcam_cli.io.target_files import Masks
 
     s = settings
     return TargetCAM(
         s.backbone, target=targets.kind, reference=targets.reference, embedding=targets.embedding,
-        masks=None if targets.mask is None else Masks(targets.mask), profile=profile, model=s.model,
+        masks=None if targets.mask is None else Masks(targets.mask), sidecar=targets.sidecar, profile=profile,
+        model=s.model,
         weights=s.weights, layer=s.layer, output=s.output, input_size=s.input_size, preprocessing=s.preprocessing,
         mean=s.mean, std=s.std, labels=s.labels, custom_objects=s.custom_objects, config_dirs=s.config_dirs,
         precision=s.precision)
+
+
+def _squashed(out: Any, activation: str) -> Any:
+    """A class target's batch with ``rank`` turned into probabilities (the order is the logits')."""
+    from dataclasses import replace as with_field
+
+    logits = out.values.astype(np.float64)
+    if activation == "softmax":
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return with_field(out, rank=(e / e.sum(axis=1, keepdims=True)).astype(np.float32))
+    if activation == "sigmoid":
+        return with_field(out, rank=(1 / (1 + np.exp(-logits))).astype(np.float32))
+    return out
 
 
 def _resized(region: np.ndarray, size: tuple) -> np.ndarray:

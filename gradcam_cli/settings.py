@@ -59,7 +59,8 @@ class TargetSettings:
     image's true class (test-set mode). ``kind``: the target (:mod:`gradcam_cli.targets`): a class
     score, a segment (``mask``: a mask image or an image,mask CSV; None: each class's predicted
     region) or a similarity (``reference``: an image, ``.npy`` or folder; ``embedding``: the output
-    or layer read, None: the pooled features before the head)."""
+    or layer read, None: the pooled features before the head). ``sidecar``: the model's non-image
+    inputs come from a file beside each image (:mod:`gradcam_cli.io.sidecar`)."""
 
     top: int = DEFAULT_TOP
     classes: tuple[str, ...] = ()
@@ -69,6 +70,7 @@ class TargetSettings:
     mask: str | None = None
     reference: str | None = None
     embedding: str | None = None
+    sidecar: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ _FLAT = {
     "caption": ("outputs", "overlay", "caption"), "colorbar": ("outputs", "overlay", "colorbar"),
     "intensity": ("depth", "intensity"), "window": ("depth", "window"),
     "target": ("targets", "kind"), "mask": ("targets", "mask"), "reference": ("targets", "reference"),
-    "embedding": ("targets", "embedding"),
+    "embedding": ("targets", "embedding"), "sidecar": ("targets", "sidecar"),
 }
 
 

@@ -25,7 +25,7 @@ ALLOWED = {
             "targets"},
     "run": {"cam", "cam_targets", "engine", "methods", "models", "config", "io", "render", "metrics", "targets"},
     "cam": {"engine", "methods", "models", "config", "io", "render"},
-    "cam_targets": {"cam", "engine", "methods", "models", "config", "io", "render", "targets"},
+    "cam_targets": {"cam", "cam_multi", "engine", "methods", "models", "config", "io", "render", "targets"},
     "cam_multi": {"engine", "methods", "models", "config", "io", "targets"},
     "targets": {"methods", "models", "config", "io"},
     "engine": {"methods", "models", "config", "io", "render"},

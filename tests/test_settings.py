@@ -33,7 +33,7 @@ def test_to_json_keeps_the_flat_keys_and_order_of_older_run_files():
     assert flat[:len(old)] == list(old.items())  # keys, order and values
     assert flat[len(old):] == [("caption", False), ("colorbar", False), ("intensity", "auto"), ("window", None),
                                ("target", "class"), ("mask", None), ("reference", None),
-                               ("embedding", None)]  # added since, last, at their defaults
+                               ("embedding", None), ("sidecar", False)]  # added since, last, at their defaults
 
 
 def test_nested_fields_map_to_their_flat_keys():

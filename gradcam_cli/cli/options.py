@@ -92,6 +92,9 @@ def target_options(command):
         click.option("--embedding", default=None, metavar="OUTPUT_OR_LAYER",
                      help="--target similarity: the output or layer read as the embedding (default: the pooled "
                           "features before the classifier's last Dense, else the output)."),
+        click.option("--sidecar", is_flag=True,
+                     help="The model's non-image inputs from a file beside each image: photo.json "
+                          "({\"input_name\": [values]}) or photo.csv (input_name,v1,v2,... rows); the image input first."),
     ])
 
 

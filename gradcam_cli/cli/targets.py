@@ -45,11 +45,21 @@ def target_settings(p: dict, classes: tuple, methods: tuple) -> TargetSettings:
     absolute = lambda v: None if v is None else os.path.abspath(v)
     return TargetSettings(top=p["top"], classes=tuple(classes), threshold=p["threshold"],
                           labels_csv=absolute(p["labels_csv"]), kind=kind, mask=absolute(mask),
-                          reference=absolute(reference), embedding=embedding)
+                          reference=absolute(reference), embedding=embedding, sidecar=p["sidecar"])
 
 
 def check_mask_sizes(settings: TargetSettings, refs: list) -> None:
-    """Each input's mask is there and of the image's size (headers only), before the model loads."""
+    """Each input's mask is there and of the image's size (headers only), and its sidecar is there,
+    before the model loads."""
+    if settings.sidecar:
+        from gradcam_cli.errors import InputError
+        from gradcam_cli.io.sidecar import sidecar_path
+
+        with errors():
+            for ref in refs:
+                if not sidecar_path(ref.path).is_file():
+                    raise InputError(f"image {ref.path} has no sidecar ({sidecar_path(ref.path)} or its .csv); "
+                                     "write its non-image inputs there, or leave out --sidecar")
     if settings.mask is None:
         return
     from gradcam_cli.io.target_files import Masks, image_size

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gradcam_cli.errors import ModelError, OptionError
+from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import computable, execute, flatten, squashing_op
 from gradcam_cli.models.kernels import HEAVY_KERNEL, big_dense, channel_mean_kernels, transposed_kernels
 from gradcam_cli.models.targets import auto_step, resolve_target, select_output
@@ -84,8 +84,10 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
     """
     graph = flatten(model)
     if len(graph.input_keys) != 1:
-        raise ModelError(
-            f"model '{model.name}' has {len(graph.input_keys)} inputs; only single-input image models are supported"
+        raise OptionError(
+            f"model '{model.name}' has {len(graph.input_keys)} inputs; only single-input image models are supported "
+            "here: pass --sidecar for non-image inputs in a file beside each image (docs/targets.md), or use "
+            "gradcam_cli.cam_multi.MultiInputCAM for several image inputs"
         )
     index = select_output(graph, output)
     out_key = graph.output_keys[index]

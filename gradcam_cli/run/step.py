@@ -187,7 +187,7 @@ class BatchStep:
         truth = [item.true_class for item in items] if self.test_set else None
         batch = np.stack([item.model_input for item in items])
         sources = {"sources": [(item.ref.path, item.full_size) for item in items]} \
-            if getattr(self.cam, "masks", None) is not None else {}  # a segmentation target's masks, by image
+            if getattr(self.cam, "needs_sources", False) else {}  # each image's mask or sidecar, by its path
         results = self.cam.explain_prepared(batch, top=s.targets.top, indices=self.indices, truth=truth,
                                             threshold=s.targets.threshold, method=s.methods, options=s.method_options,
                                             **sources)

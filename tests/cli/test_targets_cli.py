@@ -155,6 +155,50 @@ def test_bad_input_is_one_line_with_exit_2(files, tmp_path, monkeypatch, args, m
     assert not (tmp_path / "o" / "predictions.json").exists()
 
 
+def with_meta() -> keras.Model:
+    """An image and a 3-vector (its non-image input), a softmax over 4 classes."""
+    image, meta = keras.Input((SIZE, SIZE, 3), name="image"), keras.Input((3,), name="meta")
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(5, 3, activation="relu", name="conv")(image))
+    h = keras.layers.Concatenate()([h, keras.layers.Dense(2)(meta)])
+    return keras.Model([image, meta], keras.layers.Dense(4, activation="softmax", name="out")(h), name="with_meta")
+
+
+def test_non_image_inputs_come_from_each_images_sidecar(files, tmp_path):
+    import shutil
+
+    keras.utils.set_random_seed(9)
+    model = with_meta()
+    model.save(tmp_path / "meta.keras")
+    shutil.copytree(files / "imgs", tmp_path / "imgs")
+    metas = {f"s{i}": [float(i), 1.0, -2.0 * i] for i in range(3)}
+    for stem, values in metas.items():
+        (tmp_path / "imgs" / f"{stem}.json").write_text(json.dumps({"meta": values}))
+    args = ["explain", tmp_path / "imgs", "--model", tmp_path / "meta.keras", "--preprocess", "scale", "--top", 2,
+            "--out", tmp_path / "out", "-q"]
+    refused = invoke(*args)
+    assert refused.exit_code == 2 and refused.stderr.strip().splitlines()[-1] == (
+        "Error: model 'with_meta' has 2 inputs; only single-input image models are supported here: pass --sidecar "
+        "for non-image inputs in a file beside each image (docs/targets.md), or use "
+        "gradcam_cli.cam_multi.MultiInputCAM for several image inputs")
+    result = invoke(*args, "--sidecar")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert (doc["options"]["sidecar"], doc["target"], doc["head"]) == (True, "class", "target")
+    for record in doc["images"]:
+        stem = record["path"].rsplit("/", 1)[-1][:-4]
+        x = np.asarray(Image.open(files / "imgs" / f"{stem}.png"), np.float32)[None] / 255.0
+        probs = model.predict([x, np.array([metas[stem]], np.float32)], verbose=0)[0]
+        assert [list(e) for e in record["predictions"]] == [
+            ["rank", "class_index", "class_id", "label", "probability", "overlay"]] * 2
+        assert [e["class_index"] for e in record["predictions"]] == list(np.argsort(-probs)[:2])
+        assert [e["probability"] for e in record["predictions"]] == pytest.approx(sorted(probs)[::-1][:2], abs=1e-5)
+    (tmp_path / "imgs" / "s1.json").unlink()
+    missing = invoke(*args, "--sidecar", "--out", tmp_path / "o2")
+    assert missing.exit_code == 2 and missing.stderr.strip().splitlines()[-1] == (
+        f"Error: image {tmp_path / 'imgs' / 's1.png'} has no sidecar ({tmp_path / 'imgs' / 's1.json'} or its .csv); "
+        "write its non-image inputs there, or leave out --sidecar")
+
+
 def test_evaluate_refuses_targets_its_metrics_do_not_define(files, tmp_path):
     result = invoke("evaluate", files / "imgs", "--model", files / "seg.keras", "--target", "segmentation",
                     "--out", tmp_path / "e")

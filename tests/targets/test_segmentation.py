@@ -150,11 +150,12 @@ def test_maps_equal_a_tape_reference_of_the_same_scalar(layer, tmp_path):
 def test_bad_input_is_one_line(tmp_path):
     inp = keras.Input((SIZE, SIZE, 3))
     h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
-    classifier = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h)))
+    classifier = keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="scores")(
+        keras.layers.GlobalAveragePooling2D()(h)))
     with pytest.raises(OptionError) as exc:
         TargetCAM(model=classifier, target="segmentation")
     assert str(exc.value) == ("--target segmentation needs a model output of shape (batch, height, width, classes); "
-                              f"output 'dense' of model '{classifier.name}' has shape (batch, 3): a classifier's, "
+                              f"output 'scores' of model '{classifier.name}' has shape (batch, 3): a classifier's, "
                               "use --target class")
     with pytest.raises(OptionError, match=r"^unknown target 'segmentaton' \(did you mean 'segmentation'\?\); "
                                           r"choose one of: class, segmentation, similarity$"):
