@@ -155,6 +155,22 @@ def test_bad_input_is_one_line_with_exit_2(files, tmp_path, monkeypatch, args, m
     assert not (tmp_path / "o" / "predictions.json").exists()
 
 
+def test_shards_merge_pictures_and_the_report_take_a_segmentation_run(files, tmp_path):
+    out = tmp_path / "out"
+    for k in (1, 2):
+        shard = invoke("explain", files / "imgs", "--model", files / "seg.keras", "--target", "segmentation",
+                       "--preprocess", "scale", "--save-raw", "--shard", f"{k}/2", "--out", out, "-q")
+        assert shard.exit_code == 0, shard.output
+    assert invoke("merge", out, "--report").exit_code == 0
+    doc = json.loads((out / "predictions.json").read_text())
+    assert sorted(r["path"].rsplit("/", 1)[-1] for r in doc["images"]) == ["s0.png", "s1.png", "s2.png"]
+    assert all({"pixel_share", "present"} <= set(e) for r in doc["images"] for e in r["predictions"])
+    assert "class_0" in (out / "report.html").read_text(encoding="utf-8")
+    pictures = invoke("pictures", out, "--grid")
+    assert pictures.exit_code == 0 and "3 images drawn from their maps" in pictures.stderr
+    assert sorted(p.name for p in out.glob("*.grid.jpg")) == ["s0.grid.jpg", "s1.grid.jpg", "s2.grid.jpg"]
+
+
 def with_meta() -> keras.Model:
     """An image and a 3-vector (its non-image input), a softmax over 4 classes."""
     image, meta = keras.Input((SIZE, SIZE, 3), name="image"), keras.Input((3,), name="meta")
