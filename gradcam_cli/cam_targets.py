@@ -25,6 +25,7 @@ from gradcam_cli.config import classes as class_names
 from gradcam_cli.errors import OptionError
 from gradcam_cli.results import Explanation, Prediction, rank_of
 from gradcam_cli.settings import (
+    DEFAULT_BATCH,
     DEFAULT_METHOD,
     DEFAULT_TOP,
     MethodOptions,
@@ -198,13 +199,21 @@ class TargetCAM(GradCAM):
                 method=methods, options=options, mask_shape=mask_shape)
         return self._explainers[key]
 
-    def explain(self, images, *, top: int = DEFAULT_TOP, classes=None, method=DEFAULT_METHOD, value_range=None,
-                options: MethodOptions | None = None, masks: Sequence[np.ndarray] | None = None, **_: Any):
+    def explain(self, images, *, top: int = DEFAULT_TOP, classes=None, batch_size: int = DEFAULT_BATCH,
+                method=DEFAULT_METHOD, value_range=None, options: MethodOptions | None = None,
+                masks: Sequence[np.ndarray] | None = None) -> list[Explanation]:
         """Explain images (see :meth:`GradCAM.explain`); ``masks``: one bool region per image (segmentation)."""
+        from gradcam_cli.io.discover import batched
+
         indices = self.resolve_classes(classes) if classes else None
-        regions = None if masks is None else [np.asarray(m, bool) for m in masks]
-        return self.explain_prepared(self.prepare(images, value_range), top=top, indices=indices, method=method,
-                                     options=options, regions=regions)
+        images = list(images)
+        regions = [None] * len(images) if masks is None else [np.asarray(m, bool) for m in masks]
+        results: list[Explanation] = []
+        for chunk in batched(list(zip(images, regions)), batch_size):
+            results.extend(self.explain_prepared(
+                self.prepare([image for image, _ in chunk], value_range), top=top, indices=indices, method=method,
+                options=options, regions=None if masks is None else [region for _, region in chunk]))
+        return results
 
     def explain_prepared(self, batch: np.ndarray, *, top: int = DEFAULT_TOP, indices: Sequence[int] | None = None,
                          truth=None, threshold=None, method=DEFAULT_METHOD, options: MethodOptions | None = None,
