@@ -42,7 +42,7 @@ def test_a_segmentation_run_with_masks_on_ray_equals_the_local_run(ray_address, 
     assert invoke(*args, "--out", "local").exit_code == 0
     ray = invoke(*args, "--out", "ray", "--engine", "ray", "--workers", "1")
     assert ray.exit_code == 0, ray.stderr
-    ours, theirs = (json.loads(open(f"{d}/predictions.json").read()) for d in ("ray", "local"))
+    ours, theirs = (json.loads((tmp_path / d / "predictions.json").read_text()) for d in ("ray", "local"))
     assert ours["target"] == "segmentation" and ours["options"]["mask"] == str(tmp_path / "masks.csv")
     by_path = {r["path"]: r for r in theirs["images"]}
     assert sorted(by_path) == sorted(r["path"] for r in ours["images"])
