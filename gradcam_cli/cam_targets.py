@@ -50,6 +50,9 @@ class TapSplit:
     heavy_head: bool = False
 
 
+#: how a target's maps are computed (:class:`gradcam_cli.engine.targeted.TargetExplainer`)
+TARGET_ENGINE = "trunk once, tape on the target layer, N backward passes after it"
+
 DESCRIPTIONS = {
     "class": "class logit, before softmax / sigmoid (a model with non-image inputs, fed from sidecars)",
     "segmentation": "class logits summed over the class's predicted region (or the given mask)",
@@ -273,7 +276,7 @@ class TargetCAM(GradCAM):
     def describe(self) -> dict:
         info = super().describe()
         info.update(head="target", score=self.split.score_description, target=self.target.name,
-                    engine="trunk once, tape on the target layer, N backward passes after it")
+                    engine=TARGET_ENGINE)
         info["output"] = self.tap.out_name
         if self.target.name == "similarity":
             info["references"] = [str(p) for p in self.reference_paths]

@@ -299,6 +299,10 @@ def _dry_run(stop, settings, refs, as_jsonl) -> int:
         "engine": engine_description(split),
         "images": len(refs),
     }
+    if settings.targets.kind != "class" or settings.targets.sidecar:  # docs/targets.md
+        from gradcam_cli.cam_targets import TARGET_ENGINE
+
+        described.update(target=settings.targets.kind, engine=TARGET_ENGINE)
     for key, value in described.items():
         click.echo(f"{key}: {value}", err=True)
     try:

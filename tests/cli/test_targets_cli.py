@@ -222,3 +222,12 @@ def test_evaluate_refuses_targets_its_metrics_do_not_define(files, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: --target segmentation cannot be evaluated: the metrics (deletion, insertion, confidence, ROAD, "
         "pointing) are defined on class scores; evaluate --target class")
+
+
+def test_dry_run_names_the_target_and_its_engine(files, tmp_path):
+    result = invoke("explain", files / "imgs", "--model", files / "seg.keras", "--target", "segmentation",
+                    "--dry-run", "--out", tmp_path / "never")
+    assert result.exit_code == 0 and not (tmp_path / "never").exists()
+    for line in ("target_layer: dec", "target: segmentation",
+                 "engine: trunk once, tape on the target layer, N backward passes after it", "images: 3"):
+        assert line in result.stderr.splitlines()
