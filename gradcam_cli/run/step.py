@@ -165,7 +165,9 @@ class BatchStep:
         self.cam, self.settings, self.out_dir = cam, settings, pathlib.Path(out_dir)
         targets = settings.targets
         self.indices = cam.resolve_classes(targets.classes) if targets.classes else None
-        self.n = len(self.indices) if self.indices else min(targets.top, cam.split.num_classes)
+        every = targets.kind == "similarity"  # each image against every reference, whatever --top
+        self.n = len(self.indices) if self.indices else min(cam.split.num_classes if every else targets.top,
+                                                            cam.split.num_classes)
         self.outputs = list(outputs) if outputs is not None else outputs_for(settings)
         self.truth = dict(truth or {})
         self.test_set = bool(self.truth) if test_set is None else test_set

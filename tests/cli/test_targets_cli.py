@@ -120,6 +120,11 @@ def test_similarity_explains_each_image_against_each_reference(files, tmp_path):
         ("a", str(files / "refs" / "a.png")), ("b", str(files / "refs" / "b.npy"))]
     assert first["predictions"][0]["similarity"] == pytest.approx(1.0, abs=1e-5)  # s0 is reference a itself
     assert [e["rank"] for e in first["predictions"]] == [1, 2] and (out / first["grid"]).is_file()
+    more = invoke("explain", files / "imgs" / "s1.png", "--model", files / "emb.keras", "--target", "similarity",
+                  "--reference", files / "refs", "--preprocess", "scale", "--top", 1, "--out", tmp_path / "top1", "-q")
+    entries = json.loads((tmp_path / "top1" / "predictions.json").read_text())["images"][0]["predictions"]
+    assert more.exit_code == 0 and [e["label"] for e in entries] == ["a", "b"]  # every reference, whatever --top
+    assert sorted(e["overlay"] for e in entries) == sorted(f"s1.top{e['rank']}-{e['label']}.jpg" for e in entries)
     for entry in first["predictions"]:
         assert entry["value"] == entry["similarity"] and -1.0 <= entry["similarity"] <= 1.0 + 1e-6
 
