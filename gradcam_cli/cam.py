@@ -151,7 +151,6 @@ class GradCAM:
         from gradcam_cli.models.build import build_model
         from gradcam_cli.models.hub import adopt_hub
         from gradcam_cli.models.load import load_user_model
-        from gradcam_cli.models.split import split_model
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -177,9 +176,9 @@ class GradCAM:
             not profile.source or profile.preprocessing == "converter"))  # a keras-hub classifier: its view, converter
         self.profile = replace(self.profile, input_size=model_input_size(self.model, self.profile.input_size),
                                channels=model_channels(self.model, self.profile))
-        self.split = split_model(self.model, layer or self.profile.target_layer, output=self.profile.output,
-                                 token_grid=token_grid or self.profile.token_grid, input_size=self.profile.input_size,
-                                 prefix_tokens=self.profile.prefix_tokens if prefix_tokens is None else prefix_tokens)
+        self._tokens = (token_grid or self.profile.token_grid,
+                        self.profile.prefix_tokens if prefix_tokens is None else prefix_tokens)
+        self.split = self._cut(layer or self.profile.target_layer)
         self.layer = self.split.layer_name
         base = pathlib.Path(self.profile.source).parent if self.profile.source else None
         self.class_names = class_names.for_model(self.profile.classes, base, self.split.num_classes, self.split.head_type)
@@ -187,6 +186,14 @@ class GradCAM:
         self._geometry: Geometry | None = None
         #: the largest batch the model ran without running out of memory (None: not limited yet)
         self.max_batch: int | None = None
+
+    def _cut(self, layer: str) -> Any:
+        """The model cut at its target layer; other targets cut it their way (:mod:`gradcam_cli.cam_targets`)."""
+        from gradcam_cli.models.split import split_model
+
+        grid, prefix = self._tokens
+        return split_model(self.model, layer, output=self.profile.output, token_grid=grid, prefix_tokens=prefix,
+                           input_size=self.profile.input_size)
 
     # -- targets ---------------------------------------------------------------
     def resolve_classes(self, tokens: Sequence[str | int]) -> list[int]:

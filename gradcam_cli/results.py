@@ -39,6 +39,11 @@ class Explanation:
     #: (its ``maps_by_method`` entry holds the Grad-CAM maps it multiplies)
     guided: np.ndarray | None = None
     true_rank: int | None = None
+    #: per map, what a target beyond a class score adds to its record entry (a segment's pixel share,
+    #: a similarity's reference); None for class scores
+    details: list[dict] | None = None
+    #: per map, the region a segmentation target summed over, bool (N, H, W) at the output's resolution
+    regions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not self.maps_by_method:

@@ -60,12 +60,21 @@ class ModelSettings:
 class TargetSettings:
     """Which classes get a map: the ``top`` N, or ``classes`` (indices or names); ``threshold`` keeps
     only those at least this probable (multi-label); ``labels_csv`` (path,label rows) adds each
-    image's true class (test-set mode)."""
+    image's true class (test-set mode). ``kind``: the target (:mod:`gradcam_cli.targets`): a class
+    score, a segment (``mask``: a mask image or an image,mask CSV; None: each class's predicted
+    region) or a similarity (``reference``: an image, ``.npy`` or folder; ``embedding``: the output
+    or layer read, None: the pooled features before the head). ``sidecar``: the model's non-image
+    inputs come from a file beside each image (:mod:`gradcam_cli.io.sidecar`)."""
 
     top: int = DEFAULT_TOP
     classes: tuple[str, ...] = ()
     threshold: float | None = None
     labels_csv: str | None = None
+    kind: str = "class"
+    mask: str | None = None
+    reference: str | None = None
+    embedding: str | None = None
+    sidecar: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,8 @@ _FLAT = {
     "aug_smooth": ("method_options", "aug_smooth"), "eigen_smooth": ("method_options", "eigen_smooth"),
     "caption": ("outputs", "overlay", "caption"), "colorbar": ("outputs", "overlay", "colorbar"),
     "intensity": ("depth", "intensity"), "window": ("depth", "window"),
+    "target": ("targets", "kind"), "mask": ("targets", "mask"), "reference": ("targets", "reference"),
+    "embedding": ("targets", "embedding"), "sidecar": ("targets", "sidecar"),
 }
 
 

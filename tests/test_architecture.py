@@ -19,11 +19,15 @@ from gradcam_cli.models.split import split_model
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gradcam_cli"
 #: stage -> the stages it may import (besides itself); io, render and the ground floor (settings,
-#: results, errors, _version) are leaves for all. ``cam`` is the front door, gradcam_cli/cam.py.
+#: results, errors, _version) are leaves for all. ``cam`` is the front door, gradcam_cli/cam.py; ``cam_targets`` its door for other targets.
 ALLOWED = {
-    "cli": {"cam", "run", "methods", "metrics", "models", "config", "io", "render", "report", "inspect"},
-    "run": {"cam", "engine", "methods", "models", "config", "io", "render", "metrics"},
+    "cli": {"cam", "cam_targets", "run", "methods", "metrics", "models", "config", "io", "render", "report", "inspect",
+            "targets"},
+    "run": {"cam", "cam_targets", "engine", "methods", "models", "config", "io", "render", "metrics", "targets"},
     "cam": {"engine", "methods", "models", "config", "io", "render"},
+    "cam_targets": {"cam", "cam_multi", "engine", "methods", "models", "config", "io", "render", "targets"},
+    "cam_multi": {"engine", "methods", "models", "config", "io", "targets"},
+    "targets": {"methods", "models", "config", "io"},
     "engine": {"methods", "models", "config", "io", "render"},
     "methods": {"config"},
     "models": {"config", "io"},

@@ -122,32 +122,34 @@ def class_names_before_loading(settings: ModelSettings):
         return classes.load(profile.classes, base)
 
 
-def make_cam(settings: ModelSettings, methods: tuple = ()):
-    """Build the GradCAM object the settings describe (TensorFlow is imported here); a method of
-    ``methods`` the model cannot have (attention rollout without global attention) is refused now,
-    before the run."""
+def make_cam(settings: ModelSettings, methods: tuple = (), targets=None):
+    """Build the GradCAM object the settings describe (TensorFlow is imported here); ``targets``
+    (:class:`gradcam_cli.settings.TargetSettings`): a target beyond a class score gets a TargetCAM.
+    A method of ``methods`` the model cannot have (attention rollout without global attention) is
+    refused now, before the run."""
     reg = registry(settings.config_dirs)
     with errors():
         from gradcam_cli.config.profiles import get_profile
 
         profile = None if settings.model else get_profile(reg, settings.backbone)
     quiet_tensorflow()
-    from gradcam_cli.cam import GradCAM
+    from gradcam_cli.cam_targets import cam_for
 
     with errors():
-        cam = GradCAM.from_settings(settings, profile=profile)
+        cam = cam_for(settings, targets, profile=profile)
     from gradcam_cli.methods import get_method
 
-    if cam.split.attention_problem and any(get_method(m).kind == "attention" for m in methods):
-        raise to_cli_error(OptionError(cam.split.attention_problem))
+    problem = getattr(cam.split, "attention_problem", None)
+    if problem and any(get_method(m).kind == "attention" for m in methods):
+        raise to_cli_error(OptionError(problem))
     return cam
 
 
-def make_cam_without_weights(settings: ModelSettings):
+def make_cam_without_weights(settings: ModelSettings, targets=None):
     """The model the settings describe, a backbone built with random weights (nothing to load)."""
     from dataclasses import replace
 
-    return make_cam(settings if settings.model else replace(settings, weights="none"))
+    return make_cam(settings if settings.model else replace(settings, weights="none"), targets=targets)
 
 
 def parse_shard_option(shard: str | None) -> tuple[int, int] | None:

@@ -35,6 +35,7 @@ from gradcam_cli.metrics.baselines import BASELINES
 from gradcam_cli.metrics.perturbation import BASELINES as FILLS
 from gradcam_cli.metrics.registry import default_metric_names
 from gradcam_cli.settings import EvalSettings
+from gradcam_cli.targets import DEFAULT_TARGET, get_target, target_names
 
 DEFAULTS = EvalSettings()
 
@@ -59,6 +60,8 @@ def _metric_list(ctx, param, value):
 @method_option("Repeatable: each is evaluated. The random and centre maps are always added.")
 @method_options
 @click.option("-c", "--class", "classes", multiple=True, help="Explain this class for every image (default: top-1).")
+@click.option("--target", "target_kind", type=click.Choice(target_names()), default=DEFAULT_TARGET, show_default=True,
+              help="What the maps explain; the metrics are defined for class scores only (docs/targets.md).")
 @click.option("--metrics", "metrics", default=",".join(default_metric_names()), show_default=True,
               callback=_metric_list, help=f"'all' or a comma-separated list of: {', '.join(metric_names())}.")
 @click.option("--score", type=click.Choice(["probability", "logit"]), default=DEFAULTS.score, show_default=True,
@@ -99,6 +102,10 @@ def _evaluate(stop, p: dict) -> int:
     """The command's work (``p``: its parameters); returns the exit code."""
     from gradcam_cli.run.evaluate import evaluate_folder, read_boxes
 
+    target = get_target(p["target_kind"])
+    if not target.evaluate:
+        raise click.UsageError(f"--target {target.name} cannot be evaluated: the metrics (deletion, insertion, "
+                               "confidence, ROAD, pointing) are defined on class scores; evaluate --target class")
     methods = tuple(m for m in p["methods"] if m not in BASELINES)  # always scored as baselines
     if not methods:
         raise click.UsageError("the random and centre maps are always scored; pass a --method to compare with them")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 
 import click
@@ -41,9 +40,17 @@ from gradcam_cli.cli.options import (
     overlay_options,
     picture_options,
     quiet_option,
+    target_options,
     unit_interval,
 )
-from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_TOP, PRECISIONS, RunOptions, RunSettings, TargetSettings
+from gradcam_cli.cli.targets import check_mask_sizes, target_settings
+from gradcam_cli.settings import (
+    DEFAULT_BATCH,
+    DEFAULT_TOP,
+    PRECISIONS,
+    RunOptions,
+    RunSettings,
+)
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -55,6 +62,7 @@ from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_TOP, PRECISIONS, RunOpti
               help="Explain each image's N most probable classes.")
 @click.option("-c", "--class", "classes", multiple=True,
               help="Explain this class instead (index or name, case-insensitive); repeatable.")
+@target_options
 @click.option("--target-unit", default=None, type=click.IntRange(0),
               help="Explain this output unit (regression or any scalar output); like --class INDEX.")
 @click.option("--threshold", default=None, type=float, callback=unit_interval,
@@ -114,12 +122,11 @@ def _explain(stop, p: dict) -> int:
         classes = (str(p["target_unit"]),)
     shard = parse_shard_option(p["shard"])
     ray_options = _ray_options(p["engine"], p["ray_address"], p["workers"], p["gpus_per_worker"], p["cpus_per_worker"])
+    targets = target_settings(p, classes, tuple(p["methods"]))
     refs = discover_inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], shard, p["out_dir"])
-    labels_csv = p["labels_csv"]
+    check_mask_sizes(targets, refs)
     settings = RunSettings(
-        model=model_settings(p, p["precision"]),
-        targets=TargetSettings(top=p["top"], classes=tuple(classes), threshold=p["threshold"],
-                               labels_csv=None if labels_csv is None else os.path.abspath(labels_csv)),
+        model=model_settings(p, p["precision"]), targets=targets,
         methods=tuple(p["methods"]), method_options=method_settings(p), outputs=output_settings(p),
         max_pixels=p["max_pixels"], depth=depth_settings(p),
     )
@@ -187,7 +194,7 @@ def _precheck(settings, out_dir, shard) -> dict | None:
 
             labels = load_labels_csv(settings.targets.labels_csv)
         names = class_names_before_loading(settings.model)
-        if names is not None:
+        if names is not None and settings.targets.kind != "similarity":  # similarity's classes are its references
             for token in settings.targets.classes:
                 names.resolve(token)
             for label in sorted(set((labels or {}).values())):
@@ -208,7 +215,7 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
 
         quiet_tensorflow()
         keep_driver_off_gpus()
-    cam = make_cam(settings.model, settings.methods)
+    cam = make_cam(settings.model, settings.methods, settings.targets)
     from gradcam_cli.cam import auto_batch_size
     from gradcam_cli.run.folder import run_folder
     from gradcam_cli.run.memory import keep_large_blocks
@@ -273,7 +280,7 @@ def _report(summary, quiet: bool) -> None:
 def _dry_run(stop, settings, refs, as_jsonl) -> int:
     """Resolve everything a run would use without loading weights (a backbone's graph is built
     with random initialisation only, to check the target layer and pick the engine path)."""
-    cam = make_cam_without_weights(settings.model)
+    cam = make_cam_without_weights(settings.model, settings.targets)
     from gradcam_cli.cam import engine_description
 
     profile, split = cam.profile, cam.split
@@ -292,6 +299,10 @@ def _dry_run(stop, settings, refs, as_jsonl) -> int:
         "engine": engine_description(split),
         "images": len(refs),
     }
+    if settings.targets.kind != "class" or settings.targets.sidecar:  # docs/targets.md
+        from gradcam_cli.cam_targets import TARGET_ENGINE
+
+        described.update(target=settings.targets.kind, engine=TARGET_ENGINE)
     for key, value in described.items():
         click.echo(f"{key}: {value}", err=True)
     try:

@@ -82,6 +82,29 @@ def model_options(command):
     ])
 
 
+def target_options(command):
+    """What a map explains beyond a class score (docs/targets.md); checked by :func:`target_settings`."""
+    from gradcam_cli.targets import DEFAULT_TARGET, TARGETS
+
+    kinds = "; ".join(f"{t.name}: {t.description.rstrip('.')}" for t in TARGETS.values())
+    return _apply(command, [
+        click.option("--target", "target_kind", type=click.Choice(list(TARGETS)), default=DEFAULT_TARGET,
+                     show_default=True, help=f"What each map explains ({kinds}). See docs/targets.md."),
+        click.option("--mask", default=None, type=click.Path(),
+                     help="--target segmentation: the region (an image, non-zero = inside, the image's size) "
+                          "or a CSV of image,mask rows; default: each class's predicted region."),
+        click.option("--reference", default=None, type=click.Path(),
+                     help="--target similarity: a reference image, a saved embedding (.npy) or a folder of them; "
+                          "each image is explained against each."),
+        click.option("--embedding", default=None, metavar="OUTPUT_OR_LAYER",
+                     help="--target similarity: the output or layer read as the embedding (default: the pooled "
+                          "features before the classifier's last Dense, else the output)."),
+        click.option("--sidecar", is_flag=True,
+                     help="The model's non-image inputs from a file beside each image: photo.json "
+                          "({\"input_name\": [values]}) or photo.csv (input_name,v1,v2,... rows); the image input first."),
+    ])
+
+
 def model_settings(params: dict, precision: str = "float32") -> ModelSettings:
     """The :class:`ModelSettings` that the model options describe (checks flags that exclude each other)."""
     ctx = click.get_current_context()

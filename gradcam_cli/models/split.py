@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gradcam_cli.errors import ModelError, OptionError
+from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import computable, execute, flatten, squashing_op
 from gradcam_cli.models.kernels import HEAVY_KERNEL, big_dense, channel_mean_kernels, transposed_kernels
 from gradcam_cli.models.targets import auto_step, resolve_target, select_output
@@ -103,19 +103,19 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
                 input_size: tuple[int, int] | None = None) -> Split:
     """Cut ``model`` at ``layer_name`` (see :class:`Split`). Nothing is mutated.
 
-    ``layer_name``: a top-level layer name; a '/'-separated path through nested
-    models, using their names (``mobilenetv2_1.00_224/out_relu``); a bare name
-    found exactly once anywhere in the nesting (a top-level name wins); or
-    ``"auto"``: in a transformer a normalisation of its last block, else the last
-    layer with a 4-D output larger than 1x1 on the way to the output (see :func:`auto_layer`). ``output``: which output of a
-    multi-output model to explain, by its name (the dict key, or the name of the
-    layer producing it) or its index; required when there are several. ``token_grid``, ``prefix_tokens``,
+    ``layer_name``: a top-level layer name; a '/'-separated path through nested models, using
+    their names (``mobilenetv2_1.00_224/out_relu``); a bare name found exactly once anywhere in the
+    nesting (a top-level name wins); or ``"auto"`` (see :func:`auto_layer`). ``output``: which
+    output of a multi-output model to explain, by its name (the dict key, or the name of the layer
+    producing it) or its index; required when there are several. ``token_grid``, ``prefix_tokens``,
     ``input_size``: see :func:`gradcam_cli.models.tokens.token_layout`.
     """
     graph = flatten(model)
     if len(graph.input_keys) != 1:
-        raise ModelError(
-            f"model '{model.name}' has {len(graph.input_keys)} inputs; only single-input image models are supported"
+        raise OptionError(
+            f"model '{model.name}' has {len(graph.input_keys)} inputs; only single-input image models are supported "
+            "here: pass --sidecar for non-image inputs in a file beside each image (docs/targets.md), or use "
+            "gradcam_cli.cam_multi.MultiInputCAM for several image inputs"
         )
     index = select_output(graph, output)
     out_key = graph.output_keys[index]

@@ -140,6 +140,7 @@ class OverlayOutput(Output):
         """Each heat-map method's overlays (BGR, with its boxes when asked), made once per image and
         shared with the grid and GIF outputs."""
         from gradcam_cli.render.boxes import draw_box
+        from gradcam_cli.render.outline import draw_outline
         from gradcam_cli.render.overlay import overlays
 
         if result.pictures is None:
@@ -152,6 +153,8 @@ class OverlayOutput(Output):
                 if self.boxes:
                     pictures = [draw_box(p, _scaled(box_of(e, method), sx, sy)) for p, e in zip(pictures,
                                                                                               result.entries)]
+                if result.explanation.regions is not None:  # a segmentation target's regions
+                    pictures = [draw_outline(p, r) for p, r in zip(pictures, result.explanation.regions)]
                 result.pictures[method] = pictures
             if base.shape[:2] != tuple(full):
                 result.record["overlay_size"] = [base.shape[1], base.shape[0]]

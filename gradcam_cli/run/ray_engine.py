@@ -146,9 +146,9 @@ class ExplainActor:
                               "file system every node shares") from None
         self.out_dir = writers.check_writable(spec.out_dir)
         _configure_tensorflow(spec.threads)
-        from gradcam_cli.cam import GradCAM
+        from gradcam_cli.cam_targets import cam_for
 
-        self.cam = GradCAM.from_settings(spec.settings.model)
+        self.cam = cam_for(spec.settings.model, spec.settings.targets)
         changed = (_differences("setting", recorded_settings(self.cam, spec.settings), spec.recorded)
                    + _differences("model", self.cam.describe(), spec.described))
         if changed:

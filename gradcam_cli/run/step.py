@@ -165,7 +165,9 @@ class BatchStep:
         self.cam, self.settings, self.out_dir = cam, settings, pathlib.Path(out_dir)
         targets = settings.targets
         self.indices = cam.resolve_classes(targets.classes) if targets.classes else None
-        self.n = len(self.indices) if self.indices else min(targets.top, cam.split.num_classes)
+        every = targets.kind == "similarity"  # each image against every reference, whatever --top
+        self.n = len(self.indices) if self.indices else min(cam.split.num_classes if every else targets.top,
+                                                            cam.split.num_classes)
         self.outputs = list(outputs) if outputs is not None else outputs_for(settings)
         self.truth = dict(truth or {})
         self.test_set = bool(self.truth) if test_set is None else test_set
@@ -186,8 +188,11 @@ class BatchStep:
         s = self.settings
         truth = [item.true_class for item in items] if self.test_set else None
         batch = np.stack([item.model_input for item in items])
+        sources = {"sources": [(item.ref.path, item.full_size) for item in items]} \
+            if getattr(self.cam, "needs_sources", False) else {}  # each image's mask or sidecar, by its path
         results = self.cam.explain_prepared(batch, top=s.targets.top, indices=self.indices, truth=truth,
-                                            threshold=s.targets.threshold, method=s.methods, options=s.method_options)
+                                            threshold=s.targets.threshold, method=s.methods, options=s.method_options,
+                                            **sources)
         if submit is None:
             return [self.write(item, result) for item, result in zip(items, results)]
         return [submit(self.write, item, result) for item, result in zip(items, results)]
@@ -200,6 +205,8 @@ class BatchStep:
             for slot, p in enumerate(result.predictions, start=1)
         ]
         entries = [_entry(p, self.cam.split.head_type) for p in result.predictions]
+        for entry, detail in zip(entries, result.details or ()):  # a target's own fields (pixel share, ...)
+            entry.update(detail)
         record = ok_record(item, width, height)
         true = item.true_class
         if true is not None:

@@ -1,0 +1,52 @@
+"""`--engine ray` with a target beyond class scores: each actor builds the same TargetCAM (target,
+masks, references from the run's settings) and writes what the local engine writes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from helpers import assert_close, assert_same_raws, invoke
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    import ray  # the [ray] extra (CI installs it): a missing Ray fails here, loudly
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def test_a_segmentation_run_with_masks_on_ray_equals_the_local_run(ray_address, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((24, 24, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="body")(inp)
+    keras.Model(inp, keras.layers.Conv2D(3, 1, activation="softmax", name="seg")(h)).save("seg.keras")
+    os.mkdir("imgs")
+    rng = np.random.default_rng(0)
+    rows = ["image,mask"]
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(f"imgs/p{i}.png")
+        Image.fromarray((rng.random((24, 24)) > 0.5).astype(np.uint8) * 255).save(f"m{i}.png")
+        rows.append(f"imgs/p{i}.png,m{i}.png")
+    with open("masks.csv", "w") as handle:
+        handle.write("\n".join(rows) + "\n")
+    args = ["explain", "imgs", "--model", "seg.keras", "--target", "segmentation", "--mask", "masks.csv",
+            "--preprocess", "scale", "--top", "2", "--save-raw", "--batch-size", "2", "-q"]
+    assert invoke(*args, "--out", "local").exit_code == 0
+    ray = invoke(*args, "--out", "ray", "--engine", "ray", "--workers", "1")
+    assert ray.exit_code == 0, ray.stderr
+    ours, theirs = (json.loads((tmp_path / d / "predictions.json").read_text()) for d in ("ray", "local"))
+    assert ours["target"] == "segmentation" and ours["options"]["mask"] == str(tmp_path / "masks.csv")
+    by_path = {r["path"]: r for r in theirs["images"]}
+    assert sorted(by_path) == sorted(r["path"] for r in ours["images"])
+    for record in ours["images"]:
+        assert_close(record, by_path[record["path"]], record["path"])
+        for entry in record["predictions"]:
+            assert_same_raws(tmp_path / "ray" / entry["raw"], tmp_path / "local" / entry["raw"], entry["raw"])
