@@ -31,7 +31,8 @@ def test_to_json_keeps_the_flat_keys_and_order_of_older_run_files():
     assert settings.targets.top == 1 and settings.outputs.overlay.max_side == 64
     flat = list(settings.to_json().items())
     assert flat[:len(old)] == list(old.items())  # keys, order and values
-    assert flat[len(old):] == [("caption", False), ("colorbar", False), ("intensity", "auto"), ("window", None)]  # added since, last, at their defaults
+    assert flat[len(old):] == [("caption", False), ("colorbar", False), ("intensity", "auto"), ("window", None),
+                                 ("slice_axis", None)]  # added since, last, at their defaults
 
 
 def test_nested_fields_map_to_their_flat_keys():

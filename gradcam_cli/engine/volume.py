@@ -26,19 +26,9 @@ from gradcam_cli.engine.explainer import (
 )
 from gradcam_cli.methods import Method
 from gradcam_cli.methods.score import MASK_EPS
+from gradcam_cli.methods.volumes import check_volume_methods
 from gradcam_cli.models.split import Split
 from gradcam_cli.settings import MethodOptions
-
-#: the methods defined on volumes (the issue's list); others are refused in one line
-VOLUME_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam")
-
-
-def check_volume_methods(names: Sequence[str]) -> None:
-    """ValueError naming the first method not defined on volumes."""
-    for name in names:
-        if name not in VOLUME_METHODS:
-            raise ValueError(f"method '{name}' is not defined on volumes (3-D models); use one of: "
-                             f"{', '.join(VOLUME_METHODS)}")
 
 
 def trilinear(x, size):

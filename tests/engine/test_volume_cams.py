@@ -8,7 +8,8 @@ import pytest
 from builders import blob_volumes, conv3d_model, in_blob, trained_conv3d
 from reference import scorecam_3d, trilinear_numpy, volume_method_map, volume_tape
 
-from gradcam_cli.engine.volume import VOLUME_METHODS, VolumeExplainer, trilinear
+from gradcam_cli.engine.volume import VolumeExplainer, trilinear
+from gradcam_cli.methods.volumes import VOLUME_METHODS
 from gradcam_cli.models.split import split_model
 
 GRADIENT_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
