@@ -4,7 +4,9 @@ input rank (:func:`gradcam_cli.models.input_rank.saved_input_rank`)."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 import click
 
@@ -84,6 +86,12 @@ def _run(stop, p: dict, settings, shard, refs) -> int:
         progress.update(1)
         if record["status"] != "ok":
             progress.write(f"gradcam: skipped {record['path']}: {record['message']}")
+        if p["jsonl"] and not stop.pipe_closed:
+            try:
+                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                stop.close_stdout()
 
     options = RunOptions(out_dir=p["out_dir"], batch_size=1, resume=p["resume"], shard=shard)
     stop.running = True

@@ -162,7 +162,8 @@ class VolumeStep:
             volume = read_volume(ref.path)
             x = model_input(volume, self.vm, self.settings, ref.path)
         except ImageError as exc:
-            return {"path": ref.path, "status": "error", "kind": exc.kind, "message": exc.message}
+            where = "" if exc.path == ref.path else f"slice {os.path.basename(exc.path)}: "  # a series' file
+            return {"path": ref.path, "status": "error", "kind": exc.kind, "message": where + exc.message}
         out = self.explainer(x)
         return self.write(ref, volume, out)
 
