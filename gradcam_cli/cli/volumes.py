@@ -133,3 +133,25 @@ def slice_refs(refs: list, axis: int, shard) -> list:
         width = len(str(count))
         out.extend(replace(ref, out_stem=f"{stem}.slice{k:0{width}d}", frame=k) for k in range(1, count + 1))
     return [ref for ref in out if shard is None or in_shard(ref, *shard)]
+
+
+def evaluate_refs(p: dict, model_path: str | None) -> list:
+    """``evaluate``'s inputs: a 3-D model is refused in one line (deletion / insertion are defined on
+    2-D images here); with ``--slice-axis`` each NIfTI input becomes its slices, as for ``explain``."""
+    from gradcam_cli.cli.common import discover_inputs
+    from gradcam_cli.io.discover import DEFAULT_EXTENSIONS
+    from gradcam_cli.models.input_rank import saved_input_rank
+
+    if saved_input_rank(model_path) == 5:
+        raise click.UsageError("evaluate takes 2-D models: deletion / insertion are not defined on volumes here; "
+                               "explain volumes with `gradcam explain`, or evaluate a 2-D model with --slice-axis")
+    axis = p.get("slice_axis")
+    if axis is None:
+        volumes = _nifti_arguments(p["inputs"])
+        if volumes:
+            raise click.UsageError(f"input {volumes[0]} is a volume (NIfTI) but the model takes 2-D images; pass "
+                                   "--slice-axis 0, 1 or 2 to evaluate it slice by slice")
+        return discover_inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], out_dir=p["out_dir"])
+    exts = (*(p["extensions"] or DEFAULT_EXTENSIONS), ".nii", ".gz")
+    refs = discover_inputs(p["inputs"], p["no_recursive"], exts, p["null"], out_dir=p["out_dir"])
+    return slice_refs(refs, axis, None)

@@ -238,3 +238,33 @@ def test_volumes_resume_and_shard_by_path(tmp_path, models):
     for r in parts[0] + parts[1]:
         assert r["predictions"][0]["maps"]["gradcam"]["peak_voxel"] == \
             by_path[r["path"]]["predictions"][0]["maps"]["gradcam"]["peak_voxel"]
+
+
+def test_evaluate_refuses_a_3d_model_and_takes_a_2d_models_slices(tmp_path, models):
+    volume = np.random.default_rng(5).normal(100, 30, (32, 32, 3)).astype(np.float32)
+    nibabel.save(nibabel.Nifti1Image(volume, AFFINE), tmp_path / "v.nii.gz")
+    out = tmp_path / "ev"
+    refused = invoke("evaluate", tmp_path / "v.nii.gz", "--model", models / "blob3d.keras", "--out", out)
+    assert refused.exit_code == 2 and not out.exists()
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "Error: evaluate takes 2-D models: deletion / insertion are not defined on volumes here; explain volumes with "
+        "`gradcam explain`, or evaluate a 2-D model with --slice-axis")
+    no_axis = invoke("evaluate", tmp_path / "v.nii.gz", "--model", models / "grey2d.keras", "--out", out)
+    assert no_axis.exit_code == 2 and "--slice-axis 0, 1 or 2" in no_axis.stderr and not out.exists()
+    result = invoke("evaluate", tmp_path / "v.nii.gz", "--model", models / "grey2d.keras", "--slice-axis", "2",
+                    "--out", out, "--metrics", "deletion,insertion", "--steps", 4, "-q")
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "evaluation.json").read_text())
+    assert [r["frame"] for r in document["images"]] == [1, 2, 3]
+    assert all(r["status"] == "ok" for r in document["images"])
+
+
+def test_volume_runs_refuse_the_ray_engine_and_slice_axis_in_one_line(tmp_path, models):
+    save_volumes(tmp_path / "in", blob_volumes(1, seed=0)[0])
+    out = tmp_path / "out"
+    ray = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--engine", "ray", "--out", out)
+    axis = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--slice-axis", "1", "--out", out)
+    for result, line in ((ray, "--engine ray runs images; volumes (a 3-D model) run on the local engine: drop it"),
+                         (axis, "--slice-axis applies to 2-D models; this model takes volumes whole: drop it")):
+        assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == f"Error: {line}"
+    assert not out.exists()
