@@ -85,42 +85,46 @@ def measure(batch: int, rounds: int, side: int) -> dict:
             "load_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
 
 
-def _memory_child(side: int) -> None:
-    """In a fresh process: peak RSS of one 256^3 volume through the volume step, above the loaded model."""
+def _memory_child(path: str) -> None:
+    """In a fresh process: the peak of the arrays one volume's step allocates (tracemalloc sees NumPy's
+    allocations), and the process's peak RSS growth over the step."""
     import resource
+    import tracemalloc
 
-    import nibabel
-
+    from gradcam_cli.config.classes import generic
     from gradcam_cli.io.discover import InputRef
+    from gradcam_cli.models.split import split_model
     from gradcam_cli.run.volumes import VolumeModel, VolumeStep
     from gradcam_cli.settings import ModelSettings, RunSettings
+
+    m = model(64)
+    vm = VolumeModel(m, split_model(m, "target"), (64, 64, 64), 1, generic(2))
+    with tempfile.TemporaryDirectory() as tmp:
+        step = VolumeStep(vm, RunSettings(model=ModelSettings(model="bench3d.keras"), methods=("gradcam",)),
+                          pathlib.Path(tmp) / "out")
+        step.explainer(np.zeros((1, 64, 64, 64, 1), np.float32))  # traced before the measure
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tracemalloc.start()
+        start = time.perf_counter()
+        record = step(InputRef(path, "v"))
+        seconds = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"status": record["status"], "peak_arrays_mib": round(peak / 2**20),
+                      "peak_rss_growth_mib": round((after - before) / 1024), "seconds": round(seconds, 2)}))
+
+
+def memory(side: int) -> dict:
+    import nibabel
 
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "v.nii.gz"
         volume = np.random.default_rng(1).normal(0, 1, (side, side, side)).astype(np.float32)
         nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), path)
-        del volume
-        m = model(64)
-        from gradcam_cli.config.classes import generic
-        from gradcam_cli.models.split import split_model
-
-        vm = VolumeModel(m, split_model(m, "target"), (64, 64, 64), 1, generic(2))
-        step = VolumeStep(vm, RunSettings(model=ModelSettings(model="bench3d.keras"), methods=("gradcam",)),
-                          pathlib.Path(tmp) / "out")
-        step.explainer(np.zeros((1, 64, 64, 64, 1), np.float32))  # traced before the baseline
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
-        record = step(InputRef(str(path), "v"))
-        seconds = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"side": side, "status": record["status"], "peak_rss_mib_above_model": round((after - before) / 1024),
-                      "seconds": round(seconds, 2)}))
-
-
-def memory(side: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--memory-child", str(side)], capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(path)], capture_output=True, text=True,
+                             check=True)
+    return {"side": side, **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
 def report(figures: dict) -> str:
@@ -147,9 +151,10 @@ def report(figures: dict) -> str:
         mem = figures["memory"]
         lines += [
             f"Memory: one {mem['side']}^3 float32 NIfTI volume through the volume step (read, resize to 64^3, "
-            f"Grad-CAM top-1, the map placed back on {mem['side']}^3, NIfTI + montage + GIF written) peaks at "
-            f"{mem['peak_rss_mib_above_model']} MiB above the loaded model ({mem['seconds']} s). The volume itself is "
-            f"{mem['side'] ** 3 * 4 // 2 ** 20} MiB in float32; so is each map placed back.",
+            f"Grad-CAM top-1, the map placed back on {mem['side']}^3, NIfTI + montage + GIF written, {mem['seconds']} s): "
+            f"its arrays peak at {mem['peak_arrays_mib']} MiB (tracemalloc), the process's peak RSS grows by "
+            f"{mem['peak_rss_growth_mib']} MiB over the loaded model. The volume itself is "
+            f"{mem['side'] ** 3 * 4 // 2 ** 20} MiB in float32; so is the map placed back on it.",
             "",
         ]
     return "\n".join(lines)
@@ -161,7 +166,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--side", type=int, default=64)
     parser.add_argument("--memory", action="store_true", help="also the peak memory of one 256^3 volume")
-    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     if args.memory_child is not None:

@@ -175,7 +175,10 @@ class VolumeStep:
         o = self.settings.outputs
         grid = volume.values.shape[:3]
         shown = volume.values if volume.values.ndim == 3 else volume.values[..., 0]
-        view = np.rint(windowed(shown, view_window(volume, self.settings))).astype(np.uint8)
+        window = view_window(volume, self.settings)
+        view = np.empty(shown.shape, np.uint8)
+        for k in range(shown.shape[2]):  # slice by slice: no float64 copy of the whole volume
+            view[:, :, k] = np.rint(windowed(shown[:, :, k], window))
         colormap = colormap_id(o.overlay.colormap)
         predictions = []
         for j in range(self.n):
