@@ -85,19 +85,21 @@ def first_component_gram(acts):
     """Eigen-CAM's map (:func:`gradcam_cli.methods.eigen.first_component`, the same sign rule) from the
     K x K covariance's leading eigenvector instead of the P x K SVD: a volume has P = h * w * d
     positions (4,096 at 16^3) for K channels (tens), and eigh of K x K is 3.5x faster than the SVD
-    (benchmarks/results/volumes.md). float64; (M, h, w, d, K) -> (M, h, w, d) float32."""
+    (benchmarks/results/volumes.md). The covariance is summed in float32 over centred values and
+    decomposed in float64; (M, h, w, d, K) -> (M, h, w, d) float32."""
     import tensorflow as tf
 
-    acts = tf.cast(acts, tf.float64)
+    acts = tf.cast(acts, tf.float32)
     s = tf.shape(acts)
     flat = tf.reshape(acts, [s[0], -1, s[4]])
     centred = flat - tf.reduce_mean(flat, axis=1, keepdims=True)
-    _, vectors = tf.linalg.eigh(tf.einsum("mpk,mpl->mkl", centred, centred))  # ascending eigenvalues
-    projection = tf.einsum("mpk,mk->mp", centred, vectors[:, :, -1])
+    covariance = tf.cast(tf.einsum("mpk,mpl->mkl", centred, centred), tf.float64)
+    _, vectors = tf.linalg.eigh(covariance)  # ascending eigenvalues, in float64
+    projection = tf.einsum("mpk,mk->mp", centred, tf.cast(vectors[:, :, -1], tf.float32))
     mean = tf.reduce_mean(flat, axis=2)
     agreement = tf.reduce_sum(projection * (mean - tf.reduce_mean(mean, axis=1, keepdims=True)), axis=1)
-    sign = tf.where(agreement < 0, tf.constant(-1.0, tf.float64), tf.constant(1.0, tf.float64))
-    return tf.cast(tf.reshape(projection * sign[:, None], s[:4]), tf.float32)
+    sign = tf.where(agreement < 0, -1.0, 1.0)
+    return tf.reshape(projection * sign[:, None], s[:4])
 
 
 def _flat(t):
@@ -133,8 +135,11 @@ class VolumeExplainer:
         self.fixed = None if classes is None else tf.constant(list(classes), dtype=tf.int32)
         self.n = self.top if self.top is not None else len(classes)
         self._gradient = [m for m in self.methods if m.needs_gradients]
-        spec = tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)
-        self._compiled = tf.function(self._explain, input_signature=[spec])
+        self._fused = [m for m in self.methods if m.needs_gradients]
+        #: XLA for the maps when a method beyond Grad-CAM is asked (off after a failure to compile)
+        self.xla = any(m.name != "gradcam" for m in self._fused)
+        self._spec = tf.TensorSpec((None, *split.model.inputs[0].shape[1:]), tf.float32)
+        self._compile()
 
     def _select(self, scores):
         import tensorflow as tf
@@ -175,25 +180,44 @@ class VolumeExplainer:
 
         acts, scores, classes, tiled, grads = self._tiled(x)
         acts = tf.cast(acts, tf.float32)
-        s = tf.shape(acts)
-        grid = [-1, self.n, s[1], s[2], s[3]]  # (B, N, h, w, d)
         if tiled is not None:
-            tiled, grads = _flat(tf.cast(tiled, tf.float32)), _flat(tf.cast(grads, tf.float32))
+            tiled, grads = tf.cast(tiled, tf.float32), tf.cast(grads, tf.float32)
+        fused = iter(tf.unstack(self._fused_maps(acts, tiled, grads), axis=2)) if self._fused else None
         maps = []
         for method in self.methods:
             if method.kind == "score":
+                s = tf.shape(acts)
                 found = masked_volume_scores(lambda z: self.split.full(z)[1], x, acts, classes,
                                              self.options.scorecam_batch)
                 raw = tf.einsum("bhwdk,bnk->bnhwd", acts, method.fn(acts, found))
-                maps.append(self._normalised(tf.reshape(raw, [-1, s[1], s[2], s[3]]), grid))
+                maps.append(self._normalised(tf.reshape(raw, [-1, s[1], s[2], s[3]]), [-1, self.n, s[1], s[2], s[3]]))
             elif method.needs_gradients:
-                maps.append(self._normalised(apply_method(method, tiled, grads), grid))
-            else:  # one map per volume, the same for every class
-                raw = first_component_gram(acts) if method.name == "eigencam" else apply_method(method, _flat(acts), None)
-                raw = tf.repeat(raw, self.n, axis=0)
-                maps.append(self._normalised(raw, grid))
+                maps.append(next(fused))
+            else:  # Eigen-CAM outside XLA (its eigh runs 2x slower inside): one map per volume, every class
+                s = tf.shape(acts)
+                raw = tf.repeat(first_component_gram(acts), self.n, axis=0)
+                maps.append(self._normalised(raw, [-1, self.n, s[1], s[2], s[3]]))
         scores = tf.cast(scores, tf.float32)
         return scores, squash(scores, self.split.activation), classes, tf.stack(maps, axis=2)
+
+    def _maps(self, acts, tiled, grads):
+        """Every gradient method's maps (B, N, M', h, w, d) from the tiled activations and gradients
+        (B * N, h, w, d, K); ``acts`` (B, h, w, d, K) gives the grid."""
+        import tensorflow as tf
+
+        s = tf.shape(acts)
+        grid = [-1, self.n, s[1], s[2], s[3]]  # (B, N, h, w, d)
+        if tiled is not None:
+            tiled, grads = _flat(tiled), _flat(grads)
+        return tf.stack([self._normalised(apply_method(m, tiled, grads), grid) for m in self._fused], axis=2)
+
+    def _compile(self) -> None:
+        """The compiled call. With ``xla``, the maps after the trunk and the head's backward pass are one
+        XLA cluster (their elementwise chains fuse, as in the 2-D explainer); the trunk stays outside."""
+        import tensorflow as tf
+
+        self._fused_maps = tf.function(self._maps, jit_compile=self.xla)
+        self._compiled = tf.function(self._explain, input_signature=[self._spec])
 
     @staticmethod
     def _normalised(raw, grid):
@@ -204,7 +228,16 @@ class VolumeExplainer:
         return tf.reshape(normalise_maps(flat), grid)
 
     def __call__(self, batch: np.ndarray) -> CamBatch:
-        scores, probs, classes, maps = self._compiled(np.asarray(batch, np.float32))
+        import tensorflow as tf
+
+        try:
+            scores, probs, classes, maps = self._compiled(np.asarray(batch, np.float32))
+        except tf.errors.InvalidArgumentError as exc:
+            if not self.xla or "XLA" not in str(exc):
+                raise
+            self.xla = False  # an op XLA cannot compile here: the plain graph instead
+            self._compile()
+            scores, probs, classes, maps = self._compiled(np.asarray(batch, np.float32))
         b = scores.shape[0]
         return CamBatch(scores=scores.numpy(), probs=probs.numpy(), classes=classes.numpy().astype(np.int32),
                         method_maps=maps.numpy(), guided=np.zeros((b, self.n, 0, 0, 3), np.float32))
