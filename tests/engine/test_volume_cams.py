@@ -60,6 +60,17 @@ def test_several_methods_in_one_pass_equal_each_alone(untrained):
         np.testing.assert_allclose(both.method_maps[:, :, m], alone.method_maps[:, :, 0], atol=1e-6)
 
 
+def test_batches_of_any_size_trace_once_and_equal_single_volumes(untrained):
+    x, _, _ = blob_volumes(3, seed=9)
+    explainer = VolumeExplainer(split_model(untrained, "target"), top=2, method=["gradcam++", "hirescam"])
+    batch = explainer(x)
+    for b in range(3):
+        single = explainer(x[b:b + 1])
+        np.testing.assert_allclose(single.method_maps[0], batch.method_maps[b], atol=1e-5)
+        np.testing.assert_array_equal(single.classes[0], batch.classes[b])
+    assert explainer.trace_count() == 1
+
+
 def test_trilinear_is_the_separable_half_pixel_interpolation():
     rng = np.random.default_rng(0)
     a = rng.random((1, 3, 4, 5, 2)).astype(np.float32)
