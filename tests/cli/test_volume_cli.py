@@ -268,3 +268,11 @@ def test_volume_runs_refuse_the_ray_engine_and_slice_axis_in_one_line(tmp_path, 
                          (axis, "--slice-axis applies to 2-D models; this model takes volumes whole: drop it")):
         assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == f"Error: {line}"
     assert not out.exists()
+
+
+def test_layers_lists_a_3d_models_5d_layers(models):
+    result = invoke("layers", "--model", models / "blob3d.keras", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["layer"], r["shape"], r["type"], r["auto"], r["target"]) for r in rows] == [
+        ("conv1", [16, 16, 16, 8], "Conv3D", False, False), ("target", [16, 16, 16, 8], "Conv3D", True, True)]
