@@ -150,6 +150,9 @@ def test_a_dicom_series_runs_and_no_identifying_value_reaches_any_output(tmp_pat
     assert record["volume"] == {**record["volume"], "format": "DICOM series", "slices": 6, "shape": [128, 128, 6],
                                 "sorted_by": "position", "modality": "CT"}
     assert json.loads(result.stdout.splitlines()[0])["path"] == record["path"]
+    report = (out / "report.html").read_text()
+    montages = [files["montage"] for entry in record["predictions"] for files in entry["maps"].values()]
+    assert len(montages) == 4 and all(name in report for name in montages)  # the report shows each montage
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) >= 2 * 2 * 3 + 3  # NIfTI, montage, GIF per map; the documents and the report
     for value in IDENTIFYING.values():
