@@ -237,6 +237,8 @@ def test_volumes_resume_and_shard_by_path(tmp_path, models):
     parts = [json.loads((shards / f"predictions.{k}-of-2.json").read_text())["images"] for k in (1, 2)]
     assert sorted(r["path"] for part in parts for r in part) == sorted(r["path"] for r in done)
     assert parts[0] and parts[1]
+    assert invoke("merge", shards).exit_code == 0  # the shards merge as image runs' do, sorted by path
+    assert [r["path"] for r in records(shards)] == sorted(r["path"] for r in done)
     by_path = {r["path"]: r for r in done}
     for r in parts[0] + parts[1]:
         assert r["predictions"][0]["maps"]["gradcam"]["peak_voxel"] == \
