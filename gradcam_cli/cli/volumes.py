@@ -11,6 +11,7 @@ import sys
 import click
 
 from gradcam_cli.cli.common import (
+    EXIT_BROKEN_PIPE,
     EXIT_NO_IMAGES,
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -19,6 +20,7 @@ from gradcam_cli.cli.common import (
     precheck_out,
     quiet_tensorflow,
 )
+from gradcam_cli.cli.interrupt import interrupted_line
 
 
 def _nifti_arguments(inputs) -> list[str]:
@@ -101,6 +103,11 @@ def _run(stop, p: dict, settings, shard, refs) -> int:
     finally:
         stop.running = False
         progress.close()
+    if stop.pipe_closed:
+        return EXIT_BROKEN_PIPE
+    if stop.signum is not None:  # the volume in flight was finished; --resume goes on
+        click.echo(interrupted_line(summary.records, summary.total), err=True)
+        return 128 + stop.signum
     if not p["quiet"]:
         kept = f" ({summary.resumed} kept from the previous run)" if summary.resumed else ""
         click.echo(f"gradcam: {summary.done} volumes explained{kept}, {summary.failed} failed; results in "

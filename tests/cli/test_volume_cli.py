@@ -269,7 +269,9 @@ def test_volume_runs_refuse_the_ray_engine_and_slice_axis_in_one_line(tmp_path, 
     out = tmp_path / "out"
     ray = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--engine", "ray", "--out", out)
     axis = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--slice-axis", "1", "--out", out)
+    grid = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--grid", "--out", out)
     for result, line in ((ray, "--engine ray runs images; volumes (a 3-D model) run on the local engine: drop it"),
+                         (grid, "--grid applies to images; a volume run writes NIfTI maps, montages and GIFs: drop it"),
                          (axis, "--slice-axis applies to 2-D models; this model takes volumes whole: drop it")):
         assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == f"Error: {line}"
     assert not out.exists()
