@@ -9,7 +9,8 @@ Conv3D 64, the target at 16^3 x 64 -> global average pool -> Dense 2). Per batch
   six gradient / activation methods together (one pass); Score-CAM against its floor, the 64
   masked forward passes alone.
 
-Samples alternate between the paths, so the ratios hold on a busy machine. ``--memory`` also runs one
+Samples alternate between the paths in a new random order each round (Score-CAM and its floor, seconds
+each, in rounds of their own), so the ratios hold on a busy machine. ``--memory`` also runs one
 256^3 NIfTI volume through :class:`gradcam_cli.run.volumes.VolumeStep` (read, resize to 64^3, explain,
 place the map back, write NIfTI + montage + GIF) in a fresh process and reports its peak RSS above
 the loaded model.
@@ -74,11 +75,14 @@ def measure(batch: int, rounds: int, side: int) -> dict:
     for fn in runs.values():
         fn()
         fn()  # warm: tracing, XLA
-    for _ in range(rounds):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(1000 * (time.perf_counter() - start))
+    heavy = ("scorecam", "scorecam floor")  # seconds each: timed in rounds of their own, after the light ones
+    rng = np.random.default_rng(0)
+    for group in ([n for n in runs if n not in heavy], list(heavy)):
+        for _ in range(rounds if group[0] != "scorecam" else max(3, rounds // 4)):
+            for name in rng.permutation(group):  # a new order each round: no path always follows another
+                start = time.perf_counter()
+                runs[name]()
+                times[name].append(1000 * (time.perf_counter() - start))
     median = {name: round(float(np.median(t)), 1) for name, t in times.items()}
     best = {name: round(float(np.min(t)), 1) for name, t in times.items()}
     return {"batch": batch, "side": side, "rounds": rounds, "median_ms": median, "best_ms": best,
@@ -136,7 +140,7 @@ def report(figures: dict) -> str:
         "# 3-D maps vs the forward pass (`bench_volumes.py`)",
         "",
         f"A 3-D CNN on {figures['side']}^3 volumes (target Conv3D at 16^3 x 64), batch {figures['batch']}, top-1; "
-        f"{figures['rounds']} alternating rounds; devices {', '.join(figures['devices'])}, "
+        f"{figures['rounds']} alternating rounds (Score-CAM: a quarter as many); devices {', '.join(figures['devices'])}, "
         f"{figures['cpus']} CPUs, load (1 min) {figures['load_1min']} at the end. Compiled forward pass: "
         f"{b['forward']} ms per batch at best, {m['forward']} median. On a shared machine the best of the rounds "
         "is the least disturbed by other load; the median shows the spread.",
