@@ -88,3 +88,30 @@ def test_upsample_trilinear_is_the_separable_half_pixel_interpolation():
     np.testing.assert_allclose(upsample_trilinear(a, (9, 7, 6)), trilinear_numpy(a.astype(np.float64), (9, 7, 6)),
                                atol=1e-6)
     np.testing.assert_array_equal(upsample_trilinear(a, a.shape), a)
+
+
+def test_a_series_without_positions_is_sorted_by_instance_number(tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    for n, number in enumerate([3, 1, 2]):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        del ds.ImagePositionPatient
+        ds.InstanceNumber, ds.RescaleIntercept = number, float(number) * 100
+        ds.save_as(tmp_path / f"f{n}.dcm")
+    volume = read_series(str(tmp_path))
+    assert volume.info["sorted_by"] == "instance_number"
+    np.testing.assert_allclose(volume.values[0, 0] - volume.values[0, 0, 0], [0.0, 100.0, 200.0])
+
+
+def test_a_nifti_2_volume_gets_a_nifti_2_map(tmp_path):
+    from nibabel.testing import data_path
+
+    src = nibabel.load(data_path / "example_nifti2.nii.gz")  # (32, 20, 12, 2), NIfTI-2
+    volume = read_nifti(str(data_path / "example_nifti2.nii.gz"))
+    cam = np.linspace(0, 1, 32 * 20 * 12, dtype=np.float32).reshape(32, 20, 12)
+    writers.write_nifti(tmp_path / "m.nii.gz", cam, volume.affine, volume.header)
+    back = nibabel.load(tmp_path / "m.nii.gz")
+    assert isinstance(back, nibabel.Nifti2Image) and back.shape == (32, 20, 12)
+    np.testing.assert_array_equal(back.affine, src.affine)
+    np.testing.assert_array_equal(back.get_fdata(dtype=np.float32), cam)
