@@ -21,6 +21,8 @@ from gradcam_cli.render.overlay import colormap_table, encode_png
 MONTAGE_SLICES = 16
 #: each tile's long side at least (small volumes are enlarged, nearest neighbour)
 TILE_SIDE = 128
+#: black pixels between the montage's tiles
+GAP = 2
 
 
 def _upright(plane: np.ndarray) -> np.ndarray:
@@ -53,10 +55,11 @@ def montage_png(view: np.ndarray, cam: np.ndarray, *, alpha: float = 0.4, colorm
     columns = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / columns)
     h, w = tiles[0].shape[:2]
-    sheet = np.zeros((rows * h, columns * w, 3), np.uint8)
+    gap = GAP
+    sheet = np.zeros((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), np.uint8)  # black between tiles
     for n, tile in enumerate(tiles):
         r, c = divmod(n, columns)
-        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+        sheet[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tile
     return encode_png(sheet)
 
 
