@@ -162,6 +162,8 @@ class DepthSettings:
 
     intensity: str = "auto"
     window: tuple[float, float] | None = None
+    #: a 2-D model on volumes (NIfTI): explain each slice along this axis (0, 1 or 2) as an image
+    slice_axis: int | None = None
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITIES:
@@ -170,6 +172,8 @@ class DepthSettings:
             if len(self.window) != 2 or not float(self.window[1]) > 0:
                 raise ValueError(f"window must be (centre, width) with a positive width, got {self.window!r}")
             object.__setattr__(self, "window", (float(self.window[0]), float(self.window[1])))
+        if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis!r}")
 
 
 #: ``to_json()``'s flat keys (the run file's and the header's, read back by ``--resume`` on older
@@ -190,6 +194,7 @@ _FLAT = {
     "intensity": ("depth", "intensity"), "window": ("depth", "window"),
     "target": ("targets", "kind"), "mask": ("targets", "mask"), "reference": ("targets", "reference"),
     "embedding": ("targets", "embedding"), "sidecar": ("targets", "sidecar"),
+    "slice_axis": ("depth", "slice_axis"),
 }
 
 

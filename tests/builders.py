@@ -371,3 +371,59 @@ def mean_reader(size: int = 32) -> keras.Model:
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros", name="value")(x)
     return keras.Model(inp, out, name="mean_reader")
+
+
+# ---------------------------------------------------------------------------
+# volumes: one bright blob at a random place in a noisy cube, and a small Conv3D model
+
+VOLUME = 16  # the synthetic volumes' side, voxels
+BLOB = 2.0  # the blob's radius, voxels
+
+
+def blob_volumes(n: int, seed: int, side: int = VOLUME):
+    """(x (n, side, side, side, 1) float32, y (n,) 0 = noise only / 1 = a blob, centres (n, 3) or -1).
+
+    Noise N(0, 0.1) (as the zero padding: no edge to learn); a blob is the ball of radius :data:`BLOB` around a centre drawn at least 3
+    voxels from the faces, at 1.0 (+ noise 0.05)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 0.1, (n, side, side, side, 1)).astype(np.float32)
+    y = (np.arange(n) % 2).astype(np.int64)
+    rng.shuffle(y)
+    centres = np.full((n, 3), -1, np.int64)
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), axis=-1)
+    for i in np.flatnonzero(y):
+        c = rng.integers(3, side - 3, 3)
+        centres[i] = c
+        ball = ((grid - c) ** 2).sum(-1) <= BLOB ** 2
+        x[i, ball, 0] = 1.0 + rng.normal(0, 0.05, int(ball.sum()))
+    return x, y, centres
+
+
+def in_blob(index, centre, margin: float = 0.0) -> bool:
+    """Whether voxel ``index`` lies in the ball of radius BLOB (+ ``margin``) around ``centre``."""
+    return float(((np.asarray(index) - np.asarray(centre)) ** 2).sum()) <= (BLOB + margin) ** 2
+
+
+def conv3d_model(side: int = VOLUME, channels: int = 1) -> keras.Model:
+    """Conv3D(8) -> Conv3D(8, 'target') at full resolution -> global max pool -> Dense(2) -> softmax."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((side, side, side, channels))
+    x = keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="conv1")(inp)
+    x = keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="target")(x)
+    x = keras.layers.GlobalMaxPooling3D()(x)
+    x = keras.layers.Dense(2, name="logits")(x)
+    out = keras.layers.Activation("softmax", name="probs")(x)
+    model = keras.Model(inp, out, name="blob3d")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def trained_conv3d() -> keras.Model:
+    """:func:`conv3d_model` trained on 256 volumes of seed 1 (blob or not), cached per session."""
+    if "conv3d" not in _TRAINED:
+        model = conv3d_model()
+        x, y, _ = blob_volumes(256, seed=1)
+        model.fit(x, y, epochs=6, batch_size=32, verbose=0)
+        _TRAINED["conv3d"] = model
+    return _TRAINED["conv3d"]

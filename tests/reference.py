@@ -116,3 +116,88 @@ def book_loop(
             x, _ = step(x, tf.constant(int(f)))
         out.append(x.numpy()[0])
     return deprocess(np.stack(out))
+
+
+# ---------------------------------------------------------------------------
+# 3-D maps: one volume, one class, one tape, each method's formula written out in NumPy
+
+
+def volume_tape(model: keras.Model, layer: str, volume: np.ndarray, class_index: int):
+    """(activations (h, w, d, K), dy_c/dA) of one volume, y_c the logit before the final softmax layer."""
+    sub = keras.Model(model.inputs[0], [model.get_layer(layer).output, model.layers[-1].input])
+    with tf.GradientTape() as tape:
+        acts, logits = sub(volume[None], training=False)
+        score = logits[0, class_index]
+    return acts[0].numpy().astype(np.float64), tape.gradient(score, acts)[0].numpy().astype(np.float64)
+
+
+def _scaled(cam: np.ndarray) -> np.ndarray:
+    cam = np.maximum(cam, 0.0)
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+def eigen_3d(acts: np.ndarray) -> np.ndarray:
+    """The activations' first principal component over positions, sign agreeing with the channel mean."""
+    flat = acts.reshape(-1, acts.shape[-1])
+    centred = flat - flat.mean(0)
+    v = np.linalg.svd(centred, full_matrices=False)[2][0]
+    projection = centred @ v
+    mean = flat.mean(1)
+    if (projection * (mean - mean.mean())).sum() < 0:
+        projection = -projection
+    return projection.reshape(acts.shape[:3])
+
+
+def volume_method_map(method: str, acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam on one volume: the (h, w, d) map in [0, 1]."""
+    axes = (0, 1, 2)
+    if method == "gradcam":
+        return _scaled((acts * grads.mean(axes)).sum(-1))
+    if method == "gradcam++":
+        g2, g3 = grads ** 2, grads ** 3
+        denom = 2 * g2 + acts.sum(axes) * g3 + 1e-6
+        alpha = np.where(grads != 0, g2 / np.where(grads != 0, denom, 1.0), 0.0)
+        return _scaled((acts * (np.maximum(grads, 0) * alpha).sum(axes)).sum(-1))
+    if method == "xgradcam":
+        return _scaled((acts * ((grads * acts).sum(axes) / (acts.sum(axes) + 1e-7))).sum(-1))
+    if method == "layercam":
+        return _scaled((np.maximum(grads, 0) * acts).sum(-1))
+    if method == "hirescam":
+        return _scaled((grads * acts).sum(-1))
+    if method == "eigencam":
+        return _scaled(eigen_3d(acts))
+    raise ValueError(method)
+
+
+def linear_resize_axis(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Linear interpolation along one axis, half-pixel centres, edges clamped."""
+    n = a.shape[axis]
+    src = np.clip((np.arange(size) + 0.5) * n / size - 0.5, 0, n - 1)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, n - 1)
+    frac = (src - i0).reshape([-1 if k == axis else 1 for k in range(a.ndim)])
+    return np.take(a, i0, axis=axis) * (1 - frac) + np.take(a, i1, axis=axis) * frac
+
+
+def trilinear_numpy(a: np.ndarray, shape) -> np.ndarray:
+    """(h, w, d, ...) -> (H, W, D, ...), one axis at a time."""
+    for axis, size in enumerate(shape):
+        a = linear_resize_axis(a, axis, size)
+    return a
+
+
+def scorecam_3d(model: keras.Model, layer: str, volume: np.ndarray, class_index: int) -> np.ndarray:
+    """Score-CAM on one volume: each channel upsampled trilinearly and min-max scaled masks the
+    input; softmax over channels of the class logit on the masked volumes weighs the channels."""
+    acts, _ = volume_tape(model, layer, volume, class_index)
+    logits_of = keras.Model(model.inputs[0], model.layers[-1].input)
+    masks = []
+    for k in range(acts.shape[-1]):
+        up = trilinear_numpy(acts[..., k], volume.shape[:3])
+        span = up.max() - up.min()
+        masks.append((up - up.min()) / (span + 1e-8) if span > 1e-8 else np.zeros_like(up))
+    masked = np.stack([volume * m[..., None] for m in masks]).astype(np.float32)
+    scores = logits_of(masked, training=False).numpy()[:, class_index].astype(np.float64)
+    weights = np.exp(scores - scores.max())
+    weights /= weights.sum()
+    return _scaled((acts * weights).sum(-1))

@@ -33,8 +33,8 @@ def test_to_json_keeps_the_flat_keys_and_order_of_older_run_files():
     assert flat[:len(old)] == list(old.items())  # keys, order and values
     assert flat[len(old):] == [("caption", False), ("colorbar", False), ("intensity", "auto"), ("window", None),
                                ("target", "class"), ("mask", None), ("reference", None), ("embedding", None),
-                               ("sidecar", False), ("model.token_grid", None), ("model.prefix_tokens", None)]
-    # added since, last, at their defaults
+                               ("sidecar", False), ("slice_axis", None), ("model.token_grid", None),
+                               ("model.prefix_tokens", None)]  # added since, last, at their defaults
 
 
 def test_nested_fields_map_to_their_flat_keys():

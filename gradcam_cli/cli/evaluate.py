@@ -10,7 +10,6 @@ import click
 from gradcam_cli.cli.common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
-    discover_inputs,
     errors,
     make_cam,
     precheck_out,
@@ -112,7 +111,9 @@ def _evaluate(stop, p: dict) -> int:
     if any(get_metric(m).needs_boxes for m in p["metrics"]) and p["boxes_csv"] is None:
         boxed = " / ".join(m for m in metric_names() if get_metric(m).needs_boxes)
         raise click.UsageError(f"--metrics {boxed} need --boxes-csv path,label,x0,y0,x1,y1")
-    refs = discover_inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], out_dir=p["out_dir"])
+    from gradcam_cli.cli.volumes import evaluate_refs
+
+    refs = evaluate_refs(p, model_settings(p).model)  # a volume: its slices (--slice-axis), or a refusal
     settings = EvalSettings(methods=methods, metrics=p["metrics"], classes=tuple(p["classes"]), score=p["score"],
                             steps=p["steps"], deletion_baseline=p["deletion_baseline"],
                             insertion_baseline=p["insertion_baseline"], boxes_csv=p["boxes_csv"],

@@ -44,13 +44,8 @@ from gradcam_cli.cli.options import (
     unit_interval,
 )
 from gradcam_cli.cli.targets import check_mask_sizes, target_settings
-from gradcam_cli.settings import (
-    DEFAULT_BATCH,
-    DEFAULT_TOP,
-    PRECISIONS,
-    RunOptions,
-    RunSettings,
-)
+from gradcam_cli.io.discover import DEFAULT_EXTENSIONS
+from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_TOP, PRECISIONS, RunOptions, RunSettings
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -123,13 +118,23 @@ def _explain(stop, p: dict) -> int:
     shard = parse_shard_option(p["shard"])
     ray_options = _ray_options(p["engine"], p["ray_address"], p["workers"], p["gpus_per_worker"], p["cpus_per_worker"])
     targets = target_settings(p, classes, tuple(p["methods"]))
-    refs = discover_inputs(p["inputs"], p["no_recursive"], p["extensions"], p["null"], shard, p["out_dir"])
-    check_mask_sizes(targets, refs)
     settings = RunSettings(
         model=model_settings(p, p["precision"]), targets=targets,
         methods=tuple(p["methods"]), method_options=method_settings(p), outputs=output_settings(p),
         max_pixels=p["max_pixels"], depth=depth_settings(p),
     )
+    from gradcam_cli.cli.volumes import slice_refs, volume_run
+
+    code = volume_run(stop, p, settings, shard)  # a 3-D model's run, or None: images
+    if code is not None:
+        return code
+    axis = settings.depth.slice_axis
+    exts = (*(p["extensions"] or DEFAULT_EXTENSIONS), ".nii", ".gz") if axis is not None else p["extensions"]
+    refs = discover_inputs(p["inputs"], p["no_recursive"], exts, p["null"], None if axis is not None else shard,
+                           p["out_dir"])
+    if axis is not None:  # a 2-D model on volumes: each NIfTI input becomes its slices
+        refs = slice_refs(refs, axis, shard)
+    check_mask_sizes(targets, refs)
     labels = _precheck(settings, None if p["dry_run"] else p["out_dir"], shard)
     if p["dry_run"]:
         return _dry_run(stop, settings, refs, p["jsonl"])

@@ -27,7 +27,20 @@ def layers(pattern, as_json, **model_params) -> None:
     Example:
       gradcam layers --backbone resnet50 --filter 'conv5*out'
     """
-    cam = make_cam_without_weights(model_settings(model_params))
+    settings = model_settings(model_params)
+    from gradcam_cli.models.input_rank import saved_input_rank
+
+    if saved_input_rank(settings.model) == 5:  # a 3-D model: its 5-D layers (docs/medical.md, volumes)
+        from types import SimpleNamespace
+
+        from gradcam_cli.run.volumes import load_volume_model
+        from gradcam_cli.settings import RunSettings
+
+        with _errors():
+            vm = load_volume_model(RunSettings(model=settings))
+        cam = SimpleNamespace(model=vm.model, layer=vm.split.layer_name, profile=SimpleNamespace(output=settings.output))
+    else:
+        cam = make_cam_without_weights(settings)
     from gradcam_cli.models.targets import auto_layer, candidate_layers
 
     with _errors():

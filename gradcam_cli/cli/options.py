@@ -330,11 +330,14 @@ def depth_options(command):
                      help="Full-depth inputs: the window of the 8-bit view the overlays are drawn on, in the image's "
                           "units (e.g. 40,400 for CT soft tissue); default: a DICOM's own window, else the 1st-99th "
                           "percentiles. With --intensity window, the model's too."),
+        click.option("--slice-axis", type=click.IntRange(0, 2), default=None,
+                     help="A 2-D model on NIfTI volumes: explain each slice along this voxel axis (0, 1 or 2) as an "
+                          "image (records carry the slice as 'frame' 1..N). A 3-D model takes volumes whole."),
     ])
 
 
 def depth_settings(p: dict) -> DepthSettings:
-    return DepthSettings(intensity=p["intensity"], window=p["window"])
+    return DepthSettings(intensity=p["intensity"], window=p["window"], slice_axis=p.get("slice_axis"))
 
 
 def input_options(command):

@@ -124,6 +124,26 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+def write_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, header: Any = None) -> None:
+    """A float32 NIfTI file (``.nii``, or gzip-compressed for ``.nii.gz``) of ``array`` on the grid ``affine``,
+    with ``header``'s fields (a volume's own, so a viewer lays the map over it; its scaling reset)
+    or a fresh NIfTI-1 header; atomically, as every write."""
+    import gzip
+
+    import nibabel
+
+    data = np.ascontiguousarray(array, dtype=np.float32)
+    kind = nibabel.Nifti2Image if isinstance(header, nibabel.Nifti2Header) else nibabel.Nifti1Image
+    head = None if header is None else header.copy()
+    if head is not None and head.endianness != "<":  # a big-endian header: the map is written little-endian
+        head = head.as_byteswapped("<")
+    image = kind(data, np.asarray(affine, np.float64), head)
+    image.header.set_data_dtype(np.float32)
+    image.header.set_slope_inter(1.0, 0.0)
+    payload = image.to_bytes()
+    write_bytes(path, gzip.compress(payload, compresslevel=6, mtime=0) if str(path).endswith(".gz") else payload)
+
+
 def check_creatable(directory: str | os.PathLike) -> None:
     """Raise :class:`OutputError` when ``directory`` could not be created or written into,
     creating nothing (the run creates it when it starts)."""

@@ -16,30 +16,40 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import Graph, LayerInfo, flatten
 from gradcam_cli.models.tokens import attention_steps, pooled_token_norm, transformer_auto
 
 
-def _spatial(shape: tuple) -> bool:
-    """A (batch, h, w, c) shape whose spatial extent is more than 1 x 1 (unknown sizes count as more)."""
-    if len(shape) != 4:
+def map_rank(graph: Graph) -> int:
+    """The rank of a target layer's output: that of the model input, 4 for images (batch, h, w, c),
+    5 for volumes (batch, h, w, d, c); any other input rank keeps 4 (and finds no target)."""
+    shapes = [tuple(graph.tensors[key].shape) for key in graph.input_keys]
+    return 5 if len(shapes) == 1 and len(shapes[0]) == 5 else 4
+
+
+def _spatial(shape: tuple, rank: int = 4) -> bool:
+    """A (batch, h, w, c) shape (``rank`` 5: (batch, h, w, d, c)) whose spatial extent is more than
+    1 x 1 (unknown sizes count as more)."""
+    if len(shape) != rank:
         return False
-    h, w = shape[1], shape[2]
-    return h is None or w is None or h * w > 1
+    extent = shape[1:-1]
+    return any(n is None for n in extent) or int(np.prod(extent)) > 1
 
 
 def _candidates(graph: Graph, within: set | None = None, tokens: bool = False) -> list:
-    """(step, shape) of every step with one 4-D output of spatial extent > 1 x 1, in graph order
-    (``tokens``: 3-D token outputs (batch, tokens, channels) too)."""
-    found = []
+    """(step, shape) of every step with one 4-D output of spatial extent > 1 x 1 (5-D in a volume
+    model), in graph order (``tokens``: 3-D token outputs (batch, tokens, channels) too)."""
+    found, rank = [], map_rank(graph)
     for step in graph.steps:
         if within is not None and id(step) not in within:
             continue
         if len(step.outputs) != 1 or type(step.op).__name__ == "InputLayer":
             continue
         shape = tuple(graph.tensors[step.outputs[0]].shape)
-        if _spatial(shape) or (tokens and len(shape) == 3 and (shape[1] is None or shape[1] > 1)):
+        if _spatial(shape, rank) or (tokens and len(shape) == 3 and (shape[1] is None or shape[1] > 1)):
             found.append((step, shape))
     return found
 
@@ -187,12 +197,13 @@ def resolve_target(graph: Graph, name: str, *, hint: str | None = "--layer", tok
             f"{_fix(hint, 'a 4-D layer')}"
         )
     shape = tuple(graph.tensors[keys[0]].shape)
-    if tokens and len(shape) not in (3, 4):
+    volume = len(shape) == 5 and map_rank(graph) == 5  # a volume model's layer: (batch, h, w, d, channels)
+    if tokens and len(shape) not in (3, 4) and not volume:
         raise OptionError(
             f"layer '{path}' of model '{model.name}' has output shape {shape}, not 4-D (batch, height, width, "
             f"channels) nor 3-D tokens (batch, tokens, channels); {_fix(hint, 'a 4-D or token layer')} ({LAYERS_HINT})"
         )
-    if len(shape) != 4 and not tokens:
+    if len(shape) != 4 and not tokens and not volume:
         raise OptionError(
             f"layer '{path}' of model '{model.name}' has output shape {shape}, not 4-D (batch, height, width, "
             f"channels): it has no spatial and channel axes; {_fix(hint, 'a 4-D layer')} ({LAYERS_HINT})"

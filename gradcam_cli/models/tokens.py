@@ -113,10 +113,11 @@ def _refuse(path: str, shape: tuple, why: str) -> OptionError:
 
 def token_layout(graph: Any, key: Any, path: str, input_size: tuple, grid: tuple[int, int] | None = None,
                  prefix: int | None = None) -> TokenLayout | None:
-    """The layout of the target tensor ``key`` (None for a 4-D layer); see the module docstring.
+    """The layout of the target tensor ``key`` (None for a 4-D layer, or a volume model's 5-D one, which
+    :func:`gradcam_cli.models.targets.resolve_target` admitted); see the module docstring.
     ``input_size``: the model input's (height, width), None where not fixed."""
     shape = tuple(graph.tensors[key].shape)
-    if len(shape) == 4:
+    if len(shape) in (4, 5):
         return None
     tokens = shape[1] if len(shape) == 3 else None
     if len(shape) != 3:

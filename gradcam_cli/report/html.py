@@ -105,7 +105,9 @@ def card_data(index: int, record: dict, out_dir: pathlib.Path, on_disk: OnDisk |
         "name": f"{name} · frame {frame}" if frame is not None else name,
         "status": str(record.get("status", "")),
         # a browser shows no DICOM file: its card shows the overlays only (drawn on its windowed view)
-        "src": None if depth.get("format") == "DICOM" or _dicom_name(path) else _original_url(path, out_dir),
+        # nor a volume (NIfTI, a DICOM series): its card shows each map's montage of slices
+        "src": None if depth.get("format") == "DICOM" or _dicom_name(path) or "volume" in record
+        else _original_url(path, out_dir),
         "size": [record.get("width"), record.get("height")],
         "preds": [],
         "top": None,
@@ -136,6 +138,8 @@ def card_data(index: int, record: dict, out_dir: pathlib.Path, on_disk: OnDisk |
 def _map_files(entry: dict) -> list[tuple]:
     """(method, file or None) of one prediction's pictures: its overlay (one method) or overlays
     (several), then its guided Grad-CAM map; an overlay-less slot only when there is no picture."""
+    if isinstance(entry.get("maps"), dict):  # a volume's maps: method -> {nifti, montage, gif}
+        return [(method, files.get("montage")) for method, files in entry["maps"].items() if isinstance(files, dict)]
     several = entry.get("overlays") if isinstance(entry.get("overlays"), dict) else {}
     files = list(several.items()) or [(entry.get("method"), entry.get("overlay"))]
     if isinstance(entry.get("guided"), str) and entry["guided"]:

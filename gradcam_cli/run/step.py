@@ -72,11 +72,14 @@ def decode_item(ref: InputRef, profile: Profile, max_pixels: int | None = None, 
     (:func:`gradcam_cli.io.images.decode_pair`), so no picture option changes what the model sees.
     A DICOM file, and a grey PNG / TIFF of more than 8 bits, is kept at full depth
     (:func:`full_depth_item`, ``depth``: its intensity rule and view window)."""
-    from gradcam_cli.io import depth as full, dicom, images
+    from gradcam_cli.io import depth as full, dicom, images, volume
 
     limit = {"max_pixels": max_pixels} if max_pixels else {}
     notes: list = []
     try:
+        if ref.frame is not None and depth is not None and depth.slice_axis is not None and volume.is_nifti(ref.path):
+            return full_depth_item(ref, volume.slice_scan(ref.path, depth.slice_axis, ref.frame), profile, depth,
+                                   true_class)
         if dicom.is_dicom(ref.path):
             read = dicom.read_dicom(ref.path, ref.frame, **limit)
             if isinstance(read, full.Scan):
