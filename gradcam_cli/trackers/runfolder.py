@@ -69,11 +69,15 @@ def _entry_text(entry: dict) -> str:
     return entry.get("label", "?") if score is None else f"{entry.get('label', '?')} {score:.3f}"
 
 
-def top_caption(record: dict) -> str:
-    """``top-2: blue 0.364, green 0.353`` (+ ``; truth: red``): an image's ranked classes."""
-    entries = [e for e in record.get("predictions") or [] if isinstance(e, dict)]
-    ranked = sorted((e for e in entries if isinstance(e.get("rank"), int)), key=lambda e: e["rank"])
-    text = f"top-{len(ranked)}: " + ", ".join(_entry_text(e) for e in ranked)
+def top_caption(record: dict, top: int | None) -> str:
+    """``top-2: blue 0.364, green 0.353`` (+ ``; truth: red (rank 3)``): an image's ranked classes,
+    without the true class's extra map (test-set mode) when it is not among them; ``top`` None: the
+    run asked classes (``--class``), shown as ``classes: ...``."""
+    entries = [e for e in record.get("predictions") or [] if isinstance(e, dict) and isinstance(e.get("rank"), int)]
+    if top is not None:
+        entries = sorted((e for e in entries if not e.get("true_class") or e["rank"] <= top), key=lambda e: e["rank"])
+    head = f"top-{len(entries)}" if top is not None else "classes"
+    text = f"{head}: " + ", ".join(_entry_text(e) for e in entries)
     truth = record.get("true_label")
     if isinstance(truth, dict) and truth.get("label") is not None:
         text += f"; truth: {truth['label']} (rank {truth.get('rank', '?')})"
@@ -157,11 +161,13 @@ def read_run(folder, predictions: str = JSON_NAME, evaluation=None) -> FinishedR
     folder = pathlib.Path(folder)
     document = _checked(folder, predictions)
     shots, rows = [], []
+    options = document["options"]
+    asked_top = None if options.get("classes") else options.get("top")
     for record in document["images"]:
         if not isinstance(record, dict) or record.get("status") != "ok":
             continue
         image = str(record.get("path", "?"))
-        caption = top_caption(record)
+        caption = top_caption(record, asked_top if isinstance(asked_top, int) else None)
         entries = [e for e in record.get("predictions") or [] if isinstance(e, dict)]
         first = None
         for entry in entries:

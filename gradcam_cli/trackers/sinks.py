@@ -64,14 +64,17 @@ def export_tensorboard(run: FinishedRun, log_dir) -> pathlib.Path:
     return log_dir
 
 
-def export_mlflow(run: FinishedRun, tracking_uri: str, experiment: str, run_name: str | None = None) -> str:
-    """One MLflow run in ``experiment`` (made when absent) of the store at ``tracking_uri``; its id."""
+def export_mlflow(run: FinishedRun, tracking_uri: str, experiment: str, run_name: str | None = None,
+                  artifact_location: str | None = None) -> str:
+    """One MLflow run in ``experiment`` of the store at ``tracking_uri``; its id. An absent experiment
+    is made, its artifacts at ``artifact_location`` (None: where the store puts them)."""
     mlflow = require("mlflow")
     from mlflow.entities import Metric, Param
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    experiment_id = (found.experiment_id if found is not None
+                     else client.create_experiment(experiment, artifact_location=artifact_location))
     created = client.create_run(experiment_id, run_name=run_name or run.folder.resolve().name,
                                 tags={"gradcam.folder": str(run.folder.resolve()), "gradcam.version": run.version})
     run_id = created.info.run_id
