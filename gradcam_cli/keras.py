@@ -26,7 +26,7 @@ from gradcam_cli.engine.explainer import Explainer
 from gradcam_cli.models.split import split_model
 from gradcam_cli.render.overlay import colormap_id, overlays
 from gradcam_cli.trackers import require
-from gradcam_cli.trackers.sinks import mlflow_images, summary_images, wandb_images
+from gradcam_cli.trackers.sinks import mlflow_images, wandb_images
 
 SUBFOLDER = "gradcam"  # beside Keras's own TensorBoard callback's train/ and validation/
 
@@ -78,35 +78,54 @@ class GradCAMCallback(keras.callbacks.Callback):
         self.mlflow, self.wandb = mlflow, wandb
         self.explainer: Explainer | None = None
         self._built_for = None
-        self._writer = None
+        self._summaries = None  # the compiled TensorBoard step, with its writer
 
     def on_train_begin(self, logs=None) -> None:
         if self._built_for is not self.model:  # built once per model: every later fit reuses it
             split = split_model(self.model, self.layer)
             self.explainer = Explainer(split, top=self.top, classes=self.classes, method=self.method)
             self._built_for = self.model
-        if self.log_dir is not None and self._writer is None:
-            import tensorflow as tf
+            self._summaries = None
+        if self.log_dir is not None and self._summaries is None:
+            self._summaries = self._summary_step()
 
-            self._writer = tf.summary.create_file_writer(str(self.log_dir))
+    def _summary_step(self):
+        """One compiled step writing every image's overlays and caption (traced once): eager
+        ``tf.summary`` calls, one per image, would cost more than the maps themselves."""
+        import tensorflow as tf
+
+        require("tensorboard")
+        writer = tf.summary.create_file_writer(str(self.log_dir))
+        count = self.explainer.n * len(self.explainer.methods)
+        spec = [tf.TensorSpec((len(self.names), count, None, None, 3), tf.uint8),
+                tf.TensorSpec((len(self.names),), tf.string), tf.TensorSpec((), tf.int64)]
+
+        @tf.function(input_signature=spec)
+        def write(pictures, captions, step):
+            with writer.as_default():
+                for i, name in enumerate(self.names):
+                    tf.summary.image(f"gradcam/{name}", pictures[i], step=step, max_outputs=count,
+                                     description="Grad-CAM overlays, one per explained class and method; "
+                                                 "the caption (text tab) names them")
+                    tf.summary.text(f"gradcam/{name}/caption", captions[i], step=step)
+
+        def write_and_flush(pictures, captions, step):
+            write(pictures, captions, step)
+            writer.flush()  # each epoch's maps are on disk when it ends
+
+        return write_and_flush
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         if (epoch + 1) % self.every:
             return
         items = self.overlays(epoch)
-        if self._writer is not None:
-            with self._writer.as_default():
-                summary_images(items, step=epoch)
-            self._writer.flush()
+        if self._summaries is not None:
+            self._summaries(np.stack([pictures for _, pictures, _ in items]),
+                            np.array([caption for *_, caption in items], dtype=object), np.int64(epoch))
         if self.mlflow:
             mlflow_images(items, step=epoch)
         if self.wandb:
             wandb_images(items, step=epoch)
-
-    def on_train_end(self, logs=None) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
     def _label(self, index: int) -> str:
         if self.class_names is not None and 0 <= index < len(self.class_names):

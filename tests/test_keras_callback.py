@@ -51,6 +51,9 @@ def read_images(folder):
     events.Reload()
     found = {}
     for tag in events.Tags()["tensors"]:
+        if tag.endswith("/caption"):  # a text summary: the epoch's classes
+            found[tag] = [(e.step, tensor_util.make_ndarray(e.tensor_proto).item().decode()) for e in events.Tensors(tag)]
+            continue
         for event in events.Tensors(tag):
             value = tensor_util.make_ndarray(event.tensor_proto)  # [width, height, png, png, ...]
             pictures = [cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR) for png in value[2:]]
@@ -70,7 +73,8 @@ def test_the_callback_logs_every_epoch_and_leaves_training_alone(tmp_path):
     assert callback.trace_count() == 1  # one compiled pass, reused by the second epoch
 
     found = read_images(tmp_path / "gradcam")
-    assert sorted(found) == [f"gradcam/image_{i:02d}" for i in range(N_IMAGES)]
+    captions = {tag.removesuffix("/caption"): found.pop(tag) for tag in list(found) if tag.endswith("/caption")}
+    assert sorted(found) == sorted(captions) == [f"gradcam/image_{i:02d}" for i in range(N_IMAGES)]
     pictures = [p for events in found.values() for (_, _, _, ps) in events for p in ps]
     assert len(pictures) == EPOCHS * N_IMAGES
     for events in found.values():
@@ -85,6 +89,7 @@ def test_the_callback_logs_every_epoch_and_leaves_training_alone(tmp_path):
         logged = found[tag][-1][3][0][..., ::-1]  # BGR -> RGB
         assert np.abs(logged.astype(int) - pictures_now[0].astype(int)).max() <= 1  # PNG is lossless; 1: map noise
         assert caption.startswith("epoch 2: gradcam maps of ") and caption.split(" maps of ")[1].split()[0] in "rgb"
+        assert captions[tag] == [(0, captions[tag][0][1]), (1, caption)]
 
 
 class Leaky(keras.callbacks.Callback):
@@ -110,7 +115,8 @@ def test_every_n_epochs_and_bad_arguments(tmp_path):
     callback = GradCAMCallback(x[:2], log_dir=tmp_path, every=2, names=["a", "b"])
     fit([callback])
     found = read_images(tmp_path / "gradcam")
-    assert {tag: [step for step, *_ in events] for tag, events in found.items()} == {"gradcam/a": [1], "gradcam/b": [1]}
+    assert {tag: [step for step, *_ in events] for tag, events in found.items()} == {
+        "gradcam/a": [1], "gradcam/b": [1], "gradcam/a/caption": [1], "gradcam/b/caption": [1]}
     with pytest.raises(ValueError, match="logs nowhere"):
         GradCAMCallback(x[:2])
     with pytest.raises(ValueError, match=r"\(N, H, W, C\) batch"):
