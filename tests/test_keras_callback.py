@@ -3,6 +3,8 @@ epoch's overlays, and training is exactly what it is without the callback."""
 
 from __future__ import annotations
 
+import pathlib
+
 import cv2
 import keras
 import numpy as np
@@ -121,3 +123,32 @@ def test_every_n_epochs_and_bad_arguments(tmp_path):
         GradCAMCallback(x[:2])
     with pytest.raises(ValueError, match=r"\(N, H, W, C\) batch"):
         GradCAMCallback(x[0], log_dir=tmp_path)
+
+
+def test_the_callback_logs_to_mlflow_and_wandb_when_asked(tmp_path, monkeypatch):
+    import mlflow
+
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    import wandb
+
+    _, x, _ = model_and_data()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("cb", artifact_location=(tmp_path / "art").as_uri())
+    session = wandb.init(project="cb", dir=str(tmp_path), mode="offline")
+    try:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            fit([GradCAMCallback(x[:2], mlflow=True, wandb=True, names=["a", "b"])])
+    finally:
+        session.finish()
+        mlflow.set_tracking_uri(None)
+    logged = [f.path for f in mlflow.MlflowClient(uri).list_artifacts(run.info.run_id, "images")]
+    for name in ("a", "b"):  # key gradcam/NAME/CLASS_SLOT (MLflow writes / as ~), one per epoch
+        steps = sorted(p.split("+")[2] for p in logged if p.startswith(f"images/gradcam~{name}~0+") and p.endswith(".png"))
+        assert steps == [str(e) for e in range(EPOCHS)], logged
+    folder = pathlib.Path(session.dir).parent
+    pictures = list(folder.glob("files/media/images/gradcam/*.png"))
+    assert len(pictures) == EPOCHS * 2 and all(cv2.imread(str(p)).shape == (SIZE, SIZE, 3) for p in pictures)
