@@ -134,6 +134,8 @@ def _explain(stop, p: dict) -> int:
 
     code = volume_run(stop, p, settings, shard)  # a 3-D model's run, or None: images
     if code is not None:
+        if code in (EXIT_OK, EXIT_SOME_FAILED) and p["tensorboard_dir"] is not None and not p["dry_run"]:
+            _tensorboard(p, shard)
         return code
     axis = settings.depth.slice_axis
     exts = (*(p["extensions"] or DEFAULT_EXTENSIONS), ".nii", ".gz") if axis is not None else p["extensions"]

@@ -66,7 +66,7 @@ def export(out_dir, predictions, to, run_name, evaluation, **trackers) -> None:
     to TensorBoard, MLflow or Weights & Biases (the [tensorboard], [mlflow], [wandb] extras).
 
     \b
-    Examples:
+    Example:
       gradcam export heat/ && column -s, -t < heat/predictions.csv | head
       gradcam export heat/ --to tensorboard --log-dir logs/heat && tensorboard --logdir logs
       gradcam export heat/ --to mlflow --tracking-uri http://localhost:5000

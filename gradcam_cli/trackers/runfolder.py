@@ -97,7 +97,7 @@ def _old(source: pathlib.Path, document: dict, missing: str) -> InputError:
         return InputError(f"{source} was written by gradcam-cli {version}, whose format lacks {missing}; "
                           f"rerun `gradcam explain ... --out {source.parent}` with gradcam-cli {__version__} "
                           "and export that")
-    return InputError(f"{source} is not a finished run's predictions file (no {missing}); rerun `gradcam "
+    return InputError(f"{source} is not a finished run's predictions file: it lacks {missing}; rerun `gradcam "
                       f"explain ... --out {source.parent}` and export that")
 
 
