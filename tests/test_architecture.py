@@ -284,3 +284,14 @@ def test_tests_mirror_the_package():
     assert {p.parent.name for p in files if p.parent != tests} <= stages
     assert len({p.name for p in files}) == len(files)
     assert len([p for p in files if p.parent != tests]) > 30  # the walk saw the folders
+
+
+def test_every_package_of_the_source_tree_is_in_the_wheel():
+    """pyproject's explicit package list names every folder with an __init__.py: an editable install
+    imports a missing one from the source tree, a wheel would not have it."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+                 ["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(PACKAGE.parent).parts) for init in PACKAGE.rglob("__init__.py")}
+    assert found - listed == set()
