@@ -101,7 +101,7 @@ def load_volume_model(settings: RunSettings) -> VolumeModel:
 
 def model_input(volume: Volume, vm: VolumeModel, settings: RunSettings, path: str) -> np.ndarray:
     """(1, H, W, D, C) float32: the values (``--intensity``: raw by default, ``window`` / ``range``
-    onto 0..255), resized trilinearly to the model's size, through ``--preprocess`` (one channel's formula)."""
+    onto 0..255; a MONOCHROME1 series inverted: ``lo + hi - v`` raw, ``255 - x`` else), resized trilinearly to the model's size, through ``--preprocess`` (one channel's formula)."""
     from gradcam_cli.io.depth import windowed
 
     values = volume.values
@@ -120,6 +120,8 @@ def model_input(volume: Volume, vm: VolumeModel, settings: RunSettings, path: st
     elif rule == "range":
         lo, hi = float(values.min()), float(values.max())
         values = (values - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+    if volume.invert:  # MONOCHROME1: bright is dense again, as for single files (io/depth.py)
+        values = np.float32(sum(volume.value_range)) - values if rule == "raw" else 255.0 - values
     size = tuple(n if n is not None else values.shape[a] for a, n in enumerate(vm.size))
     values = upsample_trilinear(values, size) if size != values.shape[:3] else values
     mode, mean, std = (settings.model.preprocessing or "none"), settings.model.mean, settings.model.std
@@ -179,6 +181,8 @@ class VolumeStep:
         view = np.empty(shown.shape, np.uint8)
         for k in range(shown.shape[2]):  # slice by slice: no float64 copy of the whole volume
             view[:, :, k] = np.rint(windowed(shown[:, :, k], window))
+        if volume.invert:  # MONOCHROME1: the view inverted, as a single file's
+            np.subtract(255, view, out=view)
         colormap = colormap_id(o.overlay.colormap)
         predictions = []
         for j in range(self.n):

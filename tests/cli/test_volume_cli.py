@@ -167,6 +167,31 @@ def test_a_dicom_series_runs_and_no_identifying_value_reaches_any_output(tmp_pat
         assert value not in result.stdout and value not in result.stderr
 
 
+def test_a_monochrome1_series_is_drawn_inverted_and_fed_inverted(tmp_path, models):
+    """The same series labelled MONOCHROME1 and MONOCHROME2: with --alpha 0 the montages are the views,
+    and every tile pixel of one is 255 minus the other's (the gaps black in both); the model saw
+    different inputs (its scores differ)."""
+    from PIL import Image
+
+    ct_series(tmp_path / "mono2" / "s", 4)
+    ct_series(tmp_path / "mono1" / "s", 4, PhotometricInterpretation="MONOCHROME1")
+    pictures, scores = [], []
+    for kind in ("mono2", "mono1"):
+        out = tmp_path / f"out-{kind}"
+        result = invoke("explain", tmp_path / kind, "--model", models / "plain3d.keras", "--out", out, "--top", "1",
+                        "--alpha", "0", "-q")
+        assert result.exit_code == 0, result.stderr
+        (record,) = records(out)
+        assert record["volume"]["photometric"] == ("MONOCHROME1" if kind == "mono1" else "MONOCHROME2")
+        entry = record["predictions"][0]
+        pictures.append(np.asarray(Image.open(out / entry["maps"]["gradcam"]["montage"]), np.int32))
+        scores.append(entry["score"])
+    plain, inverted = pictures
+    gaps = (plain == 0) & (inverted == 0)
+    assert gaps.any() and np.array_equal(np.where(gaps, 255, plain + inverted), np.full_like(plain, 255))
+    assert scores[0] != scores[1]
+
+
 def test_a_truncated_slice_is_one_error_record_and_nothing_is_written_for_its_series(tmp_path, models):
     paths = ct_series(tmp_path / "s", 4)
     truncated_copy(paths[2], paths[2], 0.5)
