@@ -146,15 +146,11 @@ def slice_refs(refs: list, axis: int, shard) -> list:
 
 
 def evaluate_refs(p: dict, model_path: str | None) -> list:
-    """``evaluate``'s inputs: a 3-D model is refused in one line (deletion / insertion are defined on
-    2-D images here); with ``--slice-axis`` each NIfTI input becomes its slices, as for ``explain``."""
+    """``evaluate``'s inputs for a 2-D model: with ``--slice-axis`` each NIfTI input becomes its
+    slices, as for ``explain``; without it a NIfTI input is refused in one line."""
     from gradcam_cli.cli.common import discover_inputs
     from gradcam_cli.io.discover import DEFAULT_EXTENSIONS
-    from gradcam_cli.models.input_rank import saved_input_rank
 
-    if saved_input_rank(model_path) == 5:
-        raise click.UsageError("evaluate takes 2-D models: deletion / insertion are not defined on volumes here; "
-                               "explain volumes with `gradcam explain`, or evaluate a 2-D model with --slice-axis")
     axis = p.get("slice_axis")
     if axis is None:
         volumes = _nifti_arguments(p["inputs"])
@@ -165,3 +161,77 @@ def evaluate_refs(p: dict, model_path: str | None) -> list:
     exts = (*(p["extensions"] or DEFAULT_EXTENSIONS), ".nii", ".gz")
     refs = discover_inputs(p["inputs"], p["no_recursive"], exts, p["null"], out_dir=p["out_dir"])
     return slice_refs(refs, axis, None)
+
+
+def volume_evaluate(stop, p: dict, settings, model) -> int | None:
+    """``evaluate`` with a 3-D model: deletion / insertion in 3-D on every volume (exit code), or None
+    for a 2-D model. What is not defined on volumes is refused in one line before the model loads:
+    a metric other than deletion / insertion named in ``--metrics`` (without it, those two are
+    measured), ``--sanity``, ``--boxes-csv``, ``--slice-axis``, a method not defined in 3-D."""
+    from dataclasses import replace
+
+    from click.core import ParameterSource
+
+    from gradcam_cli.metrics.volumes import VOLUME_METRICS, check_volume_metrics
+    from gradcam_cli.methods.volumes import check_volume_methods
+    from gradcam_cli.models.input_rank import saved_input_rank
+
+    if saved_input_rank(model.model) != 5:
+        return None
+    named = click.get_current_context().get_parameter_source("metrics") not in (ParameterSource.DEFAULT, None)
+    metrics = settings.metrics if named else VOLUME_METRICS
+    try:
+        check_volume_metrics(metrics)
+        check_volume_methods(settings.methods)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for flag, value in (("sanity", p.get("sanity_images")), ("boxes-csv", p.get("boxes_csv")),
+                        ("slice-axis", p.get("slice_axis"))):
+        if value:
+            raise click.UsageError(f"--{flag} is not defined on volumes (3-D models): evaluate measures deletion and "
+                                   "insertion in 3-D; drop it")
+    from gradcam_cli.run.volumes import volume_refs
+
+    refs = volume_refs(p["inputs"], not p["no_recursive"])
+    if not refs:
+        raise CliError(f"no volumes found in {' '.join(map(str, p['inputs']))} (looked for .nii, .nii.gz and "
+                       "folders of DICOM files)", EXIT_NO_IMAGES)
+    precheck_out(p["out_dir"], lock=True)
+    return _evaluate_volumes(stop, p, replace(settings, metrics=metrics), model, refs)
+
+
+def _evaluate_volumes(stop, p: dict, settings, model, refs) -> int:
+    from gradcam_cli.cli.common import print_table
+    from gradcam_cli.cli.progress import Progress
+    from gradcam_cli.run.evaluate_volumes import evaluate_volumes, run_settings_for
+    from gradcam_cli.run.volumes import load_volume_model
+
+    quiet_tensorflow()
+    run = run_settings_for(settings, model)
+    with errors():
+        vm = load_volume_model(run)
+        for c in settings.classes:
+            vm.names.resolve(c, vm.split.num_classes)
+    bar = Progress(len(refs), p["quiet"])
+
+    def on_record(record: dict) -> None:
+        bar.update(1)
+        if record["status"] != "ok":
+            bar.write(f"gradcam: skipped {record['path']}: {record['message']}")
+
+    stop.running = True
+    try:
+        with errors():
+            document, summary = evaluate_volumes(vm, refs, settings, run, p["out_dir"], resume=p["resume"],
+                                                 on_record=on_record, stop=stop)
+    finally:
+        stop.running = False
+        bar.close()
+    if stop.signum is not None:
+        click.echo(interrupted_line(summary.records, summary.total), err=True)
+        return 128 + stop.signum
+    fields = list(document["better"])
+    rows = [[method] + [f"{row[f]['mean']:.3f} [{row[f]['low']:.3f}, {row[f]['high']:.3f}]" if f in row else "-"
+                        for f in fields] for method, row in document["aggregate"].items()]
+    print_table(rows, ["method"] + [f"{f} ({document['better'][f]}, n={summary.done})" for f in fields])
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK

@@ -100,8 +100,14 @@ def load_volume_model(settings: RunSettings) -> VolumeModel:
 
 
 def model_input(volume: Volume, vm: VolumeModel, settings: RunSettings, path: str) -> np.ndarray:
-    """(1, H, W, D, C) float32: the values (``--intensity``: raw by default, ``window`` / ``range``
-    onto 0..255; a MONOCHROME1 series inverted: ``lo + hi - v`` raw, ``255 - x`` else), resized trilinearly to the model's size, through ``--preprocess`` (one channel's formula)."""
+    """(1, H, W, D, C) float32: :func:`volume_values` through ``--preprocess`` (one channel's formula)."""
+    return preprocess_volume(volume_values(volume, vm, settings, path)[None], settings)
+
+
+def volume_values(volume: Volume, vm: VolumeModel, settings: RunSettings, path: str) -> np.ndarray:
+    """(H, W, D, C) float32 on the model's scale: the values (``--intensity``: raw by default,
+    ``window`` / ``range`` onto 0..255; a MONOCHROME1 series inverted: ``lo + hi - v`` raw,
+    ``255 - x`` else), resized trilinearly to the model's size."""
     from gradcam_cli.io.depth import windowed
 
     values = volume.values
@@ -124,6 +130,12 @@ def model_input(volume: Volume, vm: VolumeModel, settings: RunSettings, path: st
         values = np.float32(sum(volume.value_range)) - values if rule == "raw" else 255.0 - values
     size = tuple(n if n is not None else values.shape[a] for a, n in enumerate(vm.size))
     values = upsample_trilinear(values, size) if size != values.shape[:3] else values
+    return np.asarray(values, np.float32)
+
+
+def preprocess_volume(values: np.ndarray, settings: RunSettings) -> np.ndarray:
+    """(B, H, W, D, C) values on the model's scale -> float32 model inputs through ``--preprocess``
+    (one channel's formula): what a 3-D model is fed, and what ``evaluate``'s perturbed volumes go through."""
     mode, mean, std = (settings.model.preprocessing or "none"), settings.model.mean, settings.model.std
     if mode == "scale":
         values = values / 255.0
@@ -131,7 +143,7 @@ def model_input(volume: Volume, vm: VolumeModel, settings: RunSettings, path: st
         values = values / 127.5 - 1.0
     elif mode == "mean_std":
         values = (values - np.float32(np.ravel([mean])[0])) / np.float32(np.ravel([std])[0])
-    return np.ascontiguousarray(values[None], np.float32)
+    return np.ascontiguousarray(values, np.float32)
 
 
 def view_window(volume: Volume, settings: RunSettings) -> tuple[float, float]:
