@@ -125,7 +125,7 @@ def _explain(stop, p: dict) -> int:
     )
     from gradcam_cli.cli.volumes import slice_refs, volume_run
 
-    code = volume_run(stop, p, settings, shard)  # a 3-D model's run, or None: images
+    code = volume_run(stop, p, settings, shard, ray_options)  # a 3-D model's run, or None: images
     if code is not None:
         return code
     axis = settings.depth.slice_axis

@@ -32,7 +32,7 @@ def _nifti_arguments(inputs) -> list[str]:
     return named + [r.path for r in volume_refs(folders) if is_nifti(r.path)]
 
 
-def volume_run(stop, p: dict, settings, shard) -> int | None:
+def volume_run(stop, p: dict, settings, shard, ray_options=None) -> int | None:
     """The exit code of a volume run (a 3-D model), or None when the inputs are images (then a
     2-D model given a NIfTI volume without ``--slice-axis`` is a usage error here, exit 2)."""
     from gradcam_cli.models.input_rank import saved_input_rank
@@ -63,8 +63,6 @@ def volume_run(stop, p: dict, settings, shard) -> int | None:
     if settings.targets.kind != "class" or settings.targets.sidecar:
         raise click.UsageError(f"--target {settings.targets.kind}{' --sidecar' if settings.targets.sidecar else ''} "
                                "applies to 2-D images; a volume (3-D model) run explains class scores: drop it")
-    if p["engine"] != "local":
-        raise click.UsageError("--engine ray runs images; volumes (a 3-D model) run on the local engine: drop it")
     refs = volume_refs(p["inputs"], not p["no_recursive"], shard)
     if not refs and not volume_refs(p["inputs"], not p["no_recursive"]):
         raise CliError(f"no volumes found in {' '.join(map(str, p['inputs']))} (looked for .nii, .nii.gz and "
@@ -74,15 +72,19 @@ def volume_run(stop, p: dict, settings, shard) -> int | None:
             click.echo(ref.path)
         return EXIT_OK
     precheck_out(p["out_dir"], None if shard is None else f"{shard[0]}-of-{shard[1]}", lock=True)
-    return _run(stop, p, settings, shard, refs)
+    return _run(stop, p, settings, shard, refs, ray_options)
 
 
-def _run(stop, p: dict, settings, shard, refs) -> int:
+def _run(stop, p: dict, settings, shard, refs, ray_options=None) -> int:
     from gradcam_cli.cli.progress import Progress
     from gradcam_cli.run.volumes import load_volume_model, run_volumes
     from gradcam_cli.settings import RunOptions
 
     quiet_tensorflow()
+    if ray_options is not None:  # the actors take the GPUs; the driver's model only describes the run
+        from gradcam_cli.run.ray_engine import keep_driver_off_gpus
+
+        keep_driver_off_gpus()
     with errors():
         vm = load_volume_model(settings)
     progress = Progress(len(refs), p["quiet"])
@@ -102,7 +104,12 @@ def _run(stop, p: dict, settings, shard, refs) -> int:
     stop.running = True
     try:
         with errors():
-            summary = run_volumes(vm, refs, settings, options, on_record=on_record, stop=stop)
+            if ray_options is None:
+                summary = run_volumes(vm, refs, settings, options, on_record=on_record, stop=stop)
+            else:  # split by volume over the actors
+                from gradcam_cli.run.ray_volumes import run_volumes_ray
+
+                summary = run_volumes_ray(vm, refs, settings, options, ray_options, on_record=on_record, stop=stop)
     finally:
         stop.running = False
         progress.close()

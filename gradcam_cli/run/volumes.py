@@ -230,28 +230,41 @@ def _complete(record: dict, out_dir: pathlib.Path) -> bool:
     return record.get("status") == "ok" and all((out_dir / name).is_file() for name in record_files(record))
 
 
+def volume_journal(settings: RunSettings, options: RunOptions, *, on_record: Callable[[dict], None] | None = None,
+                   total: int = 0) -> RunJournal:
+    """The run journal of a volume run (either engine): records keyed by path, complete when every file is there."""
+    names = result_names(options.shard)
+    part = None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}"
+    return RunJournal(options.out_dir, JournalFiles(names[JSON_NAME], names[JSONL_NAME], names[RUN_FILE]),
+                      volume_recorded(settings), resume=options.resume, complete=_complete, files=record_files,
+                      part=part, on_record=on_record, total=total)
+
+
+def volume_recorded(settings: RunSettings) -> dict:
+    return {**settings.to_json(), "model.backbone": "volume", "volumes": True}
+
+
+def volume_header(vm: VolumeModel, settings: RunSettings) -> Callable:
+    """The ``predictions.json`` header of a volume run, for :meth:`RunJournal.finish`."""
+    def header(counts, records) -> dict:
+        split = vm.split
+        return {"tool": "gradcam-cli", "version": __version__, "model": settings.model.model,
+                "target_layer": split.layer_name, "target_layer_shape": list(split.feature_shape),
+                "input_shape": [n for n in vm.size] + [vm.channels], "head": split.head_type,
+                "method": list(settings.methods), "options": volume_recorded(settings),
+                "summary": {"images": counts.records, "done": counts.done, "failed": counts.failed}}
+
+    return header
+
+
 def run_volumes(vm: VolumeModel, refs: Sequence[InputRef], settings: RunSettings, options: RunOptions, *,
                 on_record: Callable[[dict], None] | None = None, stop: Any = None):
     """Explain every volume into ``options.out_dir``; returns the journal's summary."""
     step = VolumeStep(vm, settings, pathlib.Path(options.out_dir))
-    names = result_names(options.shard)
-    recorded = {**settings.to_json(), "model.backbone": "volume", "volumes": True}
-    part = None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}"
-    with RunJournal(options.out_dir, JournalFiles(names[JSON_NAME], names[JSONL_NAME], names[RUN_FILE]), recorded,
-                    resume=options.resume, complete=_complete, files=record_files, part=part, on_record=on_record,
-                    total=len(refs)) as journal:
+    with volume_journal(settings, options, on_record=on_record, total=len(refs)) as journal:
         for ref in refs:
             if stop is not None and getattr(stop, "signum", None) is not None:
                 break
             kept = journal.lookup(ref.key)
             journal.add(kept if kept is not None else step(ref))
-
-        def header(counts, records) -> dict:
-            split = vm.split
-            return {"tool": "gradcam-cli", "version": __version__, "model": settings.model.model,
-                    "target_layer": split.layer_name, "target_layer_shape": list(split.feature_shape),
-                    "input_shape": [n for n in vm.size] + [vm.channels], "head": split.head_type,
-                    "method": list(settings.methods), "options": recorded,
-                    "summary": {"images": counts.records, "done": counts.done, "failed": counts.failed}}
-
-        return journal.finish(refs, header)
+        return journal.finish(refs, volume_header(vm, settings))

@@ -349,17 +349,15 @@ def test_evaluate_a_3d_model_deletion_and_insertion_in_3d_and_resume(tmp_path, m
     assert again["aggregate"] == document["aggregate"]
 
 
-def test_volume_runs_refuse_the_ray_engine_and_slice_axis_in_one_line(tmp_path, models):
+def test_volume_runs_refuse_image_options_and_slice_axis_in_one_line(tmp_path, models):
     save_volumes(tmp_path / "in", blob_volumes(1, seed=0)[0])
     out = tmp_path / "out"
-    ray = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--engine", "ray", "--out", out)
     axis = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--slice-axis", "1", "--out", out)
     grid = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--grid", "--out", out)
     seg = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--target", "segmentation",
                  "--out", out)
     for result, line in ((seg, "--target segmentation applies to 2-D images; a volume (3-D model) run explains class "
                                "scores: drop it"),
-                         (ray, "--engine ray runs images; volumes (a 3-D model) run on the local engine: drop it"),
                          (grid, "--grid applies to images; a volume run writes NIfTI maps, montages and GIFs: drop it"),
                          (axis, "--slice-axis applies to 2-D models; this model takes volumes whole: drop it")):
         assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == f"Error: {line}"
