@@ -257,6 +257,19 @@ def test_volumes_resume_and_shard_by_path(tmp_path, models):
     result = invoke("explain", tmp_path / "in", *base, "--out", whole, "--resume")
     assert result.exit_code == 0 and "5 volumes explained (5 kept from the previous run)" in result.stderr
     assert records(whole) == done
+    killed = tmp_path / "killed"  # what a kill during the third volume leaves: two records, a torn line, their files
+    killed.mkdir()
+    lines = (whole / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (killed / "predictions.jsonl").write_text("".join(lines[:2]) + lines[2][:25])
+    (killed / ".gradcam-run.json").write_bytes((whole / ".gradcam-run.json").read_bytes())
+    for record in done[:2]:
+        for files in record["predictions"][0]["maps"].values():
+            for key in ("nifti", "montage", "gif"):
+                (killed / files[key]).parent.mkdir(parents=True, exist_ok=True)
+                (killed / files[key]).write_bytes((whole / files[key]).read_bytes())
+    result = invoke("explain", tmp_path / "in", *base, "--out", killed, "--resume")
+    assert result.exit_code == 0 and "5 volumes explained (2 kept from the previous run)" in result.stderr
+    assert records(killed) == done
     shards = tmp_path / "shards"
     for k in (1, 2):
         assert invoke("explain", tmp_path / "in", *base, "--out", shards, "--shard", f"{k}/2", "-q").exit_code == 0
