@@ -1,6 +1,7 @@
-"""`explain` on volumes: a 3-D model's run (NIfTI files, DICOM series folders), and a 2-D model's
-inputs cut into slices (``--slice-axis``). Decided before any model loads, from the saved model's
-input rank (:func:`gradcam_cli.models.input_rank.saved_input_rank`)."""
+"""`explain` and `evaluate` on volumes: a 3-D model's run (NIfTI files, DICOM series folders; on the
+local or the Ray engine), its evaluation (deletion / insertion in 3-D), and a 2-D model's inputs cut
+into slices (``--slice-axis``). Decided before any model loads, from the saved model's input rank
+(:func:`gradcam_cli.models.input_rank.saved_input_rank`)."""
 
 from __future__ import annotations
 
