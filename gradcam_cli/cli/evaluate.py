@@ -108,17 +108,20 @@ def _evaluate(stop, p: dict) -> int:
     methods = tuple(m for m in p["methods"] if m not in BASELINES)  # always scored as baselines
     if not methods:
         raise click.UsageError("the random and centre maps are always scored; pass a --method to compare with them")
-    if any(get_metric(m).needs_boxes for m in p["metrics"]) and p["boxes_csv"] is None:
-        boxed = " / ".join(m for m in metric_names() if get_metric(m).needs_boxes)
-        raise click.UsageError(f"--metrics {boxed} need --boxes-csv path,label,x0,y0,x1,y1")
-    from gradcam_cli.cli.volumes import evaluate_refs
+    from gradcam_cli.cli.volumes import evaluate_refs, volume_evaluate
 
-    refs = evaluate_refs(p, model_settings(p).model)  # a volume: its slices (--slice-axis), or a refusal
     settings = EvalSettings(methods=methods, metrics=p["metrics"], classes=tuple(p["classes"]), score=p["score"],
                             steps=p["steps"], deletion_baseline=p["deletion_baseline"],
                             insertion_baseline=p["insertion_baseline"], boxes_csv=p["boxes_csv"],
                             tolerance=p["tolerance"], seed=p["seed"], method_options=method_settings(p),
                             depth=depth_settings(p))
+    code = volume_evaluate(stop, p, settings, model_settings(p))  # a 3-D model: deletion / insertion in 3-D
+    if code is not None:
+        return code
+    if any(get_metric(m).needs_boxes for m in p["metrics"]) and p["boxes_csv"] is None:
+        boxed = " / ".join(m for m in metric_names() if get_metric(m).needs_boxes)
+        raise click.UsageError(f"--metrics {boxed} need --boxes-csv path,label,x0,y0,x1,y1")
+    refs = evaluate_refs(p, model_settings(p).model)  # a volume: its slices (--slice-axis), or a refusal
     precheck_out(p["out_dir"], lock=True)
     cam = make_cam(model_settings(p), settings.methods)
     from gradcam_cli.cli.progress import Progress

@@ -132,7 +132,7 @@ def _explain(stop, p: dict) -> int:
     )
     from gradcam_cli.cli.volumes import slice_refs, volume_run
 
-    code = volume_run(stop, p, settings, shard)  # a 3-D model's run, or None: images
+    code = volume_run(stop, p, settings, shard, ray_options)  # a 3-D model's run, or None: images
     if code is not None:
         if code in (EXIT_OK, EXIT_SOME_FAILED) and p["tensorboard_dir"] is not None and not p["dry_run"]:
             _tensorboard(p, shard)

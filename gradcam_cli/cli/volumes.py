@@ -1,6 +1,7 @@
-"""`explain` on volumes: a 3-D model's run (NIfTI files, DICOM series folders), and a 2-D model's
-inputs cut into slices (``--slice-axis``). Decided before any model loads, from the saved model's
-input rank (:func:`gradcam_cli.models.input_rank.saved_input_rank`)."""
+"""`explain` and `evaluate` on volumes: a 3-D model's run (NIfTI files, DICOM series folders; on the
+local or the Ray engine), its evaluation (deletion / insertion in 3-D), and a 2-D model's inputs cut
+into slices (``--slice-axis``). Decided before any model loads, from the saved model's input rank
+(:func:`gradcam_cli.models.input_rank.saved_input_rank`)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _nifti_arguments(inputs) -> list[str]:
     return named + [r.path for r in volume_refs(folders) if is_nifti(r.path)]
 
 
-def volume_run(stop, p: dict, settings, shard) -> int | None:
+def volume_run(stop, p: dict, settings, shard, ray_options=None) -> int | None:
     """The exit code of a volume run (a 3-D model), or None when the inputs are images (then a
     2-D model given a NIfTI volume without ``--slice-axis`` is a usage error here, exit 2)."""
     from gradcam_cli.models.input_rank import saved_input_rank
@@ -63,8 +64,6 @@ def volume_run(stop, p: dict, settings, shard) -> int | None:
     if settings.targets.kind != "class" or settings.targets.sidecar:
         raise click.UsageError(f"--target {settings.targets.kind}{' --sidecar' if settings.targets.sidecar else ''} "
                                "applies to 2-D images; a volume (3-D model) run explains class scores: drop it")
-    if p["engine"] != "local":
-        raise click.UsageError("--engine ray runs images; volumes (a 3-D model) run on the local engine: drop it")
     refs = volume_refs(p["inputs"], not p["no_recursive"], shard)
     if not refs and not volume_refs(p["inputs"], not p["no_recursive"]):
         raise CliError(f"no volumes found in {' '.join(map(str, p['inputs']))} (looked for .nii, .nii.gz and "
@@ -74,15 +73,19 @@ def volume_run(stop, p: dict, settings, shard) -> int | None:
             click.echo(ref.path)
         return EXIT_OK
     precheck_out(p["out_dir"], None if shard is None else f"{shard[0]}-of-{shard[1]}", lock=True)
-    return _run(stop, p, settings, shard, refs)
+    return _run(stop, p, settings, shard, refs, ray_options)
 
 
-def _run(stop, p: dict, settings, shard, refs) -> int:
+def _run(stop, p: dict, settings, shard, refs, ray_options=None) -> int:
     from gradcam_cli.cli.progress import Progress
     from gradcam_cli.run.volumes import load_volume_model, run_volumes
     from gradcam_cli.settings import RunOptions
 
     quiet_tensorflow()
+    if ray_options is not None:  # the actors take the GPUs; the driver's model only describes the run
+        from gradcam_cli.run.ray_engine import keep_driver_off_gpus
+
+        keep_driver_off_gpus()
     with errors():
         vm = load_volume_model(settings)
     progress = Progress(len(refs), p["quiet"])
@@ -102,7 +105,12 @@ def _run(stop, p: dict, settings, shard, refs) -> int:
     stop.running = True
     try:
         with errors():
-            summary = run_volumes(vm, refs, settings, options, on_record=on_record, stop=stop)
+            if ray_options is None:
+                summary = run_volumes(vm, refs, settings, options, on_record=on_record, stop=stop)
+            else:  # split by volume over the actors
+                from gradcam_cli.run.ray_volumes import run_volumes_ray
+
+                summary = run_volumes_ray(vm, refs, settings, options, ray_options, on_record=on_record, stop=stop)
     finally:
         stop.running = False
         progress.close()
@@ -146,15 +154,11 @@ def slice_refs(refs: list, axis: int, shard) -> list:
 
 
 def evaluate_refs(p: dict, model_path: str | None) -> list:
-    """``evaluate``'s inputs: a 3-D model is refused in one line (deletion / insertion are defined on
-    2-D images here); with ``--slice-axis`` each NIfTI input becomes its slices, as for ``explain``."""
+    """``evaluate``'s inputs for a 2-D model: with ``--slice-axis`` each NIfTI input becomes its
+    slices, as for ``explain``; without it a NIfTI input is refused in one line."""
     from gradcam_cli.cli.common import discover_inputs
     from gradcam_cli.io.discover import DEFAULT_EXTENSIONS
-    from gradcam_cli.models.input_rank import saved_input_rank
 
-    if saved_input_rank(model_path) == 5:
-        raise click.UsageError("evaluate takes 2-D models: deletion / insertion are not defined on volumes here; "
-                               "explain volumes with `gradcam explain`, or evaluate a 2-D model with --slice-axis")
     axis = p.get("slice_axis")
     if axis is None:
         volumes = _nifti_arguments(p["inputs"])
@@ -165,3 +169,77 @@ def evaluate_refs(p: dict, model_path: str | None) -> list:
     exts = (*(p["extensions"] or DEFAULT_EXTENSIONS), ".nii", ".gz")
     refs = discover_inputs(p["inputs"], p["no_recursive"], exts, p["null"], out_dir=p["out_dir"])
     return slice_refs(refs, axis, None)
+
+
+def volume_evaluate(stop, p: dict, settings, model) -> int | None:
+    """``evaluate`` with a 3-D model: deletion / insertion in 3-D on every volume (exit code), or None
+    for a 2-D model. What is not defined on volumes is refused in one line before the model loads:
+    a metric other than deletion / insertion named in ``--metrics`` (without it, those two are
+    measured), ``--sanity``, ``--boxes-csv``, ``--slice-axis``, a method not defined in 3-D."""
+    from dataclasses import replace
+
+    from click.core import ParameterSource
+
+    from gradcam_cli.metrics.volumes import VOLUME_METRICS, check_volume_metrics
+    from gradcam_cli.methods.volumes import check_volume_methods
+    from gradcam_cli.models.input_rank import saved_input_rank
+
+    if saved_input_rank(model.model) != 5:
+        return None
+    named = click.get_current_context().get_parameter_source("metrics") not in (ParameterSource.DEFAULT, None)
+    metrics = settings.metrics if named else VOLUME_METRICS
+    try:
+        check_volume_metrics(metrics)
+        check_volume_methods(settings.methods)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for flag, value in (("sanity", p.get("sanity_images")), ("boxes-csv", p.get("boxes_csv")),
+                        ("slice-axis", p.get("slice_axis"))):
+        if value:
+            raise click.UsageError(f"--{flag} is not defined on volumes (3-D models): evaluate measures deletion and "
+                                   "insertion in 3-D; drop it")
+    from gradcam_cli.run.volumes import volume_refs
+
+    refs = volume_refs(p["inputs"], not p["no_recursive"])
+    if not refs:
+        raise CliError(f"no volumes found in {' '.join(map(str, p['inputs']))} (looked for .nii, .nii.gz and "
+                       "folders of DICOM files)", EXIT_NO_IMAGES)
+    precheck_out(p["out_dir"], lock=True)
+    return _evaluate_volumes(stop, p, replace(settings, metrics=metrics), model, refs)
+
+
+def _evaluate_volumes(stop, p: dict, settings, model, refs) -> int:
+    from gradcam_cli.cli.common import print_table
+    from gradcam_cli.cli.progress import Progress
+    from gradcam_cli.run.evaluate_volumes import evaluate_volumes, run_settings_for
+    from gradcam_cli.run.volumes import load_volume_model
+
+    quiet_tensorflow()
+    run = run_settings_for(settings, model)
+    with errors():
+        vm = load_volume_model(run)
+        for c in settings.classes:
+            vm.names.resolve(c, vm.split.num_classes)
+    bar = Progress(len(refs), p["quiet"])
+
+    def on_record(record: dict) -> None:
+        bar.update(1)
+        if record["status"] != "ok":
+            bar.write(f"gradcam: skipped {record['path']}: {record['message']}")
+
+    stop.running = True
+    try:
+        with errors():
+            document, summary = evaluate_volumes(vm, refs, settings, run, p["out_dir"], resume=p["resume"],
+                                                 on_record=on_record, stop=stop)
+    finally:
+        stop.running = False
+        bar.close()
+    if stop.signum is not None:
+        click.echo(interrupted_line(summary.records, summary.total), err=True)
+        return 128 + stop.signum
+    fields = list(document["better"])
+    rows = [[method] + [f"{row[f]['mean']:.3f} [{row[f]['low']:.3f}, {row[f]['high']:.3f}]" if f in row else "-"
+                        for f in fields] for method, row in document["aggregate"].items()]
+    print_table(rows, ["method"] + [f"{f} ({document['better'][f]}, n={summary.done})" for f in fields])
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK

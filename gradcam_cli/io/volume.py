@@ -8,7 +8,10 @@
   it is read; one ``SeriesInstanceUID``, compared and never written). Slices are ordered along the
   slice normal (the cross product of ``ImageOrientationPatient``'s row and column directions) by
   ``ImagePositionPatient``, else by ``InstanceNumber``; each is rescaled by its own slope /
-  intercept (Hounsfield units for CT). The volume's axes are (column, row, slice) as NIfTI's
+  intercept (Hounsfield units for CT). A MONOCHROME1 series (low values bright) is marked
+  ``invert`` with its stored range through the rescale (``value_range``, the union over its slices)
+  and inverted on the model's scale as single files are (:mod:`gradcam_cli.io.depth`); a series
+  mixing MONOCHROME1 and MONOCHROME2 slices is refused. The volume's axes are (column, row, slice) as NIfTI's
   (i, j, k), and its affine maps them to RAS millimetres (DICOM's LPS with x and y negated), so a
   map written back lies where the series does in a viewer.
 
@@ -43,6 +46,8 @@ class Volume:
     header: Any = None  # the NIfTI header to write maps with (None: a DICOM series; a fresh one)
     info: dict = field(default_factory=dict)
     window: tuple[float, float] | None = None  # a DICOM series' own window (its first slice's)
+    invert: bool = False  # a MONOCHROME1 series: low values are bright
+    value_range: tuple[float, float] | None = None  # a DICOM series' stored range through its rescale
 
 
 def is_nifti(path: str) -> bool:
@@ -145,6 +150,9 @@ def read_series(folder: str) -> Volume:
     shapes = {s.values.shape for _, _, s in slices}
     if len(shapes) > 1:
         raise ImageError(folder, "unsupported", f"slices of different sizes in one series: {sorted(shapes)}")
+    if len({s.invert for _, _, s in slices}) > 1:
+        raise ImageError(folder, "unsupported", "slices of MONOCHROME1 and MONOCHROME2 in one series: its slices must "
+                                                "share one photometric interpretation")
     return _stack(folder, slices)
 
 
@@ -177,10 +185,11 @@ def _stack(folder: str, slices: list) -> Volume:
     info = {"format": "DICOM series", "modality": scan.info.get("modality"), "slices": len(order),
             "shape": list(values.shape), "voxel_size": [float(spacing[1]), float(spacing[0]),
                                                          float(np.linalg.norm(step))],
-            "sorted_by": how}
+            "sorted_by": how, "photometric": "MONOCHROME1" if scan.invert else "MONOCHROME2"}
     if scan.info.get("units"):
         info["units"] = scan.info["units"]
-    return Volume(np.ascontiguousarray(values, np.float32), affine, None, info, scan.window)
+    value_range = (min(s.value_range[0] for _, _, s in slices), max(s.value_range[1] for _, _, s in slices))
+    return Volume(np.ascontiguousarray(values, np.float32), affine, None, info, scan.window, scan.invert, value_range)
 
 
 def read_volume(path: str) -> Volume:

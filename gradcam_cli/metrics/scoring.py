@@ -57,6 +57,7 @@ def make_score_fn(
     *,
     activation: str = "softmax",
     chunk: int = DEFAULT_CHUNK,
+    shape: tuple | None = None,
 ) -> ScoreFn:
     """A :class:`ScoreFn` on one ``tf.function`` with a ``None`` batch dimension (traced once).
 
@@ -68,14 +69,15 @@ def make_score_fn(
     0..255 -> model input (e.g. ``lambda p: preprocess.normalise(p, profile)``); None =
     identity. ``chunk``: inputs per forward call. The explained class is an argument of
     each call, not of this builder: it differs per image, and one compiled function
-    serves every batch.
+    serves every batch. ``shape``: one input's shape without the batch, for a plain callable
+    that does not take (H, W, C) images (a 3-D model's (H, W, D, C)); default: the model's own.
     """
     import tensorflow as tf
 
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     call = (lambda x: model(x, training=False)) if _is_keras(model) else model
-    shape = _input_shape(model)
+    shape = tuple(shape) if shape is not None else _input_shape(model)
 
     def forward(x, picked):
         raw = call(x)

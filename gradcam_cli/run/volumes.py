@@ -100,8 +100,14 @@ def load_volume_model(settings: RunSettings) -> VolumeModel:
 
 
 def model_input(volume: Volume, vm: VolumeModel, settings: RunSettings, path: str) -> np.ndarray:
-    """(1, H, W, D, C) float32: the values (``--intensity``: raw by default, ``window`` / ``range``
-    onto 0..255), resized trilinearly to the model's size, through ``--preprocess`` (one channel's formula)."""
+    """(1, H, W, D, C) float32: :func:`volume_values` through ``--preprocess`` (one channel's formula)."""
+    return preprocess_volume(volume_values(volume, vm, settings, path)[None], settings)
+
+
+def volume_values(volume: Volume, vm: VolumeModel, settings: RunSettings, path: str) -> np.ndarray:
+    """(H, W, D, C) float32 on the model's scale: the values (``--intensity``: raw by default,
+    ``window`` / ``range`` onto 0..255; a MONOCHROME1 series inverted: ``lo + hi - v`` raw,
+    ``255 - x`` else), resized trilinearly to the model's size."""
     from gradcam_cli.io.depth import windowed
 
     values = volume.values
@@ -120,8 +126,16 @@ def model_input(volume: Volume, vm: VolumeModel, settings: RunSettings, path: st
     elif rule == "range":
         lo, hi = float(values.min()), float(values.max())
         values = (values - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
+    if volume.invert:  # MONOCHROME1: bright is dense again, as for single files (io/depth.py)
+        values = np.float32(sum(volume.value_range)) - values if rule == "raw" else 255.0 - values
     size = tuple(n if n is not None else values.shape[a] for a, n in enumerate(vm.size))
     values = upsample_trilinear(values, size) if size != values.shape[:3] else values
+    return np.asarray(values, np.float32)
+
+
+def preprocess_volume(values: np.ndarray, settings: RunSettings) -> np.ndarray:
+    """(B, H, W, D, C) values on the model's scale -> float32 model inputs through ``--preprocess``
+    (one channel's formula): what a 3-D model is fed, and what ``evaluate``'s perturbed volumes go through."""
     mode, mean, std = (settings.model.preprocessing or "none"), settings.model.mean, settings.model.std
     if mode == "scale":
         values = values / 255.0
@@ -129,7 +143,7 @@ def model_input(volume: Volume, vm: VolumeModel, settings: RunSettings, path: st
         values = values / 127.5 - 1.0
     elif mode == "mean_std":
         values = (values - np.float32(np.ravel([mean])[0])) / np.float32(np.ravel([std])[0])
-    return np.ascontiguousarray(values[None], np.float32)
+    return np.ascontiguousarray(values, np.float32)
 
 
 def view_window(volume: Volume, settings: RunSettings) -> tuple[float, float]:
@@ -179,6 +193,8 @@ class VolumeStep:
         view = np.empty(shown.shape, np.uint8)
         for k in range(shown.shape[2]):  # slice by slice: no float64 copy of the whole volume
             view[:, :, k] = np.rint(windowed(shown[:, :, k], window))
+        if volume.invert:  # MONOCHROME1: the view inverted, as a single file's
+            np.subtract(255, view, out=view)
         colormap = colormap_id(o.overlay.colormap)
         predictions = []
         for j in range(self.n):
@@ -214,28 +230,41 @@ def _complete(record: dict, out_dir: pathlib.Path) -> bool:
     return record.get("status") == "ok" and all((out_dir / name).is_file() for name in record_files(record))
 
 
+def volume_journal(settings: RunSettings, options: RunOptions, *, on_record: Callable[[dict], None] | None = None,
+                   total: int = 0) -> RunJournal:
+    """The run journal of a volume run (either engine): records keyed by path, complete when every file is there."""
+    names = result_names(options.shard)
+    part = None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}"
+    return RunJournal(options.out_dir, JournalFiles(names[JSON_NAME], names[JSONL_NAME], names[RUN_FILE]),
+                      volume_recorded(settings), resume=options.resume, complete=_complete, files=record_files,
+                      part=part, on_record=on_record, total=total)
+
+
+def volume_recorded(settings: RunSettings) -> dict:
+    return {**settings.to_json(), "model.backbone": "volume", "volumes": True}
+
+
+def volume_header(vm: VolumeModel, settings: RunSettings) -> Callable:
+    """The ``predictions.json`` header of a volume run, for :meth:`RunJournal.finish`."""
+    def header(counts, records) -> dict:
+        split = vm.split
+        return {"tool": "gradcam-cli", "version": __version__, "model": settings.model.model,
+                "target_layer": split.layer_name, "target_layer_shape": list(split.feature_shape),
+                "input_shape": [n for n in vm.size] + [vm.channels], "head": split.head_type,
+                "method": list(settings.methods), "options": volume_recorded(settings),
+                "summary": {"images": counts.records, "done": counts.done, "failed": counts.failed}}
+
+    return header
+
+
 def run_volumes(vm: VolumeModel, refs: Sequence[InputRef], settings: RunSettings, options: RunOptions, *,
                 on_record: Callable[[dict], None] | None = None, stop: Any = None):
     """Explain every volume into ``options.out_dir``; returns the journal's summary."""
     step = VolumeStep(vm, settings, pathlib.Path(options.out_dir))
-    names = result_names(options.shard)
-    recorded = {**settings.to_json(), "model.backbone": "volume", "volumes": True}
-    part = None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}"
-    with RunJournal(options.out_dir, JournalFiles(names[JSON_NAME], names[JSONL_NAME], names[RUN_FILE]), recorded,
-                    resume=options.resume, complete=_complete, files=record_files, part=part, on_record=on_record,
-                    total=len(refs)) as journal:
+    with volume_journal(settings, options, on_record=on_record, total=len(refs)) as journal:
         for ref in refs:
             if stop is not None and getattr(stop, "signum", None) is not None:
                 break
             kept = journal.lookup(ref.key)
             journal.add(kept if kept is not None else step(ref))
-
-        def header(counts, records) -> dict:
-            split = vm.split
-            return {"tool": "gradcam-cli", "version": __version__, "model": settings.model.model,
-                    "target_layer": split.layer_name, "target_layer_shape": list(split.feature_shape),
-                    "input_shape": [n for n in vm.size] + [vm.channels], "head": split.head_type,
-                    "method": list(settings.methods), "options": recorded,
-                    "summary": {"images": counts.records, "done": counts.done, "failed": counts.failed}}
-
-        return journal.finish(refs, header)
+        return journal.finish(refs, volume_header(vm, settings))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import keras
 import numpy as np
 import pytest
 from builders import blob_volumes, conv3d_model, grey_cnn, in_blob, trained_conv3d
@@ -167,6 +168,31 @@ def test_a_dicom_series_runs_and_no_identifying_value_reaches_any_output(tmp_pat
         assert value not in result.stdout and value not in result.stderr
 
 
+def test_a_monochrome1_series_is_drawn_inverted_and_fed_inverted(tmp_path, models):
+    """The same series labelled MONOCHROME1 and MONOCHROME2: with --alpha 0 the montages are the views,
+    and every tile pixel of one is 255 minus the other's (the gaps black in both); the model saw
+    different inputs (its scores differ)."""
+    from PIL import Image
+
+    ct_series(tmp_path / "mono2" / "s", 4)
+    ct_series(tmp_path / "mono1" / "s", 4, PhotometricInterpretation="MONOCHROME1")
+    pictures, scores = [], []
+    for kind in ("mono2", "mono1"):
+        out = tmp_path / f"out-{kind}"
+        result = invoke("explain", tmp_path / kind, "--model", models / "plain3d.keras", "--out", out, "--top", "1",
+                        "--alpha", "0", "-q")
+        assert result.exit_code == 0, result.stderr
+        (record,) = records(out)
+        assert record["volume"]["photometric"] == ("MONOCHROME1" if kind == "mono1" else "MONOCHROME2")
+        entry = record["predictions"][0]
+        pictures.append(np.asarray(Image.open(out / entry["maps"]["gradcam"]["montage"]), np.int32))
+        scores.append(entry["score"])
+    plain, inverted = pictures
+    gaps = (plain == 0) & (inverted == 0)
+    assert gaps.any() and np.array_equal(np.where(gaps, 255, plain + inverted), np.full_like(plain, 255))
+    assert scores[0] != scores[1]
+
+
 def test_a_truncated_slice_is_one_error_record_and_nothing_is_written_for_its_series(tmp_path, models):
     paths = ct_series(tmp_path / "s", 4)
     truncated_copy(paths[2], paths[2], 0.5)
@@ -231,6 +257,19 @@ def test_volumes_resume_and_shard_by_path(tmp_path, models):
     result = invoke("explain", tmp_path / "in", *base, "--out", whole, "--resume")
     assert result.exit_code == 0 and "5 volumes explained (5 kept from the previous run)" in result.stderr
     assert records(whole) == done
+    killed = tmp_path / "killed"  # what a kill during the third volume leaves: two records, a torn line, their files
+    killed.mkdir()
+    lines = (whole / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (killed / "predictions.jsonl").write_text("".join(lines[:2]) + lines[2][:25])
+    (killed / ".gradcam-run.json").write_bytes((whole / ".gradcam-run.json").read_bytes())
+    for record in done[:2]:
+        for files in record["predictions"][0]["maps"].values():
+            for key in ("nifti", "montage", "gif"):
+                (killed / files[key]).parent.mkdir(parents=True, exist_ok=True)
+                (killed / files[key]).write_bytes((whole / files[key]).read_bytes())
+    result = invoke("explain", tmp_path / "in", *base, "--out", killed, "--resume")
+    assert result.exit_code == 0 and "5 volumes explained (2 kept from the previous run)" in result.stderr
+    assert records(killed) == done
     shards = tmp_path / "shards"
     for k in (1, 2):
         assert invoke("explain", tmp_path / "in", *base, "--out", shards, "--shard", f"{k}/2", "-q").exit_code == 0
@@ -245,15 +284,20 @@ def test_volumes_resume_and_shard_by_path(tmp_path, models):
             by_path[r["path"]]["predictions"][0]["maps"]["gradcam"]["peak_voxel"]
 
 
-def test_evaluate_refuses_a_3d_model_and_takes_a_2d_models_slices(tmp_path, models):
+def test_evaluate_refuses_what_volumes_lack_and_takes_a_2d_models_slices(tmp_path, models):
     volume = np.random.default_rng(5).normal(100, 30, (32, 32, 3)).astype(np.float32)
     nibabel.save(nibabel.Nifti1Image(volume, AFFINE), tmp_path / "v.nii.gz")
     out = tmp_path / "ev"
-    refused = invoke("evaluate", tmp_path / "v.nii.gz", "--model", models / "blob3d.keras", "--out", out)
-    assert refused.exit_code == 2 and not out.exists()
-    assert refused.stderr.strip().splitlines()[-1] == (
-        "Error: evaluate takes 2-D models: deletion / insertion are not defined on volumes here; explain volumes with "
-        "`gradcam explain`, or evaluate a 2-D model with --slice-axis")
+    for extra, line in (
+            (("--metrics", "deletion,road"), "metric 'road' is not defined on volumes (3-D models): it rests on 2-D "
+                                             "images; use --metrics deletion,insertion"),
+            (("--sanity", "2"), "--sanity is not defined on volumes (3-D models): evaluate measures deletion and "
+                                "insertion in 3-D; drop it"),
+            (("--method", "guided"), "method 'guided' is not defined on volumes (3-D models); use one of: gradcam, "
+                                     "gradcam++, xgradcam, layercam, hirescam, eigencam, scorecam")):
+        refused = invoke("evaluate", tmp_path / "v.nii.gz", "--model", models / "blob3d.keras", "--out", out, *extra)
+        assert refused.exit_code == 2 and not out.exists()
+        assert refused.stderr.strip().splitlines()[-1] == f"Error: {line}"
     no_axis = invoke("evaluate", tmp_path / "v.nii.gz", "--model", models / "grey2d.keras", "--out", out)
     assert no_axis.exit_code == 2 and "--slice-axis 0, 1 or 2" in no_axis.stderr and not out.exists()
     result = invoke("evaluate", tmp_path / "v.nii.gz", "--model", models / "grey2d.keras", "--slice-axis", "2",
@@ -264,17 +308,69 @@ def test_evaluate_refuses_a_3d_model_and_takes_a_2d_models_slices(tmp_path, mode
     assert all(r["status"] == "ok" for r in document["images"])
 
 
-def test_volume_runs_refuse_the_ray_engine_and_slice_axis_in_one_line(tmp_path, models):
+def test_evaluate_a_3d_model_deletion_and_insertion_in_3d_and_resume(tmp_path, models):
+    """A 20 x 24 x 12 volume and 4 blob volumes, the trained model, class 1, 8 steps. Each record's
+    gradcam deletion curve equals the per-step reference on the engine's map placed on the model
+    input (1e-5: float32 probabilities, batched against one volume at a time); Grad-CAM's mean
+    deletion AUC is below the random map's and its insertion AUC above (the blobs: the class's
+    evidence is local). Resuming what a kill after two volumes leaves (a torn third line) gives the
+    uninterrupted run's records and aggregate exactly."""
+    from gradcam_cli.engine.volume import VolumeExplainer
+    from gradcam_cli.models.split import split_model
+
+    x, y, _ = blob_volumes(12, seed=21)
+    paths = save_volumes(tmp_path / "in", x[y == 1][:4])
+    odd = np.random.default_rng(3).normal(0, 0.1, (20, 24, 12)).astype(np.float32)
+    odd[13:16, 4:7, 2:5] = 1.0
+    nibabel.save(nibabel.Nifti1Image(odd, AFFINE), tmp_path / "in" / "odd.nii")
+    args = ("--model", models / "blob3d.keras", "--class", "1", "--steps", "8", "--method", "gradcam", "-q")
+    out = tmp_path / "ev"
+    result = invoke("evaluate", tmp_path / "in", *args, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    document = json.loads((out / "evaluation.json").read_text())
+    assert document["better"] == {"deletion": "lower", "insertion": "higher"} and document["volumes"] is True
+    recs = document["images"]
+    assert [pathlib.Path(r["path"]).name for r in recs] == ["odd.nii"] + [p.name for p in paths]
+    assert all(r["status"] == "ok" and r["class_index"] == 1 and sorted(r["metrics"]) == ["centre", "gradcam", "random"]
+               for r in recs)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = keras.models.load_model(models / "blob3d.keras")
+    engine = VolumeExplainer(split_model(model, "auto"), classes=[1])
+    for record in recs:
+        volume = nibabel.load(record["path"]).get_fdata(dtype=np.float32)
+        fed = upsample_trilinear(volume[..., None], (16, 16, 16)) if volume.shape != (16, 16, 16) else volume[..., None]
+        cam = upsample_trilinear(engine(fed[None]).method_maps[0, 0, 0], (16, 16, 16))
+        order = np.argsort(-cam.ravel(), kind="stable")
+        expected = []
+        for k in range(9):
+            z = fed.reshape(-1, 1).copy()
+            z[order[:(2 * k * 4096 + 8) // 16]] = 0.0  # the black baseline
+            expected.append(float(model(z.reshape(1, 16, 16, 16, 1), training=False)[0, 1]))
+        np.testing.assert_allclose(record["metrics"]["gradcam"]["deletion_curve"], expected, atol=1e-5)
+    aggregate = document["aggregate"]
+    assert aggregate["gradcam"]["deletion"]["mean"] < aggregate["random"]["deletion"]["mean"]
+    assert aggregate["gradcam"]["insertion"]["mean"] > aggregate["random"]["insertion"]["mean"]
+    killed = tmp_path / "killed"  # what a kill after two volumes leaves: two records and a torn line
+    killed.mkdir()
+    lines = (out / "evaluation.jsonl").read_text().splitlines(keepends=True)
+    (killed / "evaluation.jsonl").write_text("".join(lines[:2]) + lines[2][:40])
+    (killed / ".gradcam-evaluate.json").write_bytes((out / ".gradcam-evaluate.json").read_bytes())
+    resumed = invoke("evaluate", tmp_path / "in", *args, "--out", killed, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    again = json.loads((killed / "evaluation.json").read_text())
+    assert again["images"] == recs
+    assert again["aggregate"] == document["aggregate"]
+
+
+def test_volume_runs_refuse_image_options_and_slice_axis_in_one_line(tmp_path, models):
     save_volumes(tmp_path / "in", blob_volumes(1, seed=0)[0])
     out = tmp_path / "out"
-    ray = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--engine", "ray", "--out", out)
     axis = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--slice-axis", "1", "--out", out)
     grid = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--grid", "--out", out)
     seg = invoke("explain", tmp_path / "in", "--model", models / "blob3d.keras", "--target", "segmentation",
                  "--out", out)
     for result, line in ((seg, "--target segmentation applies to 2-D images; a volume (3-D model) run explains class "
                                "scores: drop it"),
-                         (ray, "--engine ray runs images; volumes (a 3-D model) run on the local engine: drop it"),
                          (grid, "--grid applies to images; a volume run writes NIfTI maps, montages and GIFs: drop it"),
                          (axis, "--slice-axis applies to 2-D models; this model takes volumes whole: drop it")):
         assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == f"Error: {line}"

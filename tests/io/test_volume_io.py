@@ -42,7 +42,31 @@ def test_a_dicom_series_is_sorted_by_position_rescaled_and_placed(tmp_path):
     np.testing.assert_allclose(volume.affine[:3, :3], np.diag([-spacing[1], -spacing[0], 20.0]), atol=1e-9)
     np.testing.assert_allclose(volume.affine[:3, 3], [158.0, 179.0, -10.0])
     assert volume.info == {"format": "DICOM series", "modality": "CT", "slices": 4, "shape": [128, 128, 4],
-                           "voxel_size": [spacing[1], spacing[0], 20.0], "sorted_by": "position", "units": "HU"}
+                           "voxel_size": [spacing[1], spacing[0], 20.0], "sorted_by": "position", "units": "HU",
+                           "photometric": "MONOCHROME2"}
+    assert not volume.invert
+
+
+def test_a_monochrome1_series_is_marked_inverted_with_its_stored_range(tmp_path):
+    """CT_small.dcm relabelled MONOCHROME1 (no bundled series is): the values stay the modality's, the
+    volume says invert, and its range is the stored bits' (signed 16) through each slice's rescale,
+    the union over the slices (intercepts z * 10 for z = 0, 20)."""
+    ct_series(tmp_path / "s", [0.0, 20.0], PhotometricInterpretation="MONOCHROME1")
+    ct_series(tmp_path / "p", [0.0, 20.0])
+    inverted, plain = read_series(str(tmp_path / "s")), read_series(str(tmp_path / "p"))
+    np.testing.assert_array_equal(inverted.values, plain.values)
+    assert inverted.invert and inverted.info["photometric"] == "MONOCHROME1"
+    assert inverted.value_range == (-32768.0, 32767.0 + 200.0)
+
+
+def test_a_series_mixing_monochrome1_and_2_is_refused_in_one_line(tmp_path):
+    paths = ct_series(tmp_path / "s", [0.0, 5.0, 10.0])
+    dicom_copy("CT_small.dcm", paths[1], ImagePositionPatient=[-158.0, -179.0, 5.0], InstanceNumber=2,
+               PhotometricInterpretation="MONOCHROME1")
+    with pytest.raises(ImageError) as caught:
+        read_series(str(tmp_path / "s"))
+    assert caught.value.kind == "unsupported" and caught.value.message == (
+        "slices of MONOCHROME1 and MONOCHROME2 in one series: its slices must share one photometric interpretation")
 
 
 def test_a_truncated_slice_names_itself(tmp_path):

@@ -195,3 +195,24 @@ def test_a_dicom_frame_card_names_its_frame_and_links_no_original(tmp_path):
     scan = {"path": str(png), "status": "ok", "width": 10, "height": 10, "full_depth": {"format": "PNG"},
             "predictions": []}
     assert card_data(1, scan, tmp_path / "out")["src"] == "../scan.png"  # a 16-bit PNG shows, as any PNG
+
+
+def test_a_volume_card_shows_each_maps_montage_escaped_and_no_original(tmp_path):
+    """A volume record (a NIfTI whose folder and name carry markup and quotes): its card links each
+    method's montage (URL-quoted), never the volume itself (a browser shows no NIfTI) nor the NIfTI
+    map; no string of it reaches the HTML outside the escaped data block."""
+    maps = {method: {"nifti": f"{STEM}.top1-lesion.{method}.nii.gz", "montage": f"{STEM}.top1-lesion.{method}.montage.png",
+                     "gif": f"{STEM}.top1-lesion.{method}.gif", "peak_voxel": [1, 2, 3]}
+            for method in ("gradcam", "scorecam")}
+    records = [{"path": f"{STEM}.nii.gz", "status": "ok", "volume": {"format": "NIfTI", "shape": [8, 8, 4]},
+                "map_shape": [4, 4, 2], "predictions": [{"rank": 1, "class_index": 1, "label": "<b>lesion</b>",
+                                                         "probability": 0.75, "score": 1.1, "maps": maps}]}]
+    writers.write_json(tmp_path / "predictions.json", run(records, method=["gradcam", "scorecam"]))
+    html = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "<script>alert" not in html and "<b>lesion" not in html and html.count("<script") == 2
+    (card,) = data_block(html)["records"]
+    assert card["src"] is None and card["path"] == f"{STEM}.nii.gz" and card["name"] == "script>.nii.gz"
+    assert [(p["method"], p["src"], p["label"]) for p in card["preds"]] == [
+        ("gradcam", f"{STEM_URL}.top1-lesion.gradcam.montage.png", "<b>lesion</b>"),
+        ("scorecam", f"{STEM_URL}.top1-lesion.scorecam.montage.png", "<b>lesion</b>")]
+    assert ".nii.gz" not in html.split("report-data")[0] and "lesion.gradcam.nii" not in html

@@ -13,11 +13,12 @@ from gradcam_cli.run.volumes import VolumeModel, model_input
 from gradcam_cli.settings import DepthSettings, ModelSettings, RunSettings
 
 
-def fed(values, size=(4, 5, 6), channels=1, **kw):
+def fed(values, size=(4, 5, 6), channels=1, invert=False, **kw):
     depth = {k: kw.pop(k) for k in ("intensity", "window") if k in kw}
     settings = RunSettings(model=ModelSettings(model="m.keras", **kw), depth=DepthSettings(**depth))
     vm = VolumeModel(None, None, size, channels, None)
-    return model_input(Volume(values, np.eye(4)), vm, settings, "v.nii")
+    volume = Volume(values, np.eye(4), invert=invert, value_range=(-1024.0, 3071.0) if invert else None)
+    return model_input(volume, vm, settings, "v.nii")
 
 
 @pytest.fixture
@@ -44,3 +45,14 @@ def test_window_and_range_map_onto_0_255(values):
 
 def test_a_free_dimension_keeps_the_volumes_size(values):
     assert fed(values, size=(None, 5, None)).shape == (1, 8, 5, 12, 1)
+
+
+def test_a_monochrome1_series_is_inverted_on_the_models_scale(values):
+    """As single MONOCHROME1 files (io/depth.py): raw ``lo + hi - v`` over the stored range (here
+    -1024..3071), window and range ``255 - x``; before the resize (linear: the same either way) and
+    before --preprocess. float32 sums of HU-sized values: 1e-3 absolute."""
+    raw = fed(values, invert=True)
+    np.testing.assert_allclose(raw, (-1024.0 + 3071.0) - fed(values), atol=1e-3)
+    for kw in ({"intensity": "window", "window": (40.0, 400.0)}, {"intensity": "range"}):
+        np.testing.assert_allclose(fed(values, invert=True, preprocessing="scale", **kw),
+                                   (255.0 - fed(values, **kw)) / 255.0, atol=1e-5)
