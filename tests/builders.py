@@ -64,7 +64,7 @@ def scenes(kind: str, n: int, seed: int):
 def peak_pixel(cam) -> tuple[int, int] | None:
     """The map's peak in image pixels: the map upsampled bilinearly (as the overlays), then the middle of
     the flat top holding the first maximum (the pixel of that plateau nearest its centroid). None for a
-    map without a positive value (it points nowhere).
+    map without a positive value, or whose flat top is wider than one map cell (it points nowhere).
 
     Why the middle: cv2's bilinear resize clamps at the border, so a peak cell on the map's edge becomes
     a plateau of s/2 x s pixels (s the scale; 4 x 8 for a 6 x 6 map at 48 px) whose first pixel in
@@ -78,6 +78,8 @@ def peak_pixel(cam) -> tuple[int, int] | None:
     _, labels = cv2.connectedComponents(flat, connectivity=8)
     first = np.unravel_index(int(np.argmax(up)), up.shape)
     ys, xs = np.nonzero(labels == labels[first])
+    if len(ys) > (SIZE / cam.shape[0]) * (SIZE / cam.shape[1]):
+        return None  # a flat top wider than one map cell (a constant map) singles out no place
     nearest = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
     return int(ys[nearest]), int(xs[nearest])
 

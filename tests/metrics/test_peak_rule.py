@@ -1,7 +1,7 @@
 """The localisation tests' own rule (:func:`builders.peak_on`): the map's peak, after the bilinear
 upsampling the overlays use, must lie on the object. cv2 clamps at the border, so a peak cell on
 the map's edge is a flat top of s/2 x s pixels; the peak is its middle, not its first pixel in
-row-major order (the image's edge), and a map with no positive value points nowhere."""
+row-major order (the image's edge), and a map with no positive value, or a constant one, points nowhere."""
 
 from __future__ import annotations
 
@@ -36,3 +36,5 @@ def test_a_map_without_a_positive_value_points_nowhere():
     blank = np.zeros((6, 6), np.float32)
     assert peak_pixel(blank) is None
     assert not peak_on(blank, (0, 0))  # a plain argmax said (0, 0): on a square in the corner
+    flat = np.full((6, 6), 0.5, np.float32)  # a constant map: no place singled out, not its middle
+    assert peak_pixel(flat) is None and not peak_on(flat, (18, 18)) and not peak_on(flat, (0, 0))
