@@ -61,11 +61,36 @@ def scenes(kind: str, n: int, seed: int):
     return x, np.asarray(ys), boxes
 
 
+def peak_pixel(cam) -> tuple[int, int] | None:
+    """The map's peak in image pixels: the map upsampled bilinearly (as the overlays), then the middle of
+    the flat top holding the first maximum (the pixel of that plateau nearest its centroid). None for a
+    map without a positive value, or whose flat top is wider than one map cell (it points nowhere).
+
+    Why the middle: cv2's bilinear resize clamps at the border, so a peak cell on the map's edge becomes
+    a plateau of s/2 x s pixels (s the scale; 4 x 8 for a 6 x 6 map at 48 px) whose first pixel in
+    row-major order is the image's edge or corner: a plain argmax put the peak of every edge cell there,
+    off an object that covers most of that cell."""
+    up = cv2.resize(np.asarray(cam, np.float32), (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    top = float(up.max())
+    if not top > 0:
+        return None
+    flat = (up >= top * (1 - 1e-6)).astype(np.uint8)
+    _, labels = cv2.connectedComponents(flat, connectivity=8)
+    first = np.unravel_index(int(np.argmax(up)), up.shape)
+    ys, xs = np.nonzero(labels == labels[first])
+    if len(ys) > (SIZE / cam.shape[0]) * (SIZE / cam.shape[1]):
+        return None  # a flat top wider than one map cell (a constant map) singles out no place
+    nearest = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return int(ys[nearest]), int(xs[nearest])
+
+
 def peak_on(cam, box) -> bool:
-    up = cv2.resize(cam, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)  # bilinear, as the overlays
-    peak_y, peak_x = np.unravel_index(np.argmax(up), (SIZE, SIZE))
+    """Whether the map's peak (:func:`peak_pixel`) lies on the square whose top-left corner is ``box``."""
+    peak = peak_pixel(cam)
+    if peak is None:
+        return False
     y0, x0 = box
-    return bool(y0 <= peak_y < y0 + OBJ and x0 <= peak_x < x0 + OBJ)
+    return bool(y0 <= peak[0] < y0 + OBJ and x0 <= peak[1] < x0 + OBJ)
 
 
 # ---------------------------------------------------------------------------
