@@ -8,6 +8,10 @@
     cam = TargetCAM(model="encoder.keras", target="similarity", reference="refs/")
     [result] = cam.explain([image])                       # one map per reference
 
+    cam = TargetCAM(model="retinanet.keras", target="box", preprocessing="scale")
+    [result] = cam.explain([image], top=3)                # the 3 highest-scoring detections
+    result.details[0]["detection_box"], result.details[0]["score"]   # [x0, y0, x1, y1] image pixels, 0.97
+
 :class:`TargetCAM` is a :class:`gradcam_cli.cam.GradCAM` (same loading, preprocessing,
 records) whose model is tapped (:func:`gradcam_cli.models.tap.tap_model`) instead of split,
 and whose maps come from :class:`gradcam_cli.engine.targeted.TargetExplainer`.
@@ -50,8 +54,8 @@ class TapSplit:
     cut: bool = True
     heavy_head: bool = False
     tokens: Any = None  # a target's tap reads 4-D layers only: no token grid
-    attention_problem: str | None = ("attention rollout explains a class score; with --target segmentation or "
-                                     "similarity use a gradient method")
+    attention_problem: str | None = ("attention rollout explains a class score; with --target segmentation, "
+                                     "similarity or box use a gradient method")
 
 
 #: how a target's maps are computed (:class:`gradcam_cli.engine.targeted.TargetExplainer`)
@@ -78,7 +82,9 @@ class TargetCAM(GradCAM):
     :class:`gradcam_cli.io.target_files.Masks` (each image's mask found by its path), or True (given to
     :meth:`explain`); None: each class's predicted region. ``sidecar``: the model's non-image inputs
     come from a file beside each image (:mod:`gradcam_cli.io.sidecar`; the image input first);
-    ``target="class"`` is taken for such models only. The other arguments are :class:`GradCAM`'s.
+    ``target="class"`` is taken for such models only. ``box_threshold`` (``box``, a keras-hub
+    RetinaNet): explain detections scoring more than this (default 0.5; ``top`` is how many per image).
+    The other arguments are :class:`GradCAM`'s.
     """
 
     def __init__(self, backbone: str | None = None, *, target: str = "segmentation", reference: str | None = None,

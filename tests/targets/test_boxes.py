@@ -144,3 +144,13 @@ def test_a_box_target_on_a_classifier_and_methods_that_do_not_apply_are_refused_
         cam.explain(images(1), method="scorecam")
     with pytest.raises(OptionError, match="leave out --class"):
         cam.explain(images(1), classes=[0])
+
+
+def test_other_keras_hub_detectors_are_refused_naming_the_supported_one():
+    from gradcam_cli.models.detector import detector_problem, is_detector
+
+    dfine = type("DFineObjectDetector", (), {"name": "d_fine"})()  # its class name is what is read
+    assert not is_detector(dfine)
+    assert detector_problem(dfine) == ("model 'd_fine' is a keras-hub DFineObjectDetector; --target box reads "
+                                       "RetinaNetObjectDetector (anchor-based heads) only")
+    assert is_detector(retinanet(seed=1)) and detector_problem(retinanet(seed=1)) is None
