@@ -196,7 +196,7 @@ _FLAT = {
     "intensity": ("depth", "intensity"), "window": ("depth", "window"),
     "target": ("targets", "kind"), "mask": ("targets", "mask"), "reference": ("targets", "reference"),
     "embedding": ("targets", "embedding"), "sidecar": ("targets", "sidecar"),
-    "slice_axis": ("depth", "slice_axis"),
+    "slice_axis": ("depth", "slice_axis"), "box_score_threshold": ("targets", "box_score_threshold"),
 }
 
 

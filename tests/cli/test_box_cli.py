@@ -61,9 +61,14 @@ def test_records_give_each_box_in_image_pixels_and_overlays_draw_it(files, tmp_p
 
 def test_no_detection_above_the_threshold_writes_an_empty_labelled_entry(files, tmp_path):
     out = tmp_path / "out"
-    result = invoke("explain", files / "imgs" / "d0.png", "--model", files / "det.keras", "--target", "box",
-                    "--box-score-threshold", 1.0, "--preprocess", "scale", "--save-raw", "--out", out, "-q")
+    args = ["explain", files / "imgs" / "d0.png", "--model", files / "det.keras", "--target", "box",
+            "--box-score-threshold", 1.0, "--preprocess", "scale", "--save-raw", "--out", out]
+    result = invoke(*args, "-q")
     assert result.exit_code == 0, result.output
+    again = invoke(*args, "--resume")  # not quiet: the summary line
+    assert again.exit_code == 0 and "1 explained (1 kept from the previous run)" in again.stderr
+    other = invoke(*args[:6], "--box-score-threshold", 0.9, *args[8:], "--resume")  # another threshold
+    assert other.exit_code == 2 and "cannot --resume" in other.stderr
     [entry] = json.loads((out / "predictions.json").read_text())["images"][0]["predictions"]
     assert (entry["label"], entry["class_index"], entry["present"], entry["detection_box"]) == (
         "no detection", -1, False, None)
