@@ -53,8 +53,7 @@ def detector_problem(model: Any) -> str | None:
 class DetectorTap(Tap):
     """A detector tapped at its target layer; ``after`` returns the raw head outputs and the images."""
 
-    box_key: Any = None
-    box_steps: list | None = None
+    box_key: Any = None  # the box deltas' tensor (``bbox_regression``), computed after the cut too
 
     def after(self, values: dict, acts) -> dict:
         fed = {**values, **dict(zip(self.layer_keys, acts))}
