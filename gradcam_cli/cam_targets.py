@@ -8,6 +8,10 @@
     cam = TargetCAM(model="encoder.keras", target="similarity", reference="refs/")
     [result] = cam.explain([image])                       # one map per reference
 
+    cam = TargetCAM(model="retinanet.keras", target="box", preprocessing="scale")
+    [result] = cam.explain([image], top=3)                # the 3 highest-scoring detections
+    result.details[0]["detection_box"], result.details[0]["score"]   # [x0, y0, x1, y1] image pixels, 0.97
+
 :class:`TargetCAM` is a :class:`gradcam_cli.cam.GradCAM` (same loading, preprocessing,
 records) whose model is tapped (:func:`gradcam_cli.models.tap.tap_model`) instead of split,
 and whose maps come from :class:`gradcam_cli.engine.targeted.TargetExplainer`.
@@ -33,6 +37,7 @@ from gradcam_cli.settings import (
     TargetSettings,
 )
 from gradcam_cli.targets import Target, check_methods, get_target
+from gradcam_cli.targets.boxes import DEFAULT_BOX_THRESHOLD, box_explanation
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,8 @@ class TapSplit:
     cut: bool = True
     heavy_head: bool = False
     tokens: Any = None  # a target's tap reads 4-D layers only: no token grid
-    attention_problem: str | None = ("attention rollout explains a class score; with --target segmentation or "
-                                     "similarity use a gradient method")
+    attention_problem: str | None = ("attention rollout explains a class score; with --target segmentation, "
+                                     "similarity or box use a gradient method")
 
 
 #: how a target's maps are computed (:class:`gradcam_cli.engine.targeted.TargetExplainer`)
@@ -60,6 +65,7 @@ DESCRIPTIONS = {
     "class": "class logit, before softmax / sigmoid (a model with non-image inputs, fed from sidecars)",
     "segmentation": "class logits summed over the class's predicted region (or the given mask)",
     "similarity": "cosine similarity of the image's embedding with the reference's",
+    "box": "the box's class logit at the anchor matched to it by IoU (before non-max suppression)",
 }
 
 
@@ -76,11 +82,14 @@ class TargetCAM(GradCAM):
     :class:`gradcam_cli.io.target_files.Masks` (each image's mask found by its path), or True (given to
     :meth:`explain`); None: each class's predicted region. ``sidecar``: the model's non-image inputs
     come from a file beside each image (:mod:`gradcam_cli.io.sidecar`; the image input first);
-    ``target="class"`` is taken for such models only. The other arguments are :class:`GradCAM`'s.
+    ``target="class"`` is taken for such models only. ``box_threshold`` (``box``, a keras-hub
+    RetinaNet): explain detections scoring more than this (default 0.5; ``top`` is how many per image).
+    The other arguments are :class:`GradCAM`'s.
     """
 
     def __init__(self, backbone: str | None = None, *, target: str = "segmentation", reference: str | None = None,
-                 embedding: str | None = None, masks: Any = None, sidecar: bool = False, **kwargs: Any):
+                 embedding: str | None = None, masks: Any = None, sidecar: bool = False,
+                 box_threshold: float | None = None, **kwargs: Any):
         from gradcam_cli.io.target_files import reference_files
 
         self.target: Target = get_target(target)
@@ -90,6 +99,7 @@ class TargetCAM(GradCAM):
             raise OptionError("--target similarity needs --reference IMAGE_OR_NPY (or a folder of them)")
         self.reference_paths = reference_files(reference) if reference is not None else []
         self.embedding, self.masks, self.sidecar = embedding, masks, sidecar
+        self.box_threshold = DEFAULT_BOX_THRESHOLD if box_threshold is None else float(box_threshold)
         super().__init__(backbone, **kwargs)
         if self.target.name == "similarity":
             self.references = self._reference_embeddings()
@@ -101,6 +111,8 @@ class TargetCAM(GradCAM):
         from gradcam_cli.models.tap import tap_model
 
         name = self.target.name
+        if name == "box":
+            return self._cut_detector(layer)
         embedding = (self.embedding or "auto") if name == "similarity" else None
         self.tap = tap_model(self.model, layer, output=self.profile.output, embedding=embedding)
         shape = self.tap.out_shape
@@ -127,6 +139,15 @@ class TargetCAM(GradCAM):
         return TapSplit(self.tap.layer_names[0], self.tap.feature_shapes[0], count, self.tap.out_name,
                         DESCRIPTIONS[name], head, {"softmax": "softmax", "multilabel": "sigmoid"}.get(head, "linear"))
 
+    def _cut_detector(self, layer: str) -> TapSplit:
+        from gradcam_cli.models.detector import tap_detector
+
+        if self.sidecar:
+            raise OptionError("--sidecar is for models with non-image inputs; a detector takes images only")
+        self.tap = tap_detector(self.model, layer)
+        return TapSplit(self.tap.layer_names[0], self.tap.feature_shapes[0], int(self.model.num_classes),
+                        "cls_logits", DESCRIPTIONS["box"])
+
     @property
     def geometry(self) -> Any:
         """:attr:`GradCAM.geometry`; with non-image inputs the walk from the image input is not made:
@@ -141,7 +162,7 @@ class TargetCAM(GradCAM):
     @property
     def needs_sources(self) -> bool:
         """Whether :meth:`explain_prepared` needs each image's path and size (its mask, its sidecar)."""
-        return self.masks is not None or self.sidecar
+        return self.masks is not None or self.sidecar or self.target.name == "box"
 
     def _inputs(self, batch: np.ndarray, sources) -> list:
         """The model's inputs: the image batch first, then each non-image input read from the sidecars."""
@@ -191,17 +212,23 @@ class TargetCAM(GradCAM):
         methods = resolve_methods(method)
         check_methods(self.target, methods)
         options = options or MethodOptions()
+        if self.target.name == "box" and (options.aug_smooth or classes is not None):
+            raise OptionError("--target box explains the top detections (--boxes-top): leave out "
+                              + ("--aug-smooth (a flipped image has other detections)" if options.aug_smooth
+                                 else "--class"))
         if self.target.name == "similarity" and classes is None:
             classes = range(self.split.num_classes)  # every reference
         items = None if classes is None else tuple(int(c) for c in classes)
-        top = None if items is not None else min(int(top or DEFAULT_TOP), self.split.num_classes)
+        count = self.tap.max_detections if self.target.name == "box" else self.split.num_classes
+        top = None if items is not None else min(int(top or DEFAULT_TOP), count)
         key = (top, items, tuple(m.name for m in methods), options)
         if key not in self._explainers:
             mask_shape = tuple(self.tap.out_shape[:2]) if self.masks is not None else None
-            refs = getattr(self, "references", None)
+            context = Context(references=getattr(self, "references", None), box_threshold=self.box_threshold,
+                              detector=self.tap if self.target.name == "box" else None)
             scalars = self.target.scalars
             self._explainers[key] = TargetExplainer(
-                self.tap, lambda out, mask: scalars(out, Context(mask, refs)), top=top, items=items,
+                self.tap, lambda out, mask: scalars(out, replace(context, mask=mask)), top=top, items=items,
                 method=methods, options=options, mask_shape=mask_shape)
         return self._explainers[key]
 
@@ -216,9 +243,11 @@ class TargetCAM(GradCAM):
         regions = [None] * len(images) if masks is None else [np.asarray(m, bool) for m in masks]
         results: list[Explanation] = []
         for chunk in batched(list(zip(images, regions)), batch_size):
+            sizes = {"sources": [(None, np.shape(image)[:2]) for image, _ in chunk]} \
+                if self.target.name == "box" else {}  # each box's original pixels
             results.extend(self.explain_prepared(
                 self.prepare([image for image, _ in chunk], value_range), top=top, indices=indices, method=method,
-                options=options, regions=None if masks is None else [region for _, region in chunk]))
+                options=options, regions=None if masks is None else [region for _, region in chunk], **sizes))
         return results
 
     def explain_prepared(self, batch: np.ndarray, *, top: int = DEFAULT_TOP, indices: Sequence[int] | None = None,
@@ -245,6 +274,11 @@ class TargetCAM(GradCAM):
         by_rank = indices is None and self.target.name != "similarity"  # similarity: every reference, in order
         if self.target.name == "class":  # the probabilities of a softmax / sigmoid head, as GradCAM gives them
             out = _squashed(out, self.split.activation)
+        if self.target.name == "box":
+            size = self.profile.input_size
+            return [box_explanation(out.values[b], out.aux[b], out.items[b], out.method_maps[b], names,
+                                    self.class_names.label, size, tuple(sources[b][1]) if sources else size,
+                                    self.box_threshold) for b in range(batch.shape[0])]
         return [self._target_explanation(out, b, by_rank, names, None if mask is None else mask[b])
                 for b in range(batch.shape[0])]
 
@@ -283,6 +317,8 @@ class TargetCAM(GradCAM):
         info["output"] = self.tap.out_name
         if self.target.name == "similarity":
             info["references"] = [str(p) for p in self.reference_paths]
+        if self.target.name == "box":
+            info["box_score_threshold"] = self.box_threshold
         return info
 
 
@@ -296,6 +332,7 @@ def cam_for(settings: ModelSettings, targets: TargetSettings | None = None, prof
     return TargetCAM(
         s.backbone, target=targets.kind, reference=targets.reference, embedding=targets.embedding,
         masks=None if targets.mask is None else Masks(targets.mask), sidecar=targets.sidecar, profile=profile,
+        box_threshold=targets.box_score_threshold,
         model=s.model,
         weights=s.weights, layer=s.layer, output=s.output, input_size=s.input_size, preprocessing=s.preprocessing,
         mean=s.mean, std=s.std, labels=s.labels, custom_objects=s.custom_objects, config_dirs=s.config_dirs,

@@ -64,7 +64,8 @@ class TargetSettings:
     score, a segment (``mask``: a mask image or an image,mask CSV; None: each class's predicted
     region) or a similarity (``reference``: an image, ``.npy`` or folder; ``embedding``: the output
     or layer read, None: the pooled features before the head). ``sidecar``: the model's non-image
-    inputs come from a file beside each image (:mod:`gradcam_cli.io.sidecar`)."""
+    inputs come from a file beside each image (:mod:`gradcam_cli.io.sidecar`). ``box_score_threshold``
+    (``box``, a detector's boxes; ``top`` is ``--boxes-top``): explain detections scoring at least this."""
 
     top: int = DEFAULT_TOP
     classes: tuple[str, ...] = ()
@@ -75,6 +76,7 @@ class TargetSettings:
     reference: str | None = None
     embedding: str | None = None
     sidecar: bool = False
+    box_score_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ _FLAT = {
     "intensity": ("depth", "intensity"), "window": ("depth", "window"),
     "target": ("targets", "kind"), "mask": ("targets", "mask"), "reference": ("targets", "reference"),
     "embedding": ("targets", "embedding"), "sidecar": ("targets", "sidecar"),
-    "slice_axis": ("depth", "slice_axis"),
+    "slice_axis": ("depth", "slice_axis"), "box_score_threshold": ("targets", "box_score_threshold"),
 }
 
 

@@ -33,7 +33,8 @@ def test_to_json_keeps_the_flat_keys_and_order_of_older_run_files():
     assert flat[:len(old)] == list(old.items())  # keys, order and values
     assert flat[len(old):] == [("caption", False), ("colorbar", False), ("intensity", "auto"), ("window", None),
                                ("target", "class"), ("mask", None), ("reference", None), ("embedding", None),
-                               ("sidecar", False), ("slice_axis", None), ("model.token_grid", None),
+                               ("sidecar", False), ("slice_axis", None), ("box_score_threshold", None),
+                               ("model.token_grid", None),
                                ("model.prefix_tokens", None)]  # added since, last, at their defaults
 
 

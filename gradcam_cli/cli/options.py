@@ -99,6 +99,11 @@ def target_options(command):
         click.option("--embedding", default=None, metavar="OUTPUT_OR_LAYER",
                      help="--target similarity: the output or layer read as the embedding (default: the pooled "
                           "features before the classifier's last Dense, else the output)."),
+        click.option("--boxes-top", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="--target box: explain each image's N highest-scoring detections [default: 5]."),
+        click.option("--box-score-threshold", type=click.FloatRange(0.0, 1.0), default=None, metavar="SCORE",
+                     help="--target box: explain detections scoring more than this (the detector's "
+                          "confidence, after its non-max suppression) [default: 0.5]."),
         click.option("--sidecar", is_flag=True,
                      help="The model's non-image inputs from a file beside each image: photo.json "
                           "({\"input_name\": [values]}) or photo.csv (input_name,v1,v2,... rows); the image input first."),

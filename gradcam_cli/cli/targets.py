@@ -19,6 +19,12 @@ def target_settings(p: dict, classes: tuple, methods: tuple) -> TargetSettings:
     for flag, value in (("--reference", reference), ("--embedding", embedding)):
         if value is not None and kind != "similarity":
             raise click.UsageError(f"{flag} applies to --target similarity, not --target {kind}")
+    for flag, value in (("--boxes-top", p.get("boxes_top")), ("--box-score-threshold", p.get("box_score_threshold"))):
+        if value is not None and kind != "box":
+            raise click.UsageError(f"{flag} applies to --target box, not --target {kind}")
+    if kind == "box" and (classes or p["aug_smooth"]):
+        raise click.UsageError("--target box explains each image's top detections (--boxes-top N): leave out "
+                               + ("--class" if classes else "--aug-smooth (a flipped image has other detections)"))
     if kind == "similarity" and reference is None:
         raise click.UsageError("--target similarity needs --reference IMAGE_OR_NPY (or a folder of them)")
     if kind != "class":
@@ -43,9 +49,13 @@ def target_settings(p: dict, classes: tuple, methods: tuple) -> TargetSettings:
 
             Masks(mask)
     absolute = lambda v: None if v is None else os.path.abspath(v)
-    return TargetSettings(top=p["top"], classes=tuple(classes), threshold=p["threshold"],
+    from gradcam_cli.targets.boxes import DEFAULT_BOXES_TOP
+
+    top = (p.get("boxes_top") or DEFAULT_BOXES_TOP) if kind == "box" else p["top"]
+    return TargetSettings(top=top, classes=tuple(classes), threshold=p["threshold"],
                           labels_csv=absolute(p["labels_csv"]), kind=kind, mask=absolute(mask),
-                          reference=absolute(reference), embedding=embedding, sidecar=p["sidecar"])
+                          reference=absolute(reference), embedding=embedding, sidecar=p["sidecar"],
+                          box_score_threshold=p.get("box_score_threshold"))
 
 
 def check_mask_sizes(settings: TargetSettings, refs: list) -> None:

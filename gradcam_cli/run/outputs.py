@@ -140,6 +140,7 @@ class OverlayOutput(Output):
         """Each heat-map method's overlays (BGR, with its boxes when asked), made once per image and
         shared with the grid and GIF outputs."""
         from gradcam_cli.render.boxes import draw_box
+        from gradcam_cli.render.detections import draw_detection
         from gradcam_cli.render.outline import draw_outline
         from gradcam_cli.render.overlay import overlays
 
@@ -155,6 +156,10 @@ class OverlayOutput(Output):
                                                                                               result.entries)]
                 if result.explanation.regions is not None:  # a segmentation target's regions
                     pictures = [draw_outline(p, r) for p, r in zip(pictures, result.explanation.regions)]
+                if any("detection_box" in e for e in result.entries):  # a box target's detections
+                    pictures = [draw_detection(p, _scaled_box(e.get("detection_box"), sx, sy),
+                                               f"{e['label']} {e.get('score') or 0:.2f}")
+                                for p, e in zip(pictures, result.entries)]
                 result.pictures[method] = pictures
             if base.shape[:2] != tuple(full):
                 result.record["overlay_size"] = [base.shape[1], base.shape[0]]
@@ -334,6 +339,11 @@ def note(entry: dict, key: str, method: str, value: Any, several: bool) -> None:
 def plural(key: str) -> str:
     """The record field of a per-method dict: ``overlays``, ``raws``, ``boxes``."""
     return f"{key}es" if key.endswith("x") else f"{key}s"
+
+
+def _scaled_box(box: list | None, sx: float, sy: float) -> list | None:
+    """A detection's [x0, y0, x1, y1] (original pixels, floats) in a picture scaled by ``sx``, ``sy``."""
+    return None if box is None else [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
 
 
 def box_of(entry: dict, method: str) -> list | None:

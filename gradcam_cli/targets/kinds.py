@@ -25,10 +25,14 @@ REFUSAL = "it scores or backpropagates class scores itself, not this target's sc
 class Context:
     """What a target reads besides the tapped tensor: ``mask`` (B, H, W) float 0/1 at the output's
     resolution, or None (segmentation: each class's predicted region); ``references`` (R, D)
-    unit-length reference embeddings (similarity)."""
+    unit-length reference embeddings (similarity); ``detector``, ``box_threshold`` (box,
+    :mod:`gradcam_cli.targets.boxes`)."""
 
     mask: Any = None
     references: Any = None
+    #: ``box``: the :class:`gradcam_cli.models.detector.DetectorTap` and the detections' score threshold
+    detector: Any = None
+    box_threshold: float = 0.5
 
 
 @register("class", output_ranks=(2,), evaluate=True)

@@ -16,10 +16,10 @@ from gradcam_cli.targets import TARGETS, check_methods, get_target, target_names
 
 
 def test_names_descriptions_and_method_kinds_come_from_the_registry():
-    assert target_names() == ["class", "segmentation", "similarity"]
-    assert [t.evaluate for t in TARGETS.values()] == [True, False, False]
+    assert target_names() == ["class", "segmentation", "similarity", "box"]
+    assert [t.evaluate for t in TARGETS.values()] == [True, False, False, False]
     assert get_target("class").method_kinds is None  # every method
-    for name in ("segmentation", "similarity"):
+    for name in ("segmentation", "similarity", "box"):
         target = get_target(name)
         taken = [m for m in method_names() if get_method(m).kind in target.method_kinds]
         assert taken == ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "random", "centre"]
@@ -30,7 +30,9 @@ def test_names_descriptions_and_method_kinds_come_from_the_registry():
     with pytest.raises(OptionError, match=r"^unknown target 'similarty' \(did you mean 'similarity'\?\)"):
         get_target("similarty")
     help_text = invoke("explain", "--help").output
-    assert "--target [class|segmentation|similarity]" in help_text
+    assert "--target [class|segmentation|similarity|box]" in help_text
+    assert "box: A detector's box: its label's class logit at the anchor matched to it by IoU" in " ".join(
+        help_text.split())
     assert "segmentation: A segmenter's class c: its logits summed over a region" in " ".join(help_text.split())
 
 

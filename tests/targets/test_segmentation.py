@@ -158,7 +158,7 @@ def test_bad_input_is_one_line(tmp_path):
                               f"output 'scores' of model '{classifier.name}' has shape (batch, 3): a classifier's, "
                               "use --target class")
     with pytest.raises(OptionError, match=r"^unknown target 'segmentaton' \(did you mean 'segmentation'\?\); "
-                                          r"choose one of: class, segmentation, similarity$"):
+                                          r"choose one of: class, segmentation, similarity, box$"):
         TargetCAM(model=classifier, target="segmentaton")
     from PIL import Image
 
