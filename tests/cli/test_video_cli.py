@@ -241,3 +241,25 @@ def test_shards_split_by_video_and_bad_flags_are_usage_errors(tmp_path, model):
     result = invoke("explain", tmp_path / "in", "--model", tmp_path / "nothing.keras", "--out", tmp_path / "o2",
                     "--method", "guided")
     assert result.exit_code == 2 and "--method guided applies to images" in result.output
+
+
+def test_the_report_shows_a_strip_per_video_and_escapes_every_string(tmp_path, model):
+    """--report on videos alone: report.html holds a Videos section with each video's strip (a relative,
+    percent-encoded URL), its overlay video and its timeline; a file name and a class label holding
+    markup appear only escaped; a bad video shows its error line."""
+    folder = tmp_path / "in"
+    write_video(folder / 'a<b>&"c.avi', moving_clip(8, seed=40)[0])
+    (folder / "noise.mp4").write_bytes(b"not a video at all" * 100)
+    labels = tmp_path / "labels.txt"
+    labels.write_text('<script>alert("x")</script>\ngreen\nblue\n')
+    out = tmp_path / "out"
+    result = invoke("explain", folder, "--model", model, "--labels", labels, "--out", out, "-n", "1", "--report", "-q")
+    assert result.exit_code == 1, result.output
+    html = (out / "report.html").read_text()
+    assert '<section class="videos" id="videos">' in html
+    assert "<script>alert" not in html and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; (8)" in html  # timeline
+    assert "a<b>" not in html and "a&lt;b&gt;&amp;&#34;c.avi" in html
+    [record] = [r for r in videos(out) if r["status"] == "ok"]
+    strip = record["overlays"][0]["strip"]
+    assert (out / strip).is_file() and f'src="{strip.replace("<", "%3C").replace(">", "%3E").replace("&", "%26").replace(chr(34), "%22")}"' in html
+    assert "unreadable: OpenCV (FFmpeg) cannot open it as a video" in html
