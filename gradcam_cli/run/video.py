@@ -105,7 +105,7 @@ class Clip:
             s, stem = self.step, self.ref.out_stem
             hint = method_name(f"{os.path.basename(stem)}.slot{slot}", method, len(s.methods) > 1)
             self.writers[key] = writers.VideoFile(s.out_dir / os.path.dirname(stem), hint,
-                                                  self.reader.info.fps / self.reader.range.stride, self.size[::-1])
+                                                  self.reader.info.fps / self.reader.range.stride, self.even[::-1])
         return self.writers[key]
 
     def write_chunk(self, chunk: list, results: list, smoothed: list) -> None:
@@ -115,6 +115,7 @@ class Clip:
         s = self.step
         for frame, result, maps in zip(chunk, results, smoothed):
             self.size = self.size or frame.rgb.shape[:2]
+            self.even = (self.size[0] - self.size[0] % 2, self.size[1] - self.size[1] % 2)  # the encoder's sides
             height, width = self.size
             self.prob_sum = result.probabilities.astype(np.float64) + (0 if self.prob_sum is None else self.prob_sum)
             entries = []
@@ -129,7 +130,7 @@ class Clip:
                 pictures = overlays(frame.rgb, maps[method], alpha=s.alpha, colormap=s.colormap, upsample=s.upsample)
                 for slot in range(1, s.n + 1):  # a slot a threshold left empty: the plain frame
                     picture = pictures[slot - 1] if slot <= len(pictures) else frame.rgb[..., ::-1]
-                    self._writer(slot, method).write(np.ascontiguousarray(picture))
+                    self._writer(slot, method).write(np.ascontiguousarray(picture[:self.even[0], :self.even[1]]))
                     if slot == 1 and method == s.methods[0] and len(self.frames) - 1 in self.strip_at:
                         self.strip.append(picture)
 
@@ -171,7 +172,8 @@ class Clip:
         return {"path": self.ref.path, "status": "ok", "kind": "video", "width": self.size[1],
                 "height": self.size[0], "fps": info.fps, "frames_in_file": info.frames,
                 "frames": len(self.frames), "frame_stride": self.reader.range.stride,
-                "output_fps": info.fps / self.reader.range.stride, "first_frame": self.frames[0]["frame"],
+                "output_fps": info.fps / self.reader.range.stride,
+                **({"overlay_size": [self.even[1], self.even[0]]} if self.even != tuple(self.size) else {}), "first_frame": self.frames[0]["frame"],
                 "last_frame": self.frames[-1]["frame"],
                 **({"warnings": list(self.reader.warnings)} if self.reader.warnings else {}),
                 "frames_file": frames_file, "overlays": overlays_, "summary": self.summary()}

@@ -263,3 +263,4 @@ def test_the_report_shows_a_strip_per_video_and_escapes_every_string(tmp_path, m
     strip = record["overlays"][0]["strip"]
     assert (out / strip).is_file() and f'src="{strip.replace("<", "%3C").replace(">", "%3E").replace("&", "%26").replace(chr(34), "%22")}"' in html
     assert "unreadable: OpenCV (FFmpeg) cannot open it as a video" in html
+
