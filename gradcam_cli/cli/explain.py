@@ -126,8 +126,12 @@ def _explain(stop, p: dict) -> int:
         methods=tuple(p["methods"]), method_options=method_settings(p), outputs=output_settings(p),
         max_pixels=p["max_pixels"], depth=depth_settings(p),
     )
+    from gradcam_cli.cli.video import video_model_run
     from gradcam_cli.cli.volumes import slice_refs, volume_run
 
+    code = video_model_run(stop, p, settings, shard)  # a video model's run (videos in, rank-5 model), or None
+    if code is not None:
+        return code
     code = volume_run(stop, p, settings, shard)  # a 3-D model's run, or None: images
     if code is not None:
         return code

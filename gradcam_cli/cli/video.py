@@ -75,3 +75,83 @@ def add_up(first, second):
         setattr(second, name, getattr(first, name) + getattr(second, name))
     second.interrupted = first.interrupted or second.interrupted
     return second
+
+
+def video_model_run(stop, p: dict, settings, shard) -> int | None:
+    """The exit code of a video model's run (input (batch, T, H, W, C) and the inputs hold videos), or
+    None (an image or volume run). Decided before the model loads, from the saved model's input rank."""
+    from gradcam_cli.io.discover import in_shard, iter_inputs
+    from gradcam_cli.io.video import VIDEO_EXTENSIONS
+    from gradcam_cli.models.input_rank import saved_input_rank
+
+    if saved_input_rank(settings.model.model) != 5:
+        return None
+    found = list(iter_inputs(p["inputs"], recursive=not p["no_recursive"], extensions=VIDEO_EXTENSIONS,
+                             skip=(p["out_dir"],)))
+    refs = [ref for ref in found if ref.path.lower().endswith(VIDEO_EXTENSIONS)]
+    if not refs:
+        return None
+    from gradcam_cli.cli.common import precheck_out
+    from gradcam_cli.methods.volumes import check_volume_methods
+
+    try:
+        check_volume_methods(p["methods"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for flag in ("grid", "boxes", "save_raw", "labels_csv"):
+        if p.get(flag):
+            raise click.UsageError(f"--{flag.replace('_', '-')} applies to images; a video model's run writes overlay "
+                                   "videos and frame records: drop it")
+    split_videos(refs, p, settings, p["engine"] != "local")
+    refs = [ref for ref in refs if shard is None or in_shard(ref, *shard)]
+    if p["dry_run"]:
+        for ref in refs:
+            click.echo(ref.path)
+        return 0
+    precheck_out(p["out_dir"], None if shard is None else f"{shard[0]}-of-{shard[1]}", lock=True)
+    return _video_model(stop, p, settings, shard, refs)
+
+
+def _video_model(stop, p: dict, settings, shard, refs) -> int:
+    from gradcam_cli.cli.common import EXIT_OK, EXIT_SOME_FAILED, errors, quiet_tensorflow
+    from gradcam_cli.cli.interrupt import interrupted_line
+    from gradcam_cli.cli.progress import Progress
+    from gradcam_cli.run.video import run_videos
+    from gradcam_cli.run.volumes import load_volume_model
+    from gradcam_cli.settings import RunOptions
+
+    quiet_tensorflow()
+    with errors():
+        vm = load_volume_model(settings)
+    if any(n is None for n in vm.size):
+        raise click.UsageError(f"the video model takes clips of shape {vm.size} (frames, height, width): a video "
+                               "model needs a fixed number of frames and size")
+    progress = Progress(len(refs), p["quiet"])
+
+    def on_record(record: dict) -> None:
+        progress.update(1)
+        if record["status"] != "ok":
+            progress.write(f"gradcam: skipped {record['path']}: {record['message']}")
+
+    options = RunOptions(out_dir=p["out_dir"], batch_size=1, resume=p["resume"], shard=shard, workers=p["io_threads"])
+    stop.running = True
+    try:
+        with errors():
+            summary = run_videos(vm, refs, settings, video_settings(p), options, on_record=on_record, stop=stop)
+    finally:
+        stop.running = False
+        progress.close()
+    if stop.signum is not None:
+        click.echo(interrupted_line(summary.records, summary.total), err=True)
+        return 128 + stop.signum
+    if not p["quiet"]:
+        kept = f" ({summary.resumed} kept from the previous run)" if summary.resumed else ""
+        click.echo(f"gradcam: {summary.done} videos explained{kept}, {summary.failed} failed; results in "
+                   f"{summary.out_dir}", err=True)
+    if p["make_report"]:
+        from gradcam_cli.report import build_report
+        from gradcam_cli.run.naming import JSON_NAME, result_names
+
+        with errors():
+            build_report(p["out_dir"], result_names(shard)[JSON_NAME])
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK

@@ -228,6 +228,14 @@ class VideoStep:
         self.upsample = cam.upsampler
         self.range = FrameRange(video.stride, video.max_frames, video.start, video.end)
 
+    def describe(self) -> dict:
+        """The run document's model fields."""
+        return self.cam.describe()
+
+    def recorded(self) -> dict:
+        """The settings the run file records (compared on ``--resume``)."""
+        return {**recorded_settings(self.cam, self.settings), **self.video.to_json()}
+
     def __call__(self, ref: InputRef) -> dict:
         try:
             reader = VideoReader(ref.path, self.range)
@@ -285,17 +293,24 @@ def run_videos(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, vi
                options: RunOptions, *, on_record: Callable[[dict], None] | None = None,
                stop: Callable[[], bool] | None = None) -> Summary:
     """Explain every video of ``refs`` into ``options.out_dir`` (``options.batch_size`` frames a batch);
-    ``stop()`` -> True: start no new video. Returns the journal's summary."""
+    ``stop()`` -> True: start no new video. Returns the journal's summary. ``cam``: the run's
+    :class:`GradCAM` (frame by frame), or a video model's :class:`~gradcam_cli.run.volumes.VolumeModel`
+    (clips of its T frames, :mod:`gradcam_cli.run.video_model`)."""
     from gradcam_cli.run.folder import io_threads
 
     with ThreadPoolExecutor(max(2, io_threads(options.workers)), thread_name_prefix="gradcam-video") as pool:
-        return _run_videos(VideoStep(cam, settings, video, options.out_dir, options.batch_size, pool), refs,
-                           options, on_record, stop)
+        from gradcam_cli.run.video_model import ClipStep
+        from gradcam_cli.run.volumes import VolumeModel
+
+        if isinstance(cam, VolumeModel):  # a video model: clips of T frames (run/video_model.py)
+            step = ClipStep(cam, settings, video, options.out_dir, pool)
+        else:
+            step = VideoStep(cam, settings, video, options.out_dir, options.batch_size, pool)
+        return _run_videos(step, refs, options, on_record, stop)
 
 
 def _run_videos(step: VideoStep, refs, options: RunOptions, on_record, stop) -> Summary:
-    cam, settings = step.cam, step.settings
-    recorded = {**recorded_settings(cam, settings), **step.video.to_json()}
+    settings, recorded = step.settings, step.recorded()
     part = None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}"
     with RunJournal(options.out_dir, video_files(options.shard), recorded, resume=options.resume,
                     complete=_complete, files=record_files, part=part, on_record=on_record,
@@ -307,7 +322,7 @@ def _run_videos(step: VideoStep, refs, options: RunOptions, on_record, stop) -> 
             journal.add(kept if kept is not None else step(ref))
 
         def header(counts: Summary, records) -> dict:
-            return {"tool": "gradcam-cli", "version": __version__, **cam.describe(), "method": list(settings.methods),
+            return {"tool": "gradcam-cli", "version": __version__, **step.describe(), "method": list(settings.methods),
                     "options": recorded, "summary": {"videos": counts.records, "done": counts.done,
                                                      "failed": counts.failed}}
 
