@@ -158,7 +158,8 @@ def _explain(stop, p: dict) -> int:
             with errors():
                 cluster.enter_context(connected(ray_options))
                 size = options.batch_size
-                plan_pool(cluster_nodes(), ray_options, -(-len(refs) // size) if isinstance(size, int) else len(refs))
+                plan_pool(cluster_nodes(), ray_options, (-(-len(refs) // size) if isinstance(size, int) else len(refs))
+                          + len(videos))  # a video is a task of its own
         summary = _run(stop, settings, options, refs, labels, {**p, "videos": videos, "video": video}, ray_options)
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
@@ -267,7 +268,7 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
             if videos:  # the videos first, with the same model and compiled pass (cli/video.py)
                 from gradcam_cli.cli.video import add_up, explain_videos
 
-                first = explain_videos(cam, videos, settings, ui["video"], options, on_record, stop)
+                first = explain_videos(cam, videos, settings, ui["video"], options, on_record, stop, ray_options)
                 if not refs or stop.signum is not None or stop.pipe_closed:
                     return first
             if ray_options is None:

@@ -52,7 +52,7 @@ def split_videos(refs: list, p: dict, settings, ray: bool) -> tuple[list, list]:
     videos = [ref for ref in refs if is_video(ref.path)]
     if not videos:
         return [], refs
-    refused = [("--engine ray", ray), ("--labels-csv", settings.targets.labels_csv is not None),
+    refused = [("--labels-csv", settings.targets.labels_csv is not None),
                (f"--target {settings.targets.kind}", settings.targets.kind != "class"),
                ("--sidecar", bool(settings.targets.sidecar)), ("--method guided", "guided" in settings.methods)]
     for flag, given in refused:
@@ -62,8 +62,12 @@ def split_videos(refs: list, p: dict, settings, ray: bool) -> tuple[list, list]:
     return videos, [ref for ref in refs if not is_video(ref.path)]
 
 
-def explain_videos(cam, videos: list, settings, video, options, on_record, stop):
-    """The videos' run (``videos.json``); the summary."""
+def explain_videos(cam, videos: list, settings, video, options, on_record, stop, ray_options=None):
+    """The videos' run (``videos.json``), on the local engine or on Ray (one video per task); the summary."""
+    if ray_options is not None:
+        from gradcam_cli.run.ray_video import run_ray_videos
+
+        return run_ray_videos(cam, videos, settings, video, options, ray_options, on_record=on_record, stop=stop)
     from gradcam_cli.run.video import run_videos
 
     return run_videos(cam, videos, settings, video, options, on_record=on_record, stop=stop)
@@ -102,7 +106,10 @@ def video_model_run(stop, p: dict, settings, shard) -> int | None:
         if p.get(flag):
             raise click.UsageError(f"--{flag.replace('_', '-')} applies to images; a video model's run writes overlay "
                                    "videos and frame records: drop it")
-    split_videos(refs, p, settings, p["engine"] != "local")
+    if p["engine"] != "local":
+        raise click.UsageError("--engine ray runs videos through 2-D image models; a video model's run is local: "
+                               "drop it (--shard splits the videos across machines)")
+    split_videos(refs, p, settings, False)
     refs = [ref for ref in refs if shard is None or in_shard(ref, *shard)]
     if p["dry_run"]:
         for ref in refs:

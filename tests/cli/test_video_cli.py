@@ -228,7 +228,7 @@ def test_sigkill_mid_video_then_resume_equals_the_uninterrupted_run(tmp_path, mo
 
 def test_shards_split_by_video_and_bad_flags_are_usage_errors(tmp_path, model):
     """--shard 1/2 and 2/2 explain disjoint sets of whole videos that together are all of them; a
-    --method guided or --engine ray run over videos is refused in one line, exit 2, before loading."""
+    --method guided run over videos is refused in one line, exit 2, before loading."""
     for i in range(4):
         write_video(tmp_path / "in" / f"v{i}.avi", moving_clip(6, seed=30 + i)[0])
     out = tmp_path / "out"
