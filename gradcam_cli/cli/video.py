@@ -54,7 +54,8 @@ def split_videos(refs: list, p: dict, settings, ray: bool) -> tuple[list, list]:
         return [], refs
     refused = [("--labels-csv", settings.targets.labels_csv is not None),
                (f"--target {settings.targets.kind}", settings.targets.kind != "class"),
-               ("--sidecar", bool(settings.targets.sidecar)), ("--method guided", "guided" in settings.methods)]
+               ("--sidecar", bool(settings.targets.sidecar)), ("--method guided", "guided" in settings.methods),
+               ("--tensorboard", p.get("tensorboard_dir") is not None)]
     for flag, given in refused:
         if given:
             raise click.UsageError(f"{flag} applies to images, and the inputs hold videos ({videos[0].path}); "
