@@ -300,3 +300,27 @@ class RunOptions:
     resume: bool = False
     shard: tuple[int, int] | None = None  # (K, N): names the predictions files so shards can share --out
     workers: int | None = None  # decode and write threads (None: one per usable CPU, at least 2)
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """Which frames of a video are explained (from ``start`` to ``end`` seconds, every ``stride``-th,
+    at most ``max_frames``) and ``smooth``: the weight a of the temporal exponential moving average
+    of each class's map, S_t = a * M_t + (1 - a) * S_prev (None: no smoothing; docs/video.md)."""
+
+    stride: int = 1
+    max_frames: int | None = None
+    start: float | None = None
+    end: float | None = None
+    smooth: float | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.stride) < 1 or (self.max_frames is not None and int(self.max_frames) < 1):
+            raise ValueError(f"stride and max_frames must be >= 1, got {self.stride!r}, {self.max_frames!r}")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end} s) must come after start ({self.start} s)")
+        if self.smooth is not None and not 0.0 < float(self.smooth) <= 1.0:
+            raise ValueError(f"smooth must be in (0, 1], got {self.smooth!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {f"video.{f.name}": getattr(self, f.name) for f in fields(self)}

@@ -44,6 +44,7 @@ from gradcam_cli.cli.options import (
     unit_interval,
 )
 from gradcam_cli.cli.targets import check_mask_sizes, target_settings
+from gradcam_cli.cli.video import video_options
 from gradcam_cli.io.discover import DEFAULT_EXTENSIONS
 from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_TOP, PRECISIONS, RunOptions, RunSettings
 
@@ -90,6 +91,7 @@ from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_TOP, PRECISIONS, RunOpti
 @picture_options
 @io_threads_option
 @engine_options
+@video_options
 @click.option("--report", "make_report", is_flag=True, help="Also write OUT/report.html (see `gradcam report`).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None,
               help="Also log the finished run to TensorBoard in DIR (as `gradcam export OUT --to tensorboard`).")
@@ -97,8 +99,9 @@ from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_TOP, PRECISIONS, RunOpti
 def explain(**params) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
 
-    INPUTS are image files, folders (searched recursively), glob patterns, or '-'
-    to read paths from stdin, one per line.
+    INPUTS are image or video files, folders (searched recursively), glob patterns, or '-'
+    to read paths from stdin, one per line. Each video gets overlay videos and per-frame
+    records (docs/video.md).
 
     Ctrl-C (or SIGTERM) finishes the batches in flight, writes predictions.json for what
     is done and exits 130 (143); rerun with --resume to go on.
@@ -130,15 +133,22 @@ def _explain(stop, p: dict) -> int:
         methods=tuple(p["methods"]), method_options=method_settings(p), outputs=output_settings(p),
         max_pixels=p["max_pixels"], depth=depth_settings(p),
     )
+    from gradcam_cli.cli.video import video_model_run
     from gradcam_cli.cli.volumes import slice_refs, volume_run
 
+    code = video_model_run(stop, p, settings, shard)  # a video model's run (videos in, rank-5 model), or None
+    if code is not None:
+        return code
     code = volume_run(stop, p, settings, shard, ray_options)  # a 3-D model's run, or None: images
     if code is not None:
         if code in (EXIT_OK, EXIT_SOME_FAILED) and p["tensorboard_dir"] is not None and not p["dry_run"]:
             _tensorboard(p, shard)
         return code
-    axis = settings.depth.slice_axis
-    exts = (*(p["extensions"] or DEFAULT_EXTENSIONS), ".nii", ".gz") if axis is not None else p["extensions"]
+    from gradcam_cli.cli.video import split_videos, video_extensions, video_settings
+
+    video, axis = video_settings(p), settings.depth.slice_axis
+    exts = (*(p["extensions"] or DEFAULT_EXTENSIONS), ".nii", ".gz") if axis is not None else \
+        video_extensions(p["extensions"])
     refs = discover_inputs(p["inputs"], p["no_recursive"], exts, p["null"], None if axis is not None else shard,
                            p["out_dir"])
     if axis is not None:  # a 2-D model on volumes: each NIfTI input becomes its slices
@@ -147,6 +157,7 @@ def _explain(stop, p: dict) -> int:
     labels = _precheck(settings, None if p["dry_run"] else p["out_dir"], shard)
     if p["dry_run"]:
         return _dry_run(stop, settings, refs, p["jsonl"])
+    videos, refs = split_videos(refs, p, settings, ray_options is not None)
     options = RunOptions(out_dir=p["out_dir"], batch_size=p["batch_size"], workers=p["io_threads"], resume=p["resume"],
                          shard=shard)
     with contextlib.ExitStack() as cluster:
@@ -156,8 +167,9 @@ def _explain(stop, p: dict) -> int:
             with errors():
                 cluster.enter_context(connected(ray_options))
                 size = options.batch_size
-                plan_pool(cluster_nodes(), ray_options, -(-len(refs) // size) if isinstance(size, int) else len(refs))
-        summary = _run(stop, settings, options, refs, labels, p, ray_options)
+                plan_pool(cluster_nodes(), ray_options, (-(-len(refs) // size) if isinstance(size, int) else len(refs))
+                          + len(videos))  # a video is a task of its own
+        summary = _run(stop, settings, options, refs, labels, {**p, "videos": videos, "video": video}, ray_options)
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
     if stop.signum is not None:
@@ -256,7 +268,8 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
     if options.batch_size == "auto":
         options = replace(options, batch_size=auto_batch_size())
     jsonl, quiet = ui["jsonl"], ui["quiet"]
-    progress = Progress(len(refs), quiet)
+    videos = ui.get("videos") or []
+    progress = Progress(len(refs) + len(videos), quiet)
 
     def on_record(record: dict) -> None:
         progress.update(1)
@@ -274,11 +287,20 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
     stop.running = True
     try:
         with errors():
-            if ray_options is None:
-                return run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
-            from gradcam_cli.run.ray_engine import run_ray
+            if videos:  # the videos first, with the same model and compiled pass (cli/video.py)
+                from gradcam_cli.cli.video import add_up, explain_videos
 
-            return run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record, stop=stop)
+                first = explain_videos(cam, videos, settings, ui["video"], options, on_record, stop, ray_options)
+                if not refs or stop.signum is not None or stop.pipe_closed:
+                    return first
+            if ray_options is None:
+                summary = run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
+            else:
+                from gradcam_cli.run.ray_engine import run_ray
+
+                summary = run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record,
+                                  stop=stop)
+            return add_up(first, summary) if videos else summary
     finally:
         stop.running = False
         progress.close()

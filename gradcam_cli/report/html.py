@@ -37,9 +37,15 @@ def build_report(out_dir: str | os.PathLike, predictions_name: str = "prediction
     image is linked by its path relative to ``out_dir`` when it exists from the
     current folder, else left out.
     """
+    from gradcam_cli.report.videos import load_videos
+
     out_dir = pathlib.Path(out_dir)
-    run = load_run(out_dir / predictions_name)
-    html = render_report(run, out_dir)
+    videos = load_videos(out_dir, predictions_name)
+    if videos is not None and not (out_dir / predictions_name).exists():  # a run of videos alone
+        run = {**{k: v for k, v in videos.items() if k != "images"}, "summary": {}, "images": []}
+    else:
+        run = load_run(out_dir / predictions_name)
+    html = render_report(run, out_dir, videos)
     path = out_dir / REPORT_NAME
     writers.write_bytes(path, html.encode("utf-8"))
     return path
@@ -64,8 +70,11 @@ def load_run(path: pathlib.Path) -> dict:
     return run
 
 
-def render_report(run: dict, out_dir: pathlib.Path) -> str:
-    """The HTML text of the report of ``run`` (a parsed ``predictions.json``) written in ``out_dir``."""
+def render_report(run: dict, out_dir: pathlib.Path, videos: dict | None = None) -> str:
+    """The HTML text of the report of ``run`` (a parsed ``predictions.json``) written in ``out_dir``;
+    ``videos``: the run's parsed ``videos.json`` (a strip of frames per video, :mod:`.videos`)."""
+    from gradcam_cli.report.videos import video_rows
+
     on_disk = OnDisk(out_dir)
     records = [card_data(i, r, out_dir, on_disk) for i, r in enumerate(run["images"]) if isinstance(r, dict)]
     test_mode = any(r["truth"] is not None for r in records)
@@ -84,6 +93,7 @@ def render_report(run: dict, out_dir: pathlib.Path) -> str:
         script=_markup(script),
         script_hash=_sha256(script),
         style=_markup(_static("report.css")),
+        videos=video_rows(videos),
     )
 
 

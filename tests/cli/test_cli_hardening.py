@@ -158,6 +158,7 @@ def bad_inputs(tmp_path_factory):
 ])
 def test_bad_arguments_fail_at_once_without_tensorflow_and_create_nothing(bad_inputs, args, code, message):
     from gradcam_cli.io.discover import DEFAULT_EXTENSIONS
+    from gradcam_cli.io.video import VIDEO_EXTENSIONS
 
     root = bad_inputs
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
@@ -168,7 +169,7 @@ def test_bad_arguments_fail_at_once_without_tensorflow_and_create_nothing(bad_in
     assert not tensorflow
     assert len(err.splitlines()) == 1 and err.startswith("Error: ")
     if message is not None:
-        assert err == message.format(root=root, exts=" ".join(DEFAULT_EXTENSIONS)) + "\n"
+        assert err == message.format(root=root, exts=" ".join((*DEFAULT_EXTENSIONS, *VIDEO_EXTENSIONS))) + "\n"
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing created
 
 
