@@ -62,10 +62,15 @@ def run_evaluate(methods: tuple[str, ...], out: str) -> float:
     return time.perf_counter() - start
 
 
-def cell(stat: dict | None) -> str:
+#: figures in 0..1 (areas under curves, a rank correlation), shown with 3 decimals; the rest are x 100
+UNIT = ("deletion", "insertion", "road_combined", "occlusion")
+
+
+def cell(stat: dict | None, key: str) -> str:
     if stat is None:
         return "-"
-    return f"{stat['mean']:.1f} [{stat['low']:.1f}, {stat['high']:.1f}]"
+    digits = 3 if key in UNIT else 1
+    return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
 
 
 def table(evaluation: dict) -> list[str]:
@@ -74,7 +79,7 @@ def table(evaluation: dict) -> list[str]:
     lines = ["| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(COLUMNS)]
     for method, stats in evaluation["aggregate"].items():
         name = f"*{method}*" if method in ("random", "centre") else method
-        lines.append(f"| {name} | " + " | ".join(cell(stats.get(key)) for key, _ in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(stats.get(key), key) for key, _ in COLUMNS) + " |")
     return lines
 
 
@@ -92,8 +97,9 @@ def report(evaluation: dict, seconds: float, methods: tuple[str, ...]) -> str:
         f"busy), {seconds / 60:.1f} min. Backbone `{evaluation['backbone']}` (target layer",
         f"`{evaluation['target_layer']}`, {evaluation['input_size'][0]} px), the {n} photos of",
         "`benchmarks/trust_set/` with their hand-drawn boxes; methods: " + ", ".join(f"`{m}`" for m in methods) + ".",
-        "Mean [95% bootstrap interval, 1000 resamples, seed 0] over the images; every figure x 100 except",
-        "occlusion (a rank correlation, -1..1, shown x 100 too). The explained class is each image's top-1;",
+        "Mean [95% bootstrap interval, 1000 resamples, seed 0] over the images; deletion, insertion (areas",
+        "under the score curves), ROAD (combined) and occlusion (a rank correlation, -1..1) as evaluate gives",
+        "them, the other figures x 100. The explained class is each image's top-1;",
         "the box metrics count a box only when one of its labels is that class (the rocket's top-1,",
         "`drilling_platform`, and the astronaut's, `bobsled`, name none of their boxes: misses).",
         "Definitions: [docs/evaluate.md](../../docs/evaluate.md).",
@@ -108,7 +114,7 @@ def report(evaluation: dict, seconds: float, methods: tuple[str, ...]) -> str:
         "torch-cam (frgfm/torch-cam, `scripts/results.csv` at commit 59e55b3) publishes average drop and",
         "increase in confidence with its `ClassificationMetric` (the map multiplies the preprocessed",
         "input: our `average drop (torch-cam)` and `increase (torch-cam)` columns) for torchvision's",
-        "MobileNetV3-Large on Imagenette's validation set (3,925 images, 224 x 224):",
+        "MobileNetV3-Large on Imagenette's validation set at 224 x 224:",
         "",
         *torchcam,
         "",
@@ -123,12 +129,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", action="append", help="a method (repeat); default: every CNN method")
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--keep", default=RESULTS.replace(".md", ".evaluation.json"),
+                        help="where the run's evaluation.json is kept (the table's source)")
     args = parser.parse_args()
     methods = tuple(args.method or METHODS)
     with tempfile.TemporaryDirectory() as tmp:
         seconds = run_evaluate(methods, os.path.join(tmp, "eval"))
         with open(os.path.join(tmp, "eval", "evaluation.json"), encoding="utf-8") as handle:
             evaluation = json.load(handle)
+    with open(args.keep, "w", encoding="utf-8") as handle:
+        json.dump({k: v for k, v in evaluation.items() if k not in ("images", "mean_curves")}, handle, indent=1)
     text = report(evaluation, seconds, methods)
     with open(args.out, "w", encoding="utf-8") as handle:
         handle.write(text)
