@@ -119,8 +119,9 @@ def _metric_list(ctx, param, value):
               help="Keep the images already evaluated in --out (same settings required); redo the rest.")
 @quiet_option
 def evaluate(**p) -> None:
-    """Score each method's maps on a folder: a table (mean [95% bootstrap interval]) on stdout,
-    evaluation.json, curves.png and sanity.png in --out.
+    """Score each method's maps on a folder: a table (mean [95% bootstrap interval]) and a line
+    recommending the best method (and layer, with --layers) or saying there is no clear winner
+    on stdout; evaluation.json, curves.png and sanity.png in --out.
 
     Ctrl-C (or SIGTERM) finishes the batch in flight, writes evaluation.json for what is done
     and exits 130 (143); rerun with --resume to go on.
@@ -128,6 +129,7 @@ def evaluate(**p) -> None:
     \b
     Example:
       gradcam evaluate sample_images/ --method gradcam --metrics all --sanity 4 --out eval/
+      gradcam evaluate images/ --layers sweep --metrics pointing --boxes-csv boxes.csv --out eval/
     """
     run_stopping_cleanly(lambda stop: _evaluate(stop, p))
 
