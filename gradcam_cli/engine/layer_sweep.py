@@ -1,8 +1,11 @@
 """Maps at several target layers from one compiled pass (``gradcam evaluate --layers``).
 
-The model runs once per batch under a GradientTape that records every layer's output; one
+The model runs once per batch: up to the earliest swept layer outside the tape (as the
+explainer's trunk), the rest under a GradientTape that records every later layer's output; one
 backward pass from the explained scores gives their gradient at every swept layer (the
-gradients of the later layers are on the way to the earlier ones: nothing is recomputed).
+gradients of the later layers are on the way to the earlier ones: nothing is recomputed). When
+some swept layer does not lie after the earliest one (parallel branches), the whole model runs
+under the tape.
 Each method that needs only (activations, gradients) of its layer (kinds ``weights`` and
 ``spatial``: Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, EigenCAM) is applied per
 layer in the same compiled call. Score-CAM, guided Grad-CAM and aug-smooth are not fused
@@ -20,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from gradcam_cli.engine.explainer import apply_method, normalise_maps, squash
+from gradcam_cli.errors import OptionError
 from gradcam_cli.methods import Method, get_method
 from gradcam_cli.models.graph import execute, flatten
 from gradcam_cli.models.split import _head_type, _score_shape, _scores
@@ -56,6 +60,18 @@ class SweepExplainer:
         self.keys = [resolve_target(graph, name, hint="--layers")[1] for name in self.layers]
         wanted = graph.ancestors([self.out_key])
         self.steps = [s for s in graph.steps if id(s) in wanted]
+        # the part before the earliest layer runs outside the tape, as the explainer's trunk does, when
+        # every other layer lies after it (its descendants): the tape then holds only what the gradients need
+        order = {k: i for i, s in enumerate(self.steps) for k in s.outputs}
+        off = [name for name, k in zip(self.layers, self.keys) if k not in order]
+        if off:
+            raise OptionError(f"layer {', '.join(repr(n) for n in off)} of model '{model.name}' does not lead to the "
+                              f"explained output '{graph.output_names[index]}'; pass --layers with layers on its way")
+        first = min(self.keys, key=lambda k: order.get(k, -1))
+        after = all(id(graph.producer[first]) in graph.ancestors([k]) for k in self.keys)
+        before = graph.ancestors([first]) if first in graph.producer and after else set()
+        self.trunk = [s for s in self.steps if id(s) in before]
+        self.first = first if self.trunk else None
         (self.inp,) = graph.input_keys
         self.options = options or MethodOptions()
         self.methods = tuple(get_method(m) for m in methods)
@@ -70,9 +86,10 @@ class SweepExplainer:
     def _explain(self, x):
         import tensorflow as tf
 
+        values = execute(self.trunk, {self.inp: x}) if self.first is not None else {self.inp: x}
         with tf.GradientTape() as tape:
-            tape.watch(x)
-            values = execute(self.steps, {self.inp: x}, last=self.last)
+            tape.watch(values[self.first] if self.first is not None else x)
+            values = execute(self.steps, values, last=self.last)
             scores = self._scores_of(values[self.out_key])
             if self.fixed is None:
                 classes = tf.argmax(scores, axis=-1, output_type=tf.int32)

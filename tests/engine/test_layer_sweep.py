@@ -93,6 +93,28 @@ def test_one_pass_equals_one_explainer_per_layer():
     assert sweep.trace_count() == 1
 
 
+def test_parallel_branches_run_under_one_tape():
+    # b and c both read a: neither lies after the other, so the whole model runs under the tape
+    keras.utils.set_random_seed(6)
+    inp = keras.Input((20, 20, 3))
+    a = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="a")(inp)
+    b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="b")(a)
+    c = keras.layers.Conv2D(6, 1, activation="relu", name="c")(a)
+    x = keras.layers.Add(name="join")([b, c])
+    out = keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D(name="gap")(x))
+    model = keras.Model(inp, out, name="branchy")
+    sweep = SweepExplainer(model, ["b", "c", "join"], ("gradcam", "layercam"))
+    assert sweep.first is None
+    assert SweepExplainer(model, ["a", "join"], ("gradcam",)).first is not None  # join lies after a
+    batch = np.random.default_rng(2).normal(0, 1, (3, 20, 20, 3)).astype(np.float32)
+    _, _, _, maps = sweep(batch)
+    for layer in ("b", "c", "join"):
+        found = GradCAM(model=model, layer=layer).explain_prepared(batch, top=1, method=["gradcam", "layercam"])
+        for method in ("gradcam", "layercam"):
+            reference = np.stack([e.maps_by_method[method][0] for e in found])
+            np.testing.assert_allclose(maps[(method, layer)], reference, atol=1e-4, err_msg=f"{method}@{layer}")
+
+
 def test_a_given_class_is_explained_and_unfused_methods_are_refused():
     model = named_cnn()
     batch = np.random.default_rng(1).normal(0, 1, (2, 32, 32, 3)).astype(np.float32)
