@@ -54,6 +54,15 @@ def test_sweep_of_keras_applications(name, size, expected):
     assert sweep_layers(model, 4) == expected
 
 
+def test_sweep_inside_a_nested_backbone():
+    from builders import mobilenet_wrapped
+
+    model, base = mobilenet_wrapped("functional")
+    found = sweep_layers(model, 3)
+    assert [p.rsplit("/", 1)[-1] for p in found] == ["block_15_add", "block_16_project_BN", "out_relu"]
+    assert all(p.split("/")[0] == base.name for p in found)  # paths through the nested model, as --layer takes
+
+
 def test_parse_and_resolve_layers_refuse_bad_input():
     assert parse_layers("sweep") == 4 and parse_layers("sweep:2") == 2
     assert parse_layers(" c1, c3 ") == ("c1", "c3")
