@@ -126,3 +126,17 @@ def test_sweep_takes_the_last_blocks(scene_run):
     assert result.exit_code == 0, result.output
     doc = json.loads((scene_run / "sw" / "evaluation.json").read_text())
     assert doc["settings"]["layers"] == ["flipped", "after"]
+
+
+def test_a_sweep_resumes_and_another_sweep_is_refused(scene_run):
+    first = run(scene_run, "re", "--layers", "late,after", "--metrics", "pointing")
+    assert first.exit_code == 0, first.output
+    doc = json.loads((scene_run / "re" / "evaluation.json").read_text())
+    log = (scene_run / "re" / "evaluation.jsonl").read_bytes().splitlines(keepends=True)
+    (scene_run / "re" / "evaluation.jsonl").write_bytes(b"".join(log[:10]))  # a killed run: 10 of 24 kept
+    again = run(scene_run, "re", "--layers", "late,after", "--metrics", "pointing", "--resume")
+    assert again.exit_code == 0, again.output
+    resumed = json.loads((scene_run / "re" / "evaluation.json").read_text())
+    assert resumed["aggregate"] == doc["aggregate"] and resumed["recommendation"] == doc["recommendation"]
+    other = run(scene_run, "re", "--layers", "late", "--metrics", "pointing", "--resume")
+    assert other.exit_code == 2 and "cannot --resume" in other.stderr and "layers" in other.stderr, other.output
