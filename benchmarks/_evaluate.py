@@ -113,3 +113,64 @@ def benchmark_evaluate(
         "speedup_vs_predict_loop": (count / evaluate_s) * loop_per_input,
         "target_ratio": 0.85,
     }
+
+
+def benchmark_occlusion(model: Any = None, *, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+                        activation: str = "softmax", images: int = 4, chunk: int = 32, rounds: int = 3,
+                        seed: int = 0) -> dict:
+    """``evaluate --metrics occlusion``'s passes against the bare compiled forward pass on as many inputs.
+
+    occlusion: :func:`gradcam_cli.metrics.occlusion.occlusion_drops` end to end (each image and its
+    49 occluded copies, built by patch, preprocessed, through the compiled scorer in chunks, the
+    drops); forward: the same count of already-preprocessed inputs through ``tf.function(model)``.
+    Ratio = forward time / occlusion time, the median over back-to-back pairs (target >= 0.85).
+    ``model=None``: MobileNetV2 (random weights, 224 px, logits) with ``tf``-mode preprocessing."""
+    import tensorflow as tf
+
+    from gradcam_cli.metrics.occlusion import GRID, occlusion_drops
+
+    if model is None:
+        model, preprocess = _default_model(), _tf_mode
+    preprocess = preprocess or (lambda p: np.asarray(p, np.float32))
+    h, w = (int(d) for d in model.inputs[0].shape[1:3])
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (images, h, w, 3), dtype=np.uint8)
+    classes = np.zeros(images, np.int32)
+    count = images * (1 + GRID * GRID)
+    score_fn = make_score_fn(model, preprocess, activation=activation, chunk=chunk)
+    forward = tf.function(lambda x: model(x, training=False), input_signature=[
+        tf.TensorSpec((None, h, w, 3), tf.float32)])
+    prepared = np.repeat(preprocess(pixels.astype(np.float32)), 1 + GRID * GRID, axis=0)
+
+    def run_forward() -> float:
+        start = time.perf_counter()
+        for i in range(0, count, chunk):
+            forward(prepared[i : i + chunk]).numpy()
+        return time.perf_counter() - start
+
+    def run_occlusion() -> float:
+        start = time.perf_counter()
+        occlusion_drops(pixels, classes, score_fn, chunk=chunk)
+        return time.perf_counter() - start
+
+    occlusion_drops(pixels[:1], classes[:1], score_fn, chunk=chunk)  # trace and warm up both
+    forward(prepared[:chunk]).numpy()
+    pairs = []
+    for r in range(max(1, rounds)):
+        order = (run_forward, run_occlusion) if r % 2 == 0 else (run_occlusion, run_forward)
+        timed = {fn: fn() for fn in order}
+        pairs.append((timed[run_forward], timed[run_occlusion]))
+    forward_s = float(np.median([f for f, _ in pairs]))
+    occlusion_s = float(np.median([o for _, o in pairs]))
+    return {
+        "model": getattr(model, "name", type(model).__name__),
+        "input_size": [h, w],
+        "images": images,
+        "inputs": count,
+        "chunk": chunk,
+        "rounds": len(pairs),
+        "forward_inputs_per_s": count / forward_s,
+        "occlusion_inputs_per_s": count / occlusion_s,
+        "ratio_vs_forward": float(np.median([f / o for f, o in pairs])),
+        "target_ratio": 0.85,
+    }

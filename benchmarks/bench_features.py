@@ -7,6 +7,8 @@
 - activations: the default backbone's first 8 conv / pool layers for one image;
 - evaluate: the batched perturbation scorer against the plain compiled forward pass on as many
   inputs, and against a loop of per-step ``model.predict`` calls;
+- occlusion: ``evaluate --metrics occlusion``'s 49 occluded copies per image, built, preprocessed
+  and scored, against the plain compiled forward pass on as many inputs (target >= 0.85x);
 - report: a 10,000-record report opened in Chromium, time to its first page of cards.
 
 Every figure is a median over rounds taken back to back under the same load (the machine is
@@ -25,7 +27,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "features.md"
-FEATURES = ("filters", "activations", "evaluate", "report")
+FEATURES = ("filters", "activations", "evaluate", "occlusion", "report")
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -44,6 +46,10 @@ def run_all(which: list[str]) -> dict:
         from _evaluate import benchmark_evaluate
 
         results["evaluate"] = benchmark_evaluate()
+    if "occlusion" in which:
+        from _evaluate import benchmark_occlusion
+
+        results["occlusion"] = benchmark_occlusion()
     if "report" in which:
         from _report import benchmark_report
 

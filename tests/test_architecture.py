@@ -22,7 +22,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gradcam_cli"
 #: results, errors, _version) are leaves for all. ``cam`` is the front door, gradcam_cli/cam.py; ``cam_targets`` its door for other targets.
 ALLOWED = {
     "cli": {"cam", "cam_targets", "run", "methods", "metrics", "models", "config", "io", "render", "report", "inspect",
-            "targets"},
+            "targets", "trackers"},
     "run": {"cam", "cam_targets", "engine", "methods", "models", "config", "io", "render", "metrics", "targets"},
     "cam": {"engine", "methods", "models", "config", "io", "render"},
     "cam_targets": {"cam", "cam_multi", "engine", "methods", "models", "config", "io", "render", "targets"},
@@ -37,6 +37,8 @@ ALLOWED = {
     "inspect": {"models", "config", "io", "render"},
     "metrics": {"io", "render", "config"},
     "report": {"io", "config"},
+    "trackers": {"run", "io", "render", "config"},
+    "keras": {"engine", "models", "render", "trackers"},  # gradcam_cli/keras.py: the training callback
 }
 #: single modules a stage may import from a stage it may not: the report finds a run's grids and
 #: GIFs by the run's naming rule (a leaf: it imports no gradcam_cli module, checked below)

@@ -91,6 +91,8 @@ from gradcam_cli.settings import DEFAULT_BATCH, DEFAULT_TOP, PRECISIONS, RunOpti
 @io_threads_option
 @engine_options
 @click.option("--report", "make_report", is_flag=True, help="Also write OUT/report.html (see `gradcam report`).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None,
+              help="Also log the finished run to TensorBoard in DIR (as `gradcam export OUT --to tensorboard`).")
 @quiet_option
 def explain(**params) -> None:
     """Explain images with Grad-CAM: overlays for each image's top classes, plus predictions.json.
@@ -110,6 +112,11 @@ def explain(**params) -> None:
 
 def _explain(stop, p: dict) -> int:
     """The command's work (``p``: the command's parameters); returns the exit code."""
+    if p["tensorboard_dir"] is not None:  # its extra is checked first: before the inputs are walked
+        from gradcam_cli.trackers import require
+
+        with errors():
+            require("tensorboard")
     classes = p["classes"]
     if p["target_unit"] is not None:
         if classes:
@@ -127,6 +134,8 @@ def _explain(stop, p: dict) -> int:
 
     code = volume_run(stop, p, settings, shard)  # a 3-D model's run, or None: images
     if code is not None:
+        if code in (EXIT_OK, EXIT_SOME_FAILED) and p["tensorboard_dir"] is not None and not p["dry_run"]:
+            _tensorboard(p, shard)
         return code
     axis = settings.depth.slice_axis
     exts = (*(p["extensions"] or DEFAULT_EXTENSIONS), ".nii", ".gz") if axis is not None else p["extensions"]
@@ -168,7 +177,20 @@ def _explain(stop, p: dict) -> int:
             path = build_report(p["out_dir"], result_names(shard)[JSON_NAME])
         if not p["quiet"]:
             click.echo(f"gradcam: report in {path}", err=True)
+    if p["tensorboard_dir"] is not None:
+        _tensorboard(p, shard)
     return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+
+
+def _tensorboard(p: dict, shard) -> None:
+    from gradcam_cli.run.naming import JSON_NAME, result_names
+    from gradcam_cli.trackers.export import ExportTarget, export_run
+
+    with errors():
+        where = export_run(p["out_dir"], ExportTarget("tensorboard", log_dir=p["tensorboard_dir"]),
+                           result_names(shard)[JSON_NAME])
+    if not p["quiet"]:
+        click.echo(f"gradcam: TensorBoard log in {where}", err=True)
 
 
 def _ray_options(engine, address, workers, gpus, cpus):
