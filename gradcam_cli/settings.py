@@ -273,7 +273,9 @@ class EvalSettings:
     every metric that needs no boxes); ``classes``: explain this class for every image instead
     of its top-1; ``score``: ``probability`` or ``logit`` (before the head's activation);
     ``steps`` and the two baselines: deletion / insertion; ``boxes_csv`` and ``tolerance``: the
-    pointing game and localisation; ``seed``: the random map, ROAD's noise, the bootstrap."""
+    pointing game and localisation; ``seed``: the random map, ROAD's noise, the bootstrap;
+    ``layers``: a layer sweep's resolved layer paths (each method scored at each, columns
+    ``method@layer``; empty: the model's one target layer, columns named by method)."""
 
     methods: tuple[str, ...] = (DEFAULT_METHOD,)
     baselines: tuple[str, ...] = ("random", "centre")
@@ -287,6 +289,7 @@ class EvalSettings:
     tolerance: float = 15.0
     seed: int = 0
     max_pixels: int | None = None
+    layers: tuple[str, ...] = ()
     method_options: MethodOptions = field(default_factory=MethodOptions)
     depth: DepthSettings = field(default_factory=DepthSettings)
 

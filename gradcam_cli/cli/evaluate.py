@@ -37,10 +37,41 @@ from gradcam_cli.settings import EvalSettings
 from gradcam_cli.targets import DEFAULT_TARGET, get_target, target_names
 
 DEFAULTS = EvalSettings()
+ALL = ("all",)  # --metrics all: every metric that applies to the inputs given (see _chosen_metrics)
+
+
+def _layer_list(ctx, param, value):
+    """``--layers``: None, a sweep's count (``sweep``, ``sweep:K``) or layer names; resolved on the model."""
+    if value is None:
+        return None
+    from gradcam_cli.models.sweep import parse_layers
+
+    try:
+        return parse_layers(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _chosen_metrics(asked: tuple, boxes_csv: str | None) -> tuple:
+    """The metrics to measure: ``all`` -> every metric that applies (the box metrics only with
+    --boxes-csv; the ones left out said in one stderr line); named ones needing boxes without
+    them -> a usage error."""
+    boxed = [m for m in metric_names() if get_metric(m).needs_boxes]
+    if asked == ALL:
+        if boxes_csv is None and boxed:
+            click.echo(f"gradcam: --metrics all: left out {', '.join(boxed)} (they need --boxes-csv "
+                       "path,label,x0,y0,x1,y1)", err=True)
+        return tuple(m for m in metric_names() if boxes_csv is not None or m not in boxed)
+    if any(m in boxed for m in asked) and boxes_csv is None:
+        raise click.UsageError(f"--metrics {' / '.join(m for m in asked if m in boxed)} need --boxes-csv "
+                               "path,label,x0,y0,x1,y1")
+    return asked
 
 
 def _metric_list(ctx, param, value):
-    names = metric_names() if value.strip() == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    if value.strip() == "all":
+        return ALL
+    names = [v.strip() for v in value.split(",") if v.strip()]
     if not names:
         raise click.BadParameter(f"no metric given; choose 'all' or a comma-separated list of: {', '.join(metric_names())}")
     try:
@@ -62,7 +93,11 @@ def _metric_list(ctx, param, value):
 @click.option("--target", "target_kind", type=click.Choice(target_names()), default=DEFAULT_TARGET, show_default=True,
               help="What the maps explain; the metrics are defined for class scores only (docs/targets.md).")
 @click.option("--metrics", "metrics", default=",".join(default_metric_names()), show_default=True,
-              callback=_metric_list, help=f"'all' or a comma-separated list of: {', '.join(metric_names())}.")
+              callback=_metric_list, help=f"'all' (every metric that applies: the box metrics with --boxes-csv) "
+                                          f"or a comma-separated list of: {', '.join(metric_names())}.")
+@click.option("--layers", "layers", default=None, callback=_layer_list, metavar="A,B,C|sweep[:K]",
+              help="Score every method at each of these layers (columns method@layer), all from one compiled "
+                   "pass per batch; 'sweep': the last 4 block outputs found from the graph ('sweep:K': K).")
 @click.option("--score", type=click.Choice(["probability", "logit"]), default=DEFAULTS.score, show_default=True,
               help="The score the metrics read: after the head's softmax / sigmoid, or the logit before it.")
 @click.option("--steps", default=DEFAULTS.steps, show_default=True, type=click.IntRange(2, 1000),
@@ -84,8 +119,9 @@ def _metric_list(ctx, param, value):
               help="Keep the images already evaluated in --out (same settings required); redo the rest.")
 @quiet_option
 def evaluate(**p) -> None:
-    """Score each method's maps on a folder: a table (mean [95% bootstrap interval]) on stdout,
-    evaluation.json, curves.png and sanity.png in --out.
+    """Score each method's maps on a folder: a table (mean [95% bootstrap interval]) and a line
+    recommending the best method (and layer, with --layers) or saying there is no clear winner
+    on stdout; evaluation.json, curves.png and sanity.png in --out.
 
     Ctrl-C (or SIGTERM) finishes the batch in flight, writes evaluation.json for what is done
     and exits 130 (143); rerun with --resume to go on.
@@ -93,6 +129,7 @@ def evaluate(**p) -> None:
     \b
     Example:
       gradcam evaluate sample_images/ --method gradcam --metrics all --sanity 4 --out eval/
+      gradcam evaluate images/ --layers sweep --metrics pointing --boxes-csv boxes.csv --out eval/
     """
     run_stopping_cleanly(lambda stop: _evaluate(stop, p))
 
@@ -108,6 +145,7 @@ def _evaluate(stop, p: dict) -> int:
     methods = tuple(m for m in p["methods"] if m not in BASELINES)  # always scored as baselines
     if not methods:
         raise click.UsageError("the random and centre maps are always scored; pass a --method to compare with them")
+    p["metrics"] = _chosen_metrics(p["metrics"], p["boxes_csv"])
     from gradcam_cli.cli.volumes import evaluate_refs, volume_evaluate
 
     settings = EvalSettings(methods=methods, metrics=p["metrics"], classes=tuple(p["classes"]), score=p["score"],
@@ -118,9 +156,6 @@ def _evaluate(stop, p: dict) -> int:
     code = volume_evaluate(stop, p, settings, model_settings(p))  # a 3-D model: deletion / insertion in 3-D
     if code is not None:
         return code
-    if any(get_metric(m).needs_boxes for m in p["metrics"]) and p["boxes_csv"] is None:
-        boxed = " / ".join(m for m in metric_names() if get_metric(m).needs_boxes)
-        raise click.UsageError(f"--metrics {boxed} need --boxes-csv path,label,x0,y0,x1,y1")
     refs = evaluate_refs(p, model_settings(p).model)  # a volume: its slices (--slice-axis), or a refusal
     precheck_out(p["out_dir"], lock=True)
     cam = make_cam(model_settings(p), settings.methods)
@@ -128,6 +163,12 @@ def _evaluate(stop, p: dict) -> int:
 
     with errors():
         cam.resolve_classes(settings.classes)
+        if p["layers"] is not None:  # checked on the model's graph before it runs
+            from dataclasses import replace
+
+            from gradcam_cli.models.sweep import resolve_layers
+
+            settings = replace(settings, layers=tuple(resolve_layers(cam.model, p["layers"], cam.profile.output)))
         boxes = read_boxes(p["boxes_csv"], cam.class_names, cam.split.num_classes) if p["boxes_csv"] else None
     bar = Progress(len(refs), p["quiet"])
 
@@ -151,6 +192,7 @@ def _evaluate(stop, p: dict) -> int:
         click.echo(interrupted_line(summary.records, summary.total), err=True)
         return 128 + stop.signum
     _print_table(document)
+    click.echo(document["recommendation"]["line"])
     for method, result in document.get("sanity", {}).items():
         verdict = "FAILED (maps barely change)" if result["failed"] else "passed"
         click.echo(f"sanity {method}: Spearman {json.dumps([round(v, 3) for v in result['spearman']])} -> {verdict}")

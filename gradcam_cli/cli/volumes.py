@@ -175,7 +175,7 @@ def volume_evaluate(stop, p: dict, settings, model) -> int | None:
     """``evaluate`` with a 3-D model: deletion / insertion in 3-D on every volume (exit code), or None
     for a 2-D model. What is not defined on volumes is refused in one line before the model loads:
     a metric other than deletion / insertion named in ``--metrics`` (without it, those two are
-    measured), ``--sanity``, ``--boxes-csv``, ``--slice-axis``, a method not defined in 3-D."""
+    measured), ``--sanity``, ``--boxes-csv``, ``--slice-axis``, ``--layers``, a method not defined in 3-D."""
     from dataclasses import replace
 
     from click.core import ParameterSource
@@ -194,7 +194,7 @@ def volume_evaluate(stop, p: dict, settings, model) -> int | None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     for flag, value in (("sanity", p.get("sanity_images")), ("boxes-csv", p.get("boxes_csv")),
-                        ("slice-axis", p.get("slice_axis"))):
+                        ("slice-axis", p.get("slice_axis")), ("layers", p.get("layers"))):
         if value:
             raise click.UsageError(f"--{flag} is not defined on volumes (3-D models): evaluate measures deletion and "
                                    "insertion in 3-D; drop it")

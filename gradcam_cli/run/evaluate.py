@@ -24,11 +24,13 @@ from gradcam_cli._version import __version__
 from gradcam_cli.io import writers
 from gradcam_cli.metrics import MetricBatch, get_metric, metric_names
 from gradcam_cli.metrics.baselines import baseline_maps
+from gradcam_cli.metrics.recommend import recommend
 from gradcam_cli.metrics.registry import better, curve_axes, curve_kinds, dataset_fields
 from gradcam_cli.render.plots import curves_png, sanity_png
 from gradcam_cli.results import Explanation
 from gradcam_cli.run.folder import io_threads, run_pipeline
 from gradcam_cli.run.journal import JournalFiles, RunJournal, Summary
+from gradcam_cli.run.layer_maps import LayerMaps, candidate_columns
 from gradcam_cli.run.step import Item, decode_item, ok_record
 from gradcam_cli.settings import EvalSettings
 
@@ -75,6 +77,7 @@ class Evaluator:
                                       activation=activation, chunk=32)
         self.size = tuple(profile.input_size)
         self.metrics = [get_metric(name) for name in metric_names() if name in settings.metrics]
+        self.sweep = LayerMaps(cam, settings, self.indices) if settings.layers else None
 
     def maps(self, batch: np.ndarray, method: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list]:
         """(explained classes (B,), maps at the target layer (B, h, w), explanations) for one method."""
@@ -87,29 +90,43 @@ class Evaluator:
         return np.array([e.predictions[0].class_index for e in found]), np.stack([e.maps[0] for e in found]), found
 
     def __call__(self, items: Sequence[Item], submit: Callable | None = None) -> list[dict]:
-        """One record per item: its class and, per method, every metric (and the curves)."""
+        """One record per item: its class and, per column (method, ``method@layer``, baseline), every
+        metric (and the curves)."""
         if not items:  # every image of the batch was kept from the previous run, or failed to decode
             return []
         ids = [self.index.get(item.ref.key, i) for i, item in enumerate(items)]
         batch = np.stack([item.model_input for item in items])
         pixels = np.stack([item.pixels for item in items])  # the model input's own pixels
-        classes, first, explained = self.maps(batch, self.settings.methods[0], ids)  # the class is the first's
-        records = [self._record(item, e) for item, e in zip(items, explained)]
+        classes, probs, columns = self._columns(batch, ids)
+        records = [self._record(item, int(c), float(p[c])) for item, c, p in zip(items, classes, probs)]
         boxes = [self.boxes.get(os.path.realpath(item.ref.path)) for item in items]
-        for m, method in enumerate((*self.settings.methods, *self.settings.baselines)):
-            small = first if m == 0 else self.maps(batch, method, ids)[1]
-            maps = np.stack([self.cam.upsampler(cam, self.size) for cam in small])
+        for name, (small, upsampler) in columns.items():
+            maps = np.stack([upsampler(cam, self.size) for cam in small])
             scored = MetricBatch(pixels, maps, small, classes, [item.image.shape[:2] for item in items], boxes, ids,
-                                 self.cam.upsampler)
+                                 upsampler)
             for record, values in zip(records, self._metrics(scored)):
-                record["metrics"][method] = values
+                record["metrics"][name] = values
         return records
 
-    def _record(self, item: Item, explanation: Explanation) -> dict:
-        p = explanation.predictions[0]
+    def _columns(self, batch: np.ndarray, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(explained classes (B,), probabilities (B, C), column -> (maps at its layer (B, h, w), upsampler)):
+        every method (at every swept layer), then the baselines at the target layer."""
+        if self.sweep is not None:
+            classes, probs, columns = self.sweep(batch)
+        else:
+            classes, first, explained = self.maps(batch, self.settings.methods[0], ids)  # the class is the first's
+            probs = np.stack([e.probabilities for e in explained])
+            columns = {self.settings.methods[0]: (first, self.cam.upsampler)}
+            for method in self.settings.methods[1:]:
+                columns[method] = (self.maps(batch, method, ids)[1], self.cam.upsampler)
+        for name in self.settings.baselines:
+            columns[name] = (self.maps(batch, name, ids)[1], self.cam.upsampler)
+        return classes, probs, columns
+
+    def _record(self, item: Item, class_index: int, probability: float) -> dict:
         height, width = item.image.shape[:2]
-        return {**ok_record(item, width, height), "class_index": p.class_index, "label": p.label,
-                "probability": p.probability, "metrics": {}}
+        return {**ok_record(item, width, height), "class_index": class_index,
+                "label": self.cam.class_names.label(class_index), "probability": probability, "metrics": {}}
 
     def _metrics(self, batch: MetricBatch) -> list[dict]:
         """Per image, every asked metric's fields (in registration order); a metric that needs
@@ -131,7 +148,7 @@ def aggregate(records: Sequence[dict], settings: EvalSettings) -> dict:
 
     whole_run = dataset_fields()
     table: dict = {}
-    for method in (*settings.methods, *settings.baselines):
+    for method in (*candidate_columns(settings), *settings.baselines):
         row = {}
         for field in better():
             source, statistic = whole_run.get(field, (field, None))
@@ -148,7 +165,7 @@ def aggregate(records: Sequence[dict], settings: EvalSettings) -> dict:
 def mean_curves(records: Sequence[dict], settings: EvalSettings) -> dict:
     """method -> curve name (``deletion``, ``insertion``) -> the mean curve."""
     curves: dict = {}
-    for method in (*settings.methods, *settings.baselines):
+    for method in (*candidate_columns(settings), *settings.baselines):
         for field, kind in curve_kinds().items():
             rows = [r["metrics"][method][field] for r in records
                     if r.get("status") == "ok" and field in r["metrics"].get(method, {})]
@@ -205,10 +222,13 @@ def _json(value):
 
 
 def _document(cam: GradCAM, settings: EvalSettings, counts: Summary, records: list[dict]) -> dict:
+    table = aggregate(records, settings)
     return {
         "tool": "gradcam-cli", "version": __version__, **cam.describe(), "settings": _json(asdict(settings)),
         "summary": {"images": counts.records, "done": counts.done, "failed": counts.failed},
-        "better": better(), "aggregate": aggregate(records, settings), "mean_curves": mean_curves(records, settings),
+        "better": better(), "aggregate": table, "recommendation": recommend(table, better(), candidate_columns(settings),
+                                                                          settings.baselines),
+        "mean_curves": mean_curves(records, settings),
     }
 
 

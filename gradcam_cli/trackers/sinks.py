@@ -14,6 +14,7 @@ The trackers' own libraries write their files (event files, stores, run folders)
 from __future__ import annotations
 
 import pathlib
+import re
 import time
 from typing import Sequence
 
@@ -64,6 +65,12 @@ def export_tensorboard(run: FinishedRun, log_dir) -> pathlib.Path:
     return log_dir
 
 
+def mlflow_key(key: str) -> str:
+    """``key`` with every character MLflow refuses in a metric or parameter name (it takes letters,
+    digits, ``_ - . / :`` and spaces) as ``_``: a layer sweep's ``gradcam@conv5_block3_out`` columns."""
+    return re.sub(r"[^\w\-./: ]", "_", key)
+
+
 def export_mlflow(run: FinishedRun, tracking_uri: str, experiment: str, run_name: str | None = None,
                   artifact_location: str | None = None) -> str:
     """One MLflow run in ``experiment`` of the store at ``tracking_uri``; its id. An absent experiment
@@ -79,11 +86,11 @@ def export_mlflow(run: FinishedRun, tracking_uri: str, experiment: str, run_name
                                 tags={"gradcam.folder": str(run.folder.resolve()), "gradcam.version": run.version})
     run_id = created.info.run_id
     try:
-        params = [Param(key, value[:6000]) for key, value in run.params.items()]
+        params = [Param(mlflow_key(key), value[:6000]) for key, value in run.params.items()]
         for start in range(0, len(params), PARAM_BATCH):
             client.log_batch(run_id, params=params[start:start + PARAM_BATCH])
         stamp = int(time.time() * 1000)
-        metrics = [Metric(key, value, stamp, 0) for key, value in run.metrics.items()]
+        metrics = [Metric(mlflow_key(key), value, stamp, 0) for key, value in run.metrics.items()]
         for start in range(0, len(metrics), METRIC_BATCH):
             client.log_batch(run_id, metrics=metrics[start:start + METRIC_BATCH])
         for path in run.artifacts:

@@ -180,3 +180,14 @@ def test_help_imports_no_tracker_nor_tensorflow(argv):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "--to" in proc.stdout or argv != ["export", "--help"]
+
+
+def test_mlflow_keys_of_a_layer_sweep_are_names_mlflow_takes():
+    from mlflow.utils.validation import _validate_metric_name
+
+    from gradcam_cli.trackers.sinks import mlflow_key
+
+    key = mlflow_key("evaluate.gradcam@backbone/conv5_block3_out.pointing.mean")
+    assert key == "evaluate.gradcam_backbone/conv5_block3_out.pointing.mean"
+    _validate_metric_name(key)  # raises on a name MLflow refuses
+    assert mlflow_key("explain.top_1:prob-2 x") == "explain.top_1:prob-2 x"  # allowed characters kept
