@@ -10,6 +10,7 @@ import click
 from gradcam_cli.cli.common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
+    class_names_before_loading,
     errors,
     make_cam,
     precheck_out,
@@ -66,6 +67,25 @@ def _chosen_metrics(asked: tuple, boxes_csv: str | None) -> tuple:
         raise click.UsageError(f"--metrics {' / '.join(m for m in asked if m in boxed)} need --boxes-csv "
                                "path,label,x0,y0,x1,y1")
     return asked
+
+
+def _check_boxes_before_loading(p: dict) -> None:
+    """``--boxes-csv`` read, and its labels resolved where the class list is known without the model
+    (``--labels``, a registry backbone's list), so a malformed row or an unknown or ambiguous class
+    is one line before the model loads; the labels are resolved again on the model's own list."""
+    if p["boxes_csv"] is None:
+        return
+    from gradcam_cli.errors import TargetError
+    from gradcam_cli.metrics.pointing import read_boxes_csv
+
+    with errors():
+        labels = sorted({box.label for boxes in read_boxes_csv(p["boxes_csv"]).values() for box in boxes})
+        names = class_names_before_loading(model_settings(p))
+        for label in labels if names is not None else ():
+            try:
+                names.resolve(label)
+            except TargetError as exc:
+                raise TargetError(f"--boxes-csv {p['boxes_csv']}: {exc}") from None
 
 
 def _metric_list(ctx, param, value):
@@ -146,6 +166,7 @@ def _evaluate(stop, p: dict) -> int:
     if not methods:
         raise click.UsageError("the random and centre maps are always scored; pass a --method to compare with them")
     p["metrics"] = _chosen_metrics(p["metrics"], p["boxes_csv"])
+    _check_boxes_before_loading(p)
     from gradcam_cli.cli.volumes import evaluate_refs, volume_evaluate
 
     settings = EvalSettings(methods=methods, metrics=p["metrics"], classes=tuple(p["classes"]), score=p["score"],

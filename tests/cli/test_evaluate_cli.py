@@ -89,6 +89,26 @@ def test_option_errors_are_one_line_before_any_model_loads():
     assert near.exit_code == 2 and "unknown metric 'insertoin' (did you mean 'insertion'?)" in near.stderr
 
 
+def test_a_boxes_csv_class_that_cannot_be_resolved_is_one_line_before_the_model_loads(tmp_path):
+    """The class list comes from --labels, so the CSV's labels are checked before the model loads:
+    the line names the CSV (the check after loading, on the model's own list, does not)."""
+    import keras
+
+    (tmp_path / "labels.txt").write_text("cat\ncat\nbird\n")
+    keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3, name="conv"),
+                      keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")]
+                     ).save(tmp_path / "model.keras")
+    for label, why in (("cat", "is ambiguous"), ("dog", "unknown class")):
+        (tmp_path / "boxes.csv").write_text(f"path,label,x0,y0,x1,y1\nchelsea.jpg,{label},0,0,10,10\n")
+        result = invoke("evaluate", "sample_images/", "--model", tmp_path / "model.keras", "--labels",
+                        tmp_path / "labels.txt", "--metrics", "pointing", "--boxes-csv", tmp_path / "boxes.csv",
+                        "--out", tmp_path / "ev")
+        line = result.stderr.strip().splitlines()[-1]
+        assert result.exit_code != 0 and line.startswith(f"Error: --boxes-csv {tmp_path / 'boxes.csv'}: "), line
+        assert f"'{label}'" in line and why in line and "Traceback" not in result.stderr
+    assert not (tmp_path / "ev").exists()
+
+
 def test_curves_plot_has_one_panel_per_measured_curve_and_no_warning(tmp_path):
     import warnings
 
