@@ -77,3 +77,25 @@ def test_pictures_redraws_each_detections_box_from_the_saved_maps(whole):
             row = int(round(min(max(y1, 0), HEIGHT - 1)))
             assert frame[row, xa:xb].min() > 200, stem  # the box's bottom edge, white (GIF palette)
             assert frames[0][row, xa:xb].min() < 200, stem  # the original has no box there
+
+
+def test_resume_keeps_the_done_images_and_explains_the_rest_as_the_whole_run(whole, tmp_path):
+    root, args = whole
+    (tmp_path / "part").mkdir()
+    Image.open(root / "imgs" / "d1.png").save(tmp_path / "part" / "d1.png")
+    first = invoke(*[tmp_path / "part" if a == root / "imgs" else a for a in args], "--out", tmp_path / "out")
+    assert first.exit_code == 0, first.output
+    for name in NAMES:  # then the whole folder, resumed into the same out
+        Image.open(root / "imgs" / f"{name}.png").save(tmp_path / "part" / f"{name}.png")
+    again = invoke(*[tmp_path / "part" if a == root / "imgs" else a for a in args[:-1]], "--out", tmp_path / "out",
+                   "--resume")
+    assert again.exit_code == 0, again.output
+    assert "3 explained (1 kept from the previous run)" in again.stderr
+    ours = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    theirs = json.loads((root / "whole" / "predictions.json").read_text())
+    by_name = {r["path"].rsplit("/", 1)[-1]: r for r in theirs["images"]}
+    assert sorted(r["path"].rsplit("/", 1)[-1] for r in ours["images"]) == sorted(by_name)
+    for record in ours["images"]:
+        expected = by_name[record["path"].rsplit("/", 1)[-1]]
+        assert [e["detection_box"] for e in record["predictions"]] == [e["detection_box"] for e in expected["predictions"]]
+        assert_close(record["predictions"], expected["predictions"], record["path"])
