@@ -25,8 +25,9 @@ def whole(tmp_path_factory):
     rng = np.random.default_rng(0)
     for name in NAMES:
         Image.fromarray(rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(root / "imgs" / f"{name}.png")
+    (root / "labels.txt").write_text("<car>&co\nbus\nvan\n")  # class names the report must escape
     args = ["explain", root / "imgs", "--model", root / "det.keras", "--target", "box", "--boxes-top", 2,
-            "--preprocess", "scale", "--save-raw", "-q"]
+            "--labels", root / "labels.txt", "--preprocess", "scale", "--save-raw", "-q"]
     result = invoke(*args, "--out", root / "whole", "--report")
     assert result.exit_code == 0, result.output
     return root, args
@@ -48,17 +49,23 @@ def test_shards_merge_into_the_whole_box_runs_records(whole, tmp_path):
         assert_close(record["predictions"], by_path[record["path"]]["predictions"], record["path"])
 
 
-def test_the_report_embeds_each_box_entry_escaped_and_links_its_overlay(whole):
+def test_the_report_shows_each_box_label_and_score_escaped_and_links_its_overlay(whole):
     root, _ = whole
     html = (root / "whole" / "report.html").read_text()
-    assert "a<b" not in html and "b&c" not in html  # the name reaches the page only escaped
+    for raw in ("a<b", "b&c", "<car>", ">&co"):  # file and class names reach the page only escaped
+        assert raw not in html, raw
     assert '"name":"a\\u003cb\\u0026c.png"' in html
+    assert "&lt;car&gt;&amp;co (0)" in html  # the class filter's option
     doc = json.loads((root / "whole" / "predictions.json").read_text())
+    labels = ["<car>&co", "bus", "van"]
     for record in doc["images"]:
         for entry in record["predictions"]:
-            assert entry["label"] == f"class_{entry['class_index']}" and entry["detection_box"] is not None
+            assert entry["label"] == labels[entry["class_index"]] and entry["detection_box"] is not None
             src = entry["overlay"].replace("<", "%3C").replace("&", "%26")
-            assert f'"src":"{src}"' in html, src  # each box's overlay linked, URL-escaped
+            label = entry["label"].replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            # each box's card entry: its label, its detector score as the caption's figure, its overlay
+            assert (f'"rank":{entry["rank"]},"ci":{entry["class_index"]},"label":"{label}",'
+                    f'"p":{entry["score"]},"src":"{src}"') in html, entry
 
 
 def test_pictures_redraws_each_detections_box_from_the_saved_maps(whole):
