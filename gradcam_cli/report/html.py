@@ -127,11 +127,11 @@ def card_data(index: int, record: dict, out_dir: pathlib.Path, on_disk: OnDisk |
     if card["status"] != "ok":
         card["error"] = f"{record.get('kind', 'error')}: {record.get('message', '')}"
         return card
-    for p in record.get("predictions") or []:
+    for p in record.get("predictions") or []:  # "p": the class probability, or a detection's detector score
         for method, overlay in _map_files(p):
             card["preds"].append({
                 "rank": p.get("rank"), "ci": p.get("class_index"), "label": str(p.get("label", "")),
-                "p": p.get("probability"), "src": _url(overlay) if overlay else None,
+                "p": p.get("probability", p.get("score")), "src": _url(overlay) if overlay else None,
                 "method": method, "true": bool(p.get("true_class", False)),
             })
     if card["preds"]:
