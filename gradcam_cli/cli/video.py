@@ -121,8 +121,8 @@ def video_model_run(stop, p: dict, settings, shard) -> int | None:
 
 
 def _video_model(stop, p: dict, settings, shard, refs) -> int:
-    from gradcam_cli.cli.common import EXIT_OK, EXIT_SOME_FAILED, errors, quiet_tensorflow
-    from gradcam_cli.cli.interrupt import interrupted_line
+    from gradcam_cli.cli.common import errors, quiet_tensorflow
+    from gradcam_cli.cli.volumes import finish_run
     from gradcam_cli.cli.progress import Progress
     from gradcam_cli.run.video import run_videos
     from gradcam_cli.run.volumes import load_volume_model
@@ -149,17 +149,4 @@ def _video_model(stop, p: dict, settings, shard, refs) -> int:
     finally:
         stop.running = False
         progress.close()
-    if stop.signum is not None:
-        click.echo(interrupted_line(summary.records, summary.total), err=True)
-        return 128 + stop.signum
-    if not p["quiet"]:
-        kept = f" ({summary.resumed} kept from the previous run)" if summary.resumed else ""
-        click.echo(f"gradcam: {summary.done} videos explained{kept}, {summary.failed} failed; results in "
-                   f"{summary.out_dir}", err=True)
-    if p["make_report"]:
-        from gradcam_cli.report import build_report
-        from gradcam_cli.run.naming import JSON_NAME, result_names
-
-        with errors():
-            build_report(p["out_dir"], result_names(shard)[JSON_NAME])
-    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
+    return finish_run(stop, p, summary, shard, "videos")

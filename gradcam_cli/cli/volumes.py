@@ -116,12 +116,19 @@ def _run(stop, p: dict, settings, shard, refs, ray_options=None) -> int:
         progress.close()
     if stop.pipe_closed:
         return EXIT_BROKEN_PIPE
-    if stop.signum is not None:  # the volume in flight was finished; --resume goes on
+    return finish_run(stop, p, summary, shard, "volumes")  # the volume in flight was finished; --resume goes on
+
+
+def finish_run(stop, p: dict, summary, shard, what: str) -> int:
+    """The end of a run of whole inputs (volumes, or clips through a video model): the interrupted
+    line and 128 + the signal, or the summary line (``what``: the inputs' plural), the report where
+    asked, and the exit code."""
+    if stop.signum is not None:
         click.echo(interrupted_line(summary.records, summary.total), err=True)
         return 128 + stop.signum
     if not p["quiet"]:
         kept = f" ({summary.resumed} kept from the previous run)" if summary.resumed else ""
-        click.echo(f"gradcam: {summary.done} volumes explained{kept}, {summary.failed} failed; results in "
+        click.echo(f"gradcam: {summary.done} {what} explained{kept}, {summary.failed} failed; results in "
                    f"{summary.out_dir}", err=True)
     if p["make_report"]:
         from gradcam_cli.report import build_report
