@@ -100,6 +100,26 @@ class StopFlag:
         return self.stopped
 
 
+def enter_worker(spec) -> tuple[str, str]:
+    """A Ray actor takes the driver's place: its environment, the same gradcam-cli version (else one
+    line), its working folder, the output folder checked writable, TensorFlow's threads. ``spec``:
+    any worker spec with ``env``, ``version``, ``cwd``, ``out_dir`` and ``threads``. Returns (this
+    host's name, the output folder)."""
+    host = socket.gethostname()
+    os.environ.update(spec.env)
+    if spec.version != __version__:
+        raise EngineError(f"a Ray worker on {host} has gradcam-cli {__version__}, the driver {spec.version}; "
+                          "install the same version on every node")
+    try:
+        os.chdir(spec.cwd)
+    except OSError:
+        raise EngineError(f"a Ray worker on {host} cannot enter the driver's folder {spec.cwd}; run from a "
+                          "file system every node shares") from None
+    out_dir = writers.check_writable(spec.out_dir)
+    _configure_tensorflow(spec.threads)
+    return host, out_dir
+
+
 def _configure_tensorflow(threads: int) -> None:
     """TensorFlow threads to the actor's CPUs; GPU memory grows as needed (before the first op)."""
     import tensorflow as tf
@@ -134,18 +154,7 @@ class ExplainActor:
             self.refused = exc
 
     def _start(self, spec: WorkerSpec) -> None:
-        host = socket.gethostname()
-        os.environ.update(spec.env)
-        if spec.version != __version__:
-            raise EngineError(f"a Ray worker on {host} has gradcam-cli {__version__}, the driver {spec.version}; "
-                              "install the same version on every node")
-        try:
-            os.chdir(spec.cwd)
-        except OSError:
-            raise EngineError(f"a Ray worker on {host} cannot enter the driver's folder {spec.cwd}; run from a "
-                              "file system every node shares") from None
-        self.out_dir = writers.check_writable(spec.out_dir)
-        _configure_tensorflow(spec.threads)
+        host, self.out_dir = enter_worker(spec)
         from gradcam_cli.cam_targets import cam_for
 
         self.cam = cam_for(spec.settings.model, spec.settings.targets)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,7 +28,7 @@ from gradcam_cli.io import writers
 from gradcam_cli.io.discover import InputRef
 from gradcam_cli.run.journal import Summary
 from gradcam_cli.run.ray_cluster import RayOptions, cluster_nodes, connected, plan_pool
-from gradcam_cli.run.ray_engine import SHARED_ENV, StopFlag, _configure_tensorflow, _execute, require_ray
+from gradcam_cli.run.ray_engine import SHARED_ENV, StopFlag, _execute, enter_worker, require_ray
 from gradcam_cli.run.volumes import VolumeModel, VolumeStep, load_volume_model, volume_header, volume_journal
 from gradcam_cli.settings import RunOptions, RunSettings
 
@@ -69,18 +68,7 @@ class VolumeActor:
     def _start(self, spec: VolumeWorkerSpec) -> None:
         import pathlib
 
-        host = socket.gethostname()
-        os.environ.update(spec.env)
-        if spec.version != __version__:
-            raise EngineError(f"a Ray worker on {host} has gradcam-cli {__version__}, the driver {spec.version}; "
-                              "install the same version on every node")
-        try:
-            os.chdir(spec.cwd)
-        except OSError:
-            raise EngineError(f"a Ray worker on {host} cannot enter the driver's folder {spec.cwd}; run from a "
-                              "file system every node shares") from None
-        out_dir = writers.check_writable(spec.out_dir)
-        _configure_tensorflow(spec.threads)
+        host, out_dir = enter_worker(spec)
         vm = load_volume_model(spec.settings)
         if describe(vm) != spec.model:
             raise EngineError(f"a Ray worker on {host} builds another model than the driver ({describe(vm)} against "
