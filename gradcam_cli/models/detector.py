@@ -22,7 +22,7 @@ from typing import Any
 from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import execute, flatten
 from gradcam_cli.models.targets import _spatial, resolve_target
-from gradcam_cli.models.tap import Tap, _sources
+from gradcam_cli.models.tap import Tap, _cut, _sources
 
 #: keras-hub detector classes this module reads (their ``cls_logits`` / ``bbox_regression`` outputs)
 DETECTORS = ("RetinaNetObjectDetector",)
@@ -149,17 +149,8 @@ def tap_detector(model: Any, layer: str | None = "auto") -> DetectorTap:
         path, key = _auto_layer(graph, cls_key)
     else:
         path, key = resolve_target(graph, layer)[:2]
-    needed = graph.ancestors([cls_key, box_key, key])
-    reached, before, after = {key}, [], []
-    for step in graph.steps:
-        if id(step) not in needed:
-            continue
-        if any(k in reached for k in step.inputs):
-            reached.update(step.outputs)
-            after.append(step)
-        else:
-            before.append(step)
-    if cls_key not in reached:
+    before, after = _cut(graph, [key], cls_key, box_key)
+    if cls_key != key and not any(cls_key in step.outputs for step in after):
         raise OptionError(f"the class logits of detector '{model.name}' do not depend on layer '{path}'; "
                           "pass --layer with a backbone layer (`gradcam layers` lists them)")
     return DetectorTap(model, graph, [0], [path], [key], [graph.shape(key)], cls_key, CLASS_OUTPUT,

@@ -157,9 +157,10 @@ def tap_model(model: Any, layers: Sequence[str] | str | None = "auto", output: s
                last if removed else None, removed, *_cut(graph, keys, out_key))
 
 
-def _cut(graph: Graph, keys: list, out_key: Any) -> tuple[list, list]:
-    """(steps before the cut, steps after it): those after depend on a target layer's output."""
-    needed = graph.ancestors([out_key, *keys])
+def _cut(graph: Graph, keys: list, *out_keys: Any) -> tuple[list, list]:
+    """(steps before the cut, steps after it) on the way to ``out_keys``: those after depend on a
+    target layer's output (``keys``)."""
+    needed = graph.ancestors([*out_keys, *keys])
     reached = set(keys)
     before, after = [], []
     for step in graph.steps:
