@@ -23,6 +23,18 @@ from gradcam_cli.metrics.perturbation import deletion, make_baseline, pixel_rank
 from gradcam_cli.metrics.scoring import make_score_fn
 
 
+def _paired(run_forward: Callable[[], float], run_other: Callable[[], float], rounds: int) -> tuple:
+    """``rounds`` back-to-back pairs, the order alternating so that drift in the machine's load hits
+    both alike: (median forward s, median other s, median per-pair ratio forward / other, pairs)."""
+    pairs = []
+    for r in range(max(1, rounds)):
+        order = (run_forward, run_other) if r % 2 == 0 else (run_other, run_forward)
+        timed = {fn: fn() for fn in order}
+        pairs.append((timed[run_forward], timed[run_other]))
+    return (float(np.median([f for f, _ in pairs])), float(np.median([o for _, o in pairs])),
+            float(np.median([f / o for f, o in pairs])), len(pairs))
+
+
 def _default_model():
     import keras
 
@@ -78,14 +90,7 @@ def benchmark_evaluate(
 
     deletion(pixels[:1], maps[:1], classes[:1], score_fn, steps=1)  # trace and warm up both
     forward(prepared[:chunk]).numpy()
-    pairs = []
-    for r in range(max(1, rounds)):
-        order = (run_forward, run_evaluate) if r % 2 == 0 else (run_evaluate, run_forward)
-        timed = {fn: fn() for fn in order}
-        pairs.append((timed[run_forward], timed[run_evaluate]))
-    forward_s = float(np.median([f for f, _ in pairs]))
-    evaluate_s = float(np.median([e for _, e in pairs]))
-    ratio = float(np.median([f / e for f, e in pairs]))
+    forward_s, evaluate_s, ratio, rounds = _paired(run_forward, run_evaluate, rounds)
 
     loop_images = max(1, min(predict_images, images))
     ranks, counts = pixel_ranks(maps[:loop_images]), step_counts(h * w, steps)
@@ -105,7 +110,7 @@ def benchmark_evaluate(
         "steps": steps,
         "inputs": count,
         "chunk": chunk,
-        "rounds": len(pairs),
+        "rounds": rounds,
         "forward_inputs_per_s": count / forward_s,
         "evaluate_inputs_per_s": count / evaluate_s,
         "ratio_vs_forward": ratio,
@@ -155,22 +160,16 @@ def benchmark_occlusion(model: Any = None, *, preprocess: Callable[[np.ndarray],
 
     occlusion_drops(pixels[:1], classes[:1], score_fn, chunk=chunk)  # trace and warm up both
     forward(prepared[:chunk]).numpy()
-    pairs = []
-    for r in range(max(1, rounds)):
-        order = (run_forward, run_occlusion) if r % 2 == 0 else (run_occlusion, run_forward)
-        timed = {fn: fn() for fn in order}
-        pairs.append((timed[run_forward], timed[run_occlusion]))
-    forward_s = float(np.median([f for f, _ in pairs]))
-    occlusion_s = float(np.median([o for _, o in pairs]))
+    forward_s, occlusion_s, ratio, rounds = _paired(run_forward, run_occlusion, rounds)
     return {
         "model": getattr(model, "name", type(model).__name__),
         "input_size": [h, w],
         "images": images,
         "inputs": count,
         "chunk": chunk,
-        "rounds": len(pairs),
+        "rounds": rounds,
         "forward_inputs_per_s": count / forward_s,
         "occlusion_inputs_per_s": count / occlusion_s,
-        "ratio_vs_forward": float(np.median([f / o for f, o in pairs])),
+        "ratio_vs_forward": ratio,
         "target_ratio": 0.85,
     }
