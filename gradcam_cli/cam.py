@@ -362,6 +362,7 @@ class GradCAM:
             "engine": engine_description(self.split),
             "geometry": self.geometry.to_json(),
             **({"tokens": self.split.tokens.to_json()} if self.split.tokens is not None else {}),
+            **({"transformer": True} if self.split.transformer else {}),  # --centre-activations auto centres its maps
         }
         if len(self.model.outputs) > 1:
             info["output"] = self.split.output_name

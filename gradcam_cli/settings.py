@@ -79,6 +79,10 @@ class TargetSettings:
     box_score_threshold: float | None = None
 
 
+#: ``MethodOptions.centre_activations``'s values
+CENTRES = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class MethodOptions:
     """Settings of particular methods (they change nothing for the others).
@@ -88,18 +92,27 @@ class MethodOptions:
     (Faster Score-CAM; None: all). ``aug_smooth``: average the maps over horizontal flip x
     input multiplied by 0.9 / 1.0 / 1.1 (flips undone, classes fixed by the plain pass);
     ``eigen_smooth``: the map is the first principal component of the weighted activations
-    instead of their channel sum."""
+    instead of their channel sum. ``centre_activations``: whether each method's map sums its weights times the
+    activations taken relative to their mean over the image's positions, per channel (one of
+    :data:`CENTRES`; ``"auto"``: on for transformers, off for every other model; docs/transformers.md)."""
 
     scorecam_batch: int = 256
     scorecam_channels: int | None = None
     aug_smooth: bool = False
     eigen_smooth: bool = False
+    centre_activations: str = "auto"
 
     def __post_init__(self) -> None:
         if self.scorecam_batch < 1:
             raise ValueError(f"scorecam_batch must be at least 1, got {self.scorecam_batch}")
         if self.scorecam_channels is not None and self.scorecam_channels < 1:
             raise ValueError(f"scorecam_channels must be at least 1 or None, got {self.scorecam_channels}")
+        if self.centre_activations not in CENTRES:
+            raise ValueError(f"centre_activations must be one of {', '.join(CENTRES)}, got {self.centre_activations!r}")
+
+    def centred(self, transformer: bool) -> bool:
+        """Whether maps are centred for a model that is (or is not) a transformer."""
+        return self.centre_activations == "on" or (self.centre_activations == "auto" and transformer)
 
 
 @dataclass(frozen=True)
@@ -230,31 +243,39 @@ class RunSettings:
         flat: dict[str, Any] = {f"model.{f.name}": getattr(self.model, f.name) for f in fields(ModelSettings)
                                 if f.name not in _LATE_MODEL}
         for key, path in _FLAT.items():
-            value: Any = self
-            for name in path:
-                value = getattr(value, name)
-            flat[key] = value
+            flat[key] = _value_at(self, path)
         flat.update({f"model.{name}": getattr(self.model, name) for name in _LATE_MODEL})
+        flat.update({key: _value_at(self, path) for key, path in _LATE_FLAT.items()})
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunSettings":
         """The settings a flat dict (:meth:`to_json`'s keys, any subset; the rest default) describes.
         An unknown key is a ``ValueError`` naming it."""
-        unknown = [k for k in data if k not in _FLAT and not (k.startswith("model.") and k[6:] in _MODEL_FIELDS)]
+        known = {**_FLAT, **_LATE_FLAT}
+        unknown = [k for k in data if k not in known and not (k.startswith("model.") and k[6:] in _MODEL_FIELDS)]
         if unknown:
-            raise ValueError(f"unknown run setting {unknown[0]!r}; known: model.*, {', '.join(_FLAT)}")
+            raise ValueError(f"unknown run setting {unknown[0]!r}; known: model.*, {', '.join(known)}")
         tuples = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731  (JSON lists are the records' tuples)
         settings = cls(model=ModelSettings(**{k[6:]: tuples(v) for k, v in data.items() if k.startswith("model.")}))
         for key, value in data.items():
-            if key in _FLAT:
-                settings = _replace_at(settings, _FLAT[key], tuples(value))
+            if key in known:
+                settings = _replace_at(settings, known[key], tuples(value))
         return settings
 
 
 _MODEL_FIELDS = {f.name for f in fields(ModelSettings)}
 #: model fields added after the flat keys were fixed: written last, as the keys added since
 _LATE_MODEL = ("token_grid", "prefix_tokens")
+#: flat keys added after those model fields: written after them
+_LATE_FLAT = {"centre_activations": ("method_options", "centre_activations")}
+
+
+def _value_at(record: Any, path: tuple[str, ...]) -> Any:
+    """The field at ``path`` (names, outermost first) of ``record``."""
+    for name in path:
+        record = getattr(record, name)
+    return record
 
 
 def _replace_at(record: Any, path: tuple[str, ...], value: Any) -> Any:

@@ -15,6 +15,7 @@ from gradcam_cli.config.profiles import DEFAULT_BACKBONE, PREPROCESSING
 from gradcam_cli.methods import method_names
 from gradcam_cli.settings import (
     BOX_THRESHOLD,
+    CENTRES,
     DEFAULT_ALPHA,
     DEFAULT_COLORMAP,
     DEFAULT_METHOD,
@@ -265,12 +266,16 @@ def method_options(command):
                      help="Average each map over horizontal flip x input times 0.9/1.0/1.1 (6 passes; classes from the plain one)."),
         click.option("--eigen-smooth", is_flag=True,
                      help="Map = first principal component of the weighted activations instead of their sum."),
+        click.option("--centre-activations", type=click.Choice(CENTRES), default=defaults.centre_activations, show_default=True,
+                     help="Sum each method's weights times the activations less their mean over the image's "
+                          "positions: auto = on for transformers, whose features have no zero that means absent "
+                          "(docs/transformers.md)."),
     ])
 
 
 def method_settings(p: dict) -> MethodOptions:
     return MethodOptions(scorecam_batch=p["scorecam_batch"], scorecam_channels=p["scorecam_channels"],
-                         aug_smooth=p["aug_smooth"], eigen_smooth=p["eigen_smooth"])
+                         aug_smooth=p["aug_smooth"], eigen_smooth=p["eigen_smooth"], centre_activations=p["centre_activations"])
 
 
 def overlay_options(command):

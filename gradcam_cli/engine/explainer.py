@@ -18,6 +18,7 @@ import numpy as np
 
 from gradcam_cli.engine.score import chosen_channels, masked_scores
 from gradcam_cli.engine.attention import attention_map
+from gradcam_cli.engine.combine import apply_method, centred_acts, normalise_maps
 from gradcam_cli.engine.smooth import aug_smoothed
 from gradcam_cli.errors import OptionError
 from gradcam_cli.methods import Method, get_method
@@ -50,32 +51,6 @@ def squash(scores, activation: str):
     if activation == "sigmoid":
         return tf.sigmoid(scores)
     return scores
-
-
-def normalise_maps(cams):
-    """ReLU, then divide each map by its maximum; an all-zero map stays zero (no NaN)."""
-    import tensorflow as tf
-
-    cams = tf.nn.relu(cams)
-    peak = tf.reduce_max(cams, axis=(-2, -1), keepdims=True)
-    return tf.math.divide_no_nan(cams, peak)
-
-
-def apply_method(method: Method, acts, grads, eigen_smooth: bool = False):
-    """One method on (M, h, w, K) activations and gradients: the raw map (M, h, w), before ReLU.
-
-    ``eigen_smooth``: the first principal component of the weighted activations (sign
-    fixed, see :mod:`gradcam_cli.methods.eigen`) instead of their channel sum."""
-    import tensorflow as tf
-
-    if method.kind == "weights":
-        weights = method.fn(acts, grads)  # (M, K)
-        if eigen_smooth:
-            return first_component(acts * weights[:, None, None, :])
-        return tf.einsum("mhwk,mk->mhw", acts, weights)
-    if eigen_smooth and method.weighted is not None:
-        return first_component(method.weighted(acts, grads))
-    return method.fn(acts, grads)
 
 
 def resolve_methods(method: str | Method | Sequence[str | Method]) -> tuple[Method, ...]:
@@ -149,6 +124,8 @@ class Explainer:
         #: settings of particular methods (Score-CAM's chunk size and channel count)
         self.options = options or MethodOptions()
         self.method = self.methods[0]
+        #: every map taken relative to the activations' mean over positions (``MethodOptions.centre_activations``)
+        self.centred = self.options.centred(split.transformer)
         self._attends = any(m.kind == "attention" for m in self.methods)
         if split.attention_problem and self._attends:
             raise OptionError(split.attention_problem)
@@ -309,7 +286,8 @@ class Explainer:
             elif method.needs_gradients:
                 maps.append(tf.reshape(next(fused), [-1, self.n, shape[1], shape[2]]))
             else:
-                maps.append(normalise_maps(tf.repeat(apply_method(method, acts, None)[:, None], self.n, axis=1)))
+                maps.append(normalise_maps(tf.repeat(apply_method(method, acts, None, centred=self.centred)[:, None],
+                                                     self.n, axis=1)))
             if method.kind == "guided":
                 guided = self._guided(method, x, classes, maps[-1])
         return tf.stack(maps, axis=2), guided
@@ -321,7 +299,7 @@ class Explainer:
 
         return tf.stack([
             normalise_maps(apply_method(get_method("gradcam") if m.kind == "guided" else m, tiled, grads,
-                                        self.options.eigen_smooth))
+                                        self.options.eigen_smooth, self.centred))
             for m in self._fused
         ], axis=1)
 
@@ -330,7 +308,7 @@ class Explainer:
         import tensorflow as tf
 
         if not self.options.eigen_smooth:
-            return tf.einsum("bhwk,bnk->bnhw", chosen, weights)
+            return tf.einsum("bhwk,bnk->bnhw", centred_acts(chosen) if self.centred else chosen, weights)
         weighted = chosen[:, None] * weights[:, :, None, None, :]  # (B, N, h, w, K')
         shape = tf.shape(weighted)
         flat = first_component(tf.reshape(weighted, tf.concat([[-1], shape[2:]], axis=0)))

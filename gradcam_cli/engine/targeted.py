@@ -21,6 +21,7 @@ import numpy as np
 
 from gradcam_cli.engine.explainer import apply_method, normalise_maps, resolve_methods
 from gradcam_cli.models.tap import Tap
+from gradcam_cli.models.tokens import is_transformer
 from gradcam_cli.settings import MethodOptions
 
 
@@ -55,6 +56,7 @@ class TargetExplainer:
         self.tap, self.scalars = tap, scalars
         self.methods = resolve_methods(method)
         self.options = options or MethodOptions()
+        self.centred = self.options.centred(is_transformer(tap.graph, [tap.out_key]))
         if self.options.aug_smooth and mask_shape is not None:
             raise ValueError("aug-smooth flips the image but not a given mask: leave out --aug-smooth or --mask")
         self.top = top
@@ -110,9 +112,10 @@ class TargetExplainer:
         out = []
         for method in self.methods:
             if method.needs_gradients:
-                raw = tf.reshape(apply_method(method, tiled, flat_grads, self.options.eigen_smooth), shape[:4])
+                raw = tf.reshape(apply_method(method, tiled, flat_grads, self.options.eigen_smooth, self.centred),
+                                 shape[:4])
             else:
-                raw = tf.repeat(apply_method(method, acts, None)[:, None], self.n, axis=1)
+                raw = tf.repeat(apply_method(method, acts, None, centred=self.centred)[:, None], self.n, axis=1)
             out.append(normalise_maps(raw))
         return tf.stack(out, axis=2)
 

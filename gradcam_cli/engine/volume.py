@@ -131,6 +131,7 @@ class VolumeExplainer:
         self.options = options or MethodOptions()
         if self.options.aug_smooth or self.options.eigen_smooth:
             raise ValueError("--aug-smooth and --eigen-smooth are not defined on volumes; drop them")
+        self.centred = self.options.centred(split.transformer)
         self.top = None if top is None else min(int(top), split.num_classes)
         self.fixed = None if classes is None else tf.constant(list(classes), dtype=tf.int32)
         self.n = self.top if self.top is not None else len(classes)
@@ -189,7 +190,8 @@ class VolumeExplainer:
                 s = tf.shape(acts)
                 found = masked_volume_scores(lambda z: self.split.full(z)[1], x, acts, classes,
                                              self.options.scorecam_batch)
-                raw = tf.einsum("bhwdk,bnk->bnhwd", acts, method.fn(acts, found))
+                summed = acts - tf.reduce_mean(acts, axis=(1, 2, 3), keepdims=True) if self.centred else acts
+                raw = tf.einsum("bhwdk,bnk->bnhwd", summed, method.fn(acts, found))
                 maps.append(self._normalised(tf.reshape(raw, [-1, s[1], s[2], s[3]]), [-1, self.n, s[1], s[2], s[3]]))
             elif method.needs_gradients:
                 maps.append(next(fused))
@@ -209,7 +211,8 @@ class VolumeExplainer:
         grid = [-1, self.n, s[1], s[2], s[3]]  # (B, N, h, w, d)
         if tiled is not None:
             tiled, grads = _flat(tiled), _flat(grads)
-        return tf.stack([self._normalised(apply_method(m, tiled, grads), grid) for m in self._fused], axis=2)
+        return tf.stack([self._normalised(apply_method(m, tiled, grads, centred=self.centred), grid)
+                         for m in self._fused], axis=2)
 
     def _compile(self) -> None:
         """The compiled call. With ``xla``, the maps after the trunk and the head's backward pass are one

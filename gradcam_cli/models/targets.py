@@ -20,7 +20,7 @@ import numpy as np
 
 from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import Graph, LayerInfo, flatten
-from gradcam_cli.models.tokens import attention_steps, pooled_token_norm, transformer_auto
+from gradcam_cli.models.tokens import is_transformer, pooled_token_norm, transformer_auto
 
 
 def map_rank(graph: Graph) -> int:
@@ -104,7 +104,7 @@ def candidate_layers(model: Any) -> list[LayerInfo]:
     """Every layer (nested models searched) whose output is 4-D with spatial extent > 1x1, in graph order;
     in a transformer (a model with MultiHeadAttention, or a pooled token norm), its 3-D token layers too."""
     graph = flatten(model)
-    tokens = bool(attention_steps(graph, graph.output_keys)) or pooled_token_norm(graph, graph.output_keys) is not None
+    tokens = is_transformer(graph, graph.output_keys)
     return [
         LayerInfo(step.path, tuple(shape[1:]), type(step.op).__name__)
         for step, shape in _candidates(graph, tokens=tokens)

@@ -249,6 +249,13 @@ def transformer_auto(graph: Any, output_keys: list, which: str = AUTO_NORM) -> A
     return None
 
 
+def is_transformer(graph: Any, output_keys: list) -> bool:
+    """Whether the outputs depend on attention: a MultiHeadAttention layer, or a token model's pooled
+    final norm (:func:`pooled_token_norm`; keras-hub's Swin). Its layers' features are signed, with
+    no zero that means "absent" (see ``MethodOptions.centre_activations``)."""
+    return bool(attention_steps(graph, output_keys)) or pooled_token_norm(graph, output_keys) is not None
+
+
 def pooled_token_norm(graph: Any, output_keys: list) -> Any | None:
     """The last normalisation with a (B, T, C) output that the head pools over every token, on the way
     to ``output_keys``: the automatic layer of a token model whose attention is not a

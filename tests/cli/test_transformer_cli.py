@@ -65,6 +65,24 @@ def test_the_token_flags_reach_the_run(saved, tmp_path):
     assert '"tokens": {"prefix_tokens": 1, "grid": [2, 8]}' in header
 
 
+def test_centre_reaches_the_run_and_the_raw_maps(saved, tmp_path):
+    """--centre-activations auto (a transformer: centred) vs off: the header says which, and the maps differ; on the CNN,
+    auto is off: its maps equal --centre-activations off's."""
+    raws = {}
+    for model, centre in (("vit.keras", "auto"), ("vit.keras", "off"), ("cnn.keras", "auto"), ("cnn.keras", "off")):
+        out = tmp_path / f"{model}-{centre}"
+        result = invoke("explain", saved / "images", "--model", saved / model, "--out", out, "--top", "1",
+                        "--method", "layercam", "--centre-activations", centre, "--save-raw", "--no-overlays", "--quiet")
+        assert result.exit_code == 0, result.output
+        header = json.loads((out / "predictions.json").read_text())
+        text = json.dumps(header)
+        assert f'"centre_activations": "{centre}"' in text and ('"transformer": true' in text) == (model == "vit.keras")
+        raws[model, centre] = [np.load(p) for p in sorted(out.glob("*.npy"))]
+    assert max(np.abs(a - b).max() for a, b in zip(raws["vit.keras", "auto"], raws["vit.keras", "off"])) > 0.05
+    for a, b in zip(raws["cnn.keras", "auto"], raws["cnn.keras", "off"]):
+        np.testing.assert_array_equal(a, b)  # the same computation: off both times
+
+
 @pytest.mark.parametrize("args,line", [
     (["--layer", "block0_norm1", "--token-grid", "2x2"],
      ("layer 'block0_norm1' has token output shape (None, 17, 32): 17 tokens are not 0 to 8 prefix tokens + "

@@ -133,3 +133,26 @@ def test_a_given_class_is_explained_and_unfused_methods_are_refused():
     assert not fusable("gradcam", MethodOptions(aug_smooth=True))
     with pytest.raises(ValueError, match="scorecam"):
         SweepExplainer(model, ["c3"], ("gradcam", "scorecam"))
+
+
+def test_a_transformers_sweep_is_centred_as_its_explainers_are():
+    """The Swin-like model's 4-D stages (a transformer: ``--centre-activations auto`` centres its maps): the sweep's
+    maps equal one (centred) explainer per layer, and ``--centre-activations off`` reaches the sweep too."""
+    from transformer_builders import small_swin
+
+    model = small_swin(size=32, seed=4)
+    layers = ["stage2_block0_norm1", "norm"]
+    batch = np.random.default_rng(1).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+    seen = {}
+    for centre in ("auto", "off"):
+        options = MethodOptions(centre_activations=centre)
+        sweep = SweepExplainer(model, layers, METHODS, options=options)
+        assert sweep.centred == (centre == "auto")
+        _, _, _, maps = seen[centre] = sweep(batch)
+        for layer in layers:
+            found = GradCAM(model=model, layer=layer).explain_prepared(batch, top=1, method=list(METHODS),
+                                                                       options=options)
+            for method in METHODS:
+                reference = np.stack([e.maps_by_method[method][0] for e in found])
+                np.testing.assert_allclose(maps[(method, layer)], reference, atol=1e-4, err_msg=f"{method}@{layer}")
+    assert np.abs(seen["auto"][3][("gradcam", "norm")] - seen["off"][3][("gradcam", "norm")]).max() > 0.1

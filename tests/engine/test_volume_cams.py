@@ -98,3 +98,22 @@ def test_the_3d_map_peaks_in_the_blob(method, held_out):
     out = VolumeExplainer(split_model(model, "target"), classes=[1], method=method)(x)
     hits = [in_blob(np.unravel_index(np.argmax(m), m.shape), c) for m, c in zip(out.method_maps[:, 0, 0], centres)]
     assert np.mean(hits) >= 0.85, f"{method}: {np.mean(hits):.2f} of {len(hits)}"
+
+
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_centre_on_sums_the_weights_times_the_centred_activations(untrained, method):
+    """``--centre-activations on`` (a CNN's default is off): weights from A and g as defined, times A less each
+    channel's mean over the volume's positions; 1e-5 as above."""
+    from gradcam_cli.settings import MethodOptions
+
+    x, _, _ = blob_volumes(2, seed=8)
+    split = split_model(untrained, "target")
+    explainer = VolumeExplainer(split, classes=[1], method=method, options=MethodOptions(centre_activations="on"))
+    assert explainer.centred and not VolumeExplainer(split, classes=[1], method=method).centred
+    out = explainer(x)
+    for b in range(2):
+        acts, grads = volume_tape(untrained, "target", x[b], 1)
+        centred = acts - acts.mean((0, 1, 2))
+        weights = grads.mean((0, 1, 2)) if method == "gradcam" else np.maximum(grads, 0)
+        raw = np.maximum((centred * weights).sum(-1), 0)
+        np.testing.assert_allclose(out.method_maps[b, 0, 0], raw / raw.max(), atol=1e-5, err_msg=f"{method} {b}")

@@ -57,12 +57,24 @@ def first_component(a):
     return (projection if projection @ (mean - mean.mean()) >= 0 else -projection).reshape(a.shape[:2])
 
 
-def raw_map(name, a, g, eigen=False):
-    """One image's raw map from its grid activations a (h, w, K) and gradients g, float64."""
+def raw_map(name, a, g, eigen=False, centred=True):
+    """One image's raw map from its grid activations a (h, w, K) and gradients g, float64. ``centred``
+    (a transformer's default, ``--centre-activations auto``): the weights from a and g as each method defines them,
+    times a less its mean over positions, per channel."""
     a, g = a.astype(np.float64), None if g is None else g.astype(np.float64)
     s = a.sum(axis=(0, 1))
     if name == "eigencam":
         return first_component(a)
+    weights = channel_weights(name, a, g, s)
+    summed = a - a.mean(axis=(0, 1)) if centred else a
+    if name in ("layercam", "hirescam"):
+        weighted = weights * summed
+        return first_component(weighted) if eigen else weighted.sum(-1)
+    return first_component(a * weights) if eigen else (summed * weights).sum(-1)
+
+
+def channel_weights(name, a, g, s):
+    """Each method's weights: per channel (K,), or per position and channel (h, w, K)."""
     if name in ("gradcam", "guided"):
         weights = g.mean(axis=(0, 1))
     elif name == "gradcam++":
@@ -70,11 +82,10 @@ def raw_map(name, a, g, eigen=False):
     elif name == "xgradcam":
         weights = (g * a).sum(axis=(0, 1)) / (s + 1e-7)
     elif name in ("layercam", "hirescam"):
-        weighted = (np.maximum(g, 0) if name == "layercam" else g) * a
-        return first_component(weighted) if eigen else weighted.sum(-1)
+        weights = np.maximum(g, 0) if name == "layercam" else g
     else:
         raise ValueError(name)
-    return first_component(a * weights) if eigen else (a * weights).sum(-1)
+    return weights
 
 
 class Reference:
@@ -101,7 +112,7 @@ class Reference:
         grads = tape.gradient(score, tokens).numpy()
         return self.grid_of(tokens.numpy()), self.grid_of(grads), tape.gradient(score, x)[0].numpy()
 
-    def scorecam(self, image, cls):
+    def scorecam(self, image, cls, centred=True):
         """Score-CAM by its definition: each channel upsampled, min-max normalised, masks the input."""
         a = self.grid_of(self.sub(image[None], training=False)[0].numpy())
         up = tf.image.resize(a[None], image.shape[:2], method="bilinear")[0].numpy()
@@ -111,35 +122,40 @@ class Reference:
         masked = image[None] * np.moveaxis(masks, -1, 0)[..., None]
         scores = self.logits(masked).numpy()[:, cls].astype(np.float64)
         weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
-        return normalised((a * weights).sum(-1))
+        return normalised(((a - a.mean(axis=(0, 1)) if centred else a) * weights).sum(-1))
 
     def maps(self, image, cls, methods, options=None):
         options = options or MethodOptions()
+        centred = options.centre_activations != "off"
         a, g, dx = self.tape(image, cls)
         out, guided = {}, None
         for name in methods:
             if name == "scorecam":
-                out[name] = self.scorecam(image, cls)
+                out[name] = self.scorecam(image, cls, centred)
             else:
-                out[name] = normalised(raw_map(name, a, g, options.eigen_smooth))
+                out[name] = normalised(raw_map(name, a, g, options.eigen_smooth, centred))
             if name == "guided":  # no ReLU in this ViT: guided backpropagation is the plain input gradient
                 up = tf.image.resize(out[name][None, ..., None].astype(np.float32), image.shape[:2])[0, ..., 0].numpy()
                 guided = dx * up[..., None]
         return out, guided
 
 
-def test_every_method_on_a_token_layer_equals_the_reference_at_batch_7_and_1_without_retrace(vit):
+@pytest.mark.parametrize("centre", ["auto", "off"])
+def test_every_method_on_a_token_layer_equals_the_reference_at_batch_7_and_1_without_retrace(vit, centre):
+    """``auto`` centres a transformer's maps (docs/transformers.md); ``off`` keeps each method's own sum."""
     split = split_model(vit, "block1_norm1")
-    assert split.tokens.prefix == PREFIX and split.tokens.grid == (4, 4) and split.cut
+    assert split.tokens.prefix == PREFIX and split.tokens.grid == (4, 4) and split.cut and split.transformer
     assert split.feature_shape == (4, 4, 32)
-    explainer = Explainer(split, top=2, method=CAM_METHODS)
+    options = MethodOptions(centre_activations=centre)
+    explainer = Explainer(split, top=2, method=CAM_METHODS, options=options)
+    assert explainer.centred == (centre == "auto")
     ref = Reference(vit, "block1_norm1", PREFIX, (4, 4))
     x = random_images(7, SIZE, seed=5)
     for batch in (x, x[:1]):
         out = explainer(batch)
         for b in range(len(batch)):
             for j, cls in enumerate(out.classes[b]):
-                expected, guided = ref.maps(batch[b], int(cls), CAM_METHODS)
+                expected, guided = ref.maps(batch[b], int(cls), CAM_METHODS, options)
                 for i, name in enumerate(CAM_METHODS):
                     assert expected[name].max() > 0, name  # a vacuous comparison would pass anything
                     np.testing.assert_allclose(out.method_maps[b, j, i], expected[name], atol=ATOL,

@@ -129,4 +129,5 @@ def test_method_options_reach_evaluates_maps(tmp_path, setup):
     result = invoke("evaluate", folder, "--out", out, "--eigen-smooth", *options)
     assert result.exit_code == 0, result.stderr
     assert document(out)["settings"]["method_options"] == {"scorecam_batch": 256, "scorecam_channels": None,
-                                                          "aug_smooth": False, "eigen_smooth": True}
+                                                          "aug_smooth": False, "eigen_smooth": True,
+                                                          "centre_activations": "auto"}

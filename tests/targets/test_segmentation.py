@@ -15,6 +15,7 @@ import tensorflow as tf
 from gradcam_cli.cam_targets import TargetCAM
 from gradcam_cli.errors import InputError, OptionError
 from gradcam_cli.io.target_files import Masks
+from gradcam_cli.settings import MethodOptions
 
 SIZE, SIDE = 32, 8
 COLOURS = {1: (0.9, 0.1, 0.1), 2: (0.1, 0.1, 0.9)}  # class 1 red, class 2 blue; 0 is the background
@@ -105,17 +106,19 @@ def test_top_n_are_the_classes_covering_most_pixels(trained_segmenter):
             np.testing.assert_array_equal(region, labels == p.class_index)
 
 
-def tape_reference(model, x, c, region, layer="dec", method="gradcam"):
-    """Grad-CAM of sum(logits[..., c] * region) at ``layer`` by a plain tape (one image)."""
+def tape_reference(model, x, c, region, layer="dec", method="gradcam", centred=False):
+    """Grad-CAM of sum(logits[..., c] * region) at ``layer`` by a plain tape (one image); ``centred``:
+    the weights times the activations less each channel's mean over positions (``--centre-activations on``)."""
     inner = keras.Model(model.inputs, [model.get_layer(layer).output, model.get_layer("logits").output])
     with tf.GradientTape() as tape:
         acts, logits = inner(x[None])
         score = tf.reduce_sum(logits[0, ..., c] * region)
     grads = tape.gradient(score, acts)
+    summed = acts - tf.reduce_mean(acts, axis=(1, 2), keepdims=True) if centred else acts
     if method == "gradcam":
-        cam = tf.reduce_sum(acts * tf.reduce_mean(grads, axis=(1, 2), keepdims=True), -1)[0].numpy()
+        cam = tf.reduce_sum(summed * tf.reduce_mean(grads, axis=(1, 2), keepdims=True), -1)[0].numpy()
     else:  # layercam
-        cam = tf.reduce_sum(tf.nn.relu(grads) * acts, -1)[0].numpy()
+        cam = tf.reduce_sum(tf.nn.relu(grads) * summed, -1)[0].numpy()
     cam = np.maximum(cam, 0)
     return cam / cam.max() if cam.max() > 0 else cam
 
@@ -128,13 +131,14 @@ def test_maps_equal_a_tape_reference_of_the_same_scalar(layer, tmp_path):
     images = [np.random.default_rng(i).uniform(0, 255, (SIZE, SIZE, 3)).astype(np.uint8) for i in range(3)]
     x = cam.prepare(images)
     labels = np.argmax(model.predict(x, verbose=0), axis=-1)
-    results = cam.explain(images, top=2, method=["gradcam", "layercam"])
-    for b, result in enumerate(results):
-        for n, p in enumerate(result.predictions):
-            region = (labels[b] == p.class_index).astype(np.float32)
-            for method in ("gradcam", "layercam"):
-                expected = tape_reference(model, x[b], p.class_index, region, layer, method)
-                np.testing.assert_allclose(result.maps_by_method[method][n], expected, atol=1e-5)
+    for centre in ("auto", "on"):  # a CNN: auto is off
+        results = cam.explain(images, top=2, method=["gradcam", "layercam"], options=MethodOptions(centre_activations=centre))
+        for b, result in enumerate(results):
+            for n, p in enumerate(result.predictions):
+                region = (labels[b] == p.class_index).astype(np.float32)
+                for method in ("gradcam", "layercam"):
+                    expected = tape_reference(model, x[b], p.class_index, region, layer, method, centre == "on")
+                    np.testing.assert_allclose(result.maps_by_method[method][n], expected, atol=1e-5)
     # a given mask: every explained class summed over it
     mask = np.zeros((SIZE, SIZE), bool)
     mask[4:20, 10:30] = True
