@@ -225,6 +225,10 @@ class GradCAM:
             )
         return self._explainers[key]
 
+    def centred(self, options: MethodOptions) -> bool:
+        """Whether ``options`` centre this model's maps (``MethodOptions.centre_activations`` at its layer)."""
+        return options.centred(bool(getattr(self.split, "transformer", False)))
+
     # -- arrays in, arrays out -------------------------------------------------
     def prepare(self, images: Sequence[np.ndarray], value_range: tuple[float, float] | None = None) -> np.ndarray:
         """Images of any size (see :meth:`explain` for what is accepted) -> the model's float32 input batch
@@ -362,7 +366,6 @@ class GradCAM:
             "engine": engine_description(self.split),
             "geometry": self.geometry.to_json(),
             **({"tokens": self.split.tokens.to_json()} if self.split.tokens is not None else {}),
-            **({"transformer": True} if self.split.transformer else {}),  # --centre-activations auto centres its maps
         }
         if len(self.model.outputs) > 1:
             info["output"] = self.split.output_name

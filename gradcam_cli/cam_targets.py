@@ -54,6 +54,7 @@ class TapSplit:
     cut: bool = True
     heavy_head: bool = False
     tokens: Any = None  # a target's tap reads 4-D layers only: no token grid
+    transformer: bool = False  # some target layer holds a transformer's features (maps centred under auto)
     attention_problem: str | None = ("attention rollout explains a class score; with --target segmentation, "
                                      "similarity or box use a gradient method")
 
@@ -109,6 +110,7 @@ class TargetCAM(GradCAM):
     # -- the model, tapped -------------------------------------------------------
     def _cut(self, layer: str) -> TapSplit:
         from gradcam_cli.models.tap import tap_model
+        from gradcam_cli.models.tokens import transformer_layer
 
         name = self.target.name
         if name == "box":
@@ -137,7 +139,8 @@ class TargetCAM(GradCAM):
         head = {"softmax": "softmax", "sigmoid": "multilabel"}.get(self.tap.removed, "linear") \
             if name == "class" else "linear"
         return TapSplit(self.tap.layer_names[0], self.tap.feature_shapes[0], count, self.tap.out_name,
-                        DESCRIPTIONS[name], head, {"softmax": "softmax", "multilabel": "sigmoid"}.get(head, "linear"))
+                        DESCRIPTIONS[name], head, {"softmax": "softmax", "multilabel": "sigmoid"}.get(head, "linear"),
+                        transformer=any(transformer_layer(self.tap.graph, k) for k in self.tap.layer_keys))
 
     def _cut_detector(self, layer: str) -> TapSplit:
         from gradcam_cli.models.detector import tap_detector

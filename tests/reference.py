@@ -186,9 +186,11 @@ def trilinear_numpy(a: np.ndarray, shape) -> np.ndarray:
     return a
 
 
-def scorecam_3d(model: keras.Model, layer: str, volume: np.ndarray, class_index: int) -> np.ndarray:
+def scorecam_3d(model: keras.Model, layer: str, volume: np.ndarray, class_index: int,
+                centred: bool = False) -> np.ndarray:
     """Score-CAM on one volume: each channel upsampled trilinearly and min-max scaled masks the
-    input; softmax over channels of the class logit on the masked volumes weighs the channels."""
+    input; softmax over channels of the class logit on the masked volumes weighs the channels
+    (``centred``: times the activations less each channel's mean over positions)."""
     acts, _ = volume_tape(model, layer, volume, class_index)
     logits_of = keras.Model(model.inputs[0], model.layers[-1].input)
     masks = []
@@ -200,4 +202,4 @@ def scorecam_3d(model: keras.Model, layer: str, volume: np.ndarray, class_index:
     scores = logits_of(masked, training=False).numpy()[:, class_index].astype(np.float64)
     weights = np.exp(scores - scores.max())
     weights /= weights.sum()
-    return _scaled((acts * weights).sum(-1))
+    return _scaled(((acts - acts.mean(axis=(0, 1, 2)) if centred else acts) * weights).sum(-1))

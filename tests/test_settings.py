@@ -42,7 +42,7 @@ def test_nested_fields_map_to_their_flat_keys():
     settings = RunSettings(
         targets=TargetSettings(top=5, classes=("cat", "7"), threshold=0.2, labels_csv="/l.csv"),
         methods=("gradcam", "layercam"),
-        method_options=MethodOptions(scorecam_channels=8, eigen_smooth=True),
+        method_options=MethodOptions(scorecam_channels=8, eigen_smooth=True, centre_activations="off"),
         outputs=OutputSettings(overlay=OverlaySettings(alpha=0.5, colormap="turbo", quality=80, max_side=512,
                                                        enabled=False, caption=True, colorbar=True),
                                raw=True, boxes=BoxSettings(enabled=True, threshold=0.3),
@@ -54,12 +54,12 @@ def test_nested_fields_map_to_their_flat_keys():
     assert {k: flat[k] for k in ("top", "classes", "threshold", "labels_csv", "methods", "scorecam_channels",
                                  "eigen_smooth", "alpha", "colormap", "quality", "overlay_max_side", "overlays",
                                  "save_raw", "boxes", "box_threshold", "grid", "grid_columns", "grid_tile", "gif",
-                                 "max_pixels", "caption", "colorbar")} == {
+                                 "max_pixels", "caption", "colorbar", "centre_activations")} == {
         "top": 5, "classes": ["cat", "7"], "threshold": 0.2, "labels_csv": "/l.csv", "methods": ["gradcam", "layercam"],
         "scorecam_channels": 8, "eigen_smooth": True, "alpha": 0.5, "colormap": "turbo", "quality": 80,
         "overlay_max_side": 512, "overlays": False, "save_raw": True, "boxes": True, "box_threshold": 0.3,
         "grid": True, "grid_columns": 4, "grid_tile": 256, "gif": False, "max_pixels": 1000, "caption": True,
-        "colorbar": True}
+        "colorbar": True, "centre_activations": "off"}
     assert RunSettings.from_json(flat) == settings  # a round trip, tuples and all
 
 

@@ -26,7 +26,7 @@ from gradcam_cli.engine.explainer import apply_method, normalise_maps, squash
 from gradcam_cli.errors import OptionError
 from gradcam_cli.methods import Method, get_method
 from gradcam_cli.models.graph import execute, flatten
-from gradcam_cli.models.tokens import is_transformer
+from gradcam_cli.models.tokens import transformer_layer
 from gradcam_cli.models.split import _head_type, _score_shape, _scores
 from gradcam_cli.models.targets import resolve_target, select_output
 from gradcam_cli.settings import MethodOptions
@@ -75,7 +75,8 @@ class SweepExplainer:
         self.first = first if self.trunk else None
         (self.inp,) = graph.input_keys
         self.options = options or MethodOptions()
-        self.centred = self.options.centred(is_transformer(graph, [self.out_key]))
+        #: per swept layer: its maps centred (``MethodOptions.centre_activations``)
+        self.centred = [self.options.centred(transformer_layer(graph, k)) for k in self.keys]
         self.methods = tuple(get_method(m) for m in methods)
         unfused = [m.name for m in self.methods if not fusable(m, self.options)]
         if unfused:
@@ -101,11 +102,11 @@ class SweepExplainer:
         acts = [values[k] for k in self.keys]
         grads = tape.gradient(total, acts) if self._gradients else [None] * len(acts)
         maps = []
-        for a, g in zip(acts, grads):
+        for a, g, centred in zip(acts, grads, self.centred):
             a = tf.cast(a, tf.float32)
             g = None if g is None else tf.cast(g, tf.float32)
             maps.append(tf.stack([normalise_maps(apply_method(m, a, g if m.needs_gradients else None,
-                                                              self.options.eigen_smooth, self.centred))
+                                                              self.options.eigen_smooth, centred))
                                   for m in self.methods], axis=1) if self.methods else tf.zeros([tf.shape(x)[0], 0]))
         return scores, squash(scores, self.activation), classes, maps
 

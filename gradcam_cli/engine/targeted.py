@@ -21,7 +21,7 @@ import numpy as np
 
 from gradcam_cli.engine.explainer import apply_method, normalise_maps, resolve_methods
 from gradcam_cli.models.tap import Tap
-from gradcam_cli.models.tokens import is_transformer
+from gradcam_cli.models.tokens import transformer_layer
 from gradcam_cli.settings import MethodOptions
 
 
@@ -56,7 +56,8 @@ class TargetExplainer:
         self.tap, self.scalars = tap, scalars
         self.methods = resolve_methods(method)
         self.options = options or MethodOptions()
-        self.centred = self.options.centred(is_transformer(tap.graph, [tap.out_key]))
+        #: per target layer: its maps centred (``MethodOptions.centre_activations``)
+        self.centred = [self.options.centred(transformer_layer(tap.graph, k)) for k in tap.layer_keys]
         if self.options.aug_smooth and mask_shape is not None:
             raise ValueError("aug-smooth flips the image but not a given mask: leave out --aug-smooth or --mask")
         self.top = top
@@ -99,10 +100,10 @@ class TargetExplainer:
         for i, a in enumerate(acts):
             a = tf.cast(a, tf.float32)
             g = tf.stack([tf.cast(grads[n][i], tf.float32) for n in range(self.n)], axis=1)  # (B, N, h, w, K)
-            maps.append(self._maps(a, g))
+            maps.append(self._maps(a, g, self.centred[i]))
         return values, tf.cast(rank, tf.float32), items, tuple(maps), aux
 
-    def _maps(self, acts, grads):
+    def _maps(self, acts, grads, centred: bool):
         """Every method's maps (B, N, M, h, w) from the activations (B, h, w, K) and gradients (B, N, h, w, K)."""
         import tensorflow as tf
 
@@ -112,10 +113,10 @@ class TargetExplainer:
         out = []
         for method in self.methods:
             if method.needs_gradients:
-                raw = tf.reshape(apply_method(method, tiled, flat_grads, self.options.eigen_smooth, self.centred),
+                raw = tf.reshape(apply_method(method, tiled, flat_grads, self.options.eigen_smooth, centred),
                                  shape[:4])
             else:
-                raw = tf.repeat(apply_method(method, acts, None, centred=self.centred)[:, None], self.n, axis=1)
+                raw = tf.repeat(apply_method(method, acts, None, centred=centred)[:, None], self.n, axis=1)
             out.append(normalise_maps(raw))
         return tf.stack(out, axis=2)
 

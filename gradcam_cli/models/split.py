@@ -20,8 +20,8 @@ from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import computable, execute, flatten, squashing_op
 from gradcam_cli.models.kernels import HEAVY_KERNEL, big_dense, channel_mean_kernels, transposed_kernels
 from gradcam_cli.models.targets import auto_step, resolve_target, select_output
-from gradcam_cli.models.tokens import (TokenLayout, attention_layout, attention_steps, carried_keys, is_transformer,
-                                      token_layout)
+from gradcam_cli.models.tokens import (TokenLayout, attention_layout, attention_steps, carried_keys, token_layout,
+                                      transformer_layer)
 
 
 #: what the explained score is, per head type (for reports and JSON headers)
@@ -83,7 +83,7 @@ class Split:
     #: how their tokens form the image's grid; None with ``attention_problem``, the one-line reason
     attention_tokens: TokenLayout | None = None
     attention_problem: str | None = None
-    #: the explained output depends on attention (:func:`~gradcam_cli.models.tokens.is_transformer`)
+    #: the target layer holds a transformer's features (:func:`~gradcam_cli.models.tokens.transformer_layer`)
     transformer: bool = False
 
     @property
@@ -176,7 +176,7 @@ def split_model(model: Any, layer_name: str = "auto", output: str | int | None =
         num_outputs=units,
         heavy_head=parts["head"] is not None and any(big_dense(step.op, HEAVY_KERNEL) for step in head_steps),
         tokens=layout,
-        transformer=is_transformer(graph, [out_key]),
+        transformer=transformer_layer(graph, target),
         **_attention(graph, out_key, full_steps, inp, _input_hw(graph, input_size), token_grid, prefix_tokens,
                      parts["full"]),
         **parts,

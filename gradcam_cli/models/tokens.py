@@ -251,9 +251,16 @@ def transformer_auto(graph: Any, output_keys: list, which: str = AUTO_NORM) -> A
 
 def is_transformer(graph: Any, output_keys: list) -> bool:
     """Whether the outputs depend on attention: a MultiHeadAttention layer, or a token model's pooled
-    final norm (:func:`pooled_token_norm`; keras-hub's Swin). Its layers' features are signed, with
-    no zero that means "absent" (see ``MethodOptions.centre_activations``)."""
+    final norm (:func:`pooled_token_norm`; keras-hub's Swin)."""
     return bool(attention_steps(graph, output_keys)) or pooled_token_norm(graph, output_keys) is not None
+
+
+def transformer_layer(graph: Any, key: Any) -> bool:
+    """Whether the layer with output ``key`` holds a transformer's features: a token layer (B, T, C), or
+    a layer after a MultiHeadAttention layer. Such features are signed, with no zero that means
+    "absent" (``MethodOptions.centre_activations``); the convolutional layers before any attention
+    (a patch embedding, a CNN under an attention-pooling head) are not."""
+    return len(graph.tensors[key].shape) == 3 or bool(attention_steps(graph, [key]))
 
 
 def pooled_token_norm(graph: Any, output_keys: list) -> Any | None:

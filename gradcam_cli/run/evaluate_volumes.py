@@ -95,7 +95,8 @@ def evaluate_volumes(vm: VolumeModel, refs: Sequence[InputRef], settings: EvalSe
     """Evaluate every volume of ``refs`` into ``out_dir``; ``stop.signum`` set ends the run between
     volumes. Returns the document (without the records) and the journal's summary."""
     recorded = {**_json(asdict(settings)), "model": run.model.model, "layer": vm.split.layer_name,
-                "preprocessing": run.model.preprocessing, "volumes": True}
+                "preprocessing": run.model.preprocessing, "volumes": True,
+                "centred": settings.method_options.centred(vm.split.transformer)}
     evaluator = VolumeEvaluator(vm, settings, run, {ref.key: i for i, ref in enumerate(refs)})
     complete = lambda record, _: record.get("status") == "ok" and isinstance(record.get("metrics"), dict)  # noqa: E731
     found: dict = {}

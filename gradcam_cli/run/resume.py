@@ -20,8 +20,20 @@ class Resumed:
     record: dict
 
 
+#: keys an older run file lacks -> what its run did: ``centred`` maps (``--centre-activations``) came later
+BEFORE_THE_KEY = {"centred": False}
+
+
+def _differs(before, now) -> bool:
+    """Whether two recorded values differ; dicts on the keys both hold (a newer version adds keys)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return any(_differs(before[k], now[k]) for k in now if k in before)
+    return before != now
+
+
 def check_same_settings(run_file: pathlib.Path, settings: dict) -> None:
-    """Refuse a folder whose run file records other settings (keys both sides know)."""
+    """Refuse a folder whose run file records other settings (keys both sides know; a key of
+    :data:`BEFORE_THE_KEY` an older run file lacks holds the value its run had)."""
     if not run_file.exists():
         return
     try:
@@ -30,12 +42,14 @@ def check_same_settings(run_file: pathlib.Path, settings: dict) -> None:
         return
     if set(before) == {"settings"} and "settings" not in settings:  # evaluate's run file before 0.3 nested it
         before = before["settings"]
-    changed = [k for k in settings if k in before and before[k] != settings[k]]
+    before = {**{k: v for k, v in BEFORE_THE_KEY.items() if k in settings}, **before}
+    changed = [k for k in settings if k in before and _differs(before[k], settings[k])]
     if changed:
         what = ", ".join(f"{k} {before[k]!r} -> {settings[k]!r}" for k in changed)
         raise ResumeError(
             f"cannot --resume in {run_file.parent}: it was made with other settings ({what}); "
-            "use the same options, or another --out folder"
+            "use the same options" + (" (--centre-activations off or on gives its maps)" if "centred" in changed else "")
+            + ", or another --out folder"
         )
 
 

@@ -84,7 +84,8 @@ class ClipStep(VideoStep):
                 "head": split.head_type, "video_model": True, "clip_frames": self.length}
 
     def recorded(self) -> dict:
-        return {**self.settings.to_json(), "model.backbone": "video", **self.video.to_json()}
+        return {**self.settings.to_json(), "model.backbone": "video", **self.video.to_json(),
+                "centred": self.settings.method_options.centred(self.vm.split.transformer)}
 
     def _explain(self, reader, clip: Clip) -> None:
         from gradcam_cli.run.video import Smoother

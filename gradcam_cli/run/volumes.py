@@ -241,7 +241,8 @@ def volume_journal(settings: RunSettings, options: RunOptions, *, on_record: Cal
 
 
 def volume_recorded(settings: RunSettings) -> dict:
-    return {**settings.to_json(), "model.backbone": "volume", "volumes": True}
+    return {**settings.to_json(), "model.backbone": "volume", "volumes": True,
+            "centred": settings.method_options.centred(False)}  # a 3-D CNN: only --centre-activations on
 
 
 def volume_header(vm: VolumeModel, settings: RunSettings) -> Callable:

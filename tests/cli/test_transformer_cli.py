@@ -75,12 +75,32 @@ def test_centre_reaches_the_run_and_the_raw_maps(saved, tmp_path):
                         "--method", "layercam", "--centre-activations", centre, "--save-raw", "--no-overlays", "--quiet")
         assert result.exit_code == 0, result.output
         header = json.loads((out / "predictions.json").read_text())
-        text = json.dumps(header)
-        assert f'"centre_activations": "{centre}"' in text and ('"transformer": true' in text) == (model == "vit.keras")
+        assert header["options"]["centre_activations"] == centre
+        assert header["options"]["centred"] is (model == "vit.keras" and centre == "auto")  # what it resolved to
         raws[model, centre] = [np.load(p) for p in sorted(out.glob("*.npy"))]
     assert max(np.abs(a - b).max() for a, b in zip(raws["vit.keras", "auto"], raws["vit.keras", "off"])) > 0.05
     for a, b in zip(raws["cnn.keras", "auto"], raws["cnn.keras", "off"]):
         np.testing.assert_array_equal(a, b)  # the same computation: off both times
+
+
+def test_a_folder_from_before_centred_maps_resumes_only_as_it_was_made(saved, tmp_path):
+    """A run file without the ``centred`` key (an older version: its transformer maps were not centred):
+    --resume with the default would mix centred maps in, so it is refused in one line naming the flag;
+    with --centre-activations off it resumes."""
+    out = tmp_path / "out"
+    args = ("explain", saved / "images", "--model", saved / "vit.keras", "--out", out, "--top", "1", "--quiet")
+    assert invoke(*args, "--centre-activations", "off").exit_code == 0
+    run_file = out / ".gradcam-run.json"
+    doc = json.loads(run_file.read_text())
+    assert doc["settings"]["centred"] is False
+    for key in ("centred", "centre_activations"):
+        del doc["settings"][key]
+    run_file.write_text(json.dumps(doc))
+    refused = invoke(*args, "--resume")
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+    assert "centred False -> True" in refused.stderr and "--centre-activations off" in refused.stderr
+    resumed = invoke(*args, "--resume", "--centre-activations", "off")
+    assert resumed.exit_code == 0, resumed.output
 
 
 @pytest.mark.parametrize("args,line", [

@@ -147,7 +147,7 @@ def test_a_transformers_sweep_is_centred_as_its_explainers_are():
     for centre in ("auto", "off"):
         options = MethodOptions(centre_activations=centre)
         sweep = SweepExplainer(model, layers, METHODS, options=options)
-        assert sweep.centred == (centre == "auto")
+        assert sweep.centred == [centre == "auto"] * 2  # both layers lie after attention
         _, _, _, maps = seen[centre] = sweep(batch)
         for layer in layers:
             found = GradCAM(model=model, layer=layer).explain_prepared(batch, top=1, method=list(METHODS),

@@ -117,3 +117,16 @@ def test_centre_on_sums_the_weights_times_the_centred_activations(untrained, met
         weights = grads.mean((0, 1, 2)) if method == "gradcam" else np.maximum(grads, 0)
         raw = np.maximum((centred * weights).sum(-1), 0)
         np.testing.assert_allclose(out.method_maps[b, 0, 0], raw / raw.max(), atol=1e-5, err_msg=f"{method} {b}")
+
+
+def test_centre_on_reaches_scorecam_3d(untrained):
+    """Score-CAM's weights as defined, times the centred activations (its masks ignore a shift)."""
+    from gradcam_cli.settings import MethodOptions
+
+    x, _, _ = blob_volumes(2, seed=9)
+    out = VolumeExplainer(split_model(untrained, "target"), classes=[1], method="scorecam",
+                          options=MethodOptions(centre_activations="on"))(x)
+    for b in range(2):
+        expected = scorecam_3d(untrained, "target", x[b], 1, centred=True)
+        assert np.abs(expected - scorecam_3d(untrained, "target", x[b], 1)).max() > 0.05  # centring matters here
+        np.testing.assert_allclose(out.method_maps[b, 0, 0], expected, atol=1e-5)
