@@ -74,13 +74,44 @@ def _unwindows(x, window: int, h: int, w: int):
     return ops.reshape(x, (-1, h, w, c))
 
 
-def swin_block(x, name: str, heads: int, window: int):
-    """Window attention on a (B, H, W, C) stage, which stays 4-D around it."""
+def _relative_index(window: int) -> np.ndarray:
+    """(window² x window²,) int32: for each (query, key) pair of a window, row-major, the row of its
+    offset (dy, dx) in a (2 window - 1)² table of relative position biases (Swin's indexing)."""
+    cells = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(2, -1)
+    offset = cells[:, :, None] - cells[:, None, :] + window - 1
+    return (offset[0] * (2 * window - 1) + offset[1]).reshape(-1).astype("int32")
+
+
+def window_attention(y, name: str, heads: int, window: int):
+    """Swin's window attention on (B, H, W, C): softmax(q k^T / sqrt(d) + B) v in every window, B a learned
+    relative position bias per head (a (2 window - 1)² x heads table read by each pair's offset), from
+    Dense layers and keras.ops (keras.layers.MultiHeadAttention takes no additive bias)."""
+    _, h, w, c = y.shape
+    n, d = window * window, c // heads
+    qkv = layers.Dense(3 * c, name=f"{name}_qkv")(_windows(y, window))
+    qkv = ops.transpose(ops.reshape(qkv, (-1, n, 3, heads, d)), (2, 0, 3, 1, 4))  # 3 x (B * windows, heads, n, d)
+    logits = ops.einsum("bhnd,bhmd->bhnm", qkv[0] * d ** -0.5, qkv[1])
+    table = layers.Dense((2 * window - 1) ** 2 * heads, name=f"{name}_relative_bias",
+                         bias_initializer=keras.initializers.TruncatedNormal(stddev=0.02))(
+        ops.zeros_like(y[:1, 0, 0, :1]))  # the bias read on zeros: (1, (2 window - 1)² heads)
+    bias = ops.take(ops.reshape(table, ((2 * window - 1) ** 2, heads)), _relative_index(window), axis=0)
+    logits = logits + ops.transpose(ops.reshape(bias, (n, n, heads)), (2, 0, 1))
+    out = ops.einsum("bhnm,bhmd->bhnd", ops.softmax(logits, axis=-1), qkv[2])
+    out = layers.Dense(c, name=f"{name}_proj")(ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, n, c)))
+    return _unwindows(out, window, h, w)
+
+
+def swin_block(x, name: str, heads: int, window: int, relative: bool = True):
+    """Window attention on a (B, H, W, C) stage, which stays 4-D around it: :func:`window_attention`
+    (``relative``), else keras.layers.MultiHeadAttention in each window (no position bias)."""
     _, h, w, c = x.shape
     y = layers.LayerNormalization(epsilon=1e-5, name=f"{name}_norm1")(x)
-    t = _windows(y, window)
-    t = layers.MultiHeadAttention(heads, c // heads, name=f"{name}_attn")(t, t)
-    x = layers.Add(name=f"{name}_add1")([x, _unwindows(t, window, h, w)])
+    if relative:
+        a = window_attention(y, name, heads, window)
+    else:
+        t = _windows(y, window)
+        a = _unwindows(layers.MultiHeadAttention(heads, c // heads, name=f"{name}_attn")(t, t), window, h, w)
+    x = layers.Add(name=f"{name}_add1")([x, a])
     y = layers.LayerNormalization(epsilon=1e-5, name=f"{name}_norm2")(x)
     y = layers.Dense(2 * c, activation="gelu", name=f"{name}_mlp1")(y)
     y = layers.Dense(c, name=f"{name}_mlp2")(y)
@@ -88,24 +119,24 @@ def swin_block(x, name: str, heads: int, window: int):
 
 
 def small_swin(size: int = SIZE, dim: int = 24, classes: int = 3, seed: int = 0, name: str = "swin",
-               merge: bool = True) -> keras.Model:
-    """Patch embedding (4 x 4) -> stage 1 (size / 4 square, windows of 4) -> patch merging -> stage 2
-    (size / 8 square, windows of size / 16; ``merge=False``: size / 4 square, the merging only widens
-    the channels) -> LayerNorm -> mean -> Dense: every stage (B, H, W, C), attention inside windows."""
+               window: int = 2, relative: bool = True) -> keras.Model:
+    """Patch embedding (4 x 4) + LayerNorm -> stage 1 (size / 4 square, one block) -> patch merging (2 x 2
+    cells -> 1, LayerNorm, Dense to 2 dim) -> stage 2 (size / 8 square, two blocks) -> LayerNorm -> mean
+    -> Dense: every stage (B, H, W, C). As in Swin, windows of ``window`` x ``window`` cells in both stages
+    tile the grid and nest across the merge, and each window's attention has a learned relative position
+    bias (``relative=False``: keras.layers.MultiHeadAttention without one)."""
     keras.utils.set_random_seed(seed)
     inp = keras.Input((size, size, 3))
     x = layers.Conv2D(dim, 4, strides=4, name="patch_embed")(inp)
     x = layers.LayerNormalization(epsilon=1e-5, name="embed_norm")(x)
-    x = swin_block(x, "stage1_block0", 2, 4)
+    x = swin_block(x, "stage1_block0", 2, window, relative)
     _, h, w, c = x.shape
-    if merge:  # patch merging: 2 x 2 cells -> 1, channels x 4
-        x = ops.reshape(ops.transpose(ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c)), (0, 1, 3, 2, 4, 5)),
-                        (-1, h // 2, w // 2, 4 * c))
+    x = ops.reshape(ops.transpose(ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c)), (0, 1, 3, 2, 4, 5)),
+                    (-1, h // 2, w // 2, 4 * c))
     x = layers.LayerNormalization(epsilon=1e-5, name="merge_norm")(x)
     x = layers.Dense(2 * dim, use_bias=False, name="merge")(x)
-    window = size // 16
-    x = swin_block(x, "stage2_block0", 4, window)
-    x = swin_block(x, "stage2_block1", 4, window)
+    x = swin_block(x, "stage2_block0", 4, window, relative)
+    x = swin_block(x, "stage2_block1", 4, window, relative)
     x = layers.LayerNormalization(epsilon=1e-5, name="norm")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     out = layers.Dense(classes, activation="softmax", name="predictions")(x)

@@ -2,9 +2,12 @@
 the automatic layer, the map's peak must lie on the square for >= 85% of 200 held-out scenes.
 
 The ViT (patch 8, 4 blocks, 48 px, 6 x 6 tokens, a mean-pooled head) and the Swin-like model
-(4-D stages, window attention) are trained once per session (seeded). Their maps are centred
-(``--centre-activations auto`` on a transformer; docs/transformers.md, "Centred maps"). Attention rollout is
-refused on the Swin-like model (window attention), so it is measured on the ViT only. The figures measured when
+(4-D stages, 2 x 2 windows nested across the merge, a relative position bias) are trained once per
+session (seeded). The ViT's maps are centred (``--centre-activations auto`` on a transformer;
+docs/transformers.md, "Centred maps"); the Swin-like model's attention (einsum and softmax, not
+keras.layers.MultiHeadAttention) is not seen as attention, so auto leaves its maps as they are (centring
+them changes none of its figures at the automatic layer). Attention rollout needs MultiHeadAttention and
+is refused on the Swin-like model, so it is measured on the ViT only. The figures measured when
 these tests were written are in docs/transformers.md; the cases below the bar are marked xfail
 strict with their figure, so a change that lifts them past the bar shows up.
 """
@@ -52,10 +55,10 @@ def below(figure: str, note: str = ""):
     ("vit", "layercam"),
     pytest.param("vit", "scorecam", marks=below("64%", ": its masked scores differ by 0.1 logit (median) across channels")),
     ("vit", "rollout"),
-    pytest.param("swin", "gradcam", marks=below("0.5%", ": the model's class evidence rings the square")),
-    pytest.param("swin", "gradcam++", marks=below("3.5%")),
-    pytest.param("swin", "layercam", marks=below("2.5%")),
-    pytest.param("swin", "scorecam", marks=below("50%")),
+    ("swin", "gradcam"),
+    ("swin", "gradcam++"),
+    ("swin", "layercam"),
+    pytest.param("swin", "scorecam", marks=below("28%")),
 ])
 def test_the_peak_lies_on_the_object(kind, method):
     model = model_of(kind)
