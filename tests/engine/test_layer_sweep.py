@@ -136,11 +136,12 @@ def test_a_given_class_is_explained_and_unfused_methods_are_refused():
 
 
 def test_a_transformers_sweep_is_centred_as_its_explainers_are():
-    """The Swin-like model's 4-D stages (a transformer: ``--centre-activations auto`` centres its maps): the sweep's
-    maps equal one (centred) explainer per layer, and ``--centre-activations off`` reaches the sweep too."""
+    """The Swin-like model's 4-D stages with MultiHeadAttention in its windows (a transformer:
+    ``--centre-activations auto`` centres its maps): the sweep's maps equal one (centred) explainer per layer,
+    and ``--centre-activations off`` reaches the sweep too."""
     from transformer_builders import small_swin
 
-    model = small_swin(size=32, seed=4)
+    model = small_swin(size=32, seed=4, window=4, relative=False)
     layers = ["stage2_block0_norm1", "norm"]
     batch = np.random.default_rng(1).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
     seen = {}
