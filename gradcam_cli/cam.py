@@ -187,6 +187,11 @@ class GradCAM:
         #: the largest batch the model ran without running out of memory (None: not limited yet)
         self.max_batch: int | None = None
 
+    @property
+    def token_settings(self) -> tuple:
+        """(token grid, prefix tokens) as given (flags or profile; None: found from the model)."""
+        return self._tokens
+
     def _cut(self, layer: str) -> Any:
         """The model cut at its target layer; other targets cut it their way (:mod:`gradcam_cli.cam_targets`)."""
         from gradcam_cli.models.split import split_model

@@ -26,8 +26,8 @@ from gradcam_cli.engine.explainer import apply_method, normalise_maps, squash
 from gradcam_cli.errors import OptionError
 from gradcam_cli.methods import Method, get_method
 from gradcam_cli.models.graph import execute, flatten
-from gradcam_cli.models.tokens import transformer_layer
-from gradcam_cli.models.split import _head_type, _score_shape, _scores
+from gradcam_cli.models.tokens import token_layout, transformer_layer
+from gradcam_cli.models.split import _head_type, _input_hw, _score_shape, _scores
 from gradcam_cli.models.targets import resolve_target, select_output
 from gradcam_cli.settings import MethodOptions
 
@@ -46,7 +46,8 @@ class SweepExplainer:
     one compiled forward and backward pass per batch (see the module docstring)."""
 
     def __init__(self, model: Any, layers: Sequence[str], methods: Sequence[str], *, output: str | int | None = None,
-                 classes: Sequence[int] | None = None, options: MethodOptions | None = None):
+                 classes: Sequence[int] | None = None, options: MethodOptions | None = None,
+                 tokens: tuple = (None, None), input_size: tuple | None = None):
         import tensorflow as tf
 
         graph = flatten(model)
@@ -57,8 +58,12 @@ class SweepExplainer:
         units = 1 if len(out_shape) == 1 else int(out_shape[-1])
         head_type, self.activation = _head_type(self.last, units)
         self._scores_of = _scores(out_shape, head_type)
-        self.layers = [resolve_target(graph, name, hint="--layers")[0] for name in layers]
-        self.keys = [resolve_target(graph, name, hint="--layers")[1] for name in self.layers]
+        self.layers = [resolve_target(graph, name, hint="--layers", tokens=True)[0] for name in layers]
+        self.keys = [resolve_target(graph, name, hint="--layers", tokens=True)[1] for name in self.layers]
+        #: per layer: how a token layer's tokens form its grid (None for a 4-D layer); ``tokens``: the
+        #: (grid, prefix) given by flags or a profile, as :func:`gradcam_cli.models.split.split_model` takes them
+        self.layouts = [token_layout(graph, k, path, _input_hw(graph, input_size), *tokens)
+                        for path, k in zip(self.layers, self.keys)]
         wanted = graph.ancestors([self.out_key])
         self.steps = [s for s in graph.steps if id(s) in wanted]
         # the part before the earliest layer runs outside the tape, as the explainer's trunk does, when
@@ -102,7 +107,9 @@ class SweepExplainer:
         acts = [values[k] for k in self.keys]
         grads = tape.gradient(total, acts) if self._gradients else [None] * len(acts)
         maps = []
-        for a, g, centred in zip(acts, grads, self.centred):
+        for a, g, centred, layout in zip(acts, grads, self.centred, self.layouts):
+            if layout is not None:  # a token layer: its patch tokens as their grid, for A and dY/dA alike
+                a, g = layout.to_grid(a), None if g is None else layout.to_grid(g)
             a = tf.cast(a, tf.float32)
             g = None if g is None else tf.cast(g, tf.float32)
             maps.append(tf.stack([normalise_maps(apply_method(m, a, g if m.needs_gradients else None,

@@ -95,11 +95,11 @@ def parse_layers(value: str) -> tuple[str, ...] | int:
 
 def resolve_layers(model: Any, asked: tuple[str, ...] | int, output: str | int | None = None) -> list[str]:
     """The swept layers' paths: ``asked`` an int -> :func:`sweep_layers` with that count; names ->
-    each resolved and checked to be one 4-D output (OptionError, one line, naming ``--layers``)."""
+    each resolved and checked to be one 4-D or token output (OptionError, one line, naming ``--layers``)."""
     if isinstance(asked, int):
         return sweep_layers(model, asked, output)
     graph = flatten(model)
-    paths = [resolve_target(graph, name, hint="--layers")[0] for name in asked]
+    paths = [resolve_target(graph, name, hint="--layers", tokens=True)[0] for name in asked]
     if len(set(paths)) != len(paths):
         raise OptionError(f"--layers names the same layer twice ({', '.join(asked)}); give each layer once")
     return paths

@@ -45,9 +45,12 @@ class LayerMaps:
         options = settings.method_options
         self.fused = [m for m in settings.methods if fusable(m, options)]
         self.others = [m for m in settings.methods if m not in self.fused]
+        grid, prefix = cam.token_settings
         self.engine = SweepExplainer(cam.model, self.layers, self.fused, output=cam.profile.output,
-                                     classes=indices, options=options)
-        self.cams = {layer: cam if layer == cam.layer else GradCAM(model=cam.model, layer=layer, profile=cam.profile)
+                                     classes=indices, options=options, tokens=(grid, prefix),
+                                     input_size=cam.profile.input_size)
+        self.cams = {layer: cam if layer == cam.layer else GradCAM(model=cam.model, layer=layer, profile=cam.profile,
+                                                                   token_grid=grid, prefix_tokens=prefix)
                      for layer in self.layers}
 
     def upsampler(self, layer: str) -> Upsampler:

@@ -109,8 +109,8 @@ def test_bad_layers_are_one_line_before_the_run(scene_run):
         ("late,nope", "model 'transposing' has no layer 'nope'; pass --layers with one of "
                       "its 4-D layers (`gradcam layers` lists them)"),
         ("gap", "layer 'gap' of model 'transposing' has output shape (None, 32), not 4-D (batch, height, width, "
-                "channels): it has no spatial and channel axes; pass --layers with a 4-D layer (`gradcam layers` "
-                "lists them)"),
+                "channels) nor 3-D tokens (batch, tokens, channels); pass --layers with a 4-D or token layer "
+                "(`gradcam layers` lists them)"),
         ("sweep:0", "Error: Invalid value for '--layers': --layers sweep:K takes a count K >= 1, got 'sweep:0'; "
                     "e.g. --layers sweep:4"),
     ):

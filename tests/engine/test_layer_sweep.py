@@ -73,7 +73,7 @@ def test_parse_and_resolve_layers_refuse_bad_input():
     assert resolve_layers(model, ("c1", "named_cnn/c3")) == ["c1", "c3"]
     with pytest.raises(OptionError, match=r"no layer 'c9'.*pass --layers with one of its 4-D layers"):
         resolve_layers(model, ("c1", "c9"))
-    with pytest.raises(OptionError, match=r"layer 'gap'.*not 4-D.*pass --layers with a 4-D layer"):
+    with pytest.raises(OptionError, match=r"layer 'gap'.*not 4-D.*nor 3-D tokens.*pass --layers with a 4-D or token layer"):
         resolve_layers(model, ("gap",))
     with pytest.raises(OptionError, match="at least one layer"):
         sweep_layers(model, 0)
@@ -157,3 +157,25 @@ def test_a_transformers_sweep_is_centred_as_its_explainers_are():
                 reference = np.stack([e.maps_by_method[method][0] for e in found])
                 np.testing.assert_allclose(maps[(method, layer)], reference, atol=1e-4, err_msg=f"{method}@{layer}")
     assert np.abs(seen["auto"][3][("gradcam", "norm")] - seen["off"][3][("gradcam", "norm")]).max() > 0.1
+
+
+def test_token_layers_are_swept_as_their_grids():
+    """A ViT's token layers (a class token dropped, the rest as its 4 x 4 grid): the sweep's maps equal one
+    explainer per layer (both centred, the transformer default), traced once."""
+    from transformer_builders import small_vit
+
+    model = small_vit(size=32, depth=2, prefix=1, pool="mean", seed=3)
+    layers = ["block0_norm1", "block1_add2", "norm"]
+    sweep = SweepExplainer(model, layers, METHODS)
+    assert [layout.grid for layout in sweep.layouts] == [(4, 4)] * 3 and sweep.centred == [True] * 3
+    rng = np.random.default_rng(2)
+    for size in (3, 1):
+        batch = rng.uniform(0, 1, (size, 32, 32, 3)).astype(np.float32)
+        _, _, _, maps = sweep(batch)
+        for layer in layers:
+            found = GradCAM(model=model, layer=layer).explain_prepared(batch, top=1, method=list(METHODS))
+            for method in METHODS:
+                reference = np.stack([e.maps_by_method[method][0] for e in found])
+                assert reference.shape == (size, 4, 4) and reference.max() > 0  # not a vacuous comparison
+                np.testing.assert_allclose(maps[(method, layer)], reference, atol=1e-4, err_msg=f"{method}@{layer}")
+    assert sweep.trace_count() == 1
