@@ -25,6 +25,7 @@ import numpy as np
 from gradcam_cli.engine.explainer import Explainer
 from gradcam_cli.models.split import split_model
 from gradcam_cli.render.overlay import colormap_id, overlays
+from gradcam_cli.settings import MethodOptions
 from gradcam_cli.trackers import require
 from gradcam_cli.trackers.sinks import mlflow_images, wandb_images
 
@@ -49,12 +50,15 @@ class GradCAMCallback(keras.callbacks.Callback):
     4-D one). ``display``: (N, h, w, 3) uint8 pictures to draw on (default: the inputs stretched to
     0..255); ``names``: one tag per image (default ``image_00``...); ``class_names``: labels for
     the captions. ``log_dir``: TensorBoard (its ``gradcam/`` subfolder); ``mlflow`` / ``wandb``:
-    also log to the active MLflow run / the current W&B run. At least one of the three."""
+    also log to the active MLflow run / the current W&B run. At least one of the three.
+    ``options``: the methods' settings (:class:`gradcam_cli.settings.MethodOptions`: Score-CAM's,
+    smoothing, ``centre_activations``), as ``explain``'s flags give them."""
 
     def __init__(self, images, *, log_dir=None, every: int = 1, top: int | None = 1,
                  classes: Sequence[int] | None = None, method="gradcam", layer: str = "auto", display=None,
                  names: Sequence[str] | None = None, class_names: Sequence[str] | None = None, alpha: float = 0.4,
-                 colormap: str = "jet", mlflow: bool = False, wandb: bool = False):
+                 colormap: str = "jet", mlflow: bool = False, wandb: bool = False,
+                 options: MethodOptions | None = None):
         super().__init__()
         self.images = np.asarray(images, dtype=np.float32)
         if self.images.ndim != 4:
@@ -76,6 +80,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         self.class_names = None if class_names is None else list(class_names)
         self.alpha, self.colormap = float(alpha), colormap_id(colormap)
         self.mlflow, self.wandb = mlflow, wandb
+        self.options = options or MethodOptions()
         self.explainer: Explainer | None = None
         self._built_for = None
         self._summaries = None  # the compiled TensorBoard step, with its writer
@@ -83,7 +88,8 @@ class GradCAMCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None) -> None:
         if self._built_for is not self.model:  # built once per model: every later fit reuses it
             split = split_model(self.model, self.layer)
-            self.explainer = Explainer(split, top=self.top, classes=self.classes, method=self.method)
+            self.explainer = Explainer(split, top=self.top, classes=self.classes, method=self.method,
+                                       options=self.options)
             self._built_for = self.model
             self._summaries = None
         if self.log_dir is not None and self._summaries is None:

@@ -152,3 +152,21 @@ def test_the_callback_logs_to_mlflow_and_wandb_when_asked(tmp_path, monkeypatch)
     folder = pathlib.Path(session.dir).parent
     pictures = list(folder.glob("files/media/images/gradcam/*.png"))
     assert len(pictures) == EPOCHS * 2 and all(cv2.imread(str(p)).shape == (SIZE, SIZE, 3) for p in pictures)
+
+
+def test_method_options_reach_the_callbacks_explainer(tmp_path):
+    """``options`` (here ``centre_activations="on"`` on a CNN, whose auto is off) build the explainer the
+    callback logs from: its maps equal an Explainer's with the same options, not the plain one's."""
+    from gradcam_cli.engine.explainer import Explainer
+    from gradcam_cli.models.split import split_model
+    from gradcam_cli.settings import MethodOptions
+
+    model, x, _ = model_and_data()
+    on = MethodOptions(centre_activations="on")
+    callback = GradCAMCallback(x[:2], log_dir=tmp_path, options=on)
+    callback.set_model(model)
+    callback.on_train_begin()
+    assert callback.explainer.centred
+    maps = callback.explainer(x[:2]).maps
+    np.testing.assert_allclose(maps, Explainer(split_model(model), top=1, options=on)(x[:2]).maps, atol=1e-6)
+    assert np.abs(maps - Explainer(split_model(model), top=1)(x[:2]).maps).max() > 0.05
