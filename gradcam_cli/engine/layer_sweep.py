@@ -62,7 +62,7 @@ class SweepExplainer:
         self.keys = [resolve_target(graph, name, hint="--layers", tokens=True)[1] for name in self.layers]
         #: per layer: how a token layer's tokens form its grid (None for a 4-D layer); ``tokens``: the
         #: (grid, prefix) given by flags or a profile, as :func:`gradcam_cli.models.split.split_model` takes them
-        self.layouts = [token_layout(graph, k, path, _input_hw(graph, input_size), *tokens)
+        self.layouts = [token_layout(graph, k, path, _input_hw(graph, input_size), *tokens, hint="--layers")
                         for path, k in zip(self.layers, self.keys)]
         wanted = graph.ancestors([self.out_key])
         self.steps = [s for s in graph.steps if id(s) in wanted]

@@ -19,6 +19,7 @@ from typing import Any
 from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import Graph, flatten
 from gradcam_cli.models.targets import _candidates, auto_step, resolve_target, select_output
+from gradcam_cli.models.tokens import block_normalisations
 
 #: how many block outputs ``--layers sweep`` takes without a count
 DEFAULT_SWEEP = 4
@@ -48,10 +49,20 @@ def _pointwise_after(step: Any, before: Any) -> bool:
 
 def block_outputs(graph: Graph, output_keys: list) -> list:
     """Every block output (see the module docstring) on the way to ``output_keys``, in graph order,
-    ending at the automatic layer."""
+    ending at the automatic layer. In a transformer (a MultiHeadAttention on the way): the
+    normalisations the automatic layer is chosen from (:func:`~gradcam_cli.models.tokens.block_normalisations`:
+    the last block's first and second, the final one), in graph order."""
+    norms = block_normalisations(graph, output_keys)
+    if norms:
+        order = {id(step): i for i, step in enumerate(graph.steps)}
+        return sorted({id(step): step for step in norms.values()}.values(), key=lambda step: order[id(step)])
     last, _ = auto_step(graph, output_keys)
     cuts = [step for step, _ in _candidates(graph, within=graph.ancestors(output_keys))
             if step is last or _is_cut(graph, step, output_keys)]
+    if last not in cuts:  # a token model whose attention is not a MultiHeadAttention (keras-hub's Swin)
+        raise OptionError(f"--layers sweep finds a CNN's block outputs or a MultiHeadAttention transformer's last "
+                          f"norms; model '{graph.model.name}' has neither on the way to its automatic layer "
+                          f"'{last.path}': name the layers, --layers A,B,C (`gradcam layers` lists them)")
     cuts = cuts[: cuts.index(last) + 1]
     return [a for a, b in zip(cuts, cuts[1:]) if not _pointwise_after(b, a) and not _same_block(a, b)] + [last]
 

@@ -104,15 +104,15 @@ def _factor(count: int, size: tuple[int | None, int | None]) -> tuple[int, int] 
     return (root, root) if root * root == count else None
 
 
-def _refuse(path: str, shape: tuple, why: str) -> OptionError:
+def _refuse(path: str, shape: tuple, why: str, hint: str = "--layer") -> OptionError:
     return OptionError(
         f"layer '{path}' has token output shape {shape}: {why}; pass --token-grid HxW and --prefix-tokens N "
-        "(or the profile's token_grid / prefix_tokens), or another --layer"
+        f"(or the profile's token_grid / prefix_tokens), or another {hint}"
     )
 
 
 def token_layout(graph: Any, key: Any, path: str, input_size: tuple, grid: tuple[int, int] | None = None,
-                 prefix: int | None = None) -> TokenLayout | None:
+                 prefix: int | None = None, hint: str = "--layer") -> TokenLayout | None:
     """The layout of the target tensor ``key`` (None for a 4-D layer, or a volume model's 5-D one, which
     :func:`gradcam_cli.models.targets.resolve_target` admitted); see the module docstring.
     ``input_size``: the model input's (height, width), None where not fixed."""
@@ -126,18 +126,18 @@ def token_layout(graph: Any, key: Any, path: str, input_size: tuple, grid: tuple
             "(batch, tokens, channels); pass --layer with a 4-D or token layer (`gradcam layers` lists them)"
         )
     if tokens is None:
-        raise _refuse(path, shape, "its token count is not fixed")
+        raise _refuse(path, shape, "its token count is not fixed", hint)
     tokens = int(tokens)
     if grid is not None:
         left = tokens - grid[0] * grid[1] if prefix is None else prefix
         if not 0 <= left <= (MAX_PREFIX if prefix is None else tokens) or left + grid[0] * grid[1] != tokens:
             said = f"0 to {MAX_PREFIX}" if prefix is None else str(prefix)
-            raise _refuse(path, shape, f"{tokens} tokens are not {said} prefix tokens + a {grid[0]}x{grid[1]} grid")
+            raise _refuse(path, shape, f"{tokens} tokens are not {said} prefix tokens + a {grid[0]}x{grid[1]} grid", hint)
         return TokenLayout(left, tuple(grid))
     if prefix is not None:
         found = _factor(tokens - prefix, input_size) if 0 <= prefix < tokens else None
         if found is None:
-            raise _refuse(path, shape, f"{tokens} tokens less {prefix} prefix tokens do not form a grid")
+            raise _refuse(path, shape, f"{tokens} tokens less {prefix} prefix tokens do not form a grid", hint)
         return TokenLayout(prefix, found)
     patch = _patch_size(graph, key)
     height, width = input_size
@@ -149,7 +149,7 @@ def token_layout(graph: Any, key: Any, path: str, input_size: tuple, grid: tuple
         found = _factor(tokens - left, input_size)
         if found is not None and found[0] * found[1] > 1:
             return TokenLayout(left, found)
-    raise _refuse(path, shape, f"{tokens} tokens do not form a grid after 0 to {MAX_PREFIX} prefix tokens")
+    raise _refuse(path, shape, f"{tokens} tokens do not form a grid after 0 to {MAX_PREFIX} prefix tokens", hint)
 
 
 def carried_keys(head_steps: list, target: Any) -> list:

@@ -143,17 +143,19 @@ def test_layers_lists_the_token_layers_and_marks_the_automatic_one(saved):
 
 
 def test_evaluate_sweeps_token_layers(saved, tmp_path):
-    """`evaluate --layers` on a ViT's token layers (the automatic-layer candidates): a column per method and
-    layer, each layer's map at its own grid (4 x 4 here)."""
+    """`evaluate --layers sweep` on a ViT: its token layers that the automatic layer is chosen from (the
+    last block's two norms and the final one), a column per method and layer."""
     out = tmp_path / "sweep"
-    result = invoke("evaluate", saved / "images", "--model", saved / "vit.h5", "--out", out, "--method", "gradcam",
-                    "--method", "layercam", "--layers", "block1_norm1,block1_norm2,norm", "--metrics", "deletion",
+    methods = ("gradcam", "layercam", "scorecam")  # Score-CAM runs per layer, outside the sweep's pass
+    result = invoke("evaluate", saved / "images", "--model", saved / "vit.h5", "--out", out,
+                    *[a for m in methods for a in ("--method", m)], "--layers", "sweep", "--metrics", "deletion",
                     "--steps", 4, "-q")
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "evaluation.json").read_text())
     assert doc["summary"] == {"images": 3, "done": 3, "failed": 0}
     assert list(doc["aggregate"]) == [f"{m}@{layer}" for layer in ("block1_norm1", "block1_norm2", "norm")
-                                      for m in ("gradcam", "layercam")] + ["random", "centre"]
+                                      for m in methods] + ["random", "centre"]
+    assert all(0 <= v["deletion"]["mean"] <= 1 for v in doc["aggregate"].values())
 
 
 def test_evaluate_scores_gradient_methods_and_rollout_on_a_vit(saved, tmp_path):

@@ -168,6 +168,10 @@ def test_token_layers_are_swept_as_their_grids():
     layers = ["block0_norm1", "block1_add2", "norm"]
     sweep = SweepExplainer(model, layers, METHODS)
     assert [layout.grid for layout in sweep.layouts] == [(4, 4)] * 3 and sweep.centred == [True] * 3
+    assert [layout.prefix for layout in sweep.layouts] == [1] * 3  # the class token dropped
+    assert sweep.first == sweep.keys[0]  # the part before the first token layer runs outside the tape
+    assert sweep_layers(model) == ["block1_norm1", "block1_norm2", "norm"]  # `sweep`: auto's candidates
+    assert sweep_layers(model, 2) == ["block1_norm2", "norm"]
     rng = np.random.default_rng(2)
     for size in (3, 1):
         batch = rng.uniform(0, 1, (size, 32, 32, 3)).astype(np.float32)
@@ -179,3 +183,20 @@ def test_token_layers_are_swept_as_their_grids():
                 assert reference.shape == (size, 4, 4) and reference.max() > 0  # not a vacuous comparison
                 np.testing.assert_allclose(maps[(method, layer)], reference, atol=1e-4, err_msg=f"{method}@{layer}")
     assert sweep.trace_count() == 1
+
+
+def test_token_sweeps_refuse_in_one_line_naming_layers():
+    """A grid that does not fit names --layers (not --layer); `sweep` on a token model without
+    MultiHeadAttention (as keras-hub's Swin) has no block list: one line asking for the names."""
+    from transformer_builders import small_vit
+
+    with pytest.raises(OptionError, match=r"10 tokens are not .*4x4 grid; .*or another --layers$"):
+        SweepExplainer(small_vit(size=24, depth=1, prefix=1, seed=1), ["block0_norm1"], ("gradcam",),
+                       tokens=((4, 4), None))
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Reshape((16, 48), name="tokens")(inp)  # no 4-D layer: auto is the pooled token norm
+    x = keras.layers.LayerNormalization(name="token_norm")(keras.layers.Dense(8, name="mix")(x))
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling1D()(x))
+    with pytest.raises(OptionError, match=r"automatic layer 'token_norm': name the layers, --layers A,B,C"):
+        sweep_layers(keras.Model(inp, out, name="tokens_without_mha"))
