@@ -17,11 +17,12 @@ def normalise_maps(cams):
 
 
 def centred_acts(acts):
-    """Activations (M, h, w, K) less each channel's mean over positions (taken before the weighted sum:
-    float32 rounding then stays relative to the centred values, not to the offsets it removes)."""
+    """Activations (M, h, w, K), or (M, h, w, d, K) for a volume, less each channel's mean over positions
+    (taken before the weighted sum: float32 rounding then stays relative to the centred values, not to the
+    offsets it removes)."""
     import tensorflow as tf
 
-    return acts - tf.reduce_mean(acts, axis=(1, 2), keepdims=True)
+    return acts - tf.reduce_mean(acts, axis=list(range(1, len(acts.shape) - 1)), keepdims=True)
 
 
 def apply_method(method: Method, acts, grads, eigen_smooth: bool = False, centred: bool = False):

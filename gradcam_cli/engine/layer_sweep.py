@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gradcam_cli.engine.explainer import apply_method, normalise_maps, squash
+from gradcam_cli.engine.combine import apply_method, normalise_maps
+from gradcam_cli.engine.explainer import squash
 from gradcam_cli.errors import OptionError
 from gradcam_cli.methods import Method, get_method
 from gradcam_cli.models.graph import execute, flatten
@@ -58,8 +59,8 @@ class SweepExplainer:
         units = 1 if len(out_shape) == 1 else int(out_shape[-1])
         head_type, self.activation = _head_type(self.last, units)
         self._scores_of = _scores(out_shape, head_type)
-        self.layers = [resolve_target(graph, name, hint="--layers", tokens=True)[0] for name in layers]
-        self.keys = [resolve_target(graph, name, hint="--layers", tokens=True)[1] for name in self.layers]
+        resolved = [resolve_target(graph, name, hint="--layers", tokens=True) for name in layers]
+        self.layers, self.keys = [path for path, _, _ in resolved], [key for _, key, _ in resolved]
         #: per layer: how a token layer's tokens form its grid (None for a 4-D layer); ``tokens``: the
         #: (grid, prefix) given by flags or a profile, as :func:`gradcam_cli.models.split.split_model` takes them
         self.layouts = [token_layout(graph, k, path, _input_hw(graph, input_size), *tokens, hint="--layers")

@@ -6,7 +6,7 @@ targets of :mod:`gradcam_cli.targets` beyond a one-input classifier's class scor
 watches their activations while the part after the cut and the target's scalars are computed,
 and the N explained items of every image get their gradients from N backward passes through
 that part only, all in one ``tf.function`` with a ``None`` batch axis. The methods, ReLU and
-normalisation are the class engine's (:func:`apply_method`, :func:`normalise_maps`).
+normalisation are the class engine's (:func:`apply_method`, :func:`normalise_maps`, in :mod:`gradcam_cli.engine.combine`).
 
 Output per batch: ``values`` and ``rank`` (B, C) (every candidate item's scalar and its top-N
 key), ``items`` (B, N) and, per image input, maps (B, N, M, h, w) in [0, 1].
@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from gradcam_cli.engine.explainer import apply_method, normalise_maps, resolve_methods
+from gradcam_cli.engine.combine import apply_method, normalise_maps
+from gradcam_cli.engine.explainer import resolve_methods
 from gradcam_cli.models.tap import Tap
 from gradcam_cli.models.tokens import transformer_layer
 from gradcam_cli.settings import MethodOptions

@@ -17,13 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gradcam_cli.engine.explainer import (
-    CamBatch,
-    apply_method,
-    normalise_maps,
-    resolve_methods,
-    squash,
-)
+from gradcam_cli.engine.combine import apply_method, centred_acts, normalise_maps
+from gradcam_cli.engine.explainer import CamBatch, resolve_methods, squash
 from gradcam_cli.methods import Method
 from gradcam_cli.methods.score import MASK_EPS
 from gradcam_cli.methods.volumes import check_volume_methods
@@ -190,7 +185,7 @@ class VolumeExplainer:
                 s = tf.shape(acts)
                 found = masked_volume_scores(lambda z: self.split.full(z)[1], x, acts, classes,
                                              self.options.scorecam_batch)
-                summed = acts - tf.reduce_mean(acts, axis=(1, 2, 3), keepdims=True) if self.centred else acts
+                summed = centred_acts(acts) if self.centred else acts
                 raw = tf.einsum("bhwdk,bnk->bnhwd", summed, method.fn(acts, found))
                 maps.append(self._normalised(tf.reshape(raw, [-1, s[1], s[2], s[3]]), [-1, self.n, s[1], s[2], s[3]]))
             elif method.needs_gradients:
