@@ -16,7 +16,7 @@ from gradcam_cli.cli.common import (
     precheck_out,
     print_table,
 )
-from gradcam_cli.cli.interrupt import interrupted_line, run_stopping_cleanly
+from gradcam_cli.cli.interrupt import run_stopping_cleanly
 from gradcam_cli.cli.main import main
 from gradcam_cli.cli.options import (
     depth_options,
@@ -200,18 +200,13 @@ def _evaluate(stop, p: dict) -> int:
         for warning in record.get("warnings", ()):
             bar.write(f"gradcam: warning: {record['path']}: {warning}")
 
-    stop.running = True
-    try:
-        with errors():
-            document, summary = evaluate_folder(
-                cam, refs, settings, p["out_dir"], batch_size=p["batch_size"], resume=p["resume"], boxes=boxes,
-                sanity_images=p["sanity_images"], on_record=on_record, stop=stop, workers=p["io_threads"])
-    finally:
-        stop.running = False
-        bar.close()
-    if stop.signum is not None:
-        click.echo(interrupted_line(summary.records, summary.total), err=True)
-        return 128 + stop.signum
+    with stop.during_run(bar), errors():
+        document, summary = evaluate_folder(
+            cam, refs, settings, p["out_dir"], batch_size=p["batch_size"], resume=p["resume"], boxes=boxes,
+            sanity_images=p["sanity_images"], on_record=on_record, stop=stop, workers=p["io_threads"])
+    code = stop.interrupted_exit(summary)
+    if code is not None:
+        return code
     _print_table(document)
     click.echo(document["recommendation"]["line"])
     for method, result in document.get("sanity", {}).items():

@@ -22,7 +22,7 @@ from gradcam_cli.cli.common import (
     precheck_out,
     quiet_tensorflow,
 )
-from gradcam_cli.cli.interrupt import interrupted_line, run_stopping_cleanly
+from gradcam_cli.cli.interrupt import run_stopping_cleanly
 from gradcam_cli.cli.main import main
 from gradcam_cli.cli.options import (
     batch_size_value,
@@ -172,9 +172,9 @@ def _explain(stop, p: dict) -> int:
         summary = _run(stop, settings, options, refs, labels, {**p, "videos": videos, "video": video}, ray_options)
     if stop.pipe_closed:  # the consumer of --jsonl is done: keep quiet
         return EXIT_BROKEN_PIPE
-    if stop.signum is not None:
-        click.echo(interrupted_line(summary.records, summary.total), err=True)
-        return 128 + stop.signum
+    code = stop.interrupted_exit(summary)
+    if code is not None:
+        return code
     if summary.earlier or summary.replaced:
         replaced = (f"; {summary.replaced} earlier images whose output files this run overwrote are left out"
                     if summary.replaced else "")
@@ -284,26 +284,21 @@ def _run(stop, settings: RunSettings, options: RunOptions, refs: list, labels: d
             except BrokenPipeError:
                 stop.close_stdout()
 
-    stop.running = True
-    try:
-        with errors():
-            if videos:  # the videos first, with the same model and compiled pass (cli/video.py)
-                from gradcam_cli.cli.video import add_up, explain_videos
+    with stop.during_run(progress), errors():
+        if videos:  # the videos first, with the same model and compiled pass (cli/video.py)
+            from gradcam_cli.cli.video import add_up, explain_videos
 
-                first = explain_videos(cam, videos, settings, ui["video"], options, on_record, stop, ray_options)
-                if not refs or stop.signum is not None or stop.pipe_closed:
-                    return first
-            if ray_options is None:
-                summary = run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
-            else:
-                from gradcam_cli.run.ray_engine import run_ray
+            first = explain_videos(cam, videos, settings, ui["video"], options, on_record, stop, ray_options)
+            if not refs or stop.signum is not None or stop.pipe_closed:
+                return first
+        if ray_options is None:
+            summary = run_folder(cam, refs, settings, options, truth=truth, on_record=on_record, stop=stop)
+        else:
+            from gradcam_cli.run.ray_engine import run_ray
 
-                summary = run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record,
-                                  stop=stop)
-            return add_up(first, summary) if videos else summary
-    finally:
-        stop.running = False
-        progress.close()
+            summary = run_ray(cam, refs, settings, options, ray_options, truth=truth, on_record=on_record,
+                              stop=stop)
+        return add_up(first, summary) if videos else summary
 
 
 def _report(summary, quiet: bool) -> None:

@@ -55,6 +55,27 @@ class StopRequest:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    @contextlib.contextmanager
+    def during_run(self, progress) -> Iterator[None]:
+        """While the run goes on (``running``: a first signal only asks it to stop); then the progress bar
+        (anything with ``close()``) is closed, however the block ends."""
+        self.running = True
+        try:
+            yield
+        finally:
+            self.running = False
+            progress.close()
+
+    def interrupted_exit(self, summary) -> int | None:
+        """After a run a signal stopped between batches: its :func:`interrupted_line` on stderr and
+        128 + the signal; None when no signal came."""
+        if self.signum is None:
+            return None
+        import click
+
+        click.echo(interrupted_line(summary.records, summary.total), err=True)
+        return 128 + self.signum
+
     def close_stdout(self) -> None:
         """The consumer of stdout is gone (``| head -1``): stop, and send what is still buffered
         to /dev/null so that Python's exit does not complain about the pipe."""

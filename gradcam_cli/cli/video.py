@@ -142,11 +142,6 @@ def _video_model(stop, p: dict, settings, shard, refs) -> int:
             progress.write(f"gradcam: skipped {record['path']}: {record['message']}")
 
     options = RunOptions(out_dir=p["out_dir"], batch_size=1, resume=p["resume"], shard=shard, workers=p["io_threads"])
-    stop.running = True
-    try:
-        with errors():
-            summary = run_videos(vm, refs, settings, video_settings(p), options, on_record=on_record, stop=stop)
-    finally:
-        stop.running = False
-        progress.close()
+    with stop.during_run(progress), errors():
+        summary = run_videos(vm, refs, settings, video_settings(p), options, on_record=on_record, stop=stop)
     return finish_run(stop, p, summary, shard, "videos")

@@ -21,7 +21,6 @@ from gradcam_cli.cli.common import (
     precheck_out,
     quiet_tensorflow,
 )
-from gradcam_cli.cli.interrupt import interrupted_line
 
 
 def _nifti_arguments(inputs) -> list[str]:
@@ -102,18 +101,13 @@ def _run(stop, p: dict, settings, shard, refs, ray_options=None) -> int:
                 stop.close_stdout()
 
     options = RunOptions(out_dir=p["out_dir"], batch_size=1, resume=p["resume"], shard=shard)
-    stop.running = True
-    try:
-        with errors():
-            if ray_options is None:
-                summary = run_volumes(vm, refs, settings, options, on_record=on_record, stop=stop)
-            else:  # split by volume over the actors
-                from gradcam_cli.run.ray_volumes import run_volumes_ray
+    with stop.during_run(progress), errors():
+        if ray_options is None:
+            summary = run_volumes(vm, refs, settings, options, on_record=on_record, stop=stop)
+        else:  # split by volume over the actors
+            from gradcam_cli.run.ray_volumes import run_volumes_ray
 
-                summary = run_volumes_ray(vm, refs, settings, options, ray_options, on_record=on_record, stop=stop)
-    finally:
-        stop.running = False
-        progress.close()
+            summary = run_volumes_ray(vm, refs, settings, options, ray_options, on_record=on_record, stop=stop)
     if stop.pipe_closed:
         return EXIT_BROKEN_PIPE
     return finish_run(stop, p, summary, shard, "volumes")  # the volume in flight was finished; --resume goes on
@@ -123,9 +117,9 @@ def finish_run(stop, p: dict, summary, shard, what: str) -> int:
     """The end of a run of whole inputs (volumes, or clips through a video model): the interrupted
     line and 128 + the signal, or the summary line (``what``: the inputs' plural), the report where
     asked, and the exit code."""
-    if stop.signum is not None:
-        click.echo(interrupted_line(summary.records, summary.total), err=True)
-        return 128 + stop.signum
+    code = stop.interrupted_exit(summary)
+    if code is not None:
+        return code
     if not p["quiet"]:
         kept = f" ({summary.resumed} kept from the previous run)" if summary.resumed else ""
         click.echo(f"gradcam: {summary.done} {what} explained{kept}, {summary.failed} failed; results in "
@@ -234,17 +228,12 @@ def _evaluate_volumes(stop, p: dict, settings, model, refs) -> int:
         if record["status"] != "ok":
             bar.write(f"gradcam: skipped {record['path']}: {record['message']}")
 
-    stop.running = True
-    try:
-        with errors():
-            document, summary = evaluate_volumes(vm, refs, settings, run, p["out_dir"], resume=p["resume"],
-                                                 on_record=on_record, stop=stop)
-    finally:
-        stop.running = False
-        bar.close()
-    if stop.signum is not None:
-        click.echo(interrupted_line(summary.records, summary.total), err=True)
-        return 128 + stop.signum
+    with stop.during_run(bar), errors():
+        document, summary = evaluate_volumes(vm, refs, settings, run, p["out_dir"], resume=p["resume"],
+                                             on_record=on_record, stop=stop)
+    code = stop.interrupted_exit(summary)
+    if code is not None:
+        return code
     fields = list(document["better"])
     rows = [[method] + [f"{row[f]['mean']:.3f} [{row[f]['low']:.3f}, {row[f]['high']:.3f}]" if f in row else "-"
                         for f in fields] for method, row in document["aggregate"].items()]
