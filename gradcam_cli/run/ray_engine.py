@@ -49,6 +49,24 @@ INSTALL_HINT = ("--engine ray needs Ray, which is not installed; install the [ra
 SHARED_ENV = ("XDG_CACHE_HOME", "KERAS_HOME", "GRADCAM_CONFIG_DIR", "TF_CPP_MIN_LOG_LEVEL")
 
 
+def shared_env() -> dict[str, str]:
+    """The driver's values of :data:`SHARED_ENV` that are set, for the actors."""
+    return {k: os.environ[k] for k in SHARED_ENV if k in os.environ}
+
+
+def pending(journal, refs: Sequence[InputRef], fields: Callable[[InputRef], dict] | None = None) -> list[dict]:
+    """The inputs still to do, as task items (``index``, ``path``, ``out_stem`` and ``fields(ref)``); each
+    one the journal holds complete (``--resume``) is added to it as it is instead."""
+    todo = []
+    for index, ref in enumerate(refs):
+        kept = journal.lookup(ref.key)
+        if kept is not None:
+            journal.add(kept)
+        else:
+            todo.append({"index": index, "path": ref.path, "out_stem": ref.out_stem, **(fields(ref) if fields else {})})
+    return todo
+
+
 def require_ray() -> None:
     """Raise :class:`EngineError` (one line: how to install it) when Ray Data cannot be imported."""
     try:
@@ -227,20 +245,16 @@ def run_ray(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings, optio
         plan_pool(cluster_nodes(), ray_options, -(-len(refs) // options.batch_size))  # refused before --out is made
         journal = run.enter_context(ExplainJournal(cam, settings, options, outputs_for(settings), on_record=on_record,
                                                   total=len(refs)))
-        todo = []
-        for index, ref in enumerate(refs):
-            kept = journal.lookup(ref.key)
-            if kept is not None:
-                journal.add(kept)
-                continue
+        def fields(ref: InputRef) -> dict:
             true = truth.get(os.path.realpath(ref.path)) if truth else None
-            todo.append({"index": index, "path": ref.path, "out_stem": ref.out_stem,
-                         "frame": -1 if ref.frame is None else ref.frame, "true_class": -1 if true is None else true})
+            return {"frame": -1 if ref.frame is None else ref.frame, "true_class": -1 if true is None else true}
+
+        todo = pending(journal, refs, fields)
         max_batch = cam.max_batch
         if todo:
             spec = WorkerSpec(settings=settings, out_dir=out_dir, cwd=os.getcwd(), version=__version__,
                               recorded=journal.recorded, described=cam.describe(), threads=1, test_set=bool(truth),
-                              env={k: os.environ[k] for k in SHARED_ENV if k in os.environ})
+                              env=shared_env())
             for records, cut in _execute(todo, spec, options.batch_size, ray_options, actor, stop):
                 for record in records:
                     journal.add(record)

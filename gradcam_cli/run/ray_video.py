@@ -21,7 +21,8 @@ import numpy as np
 from gradcam_cli._version import __version__
 from gradcam_cli.io import writers
 from gradcam_cli.run.journal import RunJournal, Summary
-from gradcam_cli.run.ray_engine import SHARED_ENV, ExplainActor, WorkerSpec, _execute, connected, require_ray
+from gradcam_cli.run.ray_engine import (ExplainActor, WorkerSpec, _execute, connected, pending, require_ray,
+                                         shared_env)
 from gradcam_cli.run.video import VideoStep, _complete, record_files, video_files
 from gradcam_cli.settings import RunOptions, RunSettings, VideoSettings
 
@@ -73,18 +74,12 @@ def run_ray_videos(cam: GradCAM, refs: Sequence[InputRef], settings: RunSettings
     with connected(ray_options), RunJournal(out_dir, video_files(options.shard), step.recorded(),
                                             resume=options.resume, complete=_complete, files=record_files, part=part,
                                             on_record=on_record, total=len(refs)) as journal:
-        todo = []
-        for index, ref in enumerate(refs):
-            kept = journal.lookup(ref.key)
-            if kept is not None:
-                journal.add(kept)
-            else:
-                todo.append({"index": index, "path": ref.path, "out_stem": ref.out_stem})
+        todo = pending(journal, refs)
         if todo:
             spec = VideoWorkerSpec(settings=settings, out_dir=out_dir, cwd=os.getcwd(), version=__version__,
                                    recorded={k: v for k, v in step.recorded().items() if not k.startswith("video.")},
                                    described=cam.describe(), threads=1,
-                                   env={k: os.environ[k] for k in SHARED_ENV if k in os.environ}, video=video,
+                                   env=shared_env(), video=video,
                                    frames_per_batch=int(options.batch_size))
             for records, _ in _execute(todo, spec, 1, ray_options, VideoActor, stop):
                 for record in records:

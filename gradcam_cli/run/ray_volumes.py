@@ -28,7 +28,7 @@ from gradcam_cli.io import writers
 from gradcam_cli.io.discover import InputRef
 from gradcam_cli.run.journal import Summary
 from gradcam_cli.run.ray_cluster import RayOptions, cluster_nodes, connected, plan_pool
-from gradcam_cli.run.ray_engine import SHARED_ENV, StopFlag, _execute, enter_worker, require_ray
+from gradcam_cli.run.ray_engine import StopFlag, _execute, enter_worker, pending, require_ray, shared_env
 from gradcam_cli.run.volumes import VolumeModel, VolumeStep, load_volume_model, volume_header, volume_journal
 from gradcam_cli.settings import RunOptions, RunSettings
 
@@ -107,16 +107,10 @@ def run_volumes_ray(vm: VolumeModel, refs: Sequence[InputRef], settings: RunSett
         run.enter_context(connected(ray_options))
         plan_pool(cluster_nodes(), ray_options, len(refs))
         journal = run.enter_context(volume_journal(settings, options, on_record=on_record, total=len(refs)))
-        todo = []
-        for index, ref in enumerate(refs):
-            kept = journal.lookup(ref.key)
-            if kept is not None:
-                journal.add(kept)
-            else:
-                todo.append({"index": index, "path": ref.path, "out_stem": ref.out_stem})
+        todo = pending(journal, refs)
         if todo:
             spec = VolumeWorkerSpec(settings=settings, out_dir=out_dir, cwd=os.getcwd(), version=__version__,
-                                    model=describe(vm), env={k: os.environ[k] for k in SHARED_ENV if k in os.environ})
+                                    model=describe(vm), env=shared_env())
             for records, _ in _execute(todo, spec, 1, ray_options, actor, stop):
                 for record in records:
                     journal.add(record)
