@@ -97,16 +97,9 @@ def video_model_run(stop, p: dict, settings, shard) -> int | None:
     if not refs:
         return None
     from gradcam_cli.cli.common import precheck_out
-    from gradcam_cli.methods.volumes import check_volume_methods
+    from gradcam_cli.cli.volumes import check_whole_input_run
 
-    try:
-        check_volume_methods(p["methods"])
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    for flag in ("grid", "boxes", "save_raw", "labels_csv"):
-        if p.get(flag):
-            raise click.UsageError(f"--{flag.replace('_', '-')} applies to images; a video model's run writes overlay "
-                                   "videos and frame records: drop it")
+    check_whole_input_run(p, "a video model's run writes overlay videos and frame records")
     if p["engine"] != "local":
         raise click.UsageError("--engine ray runs videos through 2-D image models; a video model's run is local: "
                                "drop it (--shard splits the videos across machines)")

@@ -49,17 +49,9 @@ def volume_run(stop, p: dict, settings, shard, ray_options=None) -> int | None:
         return None
     if axis is not None:
         raise click.UsageError("--slice-axis applies to 2-D models; this model takes volumes whole: drop it")
-    from gradcam_cli.methods.volumes import check_volume_methods
     from gradcam_cli.run.volumes import volume_refs
 
-    try:
-        check_volume_methods(p["methods"])
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    for flag in ("grid", "boxes", "save_raw", "labels_csv"):
-        if p.get(flag):
-            raise click.UsageError(f"--{flag.replace('_', '-')} applies to images; a volume run writes NIfTI maps, "
-                                   "montages and GIFs: drop it")
+    check_whole_input_run(p, "a volume run writes NIfTI maps, montages and GIFs")
     if settings.targets.kind != "class" or settings.targets.sidecar:
         raise click.UsageError(f"--target {settings.targets.kind}{' --sidecar' if settings.targets.sidecar else ''} "
                                "applies to 2-D images; a volume (3-D model) run explains class scores: drop it")
@@ -111,6 +103,20 @@ def _run(stop, p: dict, settings, shard, refs, ray_options=None) -> int:
     if stop.pipe_closed:
         return EXIT_BROKEN_PIPE
     return finish_run(stop, p, summary, shard, "volumes")  # the volume in flight was finished; --resume goes on
+
+
+def check_whole_input_run(p: dict, writes: str) -> None:
+    """A run of whole inputs (volumes, or clips through a video model): a method not defined on them, or
+    a flag for images, is a UsageError naming it (``writes``: what such a run writes instead)."""
+    from gradcam_cli.methods.volumes import check_volume_methods
+
+    try:
+        check_volume_methods(p["methods"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for flag in ("grid", "boxes", "save_raw", "labels_csv"):
+        if p.get(flag):
+            raise click.UsageError(f"--{flag.replace('_', '-')} applies to images; {writes}: drop it")
 
 
 def finish_run(stop, p: dict, summary, shard, what: str) -> int:
