@@ -46,6 +46,27 @@ def _tf_mode(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(pixels, np.float32) / 127.5 - 1.0
 
 
+def _forward_floor(model: Any, preprocess: Callable, pixels: np.ndarray, copies: int, chunk: int) -> Callable[[], float]:
+    """The floor a timing is taken against: ``copies`` preprocessed inputs per image of ``pixels``
+    (prepared once, outside the timing) through ``tf.function(model)`` in chunks. Traced and warmed up
+    here; returns the timed run (seconds)."""
+    import tensorflow as tf
+
+    h, w = pixels.shape[1:3]
+    forward = tf.function(lambda x: model(x, training=False), input_signature=[
+        tf.TensorSpec((None, h, w, 3), tf.float32)])
+    prepared = np.repeat(preprocess(pixels.astype(np.float32)), copies, axis=0)
+    forward(prepared[:chunk]).numpy()
+
+    def run() -> float:
+        start = time.perf_counter()
+        for i in range(0, len(prepared), chunk):
+            forward(prepared[i : i + chunk]).numpy()
+        return time.perf_counter() - start
+
+    return run
+
+
 def benchmark_evaluate(
     model: Any = None,
     *,
@@ -61,7 +82,6 @@ def benchmark_evaluate(
     """Inputs/s of the three paths above and their ratios. ``model=None``: MobileNetV2 (random
     weights, 224 px, logits) with ``tf``-mode preprocessing; otherwise give ``preprocess``
     (pixels 0..255 -> model input) and the ``activation`` for the model's outputs."""
-    import tensorflow as tf
 
     if model is None:
         model, preprocess = _default_model(), _tf_mode
@@ -73,23 +93,14 @@ def benchmark_evaluate(
     classes = np.zeros(images, np.int32)
     count = images * (steps + 1)
     score_fn = make_score_fn(model, preprocess, activation=activation, chunk=chunk)
-    forward = tf.function(lambda x: model(x, training=False), input_signature=[
-        tf.TensorSpec((None, h, w, 3), tf.float32)])
-    prepared = np.repeat(preprocess(pixels.astype(np.float32)), steps + 1, axis=0)
-
-    def run_forward() -> float:
-        start = time.perf_counter()
-        for i in range(0, count, chunk):
-            forward(prepared[i : i + chunk]).numpy()
-        return time.perf_counter() - start
+    run_forward = _forward_floor(model, preprocess, pixels, steps + 1, chunk)
 
     def run_evaluate() -> float:
         start = time.perf_counter()
         deletion(pixels, maps, classes, score_fn, steps=steps)
         return time.perf_counter() - start
 
-    deletion(pixels[:1], maps[:1], classes[:1], score_fn, steps=1)  # trace and warm up both
-    forward(prepared[:chunk]).numpy()
+    deletion(pixels[:1], maps[:1], classes[:1], score_fn, steps=1)  # trace and warm up
     forward_s, evaluate_s, ratio, rounds = _paired(run_forward, run_evaluate, rounds)
 
     loop_images = max(1, min(predict_images, images))
@@ -130,7 +141,6 @@ def benchmark_occlusion(model: Any = None, *, preprocess: Callable[[np.ndarray],
     drops); forward: the same count of already-preprocessed inputs through ``tf.function(model)``.
     Ratio = forward time / occlusion time, the median over back-to-back pairs (target >= 0.85).
     ``model=None``: MobileNetV2 (random weights, 224 px, logits) with ``tf``-mode preprocessing."""
-    import tensorflow as tf
 
     from gradcam_cli.metrics.occlusion import GRID, occlusion_drops
 
@@ -143,23 +153,14 @@ def benchmark_occlusion(model: Any = None, *, preprocess: Callable[[np.ndarray],
     classes = np.zeros(images, np.int32)
     count = images * (1 + GRID * GRID)
     score_fn = make_score_fn(model, preprocess, activation=activation, chunk=chunk)
-    forward = tf.function(lambda x: model(x, training=False), input_signature=[
-        tf.TensorSpec((None, h, w, 3), tf.float32)])
-    prepared = np.repeat(preprocess(pixels.astype(np.float32)), 1 + GRID * GRID, axis=0)
-
-    def run_forward() -> float:
-        start = time.perf_counter()
-        for i in range(0, count, chunk):
-            forward(prepared[i : i + chunk]).numpy()
-        return time.perf_counter() - start
+    run_forward = _forward_floor(model, preprocess, pixels, 1 + GRID * GRID, chunk)
 
     def run_occlusion() -> float:
         start = time.perf_counter()
         occlusion_drops(pixels, classes, score_fn, chunk=chunk)
         return time.perf_counter() - start
 
-    occlusion_drops(pixels[:1], classes[:1], score_fn, chunk=chunk)  # trace and warm up both
-    forward(prepared[:chunk]).numpy()
+    occlusion_drops(pixels[:1], classes[:1], score_fn, chunk=chunk)  # trace and warm up
     forward_s, occlusion_s, ratio, rounds = _paired(run_forward, run_occlusion, rounds)
     return {
         "model": getattr(model, "name", type(model).__name__),
