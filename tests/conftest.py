@@ -41,3 +41,14 @@ def tiny(tmp_path_factory):
     images = make_images(root / "images", 6)
     return ["--model", root / "model.keras", "--labels", root / "labels.txt", "--preprocess", "scale", "--top", 1,
             "-q"], images
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray per test module (2 CPUs, no dashboard); its address, for drivers in other processes."""
+    import ray  # the [ray] extra (CI installs it): a missing Ray fails here, loudly
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throwaway local cluster; other drivers connect without a token
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -29,16 +29,6 @@ INPUTS = 10  # 4 photos, 4 crops, a corrupt and an empty file
 
 
 @pytest.fixture(scope="module")
-def ray_address():
-    """One local Ray for the module; its address, for drivers in other processes."""
-    import ray  # the [ray] extra (CI installs it): a missing Ray fails here, loudly
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throwaway local cluster; other drivers connect without a token
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """``images/`` (10 inputs, two of them bad) and ``labels.csv`` (test-set mode for three)."""
     base = tmp_path_factory.mktemp("ray")

@@ -4,7 +4,6 @@ on the local engine (the actors get each slice as a frame and the depth settings
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -12,18 +11,10 @@ from builders import grey_cnn
 from helpers import assert_close, invoke
 
 nibabel = pytest.importorskip("nibabel")
-ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray  # starts a local Ray
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def test_slices_on_ray_are_the_local_engines(tmp_path, local_ray):
+def test_slices_on_ray_are_the_local_engines(tmp_path, ray_address):
     grey_cnn(32).save(tmp_path / "grey.keras")
     volume = np.random.default_rng(6).normal(500, 120, (32, 32, 4)).astype(np.float32)
     nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")

@@ -15,15 +15,6 @@ from PIL import Image
 pytestmark = pytest.mark.ray  # starts a local Ray
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    import ray  # the [ray] extra (CI installs it): a missing Ray fails here, loudly
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
 def test_a_segmentation_run_with_masks_on_ray_equals_the_local_run(ray_address, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     keras.utils.set_random_seed(2)

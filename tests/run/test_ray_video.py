@@ -4,7 +4,6 @@ videos equal the local engine's, and --resume after it keeps every video."""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 
 import cv2
@@ -16,16 +15,6 @@ from helpers import invoke
 pytestmark = pytest.mark.ray
 
 HEIGHT, WIDTH, SIDE = 72, 108, 22
-
-
-@pytest.fixture(scope="module")
-def ray_address():
-    import ray
-
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 def write_clip(path: pathlib.Path, seed: int, n: int = 10) -> None:

@@ -5,7 +5,6 @@ missing."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -13,22 +12,14 @@ from builders import blob_volumes, conv3d_model
 from helpers import assert_close, invoke
 
 nibabel = pytest.importorskip("nibabel")
-ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.ray  # starts a local Ray
 
 
 def records(out) -> list[dict]:
     return json.loads((out / "predictions.json").read_text())["images"]
 
 
-def test_volumes_on_ray_are_the_local_engines_and_a_killed_local_run_finishes_there(tmp_path, local_ray):
+def test_volumes_on_ray_are_the_local_engines_and_a_killed_local_run_finishes_there(tmp_path, ray_address):
     conv3d_model().save(tmp_path / "m3d.keras")
     x, _, _ = blob_volumes(3, seed=9)
     (tmp_path / "in").mkdir()
