@@ -232,7 +232,7 @@ class GradCAM:
 
     def centred(self, options: MethodOptions) -> bool:
         """Whether ``options`` centre this model's maps (``MethodOptions.centre_activations`` at its layer)."""
-        return options.centred(bool(getattr(self.split, "transformer", False)))
+        return options.centred(self.split.transformer)
 
     # -- arrays in, arrays out -------------------------------------------------
     def prepare(self, images: Sequence[np.ndarray], value_range: tuple[float, float] | None = None) -> np.ndarray:

@@ -19,7 +19,7 @@ import os
 import pathlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -255,23 +255,33 @@ class VideoStep:
     def _explain(self, reader: VideoReader, clip: Clip) -> None:
         """Decode one batch ahead, explain in order, draw the previous batch while the model runs."""
         s, frames, profile = self.settings, iter(reader), self.cam.profile
-        smoother = Smoother(self.video.smooth)
-        ahead = self.pool.submit(prepare_chunk, frames, self.batch_size, profile)
-        drawing = None
-        while True:
-            chunk, batch = ahead.result()
-            if not chunk:
-                break
-            ahead = self.pool.submit(prepare_chunk, frames, self.batch_size, profile)
-            results = self.cam.explain_prepared(batch, top=s.targets.top, indices=self.indices,
-                                                threshold=s.targets.threshold, method=s.methods,
-                                                options=s.method_options)
-            smoothed = [smoother(r) for r in results]
-            if drawing is not None:
-                drawing.result()
-            drawing = self.pool.submit(clip.write_chunk, chunk, results, smoothed)
+        explain_overlapped(
+            self.pool, lambda: prepare_chunk(frames, self.batch_size, profile),
+            lambda batch: self.cam.explain_prepared(batch, top=s.targets.top, indices=self.indices,
+                                                    threshold=s.targets.threshold, method=s.methods,
+                                                    options=s.method_options),
+            clip, Smoother(self.video.smooth))
+
+
+def explain_overlapped(pool, read: Callable[[], tuple], explain: Callable[[Any], list], clip: Clip,
+                       smoother: Smoother) -> None:
+    """A video's frames through the model in chunks, the I/O overlapped: ``read()`` -> (frames, the model's
+    input; no frames at the end) runs one chunk ahead on ``pool``, ``explain(input)`` -> one
+    :class:`Explanation` per frame runs here, in order, and the previous chunk is drawn
+    (``clip.write_chunk``, with the ``smoother``'s maps) while the model runs."""
+    ahead, drawing = pool.submit(read), None
+    while True:
+        chunk, inputs = ahead.result()
+        if not chunk:
+            break
+        ahead = pool.submit(read)
+        results = explain(inputs)
+        smoothed = [smoother(r) for r in results]
         if drawing is not None:
             drawing.result()
+        drawing = pool.submit(clip.write_chunk, chunk, results, smoothed)
+    if drawing is not None:
+        drawing.result()
 
 
 def record_files(record: dict) -> list[str]:

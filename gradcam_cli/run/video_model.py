@@ -88,24 +88,20 @@ class ClipStep(VideoStep):
                 "centred": self.settings.method_options.centred(self.vm.split.transformer)}
 
     def _explain(self, reader, clip: Clip) -> None:
-        from gradcam_cli.run.video import Smoother
+        """One clip of ``length`` frames ahead (the last one padded with its final frame), explained whole;
+        the previous clip drawn while the model runs."""
+        from gradcam_cli.run.video import Smoother, explain_overlapped
 
-        frames, smoother = iter(reader), Smoother(self.video.smooth)
-        ahead = self.pool.submit(lambda: list(itertools.islice(frames, self.length)))
-        drawing = None
-        while True:
-            chunk = ahead.result()
-            if not chunk:
-                break
-            ahead = self.pool.submit(lambda: list(itertools.islice(frames, self.length)))
-            padded = chunk + [chunk[-1]] * (self.length - len(chunk))
-            results = self.clip_results(padded)[:len(chunk)]
-            smoothed = [smoother(r) for r in results]
-            if drawing is not None:
-                drawing.result()
-            drawing = self.pool.submit(clip.write_chunk, chunk, results, smoothed)
-        if drawing is not None:
-            drawing.result()
+        frames = iter(reader)
+
+        def read() -> tuple[list, list]:
+            chunk = list(itertools.islice(frames, self.length))
+            return chunk, chunk
+
+        def explain(chunk: list) -> list[Explanation]:
+            return self.clip_results(chunk + [chunk[-1]] * (self.length - len(chunk)))[:len(chunk)]
+
+        explain_overlapped(self.pool, read, explain, clip, Smoother(self.video.smooth))
 
     def clip_results(self, frames: list) -> list[Explanation]:
         """One :class:`Explanation` per frame of a clip: the clip's targets, each frame's maps."""
