@@ -230,9 +230,12 @@ class GradCAM:
             )
         return self._explainers[key]
 
-    def centred(self, options: MethodOptions) -> bool:
-        """Whether ``options`` centre this model's maps (``MethodOptions.centre_activations`` at its layer)."""
-        return options.centred(self.split.transformer)
+    def resolved(self, options: MethodOptions, methods: Sequence[str]) -> dict:
+        """What ``options``' ``auto`` values resolve to at this model's layer for ``methods``, as run files
+        record it (:meth:`MethodOptions.resolved`: ``centred``, ``masked_toward``)."""
+        from gradcam_cli.methods.registry import masks_input
+
+        return options.resolved(self.split.transformer, masks_input(methods))
 
     # -- arrays in, arrays out -------------------------------------------------
     def prepare(self, images: Sequence[np.ndarray], value_range: tuple[float, float] | None = None) -> np.ndarray:

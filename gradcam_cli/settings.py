@@ -81,6 +81,8 @@ class TargetSettings:
 
 #: ``MethodOptions.centre_activations``'s values
 CENTRES = ("auto", "on", "off")
+#: ``MethodOptions.scorecam_baseline``'s values
+SCORE_BASELINES = ("auto", "zero", "mean")
 
 
 @dataclass(frozen=True)
@@ -94,13 +96,18 @@ class MethodOptions:
     ``eigen_smooth``: the map is the first principal component of the weighted activations
     instead of their channel sum. ``centre_activations``: whether each method's map sums its weights times the
     activations taken relative to their mean over the image's positions, per channel (one of
-    :data:`CENTRES`; ``"auto"``: on for transformers, off for every other model; docs/transformers.md)."""
+    :data:`CENTRES`; ``"auto"``: on for transformers, off for every other model; docs/transformers.md).
+    ``scorecam_baseline``: what Score-CAM's masks blend the input toward, ``x' = b + M (x - b)``: ``"zero"``
+    (``b = 0``, the paper's ``M x``) or ``"mean"`` (``b`` each image's mean per input channel); ``"auto"``:
+    the mean for transformers, whose tokens a LayerNorm makes nearly blind to a patch's scale, zero
+    for every other model (one of :data:`SCORE_BASELINES`; docs/methods.md)."""
 
     scorecam_batch: int = 256
     scorecam_channels: int | None = None
     aug_smooth: bool = False
     eigen_smooth: bool = False
     centre_activations: str = "auto"
+    scorecam_baseline: str = "auto"
 
     def __post_init__(self) -> None:
         if self.scorecam_batch < 1:
@@ -109,10 +116,24 @@ class MethodOptions:
             raise ValueError(f"scorecam_channels must be at least 1 or None, got {self.scorecam_channels}")
         if self.centre_activations not in CENTRES:
             raise ValueError(f"centre_activations must be one of {', '.join(CENTRES)}, got {self.centre_activations!r}")
+        if self.scorecam_baseline not in SCORE_BASELINES:
+            raise ValueError(f"scorecam_baseline must be one of {', '.join(SCORE_BASELINES)}, got {self.scorecam_baseline!r}")
 
     def centred(self, transformer: bool) -> bool:
         """Whether maps are centred for a model that is (or is not) a transformer."""
         return self.centre_activations == "on" or (self.centre_activations == "auto" and transformer)
+
+    def masked_toward(self, transformer: bool) -> str:
+        """What Score-CAM's masks blend the input toward for a model that is (or is not) a transformer:
+        ``"zero"`` or ``"mean"``."""
+        if self.scorecam_baseline != "auto":
+            return self.scorecam_baseline
+        return "mean" if transformer else "zero"
+
+    def resolved(self, transformer: bool, scored: bool) -> dict:
+        """What ``auto`` resolved to, as run files record it beside the settings: ``centred``, and
+        ``masked_toward`` where a Score-CAM method runs (``scored``; the other methods' maps ignore it)."""
+        return {"centred": self.centred(transformer), **({"masked_toward": self.masked_toward(transformer)} if scored else {})}
 
 
 @dataclass(frozen=True)
@@ -268,7 +289,8 @@ _MODEL_FIELDS = {f.name for f in fields(ModelSettings)}
 #: model fields added after the flat keys were fixed: written last, as the keys added since
 _LATE_MODEL = ("token_grid", "prefix_tokens")
 #: flat keys added after those model fields: written after them
-_LATE_FLAT = {"centre_activations": ("method_options", "centre_activations")}
+_LATE_FLAT = {"centre_activations": ("method_options", "centre_activations"),
+              "scorecam_baseline": ("method_options", "scorecam_baseline")}
 
 
 def _value_at(record: Any, path: tuple[str, ...]) -> Any:

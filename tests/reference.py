@@ -187,9 +187,10 @@ def trilinear_numpy(a: np.ndarray, shape) -> np.ndarray:
 
 
 def scorecam_3d(model: keras.Model, layer: str, volume: np.ndarray, class_index: int,
-                centred: bool = False) -> np.ndarray:
+                centred: bool = False, toward: str = "zero") -> np.ndarray:
     """Score-CAM on one volume: each channel upsampled trilinearly and min-max scaled masks the
-    input; softmax over channels of the class logit on the masked volumes weighs the channels
+    input (times it, or toward the volume's mean: mean + mask x (volume - mean), ``toward="mean"``);
+    softmax over channels of the class logit on the masked volumes weighs the channels
     (``centred``: times the activations less each channel's mean over positions)."""
     acts, _ = volume_tape(model, layer, volume, class_index)
     logits_of = keras.Model(model.inputs[0], model.layers[-1].input)
@@ -198,7 +199,8 @@ def scorecam_3d(model: keras.Model, layer: str, volume: np.ndarray, class_index:
         up = trilinear_numpy(acts[..., k], volume.shape[:3])
         span = up.max() - up.min()
         masks.append((up - up.min()) / (span + 1e-8) if span > 1e-8 else np.zeros_like(up))
-    masked = np.stack([volume * m[..., None] for m in masks]).astype(np.float32)
+    base = volume.mean(axis=(0, 1, 2)) if toward == "mean" else 0.0
+    masked = np.stack([base + m[..., None] * (volume - base) for m in masks]).astype(np.float32)
     scores = logits_of(masked, training=False).numpy()[:, class_index].astype(np.float64)
     weights = np.exp(scores - scores.max())
     weights /= weights.sum()

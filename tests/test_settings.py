@@ -35,7 +35,8 @@ def test_to_json_keeps_the_flat_keys_and_order_of_older_run_files():
                                ("target", "class"), ("mask", None), ("reference", None), ("embedding", None),
                                ("sidecar", False), ("slice_axis", None), ("box_score_threshold", None),
                                ("model.token_grid", None),
-                               ("model.prefix_tokens", None), ("centre_activations", "auto")]  # added since, last, at their defaults
+                               ("model.prefix_tokens", None), ("centre_activations", "auto"),
+                               ("scorecam_baseline", "auto")]  # added since, last, at their defaults
 
 
 def test_nested_fields_map_to_their_flat_keys():

@@ -21,6 +21,7 @@ from gradcam_cli.settings import (
     DEFAULT_METHOD,
     DEFAULT_QUALITY,
     INTENSITIES,
+    SCORE_BASELINES,
     BoxSettings,
     DepthSettings,
     GifSettings,
@@ -270,12 +271,17 @@ def method_options(command):
                      help="Sum each method's weights times the activations less their mean over the image's "
                           "positions: auto = on for transformers, whose features have no zero that means absent "
                           "(docs/transformers.md)."),
+        click.option("--scorecam-baseline", type=click.Choice(SCORE_BASELINES), default=defaults.scorecam_baseline,
+                     show_default=True,
+                     help="Score-CAM: what its masks blend the input toward, zero (the paper's) or each image's mean; "
+                          "auto = the mean for transformers, whose LayerNorms hardly see a patch dimmed toward zero."),
     ])
 
 
 def method_settings(p: dict) -> MethodOptions:
     return MethodOptions(scorecam_batch=p["scorecam_batch"], scorecam_channels=p["scorecam_channels"],
-                         aug_smooth=p["aug_smooth"], eigen_smooth=p["eigen_smooth"], centre_activations=p["centre_activations"])
+                         aug_smooth=p["aug_smooth"], eigen_smooth=p["eigen_smooth"], centre_activations=p["centre_activations"],
+                         scorecam_baseline=p["scorecam_baseline"])
 
 
 def overlay_options(command):

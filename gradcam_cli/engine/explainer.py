@@ -126,6 +126,8 @@ class Explainer:
         self.method = self.methods[0]
         #: every map taken relative to the activations' mean over positions (``MethodOptions.centre_activations``)
         self.centred = self.options.centred(split.transformer)
+        #: what Score-CAM's masks blend the input toward (``MethodOptions.scorecam_baseline``)
+        self.masked_toward = self.options.masked_toward(split.transformer)
         self._attends = any(m.kind == "attention" for m in self.methods)
         if split.attention_problem and self._attends:
             raise OptionError(split.attention_problem)
@@ -278,7 +280,8 @@ class Explainer:
         for method in self.methods:
             if method.kind == "score":
                 chosen = chosen_channels(acts, self.options)
-                scores = masked_scores(lambda z: self.split.full(z)[1], x, chosen, classes, self.options.scorecam_batch)
+                scores = masked_scores(lambda z: self.split.full(z)[1], x, chosen, classes, self.options.scorecam_batch,
+                                       self.masked_toward)
                 maps.append(normalise_maps(self._score_map(chosen, method.fn(chosen, scores))))
             elif method.kind == "attention":
                 maps.append(normalise_maps(tf.repeat(attention_map(self.split, method, x, shape[1:3], attention)[:, None],

@@ -20,6 +20,7 @@ import numpy as np
 from gradcam_cli.engine.combine import apply_method, centred_acts, normalise_maps
 from gradcam_cli.engine.explainer import CamBatch, resolve_methods, squash
 from gradcam_cli.methods import Method
+from gradcam_cli.engine.score import blend_toward
 from gradcam_cli.methods.score import MASK_EPS
 from gradcam_cli.methods.volumes import check_volume_methods
 from gradcam_cli.models.split import Split
@@ -52,9 +53,10 @@ def volume_masks(part, size):
     return tf.where(span > MASK_EPS, (up - low) / (span + MASK_EPS), tf.zeros_like(up))
 
 
-def masked_volume_scores(score, x, acts, classes, batch: int):
+def masked_volume_scores(score, x, acts, classes, batch: int, toward: str = "zero"):
     """The target classes' scores on the input masked by each channel of ``acts``: (B, N, K').
-    Only about ``batch`` masked volumes exist at a time (at least one channel per pass)."""
+    Only about ``batch`` masked volumes exist at a time (at least one channel per pass); ``toward``:
+    ``"zero"`` or ``"mean"`` (:func:`gradcam_cli.engine.score.blend_toward`)."""
     import tensorflow as tf
 
     b = tf.shape(x)[0]
@@ -67,7 +69,7 @@ def masked_volume_scores(score, x, acts, classes, batch: int):
         part = acts[..., i * step:tf.minimum(i * step + step, k)]  # (B, h, w, d, c)
         c = tf.shape(part)[4]
         masks = tf.transpose(volume_masks(part, tf.shape(x)[1:4]), [0, 4, 1, 2, 3])  # (B, c, H, W, D)
-        masked = tf.reshape(x[:, None] * masks[..., None], tf.concat([[b * c], tf.shape(x)[1:]], axis=0))
+        masked = tf.reshape(blend_toward(x, masks, toward, spatial=3), tf.concat([[b * c], tf.shape(x)[1:]], axis=0))
         scores = tf.reshape(tf.cast(score(masked), tf.float32), [b, c, -1])
         picked = tf.gather(scores, classes, axis=2, batch_dims=1)  # (B, c, N)
         return i + 1, out.write(i, tf.transpose(picked, [1, 0, 2]))
@@ -127,6 +129,8 @@ class VolumeExplainer:
         if self.options.aug_smooth or self.options.eigen_smooth:
             raise ValueError("--aug-smooth and --eigen-smooth are not defined on volumes; drop them")
         self.centred = self.options.centred(split.transformer)
+        #: what Score-CAM's masks blend the input toward (``MethodOptions.scorecam_baseline``)
+        self.masked_toward = self.options.masked_toward(split.transformer)
         self.top = None if top is None else min(int(top), split.num_classes)
         self.fixed = None if classes is None else tf.constant(list(classes), dtype=tf.int32)
         self.n = self.top if self.top is not None else len(classes)
@@ -184,7 +188,7 @@ class VolumeExplainer:
             if method.kind == "score":
                 s = tf.shape(acts)
                 found = masked_volume_scores(lambda z: self.split.full(z)[1], x, acts, classes,
-                                             self.options.scorecam_batch)
+                                             self.options.scorecam_batch, self.masked_toward)
                 summed = centred_acts(acts) if self.centred else acts
                 raw = tf.einsum("bhwdk,bnk->bnhwd", summed, method.fn(acts, found))
                 maps.append(self._normalised(tf.reshape(raw, [-1, s[1], s[2], s[3]]), [-1, self.n, s[1], s[2], s[3]]))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 KINDS = ("weights", "spatial", "score", "guided", "attention")
 
@@ -73,6 +73,11 @@ def register(name: str, *, kind: str, needs_gradients: bool = True, sums_only: b
 def unregister(name: str) -> None:
     """Remove a method (tests register temporary ones)."""
     METHODS.pop(name, None)
+
+
+def masks_input(names: Sequence[str]) -> bool:
+    """Whether any of the methods ``names`` scores masked inputs (Score-CAM's kind, ``"score"``)."""
+    return any(get_method(name).kind == "score" for name in names)
 
 
 def get_method(name: str) -> Method:

@@ -255,12 +255,31 @@ def is_transformer(graph: Any, output_keys: list) -> bool:
     return bool(attention_steps(graph, output_keys)) or pooled_token_norm(graph, output_keys) is not None
 
 
+#: Keras layers and ops that are attention (besides a softmax over 3 or more axes; :func:`attends`)
+ATTENTION_OPS = ("MultiHeadAttention", "GroupedQueryAttention", "Attention", "AdditiveAttention", "DotProductAttention")
+
+
+def attends(graph: Any, keys: list) -> bool:
+    """Whether the tensors ``keys`` depend on attention of any kind: a Keras attention layer or
+    ``keras.ops.dot_product_attention`` (:data:`ATTENTION_OPS`), or a softmax whose output has 3 or more
+    axes: attention weights written with keras.ops (Swin's window attention with its relative position
+    bias, which MultiHeadAttention cannot add). A classifier's softmax over (B, C) is not one."""
+    needed = graph.ancestors(keys)
+    for step in graph.steps:
+        name = type(step.op).__name__
+        if id(step) in needed and (name in ATTENTION_OPS or (
+                name == "Softmax" and len(step.outputs) == 1 and len(graph.tensors[step.outputs[0]].shape) >= 3)):
+            return True
+    return False
+
+
 def transformer_layer(graph: Any, key: Any) -> bool:
     """Whether the layer with output ``key`` holds a transformer's features: a token layer (B, T, C), or
-    a layer after a MultiHeadAttention layer. Such features are signed, with no zero that means
-    "absent" (``MethodOptions.centre_activations``); the convolutional layers before any attention
-    (a patch embedding, a CNN under an attention-pooling head) are not."""
-    return len(graph.tensors[key].shape) == 3 or bool(attention_steps(graph, [key]))
+    a layer after attention (:func:`attends`). Such features are signed, with no zero that means
+    "absent", and a LayerNorm makes their tokens nearly blind to a patch's scale
+    (``MethodOptions.centre_activations``, ``MethodOptions.scorecam_baseline``); the convolutional layers
+    before any attention (a patch embedding, a CNN under an attention-pooling head) are not."""
+    return len(graph.tensors[key].shape) == 3 or attends(graph, [key])
 
 
 def pooled_token_norm(graph: Any, output_keys: list) -> Any | None:

@@ -184,7 +184,7 @@ def evaluate_folder(cam: GradCAM, refs: Sequence[InputRef], settings: EvalSettin
     run between batches (no sanity check then). Returns the document (without the per-image
     records) and the journal's summary."""
     stop = stop or (lambda: False)
-    recorded = {**_json(asdict(settings)), "model": cam.describe(), "centred": cam.centred(settings.method_options)}
+    recorded = {**_json(asdict(settings)), "model": cam.describe(), **cam.resolved(settings.method_options, settings.methods)}
     index = {ref.key: i for i, ref in enumerate(refs)}
     evaluator = Evaluator(cam, settings, boxes, index)
     complete = lambda record, _: record.get("status") == "ok" and isinstance(record.get("metrics"), dict)  # noqa: E731

@@ -24,6 +24,7 @@ from gradcam_cli.errors import ImageError
 from gradcam_cli.io import writers
 from gradcam_cli.io.discover import InputRef
 from gradcam_cli.io.volume import read_volume
+from gradcam_cli.methods.registry import masks_input
 from gradcam_cli.metrics.registry import better
 from gradcam_cli.metrics.volumes import VOLUME_AXIS, volume_baseline_map, volume_curves
 from gradcam_cli.render.plots import curves_png
@@ -96,7 +97,7 @@ def evaluate_volumes(vm: VolumeModel, refs: Sequence[InputRef], settings: EvalSe
     volumes. Returns the document (without the records) and the journal's summary."""
     recorded = {**_json(asdict(settings)), "model": run.model.model, "layer": vm.split.layer_name,
                 "preprocessing": run.model.preprocessing, "volumes": True,
-                "centred": settings.method_options.centred(vm.split.transformer)}
+                **settings.method_options.resolved(vm.split.transformer, masks_input(settings.methods))}
     evaluator = VolumeEvaluator(vm, settings, run, {ref.key: i for i, ref in enumerate(refs)})
     complete = lambda record, _: record.get("status") == "ok" and isinstance(record.get("metrics"), dict)  # noqa: E731
     found: dict = {}

@@ -94,7 +94,7 @@ def recorded_settings(cam: GradCAM, settings: RunSettings) -> dict:
     """The settings as the run file records them (the backbone resolved to the profile in use)."""
     recorded = settings.to_json()
     recorded["model.backbone"] = cam.profile.name
-    recorded["centred"] = cam.centred(settings.method_options)  # what --centre-activations resolved to here
+    recorded.update(cam.resolved(settings.method_options, settings.methods))  # what the auto options resolved to here
     return recorded
 
 

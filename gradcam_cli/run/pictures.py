@@ -66,7 +66,7 @@ def run_settings(document: dict, path: pathlib.Path) -> RunSettings:
         raise InputError(f"{path} records no run settings (written by an older gradcam-cli?): rerun `gradcam "
                          "explain` with --grid / --gif instead")
     try:
-        return RunSettings.from_json({k: v for k, v in options.items() if k not in ("batch_size", "shard", "centred")})
+        return RunSettings.from_json({k: v for k, v in options.items() if k not in ("batch_size", "shard", "centred", "masked_toward")})
     except (TypeError, ValueError) as exc:
         raise InputError(f"{path} was written by another version of gradcam-cli ({exc}); rerun `gradcam explain` "
                          "with --grid / --gif, or use that version") from None

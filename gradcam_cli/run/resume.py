@@ -20,8 +20,11 @@ class Resumed:
     record: dict
 
 
-#: keys an older run file lacks -> what its run did: ``centred`` maps (``--centre-activations``) came later
-BEFORE_THE_KEY = {"centred": False}
+#: keys an older run file lacks -> what its run did: ``centred`` maps (``--centre-activations``) and Score-CAM's
+#: ``masked_toward`` (``--scorecam-baseline``) came later
+BEFORE_THE_KEY = {"centred": False, "masked_toward": "zero"}
+#: a resolved key that differs -> the options that give the earlier run's maps
+_HINTS = {"centred": "--centre-activations off or on", "masked_toward": "--scorecam-baseline zero or mean"}
 
 
 def _differs(before, now) -> bool:
@@ -48,7 +51,7 @@ def check_same_settings(run_file: pathlib.Path, settings: dict) -> None:
         what = ", ".join(f"{k} {before[k]!r} -> {settings[k]!r}" for k in changed)
         raise ResumeError(
             f"cannot --resume in {run_file.parent}: it was made with other settings ({what}); "
-            "use the same options" + (" (--centre-activations off or on gives its maps)" if "centred" in changed else "")
+            "use the same options" + "".join(f" ({_HINTS[k]} gives its maps)" for k in changed if k in _HINTS)
             + ", or another --out folder"
         )
 

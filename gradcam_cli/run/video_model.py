@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from gradcam_cli.methods.registry import masks_input
 from gradcam_cli.render.resample import upsample_linear
 from gradcam_cli.results import Explanation, Prediction
 from gradcam_cli.run.video import Clip, FrameRange, VideoStep
@@ -85,7 +86,7 @@ class ClipStep(VideoStep):
 
     def recorded(self) -> dict:
         return {**self.settings.to_json(), "model.backbone": "video", **self.video.to_json(),
-                "centred": self.settings.method_options.centred(self.vm.split.transformer)}
+                **self.settings.method_options.resolved(self.vm.split.transformer, masks_input(self.settings.methods))}
 
     def _explain(self, reader, clip: Clip) -> None:
         """One clip of ``length`` frames ahead (the last one padded with its final frame), explained whole;

@@ -25,6 +25,7 @@ from gradcam_cli.errors import ImageError, OptionError
 from gradcam_cli.io import writers
 from gradcam_cli.io.discover import InputRef, in_shard
 from gradcam_cli.io.volume import Volume, is_nifti, read_volume
+from gradcam_cli.methods.registry import masks_input
 from gradcam_cli.render.resample import upsample_trilinear
 from gradcam_cli.run.journal import JournalFiles, RunJournal
 from gradcam_cli.run.naming import (
@@ -242,7 +243,7 @@ def volume_journal(settings: RunSettings, options: RunOptions, *, on_record: Cal
 
 def volume_recorded(settings: RunSettings) -> dict:
     return {**settings.to_json(), "model.backbone": "volume", "volumes": True,
-            "centred": settings.method_options.centred(False)}  # a 3-D CNN: only --centre-activations on
+            **settings.method_options.resolved(False, masks_input(settings.methods))}  # a 3-D CNN: only explicit values
 
 
 def volume_header(vm: VolumeModel, settings: RunSettings) -> Callable:

@@ -103,6 +103,49 @@ def test_a_folder_from_before_centred_maps_resumes_only_as_it_was_made(saved, tm
     assert resumed.exit_code == 0, resumed.output
 
 
+def test_scorecam_baseline_reaches_the_run_and_the_raw_maps(saved, tmp_path):
+    """--scorecam-baseline auto masks a transformer's inputs toward each image's mean and a CNN's toward zero; the
+    header records the flag and, for a run with Score-CAM, what it resolved to (``masked_toward``)."""
+    raws = {}
+    for model, baseline in (("vit.keras", "auto"), ("vit.keras", "zero"), ("cnn.keras", "auto"), ("cnn.keras", "mean")):
+        out = tmp_path / f"{model}-{baseline}"
+        result = invoke("explain", saved / "images", "--model", saved / model, "--out", out, "--top", "1",
+                        "--method", "scorecam", "--scorecam-baseline", baseline, "--save-raw", "--no-overlays", "--quiet")
+        assert result.exit_code == 0, result.output
+        options = json.loads((out / "predictions.json").read_text())["options"]
+        assert options["scorecam_baseline"] == baseline
+        assert options["masked_toward"] == ("mean" if (model, baseline) in (("vit.keras", "auto"), ("cnn.keras", "mean"))
+                                            else "zero")
+        raws[model, baseline] = [np.load(p) for p in sorted(out.glob("*.npy"))]
+    for model, other in (("vit.keras", "zero"), ("cnn.keras", "mean")):
+        assert max(np.abs(a - b).max() for a, b in zip(raws[model, "auto"], raws[model, other])) > 0.01, model
+    out = tmp_path / "gradcam-only"
+    assert invoke("explain", saved / "images", "--model", saved / "vit.keras", "--out", out, "--quiet").exit_code == 0
+    assert "masked_toward" not in json.loads((out / "predictions.json").read_text())["options"]  # its maps ignore it
+
+
+def test_a_folder_from_before_the_scorecam_baseline_resumes_only_as_it_was_made(saved, tmp_path):
+    """A run file without ``masked_toward`` (an older version: Score-CAM masked toward zero): --resume of a
+    transformer's Score-CAM run with the default (the mean) is refused in one line naming the flag; with
+    --scorecam-baseline zero it resumes, as does an older Grad-CAM run with the default."""
+    for methods, refused_by_default in ((("--method", "scorecam"), True), ((), False)):
+        out = tmp_path / f"out{len(methods)}"
+        args = ("explain", saved / "images", "--model", saved / "vit.keras", "--out", out, "--top", "1", *methods, "--quiet")
+        assert invoke(*args, "--scorecam-baseline", "zero").exit_code == 0
+        run_file = out / ".gradcam-run.json"
+        doc = json.loads(run_file.read_text())
+        assert doc["settings"].get("masked_toward") == ("zero" if methods else None)
+        for key in ("masked_toward", "scorecam_baseline"):
+            doc["settings"].pop(key, None)
+        run_file.write_text(json.dumps(doc))
+        resumed = invoke(*args, "--resume")
+        if refused_by_default:
+            assert resumed.exit_code != 0 and "Traceback" not in resumed.output
+            assert "masked_toward 'zero' -> 'mean'" in resumed.stderr and "--scorecam-baseline zero" in resumed.stderr
+            resumed = invoke(*args, "--resume", "--scorecam-baseline", "zero")
+        assert resumed.exit_code == 0, resumed.output
+
+
 @pytest.mark.parametrize("args,line", [
     (["--layer", "block0_norm1", "--token-grid", "2x2"],
      ("layer 'block0_norm1' has token output shape (None, 17, 32): 17 tokens are not 0 to 8 prefix tokens + "

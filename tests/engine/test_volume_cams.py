@@ -49,6 +49,11 @@ def test_scorecam_3d_equals_its_formula_and_chunks_do_not_change_it(untrained):
     np.testing.assert_allclose(chunked.method_maps, whole.method_maps, atol=1e-6)
     for b in range(2):
         np.testing.assert_allclose(whole.method_maps[b, 0, 0], scorecam_3d(untrained, "target", x[b], 1), atol=1e-5)
+    mean = VolumeExplainer(split, classes=[1], method="scorecam", options=MethodOptions(scorecam_baseline="mean"))(x)
+    for b in range(2):  # masks toward the volume's mean (--scorecam-baseline mean)
+        np.testing.assert_allclose(mean.method_maps[b, 0, 0], scorecam_3d(untrained, "target", x[b], 1, toward="mean"),
+                                   atol=1e-5)
+    assert not np.allclose(mean.method_maps, whole.method_maps, atol=1e-3)
 
 
 def test_several_methods_in_one_pass_equal_each_alone(untrained):

@@ -35,8 +35,9 @@ def small_model(zero_kernel: bool = False) -> keras.Model:
     return model
 
 
-def reference_scores(model, acts, x, classes, channels=None):
-    """Per image, per channel: OpenCV bilinear upsampling, min-max, mask, one logits pass each."""
+def reference_scores(model, acts, x, classes, channels=None, toward="zero"):
+    """Per image, per channel: OpenCV bilinear upsampling, min-max, mask (the image times it, or toward
+    the image's mean colour: mean + mask x (image - mean)), one logits pass each."""
     dense = model.get_layer("predictions")
     features = keras.Model(model.inputs[0], dense.input)
     h, w = x.shape[1:3]
@@ -48,7 +49,8 @@ def reference_scores(model, acts, x, classes, channels=None):
             up = cv2.resize(acts[b, :, :, k], (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float64)
             span = up.max() - up.min()
             mask = (up - up.min()) / (span + 1e-8) if span > 1e-8 else np.zeros_like(up)
-            masked.append(x[b] * mask[..., None])
+            base = x[b].mean(axis=(0, 1)) if toward == "mean" else 0.0
+            masked.append(base + mask[..., None] * (x[b] - base))
         logits = features(np.asarray(masked, np.float32)).numpy() @ dense.kernel.numpy() + dense.bias.numpy()
         out.append(logits[:, classes[b]].T)  # (N, K')
     return np.asarray(out)
@@ -99,6 +101,24 @@ def test_engine_maps_equal_the_reference_batch_7_and_1_without_retrace():
     np.testing.assert_allclose(one.maps[0], whole.maps[4], atol=1e-5)
     weights = get_method("scorecam").fn(tf.constant(acts), tf.constant(ref, tf.float32)).numpy()
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)  # channel weights sum to 1
+
+
+def test_masks_toward_the_mean_equal_the_reference_and_differ_from_zero():
+    """``--scorecam-baseline mean`` on a CNN (auto keeps zero there): each masked input is the image's mean
+    colour plus the mask times the image less it."""
+    model = small_model()
+    split = split_model(model, "target")
+    x = random_images(3, 16, seed=8)
+    mean = Explainer(split, top=2, method="scorecam", options=MethodOptions(scorecam_baseline="mean", scorecam_batch=4))
+    auto = Explainer(split, top=2, method="scorecam")
+    assert (mean.masked_toward, auto.masked_toward) == ("mean", "zero")
+    out, zero = mean(x), auto(x)
+    acts = split.trunk(tf.constant(x)).numpy()
+    ref = reference_scores(model, acts, x, out.classes, toward="mean")
+    for b in range(3):
+        for n in range(2):
+            np.testing.assert_allclose(out.maps[b, n], reference_map(acts[b], ref[b, n]), atol=1e-5)
+    assert not np.allclose(out.maps, zero.maps, atol=1e-3)
 
 
 def test_a_model_that_ignores_its_input_gives_the_mean_activation():

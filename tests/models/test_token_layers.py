@@ -112,14 +112,17 @@ class Reference:
         grads = tape.gradient(score, tokens).numpy()
         return self.grid_of(tokens.numpy()), self.grid_of(grads), tape.gradient(score, x)[0].numpy()
 
-    def scorecam(self, image, cls, centred=True):
-        """Score-CAM by its definition: each channel upsampled, min-max normalised, masks the input."""
+    def scorecam(self, image, cls, centred=True, toward="mean"):
+        """Score-CAM by its definition: each channel upsampled, min-max normalised, masks the input (the
+        input times the mask, ``toward="zero"``, or the image's mean colour plus the mask times the
+        input less it, ``"mean"``)."""
         a = self.grid_of(self.sub(image[None], training=False)[0].numpy())
         up = tf.image.resize(a[None], image.shape[:2], method="bilinear")[0].numpy()
         low, high = up.min(axis=(0, 1)), up.max(axis=(0, 1))
         span = high - low
         masks = np.where(span > 1e-8, (up - low) / (span + 1e-8), 0.0).astype(np.float32)
-        masked = image[None] * np.moveaxis(masks, -1, 0)[..., None]
+        base = image.mean(axis=(0, 1)) if toward == "mean" else np.zeros(image.shape[-1], np.float32)
+        masked = base + np.moveaxis(masks, -1, 0)[..., None] * (image - base)[None]
         scores = self.logits(masked).numpy()[:, cls].astype(np.float64)
         weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
         return normalised(((a - a.mean(axis=(0, 1)) if centred else a) * weights).sum(-1))
@@ -127,11 +130,12 @@ class Reference:
     def maps(self, image, cls, methods, options=None):
         options = options or MethodOptions()
         centred = options.centre_activations != "off"
+        toward = "zero" if options.scorecam_baseline == "zero" else "mean"  # this ViT is a transformer
         a, g, dx = self.tape(image, cls)
         out, guided = {}, None
         for name in methods:
             if name == "scorecam":
-                out[name] = self.scorecam(image, cls, centred)
+                out[name] = self.scorecam(image, cls, centred, toward)
             else:
                 out[name] = normalised(raw_map(name, a, g, options.eigen_smooth, centred))
             if name == "guided":  # no ReLU in this ViT: guided backpropagation is the plain input gradient
@@ -140,15 +144,16 @@ class Reference:
         return out, guided
 
 
-@pytest.mark.parametrize("centre", ["auto", "off"])
-def test_every_method_on_a_token_layer_equals_the_reference_at_batch_7_and_1_without_retrace(vit, centre):
-    """``auto`` centres a transformer's maps (docs/transformers.md); ``off`` keeps each method's own sum."""
+@pytest.mark.parametrize("centre,baseline", [("auto", "auto"), ("off", "zero")])
+def test_every_method_on_a_token_layer_equals_the_reference_at_batch_7_and_1_without_retrace(vit, centre, baseline):
+    """``auto`` centres a transformer's maps and masks its Score-CAM inputs toward each image's mean
+    (docs/transformers.md); ``off`` and ``zero`` keep each method's own definition."""
     split = split_model(vit, "block1_norm1")
     assert split.tokens.prefix == PREFIX and split.tokens.grid == (4, 4) and split.cut and split.transformer
     assert split.feature_shape == (4, 4, 32)
-    options = MethodOptions(centre_activations=centre)
+    options = MethodOptions(centre_activations=centre, scorecam_baseline=baseline)
     explainer = Explainer(split, top=2, method=CAM_METHODS, options=options)
-    assert explainer.centred == (centre == "auto")
+    assert explainer.centred == (centre == "auto") and explainer.masked_toward == ("mean" if baseline == "auto" else "zero")
     ref = Reference(vit, "block1_norm1", PREFIX, (4, 4))
     x = random_images(7, SIZE, seed=5)
     for batch in (x, x[:1]):
@@ -278,8 +283,9 @@ def test_swin_stages_stay_four_d_and_match_the_tape():
     split = split_model(model)
     assert split.tokens is None and split.feature_shape == (4, 4, 48) and split.layer_name == "norm"
     x = random_images(3, SIZE, seed=9)
-    # its window attention is einsum and softmax, not MultiHeadAttention: auto does not centre, so ask for it
-    out = Explainer(split, top=2, method=["gradcam", "layercam"], options=MethodOptions(centre_activations="on"))(x)
+    explainer = Explainer(split, top=2, method=["gradcam", "layercam"])
+    assert explainer.centred  # its window attention (einsum and softmax) is attention: auto centres its maps
+    out = explainer(x)
     dense = model.get_layer("predictions")
     sub = keras.Model(model.inputs[0], [model.get_layer(split.layer_name).output, dense.input])
     for b in range(3):
@@ -306,3 +312,17 @@ def test_the_automatic_layer_follows_what_the_head_reads():
     outer = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling1D()(
         backbone(inp))))
     assert split_model(outer).layer_name == "vit_backbone/norm"
+
+
+def test_attention_written_with_keras_ops_makes_its_layers_transformer_layers():
+    """Swin's window attention written with einsum and a softmax over (B, heads, n, n) (a relative position
+    bias, which MultiHeadAttention cannot add) is attention: the layers after it are a transformer's (their
+    maps centred, Score-CAM's masks toward the mean under ``auto``); its patch embedding is not, nor is a
+    CNN's layer under a softmax classifier head."""
+    from builders import small_cnn
+
+    swin = small_swin()
+    after, before = split_model(swin, "stage2_block1_add2"), split_model(swin, "patch_embed")
+    assert after.transformer and not before.transformer
+    assert [Explainer(s, top=1, method="scorecam").masked_toward for s in (after, before)] == ["mean", "zero"]
+    assert not split_model(small_cnn("softmax"), "target").transformer

@@ -130,4 +130,4 @@ def test_method_options_reach_evaluates_maps(tmp_path, setup):
     assert result.exit_code == 0, result.stderr
     assert document(out)["settings"]["method_options"] == {"scorecam_batch": 256, "scorecam_channels": None,
                                                           "aug_smooth": False, "eigen_smooth": True,
-                                                          "centre_activations": "auto"}
+                                                          "centre_activations": "auto", "scorecam_baseline": "auto"}
