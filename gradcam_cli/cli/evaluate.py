@@ -189,7 +189,8 @@ def _evaluate(stop, p: dict) -> int:
 
             from gradcam_cli.models.sweep import resolve_layers
 
-            settings = replace(settings, layers=tuple(resolve_layers(cam.model, p["layers"], cam.profile.output)))
+            settings = replace(settings, layers=tuple(resolve_layers(cam.model, p["layers"], cam.profile.output,
+                                                                     cam.token_settings, cam.profile.input_size)))
         boxes = read_boxes(p["boxes_csv"], cam.class_names, cam.split.num_classes) if p["boxes_csv"] else None
     bar = Progress(len(refs), p["quiet"])
 

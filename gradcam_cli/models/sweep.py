@@ -19,7 +19,7 @@ from typing import Any
 from gradcam_cli.errors import OptionError
 from gradcam_cli.models.graph import Graph, flatten
 from gradcam_cli.models.targets import _candidates, auto_step, resolve_target, select_output
-from gradcam_cli.models.tokens import block_normalisations
+from gradcam_cli.models.tokens import block_normalisations, token_layout
 
 #: how many block outputs ``--layers sweep`` takes without a count
 DEFAULT_SWEEP = 4
@@ -104,13 +104,21 @@ def parse_layers(value: str) -> tuple[str, ...] | int:
     return names
 
 
-def resolve_layers(model: Any, asked: tuple[str, ...] | int, output: str | int | None = None) -> list[str]:
+def resolve_layers(model: Any, asked: tuple[str, ...] | int, output: str | int | None = None,
+                   tokens: tuple = (None, None), input_size: tuple | None = None) -> list[str]:
     """The swept layers' paths: ``asked`` an int -> :func:`sweep_layers` with that count; names ->
-    each resolved and checked to be one 4-D or token output (OptionError, one line, naming ``--layers``)."""
+    each resolved and checked to be one 4-D or token output whose tokens form a grid (``tokens``: the
+    (grid, prefix) of flags or a profile; ``input_size``: the model input's where it is not fixed), so a
+    bad name is refused before the run starts (OptionError, one line, naming ``--layers``)."""
+    from gradcam_cli.models.split import _input_hw
+
     if isinstance(asked, int):
         return sweep_layers(model, asked, output)
     graph = flatten(model)
-    paths = [resolve_target(graph, name, hint="--layers", tokens=True)[0] for name in asked]
+    resolved = [resolve_target(graph, name, hint="--layers", tokens=True) for name in asked]
+    paths = [path for path, _, _ in resolved]
     if len(set(paths)) != len(paths):
         raise OptionError(f"--layers names the same layer twice ({', '.join(asked)}); give each layer once")
+    for path, key, _ in resolved:
+        token_layout(graph, key, path, _input_hw(graph, input_size), *tokens, hint="--layers")
     return paths

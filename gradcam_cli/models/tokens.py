@@ -255,21 +255,51 @@ def is_transformer(graph: Any, output_keys: list) -> bool:
     return bool(attention_steps(graph, output_keys)) or pooled_token_norm(graph, output_keys) is not None
 
 
-#: Keras layers and ops that are attention (besides a softmax over 3 or more axes; :func:`attends`)
-ATTENTION_OPS = ("MultiHeadAttention", "GroupedQueryAttention", "Attention", "AdditiveAttention", "DotProductAttention")
+#: Keras attention layers and ops besides MultiHeadAttention and its subclasses (:func:`attends`)
+ATTENTION_OPS = ("GroupedQueryAttention", "Attention", "AdditiveAttention", "DotProductAttention")
+#: steps that multiply two tensors: attention's query-key product before its softmax, weights-value after
+_PRODUCTS = ("Einsum", "Matmul", "Dot")
+#: steps between the query-key product and the softmax (a scale, a bias, a mask) or after it (dropout)
+_BETWEEN = ("Multiply", "Add", "Subtract", "Divide", "TrueDivide", "Where", "Reshape", "Transpose", "Dropout", "Cast")
 
 
 def attends(graph: Any, keys: list) -> bool:
-    """Whether the tensors ``keys`` depend on attention of any kind: a Keras attention layer or
-    ``keras.ops.dot_product_attention`` (:data:`ATTENTION_OPS`), or a softmax whose output has 3 or more
-    axes: attention weights written with keras.ops (Swin's window attention with its relative position
-    bias, which MultiHeadAttention cannot add). A classifier's softmax over (B, C) is not one."""
+    """Whether the tensors ``keys`` depend on attention of any kind: a MultiHeadAttention (or a subclass),
+    another Keras attention layer or ``keras.ops.dot_product_attention`` (:data:`ATTENTION_OPS`), or
+    attention written with keras.ops: a softmax over scores a product of two tensors made, whose output
+    a product reads (Swin's window attention with its relative position bias, which MultiHeadAttention
+    cannot add). A softmax gate over a CNN's positions or channels, or a classifier's, is not one."""
+    from keras import layers
+
     needed = graph.ancestors(keys)
+    steps = [s for s in graph.steps if id(s) in needed]
+    if any(isinstance(s.op, layers.MultiHeadAttention) or type(s.op).__name__ in ATTENTION_OPS for s in steps):
+        return True
+    readers: dict = {}
     for step in graph.steps:
-        name = type(step.op).__name__
-        if id(step) in needed and (name in ATTENTION_OPS or (
-                name == "Softmax" and len(step.outputs) == 1 and len(graph.tensors[step.outputs[0]].shape) >= 3)):
+        for key in step.inputs:
+            readers.setdefault(key, []).append(step)
+    return any(_is_softmax(s) and _near(graph, s, readers, up=True) and _near(graph, s, readers, up=False)
+               for s in steps)
+
+
+def _is_softmax(step: Any) -> bool:
+    name = type(step.op).__name__
+    return name == "Softmax" or (name == "Activation" and getattr(step.op.activation, "__name__", "") == "softmax")
+
+
+def _near(graph: Any, step: Any, readers: dict, up: bool, hops: int = 4) -> bool:
+    """Whether a product step (:data:`_PRODUCTS`) feeds ``step`` (``up``) or reads it, through at most
+    ``hops`` steps of :data:`_BETWEEN`."""
+    frontier = [step]
+    for _ in range(hops):
+        if up:
+            frontier = [graph.producer[k] for s in frontier for k in s.inputs if k in graph.producer]
+        else:
+            frontier = [r for s in frontier for k in s.outputs for r in readers.get(k, ())]
+        if any(type(s.op).__name__ in _PRODUCTS for s in frontier):
             return True
+        frontier = [s for s in frontier if type(s.op).__name__ in _BETWEEN]
     return False
 
 

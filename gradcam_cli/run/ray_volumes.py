@@ -106,7 +106,7 @@ def run_volumes_ray(vm: VolumeModel, refs: Sequence[InputRef], settings: RunSett
     with contextlib.ExitStack() as run:
         run.enter_context(connected(ray_options))
         plan_pool(cluster_nodes(), ray_options, len(refs))
-        journal = run.enter_context(volume_journal(settings, options, on_record=on_record, total=len(refs)))
+        journal = run.enter_context(volume_journal(vm, settings, options, on_record=on_record, total=len(refs)))
         todo = pending(journal, refs)
         if todo:
             spec = VolumeWorkerSpec(settings=settings, out_dir=out_dir, cwd=os.getcwd(), version=__version__,

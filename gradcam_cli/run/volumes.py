@@ -231,19 +231,20 @@ def _complete(record: dict, out_dir: pathlib.Path) -> bool:
     return record.get("status") == "ok" and all((out_dir / name).is_file() for name in record_files(record))
 
 
-def volume_journal(settings: RunSettings, options: RunOptions, *, on_record: Callable[[dict], None] | None = None,
-                   total: int = 0) -> RunJournal:
+def volume_journal(vm: VolumeModel, settings: RunSettings, options: RunOptions, *,
+                   on_record: Callable[[dict], None] | None = None, total: int = 0) -> RunJournal:
     """The run journal of a volume run (either engine): records keyed by path, complete when every file is there."""
     names = result_names(options.shard)
     part = None if options.shard is None else f"{options.shard[0]}-of-{options.shard[1]}"
     return RunJournal(options.out_dir, JournalFiles(names[JSON_NAME], names[JSONL_NAME], names[RUN_FILE]),
-                      volume_recorded(settings), resume=options.resume, complete=_complete, files=record_files,
+                      volume_recorded(vm, settings), resume=options.resume, complete=_complete, files=record_files,
                       part=part, on_record=on_record, total=total)
 
 
-def volume_recorded(settings: RunSettings) -> dict:
+def volume_recorded(vm: VolumeModel, settings: RunSettings) -> dict:
+    """The settings a volume run's file records, with what the ``auto`` options resolved to at its layer."""
     return {**settings.to_json(), "model.backbone": "volume", "volumes": True,
-            **settings.method_options.resolved(False, masks_input(settings.methods))}  # a 3-D CNN: only explicit values
+            **settings.method_options.resolved(vm.split.transformer, masks_input(settings.methods))}
 
 
 def volume_header(vm: VolumeModel, settings: RunSettings) -> Callable:
@@ -253,7 +254,7 @@ def volume_header(vm: VolumeModel, settings: RunSettings) -> Callable:
         return {"tool": "gradcam-cli", "version": __version__, "model": settings.model.model,
                 "target_layer": split.layer_name, "target_layer_shape": list(split.feature_shape),
                 "input_shape": [n for n in vm.size] + [vm.channels], "head": split.head_type,
-                "method": list(settings.methods), "options": volume_recorded(settings),
+                "method": list(settings.methods), "options": volume_recorded(vm, settings),
                 "summary": {"images": counts.records, "done": counts.done, "failed": counts.failed}}
 
     return header
@@ -263,7 +264,7 @@ def run_volumes(vm: VolumeModel, refs: Sequence[InputRef], settings: RunSettings
                 on_record: Callable[[dict], None] | None = None, stop: Any = None):
     """Explain every volume into ``options.out_dir``; returns the journal's summary."""
     step = VolumeStep(vm, settings, pathlib.Path(options.out_dir))
-    with volume_journal(settings, options, on_record=on_record, total=len(refs)) as journal:
+    with volume_journal(vm, settings, options, on_record=on_record, total=len(refs)) as journal:
         for ref in refs:
             if stop is not None and getattr(stop, "signum", None) is not None:
                 break

@@ -201,6 +201,27 @@ def test_evaluate_sweeps_token_layers(saved, tmp_path):
     assert all(0 <= v["deletion"]["mean"] <= 1 for v in doc["aggregate"].values())
 
 
+def test_evaluate_refuses_a_swept_token_layer_without_a_grid_before_the_run(saved, tmp_path):
+    """A named --layers token layer whose tokens do not form the given grid: one line naming --layers, exit 2,
+    checked with the layer names before the run begins, so the folder holds no run file and no records. Then a
+    sweep from the patch embedding (a CNN layer) to a norm records what each layer's auto options resolved to."""
+    out = tmp_path / "ev"
+    result = invoke("evaluate", saved / "images", "--model", saved / "vit.keras", "--out", out, "--method", "gradcam",
+                    "--layer", "patch_embed", "--layers", "block0_norm1,norm", "--token-grid", "2x2", "--metrics", "deletion", "--steps", 4)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.output
+    line = ("layer 'block0_norm1' has token output shape (None, 17, 32): 17 tokens are not 0 to 8 prefix tokens + a "
+            "2x2 grid; pass --token-grid HxW and --prefix-tokens N (or the profile's token_grid / prefix_tokens), or "
+            "another --layers")
+    assert [text for text in result.stderr.splitlines() if line in text] != [], result.stderr
+    assert not out.exists() or sorted(q.name for q in out.iterdir()) == [], sorted(q.name for q in out.iterdir())
+    result = invoke("evaluate", saved / "images", "--model", saved / "vit.keras", "--out", out, "--method", "scorecam",
+                    "--layers", "patch_embed,block1_norm1", "--metrics", "deletion", "--steps", 2, "-q")
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "evaluation.json").read_text())["settings"]
+    assert settings["resolved_by_layer"] == {"patch_embed": {"centred": False, "masked_toward": "zero"},  # before attention
+                                             "block1_norm1": {"centred": True, "masked_toward": "mean"}}
+
+
 def test_evaluate_scores_gradient_methods_and_rollout_on_a_vit(saved, tmp_path):
     out = tmp_path / "ev"
     result = invoke("evaluate", saved / "images", "--model", saved / "vit.keras", "--out", out, "--method", "gradcam",

@@ -326,3 +326,26 @@ def test_attention_written_with_keras_ops_makes_its_layers_transformer_layers():
     assert after.transformer and not before.transformer
     assert [Explainer(s, top=1, method="scorecam").masked_toward for s in (after, before)] == ["mean", "zero"]
     assert not split_model(small_cnn("softmax"), "target").transformer
+
+
+class OwnAttention(keras.layers.MultiHeadAttention):
+    """A user's MultiHeadAttention subclass (as keras-hub's CachedMultiHeadAttention is one)."""
+
+
+def test_attention_subclasses_count_and_softmax_gates_do_not():
+    """A MultiHeadAttention subclass is attention; a CNN's softmax gate over its positions (or channels), with no
+    query-key product before it nor a weights-value product after it, is not."""
+    inp = keras.Input((SIZE, SIZE, 3))
+    t = keras.layers.Reshape((16, 192))(keras.layers.Conv2D(192, 8, strides=8)(inp))
+    t = OwnAttention(2, 8, name="own_attn")(t, t)
+    grid = keras.layers.Reshape((4, 4, 192), name="grid")(t)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(grid))
+    assert split_model(keras.Model(inp, out), "grid").transformer
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inp)
+    gate = keras.layers.Softmax(axis=(1, 2), name="where")(keras.layers.Conv2D(1, 1)(x))
+    gated = keras.layers.Multiply(name="gated")([x, gate])
+    channels = keras.layers.Activation("softmax", name="channels")(gated)
+    feats = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="target")(channels)
+    cnn = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(feats)))
+    split = split_model(cnn, "target")
+    assert not split.transformer and Explainer(split, top=1, method="scorecam").masked_toward == "zero"
