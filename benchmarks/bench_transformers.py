@@ -8,8 +8,9 @@ token layer cut as its 14 x 14 grid; the head gets the residual stream beside it
 - the compiled forward pass, ``tf.function(lambda x: model(x, training=False))``, batch 16:
   the floor every ratio is taken against;
 - ``Explainer(split, top=5, method=m)`` at batch 16 for Grad-CAM, four gradient methods in one
-  call, and attention rollout; each ratio is the median over rounds of forward time / engine
-  time, the two calls made back to back;
+  call, attention rollout and its gradient-weighted form (one backward pass through every block
+  per explained class, so about 1 / (1 + 2 x 5) of the forward pass is its natural rate at top-5);
+  each ratio is the median over rounds of forward time / engine time, the two calls made back to back;
 - Score-CAM (``scorecam_channels=64``) at batch 2 for each ``scorecam_batch`` chunk size, with
   the process's peak resident memory growth over the run before it (``ru_maxrss``): the masked
   inputs of one chunk exist at a time, never all of them.
@@ -71,7 +72,8 @@ def run(rounds: int, batch: int) -> list[str]:
     lines = [title, "",
              "| method | forward ms | maps ms | vs forward pass |", "|---|---:|---:|---:|"]
     for name, methods in [("gradcam", "gradcam"), ("four gradient methods", ["gradcam", "gradcam++", "xgradcam",
-                                                                            "layercam"]), ("rollout", "rollout")]:
+                                                                            "layercam"]), ("rollout", "rollout"),
+                          ("gradient-weighted rollout", "gradrollout")]:
         explainer = Explainer(split, top=5, method=methods)
         ref, own, ratio = _paired(lambda: forward(x).numpy(), lambda e=explainer: e(x), rounds)
         lines.append(f"| {name} | {ref * 1e3:.0f} | {own * 1e3:.0f} | {ratio:.2f}x |")

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from gradcam_cli.engine.score import chosen_channels, masked_scores
-from gradcam_cli.engine.attention import attention_map
+from gradcam_cli.engine.attention import attention_class_maps, attention_map
 from gradcam_cli.engine.combine import apply_method, centred_acts, normalise_maps
 from gradcam_cli.engine.smooth import aug_smoothed
 from gradcam_cli.errors import OptionError
@@ -283,6 +283,8 @@ class Explainer:
                 scores = masked_scores(lambda z: self.split.full(z)[1], x, chosen, classes, self.options.scorecam_batch,
                                        self.masked_toward)
                 maps.append(normalise_maps(self._score_map(chosen, method.fn(chosen, scores))))
+            elif method.kind == "attention" and not method.class_agnostic:  # gradient-weighted
+                maps.append(normalise_maps(attention_class_maps(self.split, method, x, classes, self.n, shape[1:3])))
             elif method.kind == "attention":
                 maps.append(normalise_maps(tf.repeat(attention_map(self.split, method, x, shape[1:3], attention)[:, None],
                                                      self.n, axis=1)))

@@ -15,7 +15,10 @@ gradients g = dy_c/dA, both (M, h, w, K) for M = images x classes:
 - ``kind="attention"``: ``fn(attentions, prefix, grid) -> (B, h, w)``, a map from the attention
   scores (B, heads, T, T) of every MultiHeadAttention layer of a transformer, first layer first,
   whose T tokens are ``prefix`` tokens and then the ``grid`` (h, w) of patches, row-major
-  (:mod:`gradcam_cli.methods.attention`); A and g are not used.
+  (:mod:`gradcam_cli.methods.attention`); A and g are not used. With ``class_agnostic=False``:
+  ``fn(attentions, gradients, prefix, grid) -> (M, h, w)``, ``gradients`` each layer's
+  d y_c / d scores for M = images x classes (the engine differentiates the class scores with
+  respect to the scores themselves; :mod:`gradcam_cli.engine.attention`).
 
 ``needs_gradients=False``: ``g`` is None and no backward pass runs; with
 ``class_agnostic=True`` the map does not depend on the class (one per image, the

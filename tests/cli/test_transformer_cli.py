@@ -43,14 +43,15 @@ def saved(tmp_path_factory):
 def test_a_saved_vit_explains_with_model_and_writes_overlays(saved, tmp_path, name, layer, prefix):
     out = tmp_path / "out"
     result = invoke("explain", saved / "images", "--model", saved / name, "--out", out, "--top", "2",
-                    "--method", "gradcam", "--method", "rollout", "--save-raw", "--quiet")
+                    "--method", "gradcam", "--method", "rollout", "--method", "gradrollout", "--save-raw", "--quiet")
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "predictions.json").read_text())
     header = doc["model"] if "model" in doc and isinstance(doc["model"], dict) else doc
     text = json.dumps(header)
     assert f'"target_layer": "{layer}"' in text and f'"prefix_tokens": {prefix}' in text and '"grid": [4, 4]' in text
     overlays = sorted(p.name for p in out.glob("*.jpg"))
-    assert len(overlays) == 3 * 2 * 2, overlays  # 3 images x top 2 x 2 methods
+    assert len(overlays) == 3 * 2 * 3, overlays  # 3 images x top 2 x 3 methods
+    assert json.loads((out / "predictions.json").read_text())["class_agnostic"] == ["rollout"]  # gradrollout is per class
     raws = sorted(out.glob("*.npy"))
     assert raws and all(np.load(p).shape == (4, 4) for p in raws)
 
@@ -222,12 +223,12 @@ def test_evaluate_refuses_a_swept_token_layer_without_a_grid_before_the_run(save
                                              "block1_norm1": {"centred": True, "masked_toward": "mean"}}
 
 
-def test_evaluate_scores_gradient_methods_and_rollout_on_a_vit(saved, tmp_path):
+def test_evaluate_scores_gradient_methods_and_both_rollouts_on_a_vit(saved, tmp_path):
     out = tmp_path / "ev"
     result = invoke("evaluate", saved / "images", "--model", saved / "vit.keras", "--out", out, "--method", "gradcam",
-                    "--method", "rollout", "--metrics", "deletion", "--steps", 4, "-q")
+                    "--method", "rollout", "--method", "gradrollout", "--metrics", "deletion", "--steps", 4, "-q")
     assert result.exit_code == 0, result.output
     doc = json.loads((out / "evaluation.json").read_text())
     assert doc["summary"] == {"images": 3, "done": 3, "failed": 0}
-    assert list(doc["aggregate"]) == ["gradcam", "rollout", "random", "centre"]
+    assert list(doc["aggregate"]) == ["gradcam", "rollout", "gradrollout", "random", "centre"]
     assert all(0 <= doc["aggregate"][m]["deletion"]["mean"] <= 1 for m in doc["aggregate"])

@@ -6,8 +6,8 @@ The ViT (patch 8, 4 blocks, 48 px, 6 x 6 tokens, a mean-pooled head) and the Swi
 session (seeded). Both are transformers to ``auto`` (the Swin-like model's attention is einsum and a
 softmax): their maps are centred (``--centre-activations``; docs/transformers.md, "Centred maps") and
 Score-CAM masks their inputs toward each image's mean colour (``--scorecam-baseline``; "Score-CAM on
-transformers"). Attention rollout needs MultiHeadAttention and is refused on the Swin-like model, so it
-is measured on the ViT only. The figures measured when these tests were written are in
+transformers"). Attention rollout and its gradient-weighted form need MultiHeadAttention and are refused
+on the Swin-like model, so they are measured on the ViT only. The figures measured when these tests were written are in
 docs/transformers.md.
 """
 
@@ -52,6 +52,7 @@ def hit_rate(model, method: str, layer: str = "auto", centre: str = "auto", base
     ("vit", "layercam"),
     ("vit", "scorecam"),
     ("vit", "rollout"),
+    ("vit", "gradrollout"),
     ("swin", "gradcam"),
     ("swin", "gradcam++"),
     ("swin", "layercam"),

@@ -233,6 +233,68 @@ def test_rollout_equals_its_numpy_reference_at_batch_7_and_1(vit, prefix):
         assert explainer.trace_count() == 1
 
 
+def vit_logits(model, x, scores: list):
+    """small_vit's forward pass written out eagerly from its layers (not the library's graph walk), each
+    MultiHeadAttention called with return_attention_scores so its scores, appended to ``scores``, are
+    the tensors its output is computed from; returns the class logits."""
+    names = {layer.name for layer in model.layers}
+    dim = model.get_layer("patch_embed").filters
+    t = model.get_layer("patches")(model.get_layer("patch_embed")(x))
+    if "pos_embed" in names:
+        t = t + tf.reshape(model.get_layer("pos_embed").bias, (1, -1, dim))
+    prefix = 0
+    if "prefix" in names:
+        tokens = tf.reshape(model.get_layer("prefix").bias, (1, -1, dim))
+        prefix = int(tokens.shape[1])
+        t = tf.concat([tf.tile(tokens, [tf.shape(x)[0], 1, 1]), t], axis=1)
+    blocks = sorted({name.split("_")[0] for name in names if name.startswith("block")})
+    for block in blocks:
+        h = model.get_layer(f"{block}_norm1")(t)
+        out, found = model.get_layer(f"{block}_attn")(h, h, return_attention_scores=True)
+        scores.append(found)
+        t = t + out
+        t = t + model.get_layer(f"{block}_mlp2")(model.get_layer(f"{block}_mlp1")(model.get_layer(f"{block}_norm2")(t)))
+    t = model.get_layer("norm")(t)
+    pooled = t[:, 0] if "pool" not in names else tf.reduce_mean(t[:, prefix:], axis=1)
+    dense = model.get_layer("predictions")
+    return tf.matmul(pooled, dense.kernel) + dense.bias
+
+
+def gradrollout_reference(model, image, cls, prefix):
+    """Chefer, Gur & Wolf's rule in NumPy: R = I, R += mean_heads(relu(dy_c/dA * A)) R per layer, from the
+    scores of :func:`vit_logits` and their gradients by GradientTape."""
+    scores: list = []
+    with tf.GradientTape() as tape:
+        logit = vit_logits(model, tf.constant(image[None]), scores)[0, cls]
+    grads = tape.gradient(logit, scores)
+    relevance = None
+    for a, g in zip(scores, grads):
+        a, g = a.numpy()[0].astype(np.float64), g.numpy()[0].astype(np.float64)
+        weighted = np.maximum(a * g, 0).mean(axis=0)
+        relevance = np.eye(a.shape[-1]) if relevance is None else relevance
+        relevance = relevance + weighted @ relevance
+    row = relevance[0] if prefix else relevance.mean(axis=0)
+    return normalised(row[prefix:].reshape(4, 4))
+
+
+@pytest.mark.parametrize("prefix", [PREFIX, 0])
+def test_gradient_weighted_rollout_equals_its_reference_at_batch_7_and_1(vit, prefix):
+    """gradrollout beside a gradient method (classes from the tiled pass) and alone (the forward pass), per class."""
+    model = vit if prefix else trained_like(small_vit(size=SIZE, depth=2, prefix=0, pool="mean", seed=4), 4)
+    split = split_model(model)
+    x = random_images(7, SIZE, seed=10)
+    for explainer in (Explainer(split, top=3, method=["gradrollout", "gradcam"]), Explainer(split, top=3, method="gradrollout")):
+        for batch in (x, x[:1]):
+            out = explainer(batch)
+            for b in range(len(batch)):
+                maps = [gradrollout_reference(model, batch[b], int(cls), prefix) for cls in out.classes[b]]
+                for j, expected in enumerate(maps):
+                    assert expected.max() > 0
+                    np.testing.assert_allclose(out.method_maps[b, j, 0], expected, atol=ATOL, err_msg=f"image {b}, rank {j}")
+                assert max(np.abs(maps[0] - m).max() for m in maps[1:]) > 1e-3  # it depends on the class
+        assert explainer.trace_count() == 1
+
+
 def test_the_grid_comes_from_the_patch_embedding_or_the_flags(vit):
     assert split_model(vit, "with_prefix").tokens.grid == (4, 4)
     assert split_model(vit, "patches").tokens.prefix == 0  # before the prefix tokens are added
@@ -266,16 +328,17 @@ def test_refusals_name_the_layer_its_shape_and_the_flag(vit):
         split_model(odd_token_model(), "flat")
 
 
-def test_rollout_refuses_window_attention_and_models_without_attention():
+@pytest.mark.parametrize("method", ["rollout", "gradrollout"])
+def test_rollout_refuses_window_attention_and_models_without_attention(method):
     swin = split_model(small_swin(size=SIZE, window=4, relative=False))  # MultiHeadAttention in 4 x 4 windows
     with pytest.raises(OptionError, match=r"attention layer 'stage1_block0_attn' attends over 16 tokens while the "
                                           r"image has 64 patches of 4x4 pixels: window attention \(Swin-style\)"):
-        Explainer(swin, top=1, method="rollout")
+        Explainer(swin, top=1, method=method)
     cnn = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3, name="conv"),
                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
     for model in (cnn, small_swin(size=SIZE)):  # the Swin-like model's own window attention (relative bias)
         with pytest.raises(OptionError, match=r"has no keras.layers.MultiHeadAttention layer on the way to its output"):
-            Explainer(split_model(model), top=1, method="rollout")
+            Explainer(split_model(model), top=1, method=method)
 
 
 def test_swin_stages_stay_four_d_and_match_the_tape():
