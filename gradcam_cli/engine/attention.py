@@ -27,7 +27,8 @@ def attention_class_maps(split: Any, method: Any, x, classes, n: int, size) -> A
     """A class-specific attention method's raw maps (B, N, h, w) for the input ``x`` and the explained
     ``classes`` (B, N): the model runs once under a persistent tape, and each rank n's class scores are
     differentiated with respect to every attention layer's scores, one backward pass per rank (the
-    forward pass is not repeated per class, as tiling the input would; its activations are kept once)."""
+    forward pass is not repeated per class, as tiling the input would), each rank's (B, heads, T, T)
+    gradients reduced to its map against the scores as they are (not tiled N times)."""
     import tensorflow as tf
 
     layout = split.attention_tokens
@@ -35,13 +36,10 @@ def attention_class_maps(split: Any, method: Any, x, classes, n: int, size) -> A
         _, logits, scores = split.full_attention(x)
         picked = tf.cast(tf.gather(logits, classes, axis=1, batch_dims=1), tf.float32)  # (B, N)
         totals = [tf.reduce_sum(picked[:, k]) for k in range(n)]
-    per_rank = [tape.gradient(total, scores) for total in totals]  # N x layers x (B, heads, T, T)
+    ranks = [_at_size(split, method.fn(scores, tape.gradient(total, scores), layout.prefix, layout.grid), size)
+             for total in totals]  # N x (B, h, w)
     del tape
-    image_major = lambda parts: tf.reshape(tf.stack(parts, axis=1), tf.concat([[-1], tf.shape(parts[0])[1:]], 0))  # noqa: E731
-    grads = [image_major([rank[layer] for rank in per_rank]) for layer in range(len(scores))]
-    tiled = [tf.repeat(s, n, axis=0) for s in scores]
-    raw = _at_size(split, method.fn(tiled, grads, layout.prefix, layout.grid), size)  # (B * N, h, w)
-    return tf.reshape(raw, tf.concat([[-1, n], tf.shape(raw)[1:]], axis=0))
+    return tf.stack(ranks, axis=1)
 
 
 def _at_size(split: Any, raw, size):

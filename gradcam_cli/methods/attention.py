@@ -21,7 +21,9 @@ the class score's gradient with respect to layer l's scores,
     Abar_l = mean_heads( relu(G_l * A_l) )
     R      = I;  R = R + Abar_l @ R          for l = 1..L
 
-and the map is read from R as rollout's is. It depends on the class: the gradients say which
+and the map is read from R - I as rollout's is from R: the identity adds the same 1 / T to every
+patch of the mean row (a model without a class token), which would flatten that map, and nothing
+to the class token's row over the patches. It depends on the class: the gradients say which
 attention raised y_c.
 
 Limits (both): the model must be a functional Keras graph whose attention is
@@ -60,13 +62,13 @@ def gradrollout(attentions, gradients, prefix: int, grid: tuple[int, int]):
     first; returns (M, h, w) as :func:`rollout`."""
     import tensorflow as tf
 
-    relevance = None
+    relevance, eye = None, None
     for scores, grads in zip(attentions, gradients):
         weighted = tf.reduce_mean(tf.nn.relu(tf.cast(grads, tf.float32) * tf.cast(scores, tf.float32)), axis=1)
         if relevance is None:
-            relevance = tf.eye(tf.shape(weighted)[-1], batch_shape=[1])
+            relevance = eye = tf.eye(tf.shape(weighted)[-1], batch_shape=[1])
         relevance = relevance + tf.matmul(weighted, relevance)
-    return _read(relevance, prefix, grid)
+    return _read(relevance - eye, prefix, grid)
 
 
 def _read(rolled, prefix: int, grid: tuple[int, int]):

@@ -20,7 +20,9 @@ gradients g = dy_c/dA, both (M, h, w, K) for M = images x classes:
   d y_c / d scores for M = images x classes (the engine differentiates the class scores with
   respect to the scores themselves; :mod:`gradcam_cli.engine.attention`).
 
-``needs_gradients=False``: ``g`` is None and no backward pass runs; with
+``needs_gradients=False``: ``g`` is None and no backward pass to the target layer runs (a
+class-specific attention method differentiates the class scores with respect to the attention
+scores instead, in its own pass); with
 ``class_agnostic=True`` the map does not depend on the class (one per image, the
 records mark it). ``sums_only``: the method uses only the per-channel sums of g
 over positions, so a head whose input gradient is exact in those sums alone may be

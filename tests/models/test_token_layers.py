@@ -262,7 +262,7 @@ def vit_logits(model, x, scores: list):
 
 def gradrollout_reference(model, image, cls, prefix):
     """Chefer, Gur & Wolf's rule in NumPy: R = I, R += mean_heads(relu(dy_c/dA * A)) R per layer, from the
-    scores of :func:`vit_logits` and their gradients by GradientTape."""
+    scores of :func:`vit_logits` and their gradients by GradientTape; the map read from R - I."""
     scores: list = []
     with tf.GradientTape() as tape:
         logit = vit_logits(model, tf.constant(image[None]), scores)[0, cls]
@@ -273,6 +273,7 @@ def gradrollout_reference(model, image, cls, prefix):
         weighted = np.maximum(a * g, 0).mean(axis=0)
         relevance = np.eye(a.shape[-1]) if relevance is None else relevance
         relevance = relevance + weighted @ relevance
+    relevance -= np.eye(relevance.shape[-1])
     row = relevance[0] if prefix else relevance.mean(axis=0)
     return normalised(row[prefix:].reshape(4, 4))
 
