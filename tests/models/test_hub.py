@@ -342,3 +342,38 @@ def test_hub_profile_offline_is_one_weights_error(registry):
                 build_model(profile, weights)
             message = str(err.value)
             assert "\n" not in message and f"'{profile.preset}'" in message and "could not be downloaded" in message
+
+
+@pytest.mark.parametrize("name", ["vit", "deit"])
+def test_hub_transformer_attention_methods(name, saved):
+    """Rollout and gradient-weighted rollout reach keras-hub's MultiHeadAttention layers through the rebuilt
+    encoder: rollout equals Abnar & Zuidema's rule in NumPy from each ``mha`` layer called eagerly on its
+    ``ln_1`` output (the class token's row over the 4 x 4 patches, DeiT's distillation token dropped too);
+    gradrollout gives each class its own map, the same from the .keras file and the preset directory."""
+    _, path, preset = saved[name]
+    cam = GradCAM(model=str(path))
+    view = cam.model
+    prefix = 2 if name == "deit" else 1
+    assert cam.split.attention_layers == 2 and cam.split.attention_tokens.prefix == prefix
+    images = list(_pixels(2, seed=12))
+    found = cam.explain(images, top=2, method=["rollout", "gradrollout"])
+    x = cam.prepare(images)
+    for b, result in enumerate(found):
+        rolled, tokens = None, view.get_layer(f"{name}_patching_and_embedding")(x[b:b + 1])
+        for i in (1, 2):
+            block = view.get_layer(f"transformer_block_{i}")
+            q = block.get_layer("ln_1")(tokens)
+            scores = keras.ops.convert_to_numpy(block.get_layer("mha")(q, q, return_attention_scores=True,
+                                                                       training=False)[1])[0]
+            tokens = block(tokens, training=False)
+            mixed = 0.5 * scores.astype(np.float64).mean(axis=0) + 0.5 * np.eye(scores.shape[-1])
+            mixed /= mixed.sum(axis=-1, keepdims=True)
+            rolled = mixed if rolled is None else mixed @ rolled
+        expected = np.maximum(rolled[0, prefix:].reshape(4, 4), 0)
+        rollout, weighted = result.maps_by_method["rollout"], result.maps_by_method["gradrollout"]
+        np.testing.assert_allclose(rollout[0], expected / expected.max(), atol=1e-5)
+        np.testing.assert_allclose(rollout[1], rollout[0], atol=1e-6)  # class-agnostic
+        assert np.abs(weighted[0] - weighted[1]).max() > 1e-3  # per class
+    from_preset = GradCAM(model=str(preset)).explain(images, top=2, method=["rollout", "gradrollout"])
+    for a, b in zip(found, from_preset):
+        np.testing.assert_allclose(a.maps_by_method["gradrollout"], b.maps_by_method["gradrollout"], atol=1e-5)
