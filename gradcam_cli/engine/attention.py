@@ -23,23 +23,34 @@ def attention_map(split: Any, method: Any, x, size, attention: list | None = Non
     return _at_size(split, raw, size)
 
 
-def attention_class_maps(split: Any, method: Any, x, classes, n: int, size) -> Any:
-    """A class-specific attention method's raw maps (B, N, h, w) for the input ``x`` and the explained
-    ``classes`` (B, N): the model runs once under a persistent tape, and each rank n's class scores are
-    differentiated with respect to every attention layer's scores, one backward pass per rank (the
-    forward pass is not repeated per class, as tiling the input would), each rank's (B, heads, T, T)
-    gradients reduced to its map against the scores as they are (not tiled N times)."""
+class TapedAttention:
+    """One run of the model on ``x`` under a persistent tape: ``acts`` (the target layer's value),
+    ``logits`` (the class scores) and ``scores`` (every attention layer's), kept to differentiate class
+    scores with respect to the attention scores (:func:`attention_class_maps`). Without gradient methods
+    it is the explainer's only run of the model; beside them, one more."""
+
+    def __init__(self, split: Any, x):
+        import tensorflow as tf
+
+        self.tape = tf.GradientTape(persistent=True)
+        with self.tape:
+            self.acts, self.logits, self.scores = split.full_attention(x)
+
+
+def attention_class_maps(split: Any, method: Any, taped: TapedAttention, classes, n: int, size) -> Any:
+    """A class-specific attention method's raw maps (B, N, h, w) for the explained ``classes`` (B, N) of
+    the run ``taped``: each rank n's class scores differentiated with respect to every attention layer's
+    scores, one backward pass per rank (the forward pass is not repeated per class, as tiling the input
+    would), each rank's (B, heads, T, T) gradients reduced to its map against the scores as they are."""
     import tensorflow as tf
 
     layout = split.attention_tokens
-    with tf.GradientTape(persistent=True) as tape:
-        _, logits, scores = split.full_attention(x)
-        picked = tf.cast(tf.gather(logits, classes, axis=1, batch_dims=1), tf.float32)  # (B, N)
+    with taped.tape:  # the taped run's persistent tape records the class scores' selection too
+        picked = tf.cast(tf.gather(taped.logits, classes, axis=1, batch_dims=1), tf.float32)  # (B, N)
         totals = [tf.reduce_sum(picked[:, k]) for k in range(n)]
-    ranks = [_at_size(split, method.fn(scores, tape.gradient(total, scores), layout.prefix, layout.grid), size)
-             for total in totals]  # N x (B, h, w)
-    del tape
-    return tf.stack(ranks, axis=1)
+    grads = [taped.tape.gradient(total, taped.scores) for total in totals]
+    return tf.stack([_at_size(split, method.fn(taped.scores, g, layout.prefix, layout.grid), size)
+                     for g in grads], axis=1)  # N x (B, h, w) -> (B, N, h, w)
 
 
 def _at_size(split: Any, raw, size):

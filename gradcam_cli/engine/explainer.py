@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from gradcam_cli.engine.score import chosen_channels, masked_scores
-from gradcam_cli.engine.attention import attention_class_maps, attention_map
+from gradcam_cli.engine.attention import TapedAttention, attention_class_maps, attention_map
 from gradcam_cli.engine.combine import apply_method, centred_acts, normalise_maps
 from gradcam_cli.engine.smooth import aug_smoothed
 from gradcam_cli.errors import OptionError
@@ -129,6 +129,7 @@ class Explainer:
         #: what Score-CAM's masks blend the input toward (``MethodOptions.scorecam_baseline``)
         self.masked_toward = self.options.masked_toward(split.transformer)
         self._attends = any(m.kind == "attention" for m in self.methods)
+        self._per_class_attention = any(m.kind == "attention" and not m.class_agnostic for m in self.methods)
         if split.attention_problem and self._attends:
             raise OptionError(split.attention_problem)
         sums_only = all(m.sums_only or not m.needs_gradients for m in self.methods)
@@ -244,8 +245,11 @@ class Explainer:
 
     def _explain_forward(self, x, extra=None, fixed=None):
         """A method without gradients: one map per image from the activations alone, for every class."""
-        attention = None
-        if self._attends:  # the attention scores from the same run of the model
+        attention, taped = None, None
+        if self._per_class_attention:  # the one run of the model, kept on a tape for the attention gradients
+            taped = TapedAttention(self.split, x)
+            acts, scores, attention = taped.acts, taped.logits, taped.scores
+        elif self._attends:  # the attention scores from the same run of the model
             acts, scores, attention = self.split.full_attention(x)
         elif self.path == "cut":
             acts, extras = self.split.trunk_with(x)
@@ -253,9 +257,9 @@ class Explainer:
         else:
             acts, scores = self.split.full(x)
         classes = self._select(scores, extra, fixed)
-        return self._outputs(scores, classes, self._maps(None, None, acts, x, classes, attention=attention))
+        return self._outputs(scores, classes, self._maps(None, None, acts, x, classes, attention=attention, taped=taped))
 
-    def _maps(self, tiled, grads, acts, x, classes, fused=None, attention=None):
+    def _maps(self, tiled, grads, acts, x, classes, fused=None, attention=None, taped=None):
         """Every method's maps, (B, N, M, h, w) in [0, 1], and the guided images (B, N, H, W, 3)
         (empty, (B, N, 0, 0, 3), unless ``guided`` is asked).
 
@@ -264,7 +268,8 @@ class Explainer:
         once, which the gradient-free methods use; ``x`` the input, ``classes`` (B, N) the
         targets (Score-CAM scores them on masked inputs; guided backpropagation differentiates them).
         ``fused``: the gradient methods' maps (B * N, M', h, w) when already made (the tiled head);
-        ``attention``: the attention scores when already taken.
+        ``attention``: the attention scores when already taken; ``taped``: that run's tape
+        (:class:`~gradcam_cli.engine.attention.TapedAttention`), else a class-specific attention method runs its own.
         """
         import tensorflow as tf
 
@@ -284,7 +289,8 @@ class Explainer:
                                        self.masked_toward)
                 maps.append(normalise_maps(self._score_map(chosen, method.fn(chosen, scores))))
             elif method.kind == "attention" and not method.class_agnostic:  # gradient-weighted
-                maps.append(normalise_maps(attention_class_maps(self.split, method, x, classes, self.n, shape[1:3])))
+                taped = taped or TapedAttention(self.split, x)
+                maps.append(normalise_maps(attention_class_maps(self.split, method, taped, classes, self.n, shape[1:3])))
             elif method.kind == "attention":
                 maps.append(normalise_maps(tf.repeat(attention_map(self.split, method, x, shape[1:3], attention)[:, None],
                                                      self.n, axis=1)))
