@@ -186,10 +186,11 @@ def evaluate_folder(cam: GradCAM, refs: Sequence[InputRef], settings: EvalSettin
     stop = stop or (lambda: False)
     index = {ref.key: i for i, ref in enumerate(refs)}
     evaluator = Evaluator(cam, settings, boxes, index)
-    recorded = {**_json(asdict(settings)), "model": cam.describe(), **cam.resolved(settings.method_options, settings.methods)}
-    if evaluator.sweep is not None:  # each swept layer resolves the auto options on its own
-        recorded["resolved_by_layer"] = {layer: evaluator.sweep.cams[layer].resolved(settings.method_options, settings.methods)
+    resolved = cam.resolved(settings.method_options, settings.methods)  # what the auto options resolved to
+    if evaluator.sweep is not None:  # each swept layer resolves them on its own
+        resolved["resolved_by_layer"] = {layer: evaluator.sweep.cams[layer].resolved(settings.method_options, settings.methods)
                                          for layer in evaluator.sweep.layers}
+    recorded = {**_json(asdict(settings)), "model": cam.describe(), **resolved}
     complete = lambda record, _: record.get("status") == "ok" and isinstance(record.get("metrics"), dict)  # noqa: E731
     with RunJournal(out_dir, EVAL_FILES, recorded, resume=resume, complete=complete, on_record=on_record,
                     total=len(refs)) as journal, \
@@ -204,7 +205,7 @@ def evaluate_folder(cam: GradCAM, refs: Sequence[InputRef], settings: EvalSettin
         found: dict = {}
 
         def header(counts: Summary, records: Callable[[], Iterator[dict]]) -> dict:
-            found.update(_document(cam, settings, counts, list(records()), resolved_keys(recorded)))
+            found.update(_document(cam, settings, counts, list(records()), resolved))
             if checked is not None:
                 found["sanity"] = checked
             return found
@@ -224,12 +225,8 @@ def _json(value):
     return json.loads(json.dumps(value))
 
 
-def resolved_keys(recorded: dict) -> dict:
-    """What the ``auto`` options resolved to, of a run file's record: ``evaluation.json`` shows them beside the settings."""
-    return {k: recorded[k] for k in ("centred", "masked_toward", "resolved_by_layer") if k in recorded}
-
-
 def _document(cam: GradCAM, settings: EvalSettings, counts: Summary, records: list[dict], resolved: dict) -> dict:
+    """``evaluation.json``'s header; ``resolved``: what the auto options resolved to, shown beside the settings."""
     table = aggregate(records, settings)
     return {
         "tool": "gradcam-cli", "version": __version__, **cam.describe(), "settings": {**_json(asdict(settings)), **resolved},

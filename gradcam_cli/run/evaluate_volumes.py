@@ -29,7 +29,7 @@ from gradcam_cli.metrics.registry import better
 from gradcam_cli.metrics.volumes import VOLUME_AXIS, volume_baseline_map, volume_curves
 from gradcam_cli.render.plots import curves_png
 from gradcam_cli.render.resample import upsample_trilinear
-from gradcam_cli.run.evaluate import EVAL_FILES, aggregate, mean_curves, resolved_keys
+from gradcam_cli.run.evaluate import EVAL_FILES, aggregate, mean_curves
 from gradcam_cli.run.journal import RunJournal, Summary
 from gradcam_cli.run.volumes import VolumeModel, preprocess_volume, volume_values
 from gradcam_cli.settings import EvalSettings, RunSettings
@@ -95,9 +95,9 @@ def evaluate_volumes(vm: VolumeModel, refs: Sequence[InputRef], settings: EvalSe
                      on_record: Callable[[dict], None] | None = None, stop: Any = None) -> tuple[dict, Summary]:
     """Evaluate every volume of ``refs`` into ``out_dir``; ``stop.signum`` set ends the run between
     volumes. Returns the document (without the records) and the journal's summary."""
+    resolved = settings.method_options.resolved(vm.split.transformer, masks_input(settings.methods))
     recorded = {**_json(asdict(settings)), "model": run.model.model, "layer": vm.split.layer_name,
-                "preprocessing": run.model.preprocessing, "volumes": True,
-                **settings.method_options.resolved(vm.split.transformer, masks_input(settings.methods))}
+                "preprocessing": run.model.preprocessing, "volumes": True, **resolved}
     evaluator = VolumeEvaluator(vm, settings, run, {ref.key: i for i, ref in enumerate(refs)})
     complete = lambda record, _: record.get("status") == "ok" and isinstance(record.get("metrics"), dict)  # noqa: E731
     found: dict = {}
@@ -115,7 +115,7 @@ def evaluate_volumes(vm: VolumeModel, refs: Sequence[InputRef], settings: EvalSe
             found.update({
                 "tool": "gradcam-cli", "version": __version__, "model": run.model.model,
                 "target_layer": vm.split.layer_name, "input_shape": [*vm.size, vm.channels], "volumes": True,
-                "settings": {**_json(asdict(settings)), **resolved_keys(recorded)},
+                "settings": {**_json(asdict(settings)), **resolved},
                 "summary": {"images": counts.records, "done": counts.done, "failed": counts.failed},
                 "better": fields, "aggregate": aggregate(done, settings), "mean_curves": mean_curves(done, settings)})
             return found

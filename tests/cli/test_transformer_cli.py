@@ -66,19 +66,25 @@ def test_the_token_flags_reach_the_run(saved, tmp_path):
     assert '"tokens": {"prefix_tokens": 1, "grid": [2, 8]}' in header
 
 
+def raw_run(saved, out, model: str, method: str, *flag) -> tuple[dict, list]:
+    """``explain`` of the images with ``model``, top 1, ``method`` and ``flag`` (an option and its value),
+    raw maps only: (the header's options, the raw maps in file order)."""
+    result = invoke("explain", saved / "images", "--model", saved / model, "--out", out, "--top", "1",
+                    "--method", method, *flag, "--save-raw", "--no-overlays", "--quiet")
+    assert result.exit_code == 0, result.output
+    options = json.loads((out / "predictions.json").read_text())["options"]
+    return options, [np.load(p) for p in sorted(out.glob("*.npy"))]
+
+
 def test_centre_reaches_the_run_and_the_raw_maps(saved, tmp_path):
     """--centre-activations auto (a transformer: centred) vs off: the header says which, and the maps differ; on the CNN,
     auto is off: its maps equal --centre-activations off's."""
     raws = {}
     for model, centre in (("vit.keras", "auto"), ("vit.keras", "off"), ("cnn.keras", "auto"), ("cnn.keras", "off")):
-        out = tmp_path / f"{model}-{centre}"
-        result = invoke("explain", saved / "images", "--model", saved / model, "--out", out, "--top", "1",
-                        "--method", "layercam", "--centre-activations", centre, "--save-raw", "--no-overlays", "--quiet")
-        assert result.exit_code == 0, result.output
-        header = json.loads((out / "predictions.json").read_text())
-        assert header["options"]["centre_activations"] == centre
-        assert header["options"]["centred"] is (model == "vit.keras" and centre == "auto")  # what it resolved to
-        raws[model, centre] = [np.load(p) for p in sorted(out.glob("*.npy"))]
+        options, raws[model, centre] = raw_run(saved, tmp_path / f"{model}-{centre}", model, "layercam",
+                                               "--centre-activations", centre)
+        assert options["centre_activations"] == centre
+        assert options["centred"] is (model == "vit.keras" and centre == "auto")  # what it resolved to
     assert max(np.abs(a - b).max() for a, b in zip(raws["vit.keras", "auto"], raws["vit.keras", "off"])) > 0.05
     for a, b in zip(raws["cnn.keras", "auto"], raws["cnn.keras", "off"]):
         np.testing.assert_array_equal(a, b)  # the same computation: off both times
@@ -109,15 +115,11 @@ def test_scorecam_baseline_reaches_the_run_and_the_raw_maps(saved, tmp_path):
     header records the flag and, for a run with Score-CAM, what it resolved to (``masked_toward``)."""
     raws = {}
     for model, baseline in (("vit.keras", "auto"), ("vit.keras", "zero"), ("cnn.keras", "auto"), ("cnn.keras", "mean")):
-        out = tmp_path / f"{model}-{baseline}"
-        result = invoke("explain", saved / "images", "--model", saved / model, "--out", out, "--top", "1",
-                        "--method", "scorecam", "--scorecam-baseline", baseline, "--save-raw", "--no-overlays", "--quiet")
-        assert result.exit_code == 0, result.output
-        options = json.loads((out / "predictions.json").read_text())["options"]
+        options, raws[model, baseline] = raw_run(saved, tmp_path / f"{model}-{baseline}", model, "scorecam",
+                                                 "--scorecam-baseline", baseline)
         assert options["scorecam_baseline"] == baseline
         assert options["masked_toward"] == ("mean" if (model, baseline) in (("vit.keras", "auto"), ("cnn.keras", "mean"))
                                             else "zero")
-        raws[model, baseline] = [np.load(p) for p in sorted(out.glob("*.npy"))]
     for model, other in (("vit.keras", "zero"), ("cnn.keras", "mean")):
         assert max(np.abs(a - b).max() for a, b in zip(raws[model, "auto"], raws[model, other])) > 0.01, model
     out = tmp_path / "gradcam-only"

@@ -210,13 +210,23 @@ def rollout_reference(model, image, prefix):
         mixed = 0.5 * scores.mean(axis=0) + 0.5 * np.eye(scores.shape[-1])
         mixed /= mixed.sum(axis=-1, keepdims=True)
         rolled = mixed if rolled is None else mixed @ rolled
+    return read_rolled(rolled, prefix)
+
+
+def read_rolled(rolled, prefix):
+    """A rolled (T, T) matrix -> the 4 x 4 map: the class token's row over the patches, or the mean row."""
     row = rolled[0] if prefix else rolled.mean(axis=0)
     return normalised(row[prefix:].reshape(4, 4))
 
 
+def rollout_model(vit, prefix):
+    """The class-token ViT, or (prefix 0) a mean-pooled one without prefix tokens."""
+    return vit if prefix else trained_like(small_vit(size=SIZE, depth=2, prefix=0, pool="mean", seed=4), 4)
+
+
 @pytest.mark.parametrize("prefix", [PREFIX, 0])
 def test_rollout_equals_its_numpy_reference_at_batch_7_and_1(vit, prefix):
-    model = vit if prefix else trained_like(small_vit(size=SIZE, depth=2, prefix=0, pool="mean", seed=4), 4)
+    model = rollout_model(vit, prefix)
     split = split_model(model)
     assert split.attention_layers == 2 and split.attention_tokens.prefix == prefix
     beside = Explainer(split, top=3, method=["rollout", "gradcam"])  # scores from one more run to the last attention
@@ -273,15 +283,13 @@ def gradrollout_reference(model, image, cls, prefix):
         weighted = np.maximum(a * g, 0).mean(axis=0)
         relevance = np.eye(a.shape[-1]) if relevance is None else relevance
         relevance = relevance + weighted @ relevance
-    relevance -= np.eye(relevance.shape[-1])
-    row = relevance[0] if prefix else relevance.mean(axis=0)
-    return normalised(row[prefix:].reshape(4, 4))
+    return read_rolled(relevance - np.eye(relevance.shape[-1]), prefix)
 
 
 @pytest.mark.parametrize("prefix", [PREFIX, 0])
 def test_gradient_weighted_rollout_equals_its_reference_at_batch_7_and_1(vit, prefix):
     """gradrollout beside a gradient method (classes from the tiled pass) and alone (the forward pass), per class."""
-    model = vit if prefix else trained_like(small_vit(size=SIZE, depth=2, prefix=0, pool="mean", seed=4), 4)
+    model = rollout_model(vit, prefix)
     split = split_model(model)
     x = random_images(7, SIZE, seed=10)
     for explainer in (Explainer(split, top=3, method=["gradrollout", "gradcam"]), Explainer(split, top=3, method="gradrollout")):
